@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make run` serves, `make test` tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+
+.PHONY: run test venv test-venv fixtures bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Runtime install (stamp file so repeated `make run` is instant).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(VENV)/.installed $@
+
+venv: $(VENV)/.installed
+test-venv: $(VENV)/.installed-test
+
+run: $(VENV)/.installed
+	@echo "WARNING: serving WITHOUT EHR authentication (--no-auth); for local use only." >&2
+	$(BIN)/cds-service serve --host $(HOST) --port $(PORT) --no-auth
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+fixtures: $(VENV)/.installed-test
+	$(BIN)/python fhir_fixtures/build_requests.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,221 @@
+"""Findings -> CDS Hooks cards: wording, indicator, source and citation, topic, uuids, suggestions.
+
+All presentation lives here. Card and suggestion uuids are uuid5 of the hookInstance and topic, so
+the same request always gives the same cards, and feedback can be joined back to a topic.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from .domain.fhirdata import LOINC
+from .domain.findings import Finding, Severity, Status, Suggestion
+from .domain.orders import OrderContext
+from .domain.policy import Policy
+from .domain.rules import RULES_BY_TOPIC
+from .domain.terminology import BASE_URL
+
+TOPIC_SYSTEM = f"{BASE_URL}/CodeSystem/card-topic"
+SUMMARY_TOPIC = "eligibility-summary"
+NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+UUID_NAMESPACE = uuid.UUID("6d0f3c1e-9a7b-5c2d-8e4f-1a2b3c4d5e6f")
+MAX_SUMMARY = 139
+SOURCE_LABELS = {"label": "LEMTRADA Prescribing Information", "rems": "LEMTRADA REMS",
+                 "local": "LEMTRADA eligibility policy"}
+SNOMED_IV = {"system": "http://snomed.info/sct", "code": "47625008", "display": "Intravenous route"}
+
+
+@cache
+def _override_displays() -> dict[str, str]:
+    doc = json.loads((resources.files("cds_service") / "terminology" /
+                      "CodeSystem-non-adherence-reason-codes.json").read_text(encoding="utf-8"))
+    out: dict[str, str] = {}
+
+    def walk(concepts: list[dict[str, Any]]) -> None:
+        for concept in concepts:
+            out[concept["code"]] = concept["display"]
+            walk(concept.get("concept", []))
+
+    walk(doc["concept"])
+    return out
+
+
+def card_uuid(hook_instance: str, topic: str, part: str = "") -> str:
+    return str(uuid.uuid5(UUID_NAMESPACE, f"{hook_instance}|{topic}|{part}"))
+
+
+def fit_summary(text: str) -> str:
+    """A summary under 140 characters, cut at a word with an ellipsis if it must be."""
+    text = " ".join(text.split())
+    if len(text) <= MAX_SUMMARY:
+        return text
+    return text[: MAX_SUMMARY - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
+def _md(text: str) -> str:
+    """Escape a value for a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _topic_coding(topic: str, display: str) -> dict[str, str]:
+    return {"system": TOPIC_SYSTEM, "code": topic, "display": display}
+
+
+def _source(topic: str, policy: Policy) -> dict[str, Any]:
+    rule = RULES_BY_TOPIC.get(topic)
+    key = rule.source if rule else "label"
+    return {
+        "label": SOURCE_LABELS[key],
+        "url": policy.sources[key].url,
+        "topic": _topic_coding(topic, rule.title if rule else "Lemtrada eligibility checklist"),
+    }
+
+
+def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, Any]:
+    """A new FHIR R4 resource (never a mutation of the request) that closes the gap."""
+    coding = {"system": suggestion.code[0], "code": suggestion.code[1], "display": suggestion.display}
+    subject = {"reference": f"Patient/{patient_id}"}
+    if suggestion.kind == "lab":
+        resource: dict[str, Any] = {
+            "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
+            "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "108252007",
+                                      "display": "Laboratory procedure"}]}],
+            "code": {"coding": [coding], "text": suggestion.display},
+            "subject": subject,
+        }
+        if suggestion.details.get("reason"):
+            resource["reasonCode"] = [{"text": suggestion.details["reason"]}]
+        return resource
+    details = suggestion.details
+    resource = {
+        "resourceType": "MedicationRequest", "status": "draft", "intent": "order",
+        "medicationCodeableConcept": {"coding": [coding], "text": suggestion.display},
+        "subject": subject,
+        "dosageInstruction": [details["dosage"]] if "dosage" in details else [],
+    }
+    if details.get("reason"):
+        resource["reasonCode"] = [{"text": details["reason"]}]
+    if not resource["dosageInstruction"]:
+        del resource["dosageInstruction"]
+    return resource
+
+
+def _suggestions(finding: Finding, hook_instance: str, patient_id: str) -> list[dict[str, Any]]:
+    out = []
+    for suggestion in finding.suggestions:
+        out.append({
+            "label": suggestion.label,
+            "uuid": card_uuid(hook_instance, finding.topic, suggestion.key),
+            "actions": [{
+                "type": "create",
+                "description": f"{suggestion.label} ({suggestion.code[1]})"
+                if suggestion.code[0] == LOINC else suggestion.label,
+                "resource": suggestion_resource(suggestion, patient_id),
+            }],
+        })
+    return out
+
+
+def _detail(finding: Finding, policy: Policy) -> str:
+    rule = RULES_BY_TOPIC.get(finding.topic)
+    lines = list(finding.explanation)
+    if finding.evidence:
+        lines.append("")
+        lines.append("**Evidence**")
+        lines.extend(f"- {e}" for e in finding.evidence)
+    if finding.unreadable:
+        lines.append("")
+        lines.append("**Unreadable evidence** (could not be read, so it cannot count as an all-clear)")
+        lines.extend(f"- {u}" for u in finding.unreadable)
+    if rule is not None:
+        lines.append("")
+        source = policy.sources[rule.source]
+        lines.append(f"Source: {source.title}, {rule.citation}.")
+        for key in rule.policy_keys:
+            number = policy.numbers[key]
+            lines.append(f"Policy: {number.value} {number.unit} ({number.citation}).")
+    return "\n".join(lines).strip()
+
+
+def finding_card(finding: Finding, hook_instance: str, patient_id: str, policy: Policy) -> dict[str, Any]:
+    """The card for one unsatisfied check."""
+    card: dict[str, Any] = {
+        "uuid": card_uuid(hook_instance, finding.topic),
+        "summary": fit_summary(finding.headline),
+        "indicator": finding.severity.indicator,
+        "detail": _detail(finding, policy),
+        "source": _source(finding.topic, policy),
+    }
+    suggestions = _suggestions(finding, hook_instance, patient_id)
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "any"
+    rule = RULES_BY_TOPIC.get(finding.topic)
+    reasons = rule.override_reasons if rule else ("need-more-info",)
+    displays = _override_displays()
+    card["overrideReasons"] = [
+        {"system": NON_ADHERENCE, "code": code, "display": displays[code]} for code in reasons
+    ]
+    return card
+
+
+STATUS_MARK = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "unknown"}
+
+
+def summary_card(findings: list[Finding], order: OrderContext, hook_instance: str,
+                 policy: Policy, reminders: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The pharmacist's checklist: every check with its status and evidence."""
+    shown = [f for f in findings if f.shown]
+    worst = max((f.severity for f in shown), default=Severity.INFO)
+    counts = {s: sum(1 for f in shown if f.severity is s) for s in (Severity.CRITICAL, Severity.WARNING)}
+    if not shown:
+        summary = f"Lemtrada eligibility: all {len(findings)} checks met for a start on {order.t0}"
+    else:
+        parts = [f"{n} {s.indicator}" for s, n in counts.items() if n]
+        summary = f"Lemtrada eligibility: {', '.join(parts)} of {len(findings)} checks; see checklist"
+    lines = [
+        f"Order {order.order.reference} recognised as Lemtrada by {order.order.matched_by}; "
+        f"planned start (T0) {order.t0} from {order.t0_source}.",
+        "",
+        "| Check | Status | Evidence |",
+        "|---|---|---|",
+    ]
+    for finding in findings:
+        rule = RULES_BY_TOPIC.get(finding.topic)
+        title = rule.title if rule else finding.topic
+        evidence = "; ".join(finding.evidence) or finding.headline
+        if finding.unreadable:
+            evidence += "; unreadable: " + "; ".join(str(u) for u in finding.unreadable)
+        lines.append(f"| {_md(title)} (`{finding.topic}`) | {STATUS_MARK[finding.status]} | {_md(evidence)} |")
+    if reminders:
+        lines.append("")
+        lines.extend(reminders)
+    return {
+        "uuid": card_uuid(hook_instance, SUMMARY_TOPIC),
+        "summary": fit_summary(summary),
+        "indicator": worst.indicator,
+        "detail": "\n".join(lines),
+        "source": {
+            "label": SOURCE_LABELS["label"],
+            "url": policy.sources["label"].url,
+            "topic": _topic_coding(SUMMARY_TOPIC, "Lemtrada eligibility checklist"),
+        },
+    }
+
+
+def build_cards(findings: list[Finding], order: OrderContext, hook_instance: str,
+                patient_id: str, policy: Policy, reminders: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One card per unsatisfied check, most urgent first, then the summary; nothing else."""
+    ranked = sorted(
+        (f for f in findings if f.shown), key=lambda f: -f.severity
+    )  # stable: rule-table order within a severity
+    cards = [finding_card(f, hook_instance, patient_id, policy) for f in ranked]
+    summary = summary_card(findings, order, hook_instance, policy, reminders)
+    # The summary goes after the specific cards of its own severity, before milder ones.
+    position = sum(1 for f in ranked if f.severity >= Severity[summary["indicator"].upper()])
+    cards.insert(position, summary)
+    return cards

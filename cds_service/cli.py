@@ -1,0 +1,120 @@
+"""The `cds-service` command: serve the API, or check a saved hook request from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import ServiceError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .app import create_app
+    from .config import Settings
+
+    if not args.no_auth:
+        print("error: EHR authentication is not configured. Configure trusted issuers, or pass "
+              "--no-auth to run without authentication (local use only).", file=sys.stderr)
+        return 2
+    print("WARNING: serving without EHR authentication (--no-auth).", file=sys.stderr)
+    settings = Settings.from_env(auth_disabled=True)
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("accesslog", None)
+
+        def load(self) -> Any:
+            return create_app(settings)
+
+    _Gunicorn().run()
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .engine import answer
+    from .hook_request import parse_json, read_hook_request
+    from .services import SERVICES
+
+    try:
+        doc = parse_json(Path(args.request).read_bytes())
+        hook = doc.get("hook") if isinstance(doc, dict) else None
+        service = next((s for s in SERVICES if s.hook == hook), None)
+        if service is None:
+            print(f"error: no service answers hook {hook!r}", file=sys.stderr)
+            return 1
+        request = read_hook_request(doc, service.hook)
+        result = answer(request, service, date.fromisoformat(args.today) if args.today else date.today())
+    except ServiceError as exc:
+        print(f"error ({exc.status}): {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot read {args.request}: {exc.strerror}", file=sys.stderr)
+        return 1
+    cards = result.body["cards"]
+    critical = any(card["indicator"] == "critical" for card in cards)
+    if args.json:
+        sys.stdout.write(orjson.dumps({
+            "service": service.id,
+            "plannedStart": result.order.t0.isoformat() if result.order else None,
+            "checks": [{"topic": f.topic, "status": f.status.value, "indicator": f.severity.indicator
+                        if f.shown else None, "summary": f.headline, "evidence": list(f.evidence),
+                        "unreadable": [str(u) for u in f.unreadable]} for f in result.findings],
+            "cards": cards,
+        }, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 2 if critical else 0
+    if result.order is None:
+        print("No alemtuzumab (Lemtrada) order under review: no cards.")
+        return 0
+    print(f"Order {result.order.order.reference}: planned start {result.order.t0} "
+          f"({result.order.t0_source})")
+    rows = [(f.topic, f.status.value, f.severity.indicator if f.shown else "-", f.headline)
+            for f in result.findings]
+    widths = [max(len(r[i]) for r in rows + [("check", "status", "card", "")]) for i in range(3)]
+    print(f"{'check':<{widths[0]}}  {'status':<{widths[1]}}  {'card':<{widths[2]}}  finding")
+    for topic, status, indicator, headline in rows:
+        print(f"{topic:<{widths[0]}}  {status:<{widths[1]}}  {indicator:<{widths[2]}}  {headline}")
+        for finding in result.findings:
+            if finding.topic == topic and finding.shown:
+                for line in finding.evidence:
+                    print(f"{'':<{widths[0]}}    - {line}")
+                for unreadable in finding.unreadable:
+                    print(f"{'':<{widths[0]}}    - unreadable: {unreadable}")
+    print("Result: " + ("CRITICAL findings: do not start" if critical else
+                         "no critical findings" + (" (warnings to review)" if any(
+                             f.shown for f in result.findings) else "")))
+    return 2 if critical else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the CDS Hooks API with gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--no-auth", action="store_true",
+                       help="run without EHR (JWT) authentication: for local use and tests only")
+    serve.set_defaults(func=_serve)
+    check = sub.add_parser("check", help="evaluate a saved hook request and print the checklist")
+    check.add_argument("request", help="path to a CDS Hooks request JSON file")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--today", help="the date to assume when the order has no start (YYYY-MM-DD)")
+    check.set_defaults(func=_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

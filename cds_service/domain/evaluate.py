@@ -1,0 +1,40 @@
+"""Run every rule for an order: the pure core that the HTTP layer and the CLI both call."""
+
+from __future__ import annotations
+
+import logging
+
+from .findings import Finding, Severity, Status
+from .orders import OrderContext
+from .policy import Policy
+from .record import PatientRecord
+from .rules import RULES, Rule
+
+log = logging.getLogger(__name__)
+
+
+def _guarded(rule: Rule, record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Run one rule; a rule that cannot read the data answers 'unknown', never an all-clear."""
+    try:
+        finding = rule.check(record, order, policy)
+    except Exception:  # noqa: BLE001 - a crashing rule must surface as unknown, not as a 500
+        log.exception("rule %s failed", rule.topic)
+        return Finding(rule.topic, Status.UNKNOWN, Severity.WARNING,
+                       f"{rule.title}: could not be evaluated from the record; check manually",
+                       explanation=("The service could not read the evidence for this check.",))
+    if finding.status is Status.MET and finding.unreadable:
+        # Unreadable evidence might contradict what was read: never an all-clear.
+        return Finding(
+            finding.topic, Status.UNKNOWN, Severity.WARNING,
+            f"{rule.title}: {len(finding.unreadable)} record(s) unreadable, confirm manually",
+            explanation=("The readable evidence satisfies this check, but records that may bear on "
+                         "it could not be read.",),
+            evidence=finding.evidence, unreadable=finding.unreadable,
+            suggestions=finding.suggestions,
+        )
+    return finding
+
+
+def evaluate(record: PatientRecord, order: OrderContext, policy: Policy) -> list[Finding]:
+    """Findings of every rule that applies to this hook, in rule-table order."""
+    return [_guarded(rule, record, order, policy) for rule in RULES if order.hook in rule.hooks]

@@ -1,0 +1,68 @@
+"""What a rule concludes: a Finding with status, severity, evidence and what to order next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Any
+
+from .record import Unreadable
+
+
+class Status(Enum):
+    MET = "met"
+    NOT_MET = "not met"
+    UNKNOWN = "unknown"
+
+
+class Severity(IntEnum):
+    """Card indicators, ordered by urgency."""
+
+    INFO = 0
+    WARNING = 1
+    CRITICAL = 2
+
+    @property
+    def indicator(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """Something to order that would close the gap: a lab test or a medication.
+
+    `kind` is 'lab' (ServiceRequest) or 'medication' (MedicationRequest); `code` is (system, code).
+    `details` carries dose/route/timing for medications. The cards layer turns it into FHIR.
+    """
+
+    key: str
+    label: str
+    kind: str
+    code: tuple[str, str]
+    display: str
+    details: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one rule for one order."""
+
+    topic: str
+    status: Status
+    severity: Severity
+    headline: str
+    """One sentence (< 140 characters) stating the finding; the card summary."""
+    explanation: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()
+    """What was found, each naming the resource, the code and the date."""
+    unreadable: tuple[Unreadable, ...] = ()
+    suggestions: tuple[Suggestion, ...] = ()
+
+    @property
+    def shown(self) -> bool:
+        """Whether the finding gets a card of its own (anything but met)."""
+        return self.status is not Status.MET
+
+
+def met(topic: str, headline: str, evidence: list[str] | tuple[str, ...] = ()) -> Finding:
+    return Finding(topic, Status.MET, Severity.INFO, headline, evidence=tuple(evidence))

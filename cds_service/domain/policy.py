@@ -1,0 +1,59 @@
+"""The clinical numbers, read once from policy.toml, each with its unit and citation."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class Number:
+    """A policy number with the unit it is in and the source that fixes it."""
+
+    key: str
+    value: int
+    unit: str
+    source: str
+    citation: str
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    numbers: dict[str, Number]
+    sources: dict[str, Source]
+
+    def __getitem__(self, key: str) -> int:
+        return self.numbers[key].value
+
+    def cite(self, key: str) -> str:
+        number = self.numbers[key]
+        return f"{number.value} {number.unit}: {number.citation}"
+
+
+def parse_policy(text: str) -> Policy:
+    doc = tomllib.loads(text)
+    sources = {k: Source(k, v["title"], v["url"]) for k, v in doc["sources"].items()}
+    numbers = {
+        k: Number(k, int(v["value"]), v["unit"], v["source"], v["citation"])
+        for k, v in doc["numbers"].items()
+    }
+    for number in numbers.values():
+        if number.source not in sources:
+            raise ValueError(f"policy number {number.key} cites unknown source {number.source}")
+    return Policy(numbers, sources)
+
+
+@cache
+def load_policy() -> Policy:
+    """The packaged policy (read once per process)."""
+    text = (resources.files("cds_service") / "domain" / "policy.toml").read_text(encoding="utf-8")
+    return parse_policy(text)

@@ -1,0 +1,304 @@
+"""PatientRecord: one pass over the prefetched resources, indexed for the rules.
+
+The record keeps raw JSON (cheap) and validates a resource with the R4B models only when a rule
+reads it, so a 2 MB prefetch costs one walk, not thousands of model validations. Resources of other
+patients and entered-in-error records are dropped here, once, for every rule.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..fhir.models import validation_problem
+from .fhirdata import Code, DateSpan, Malformed, codings, concept_words, first_date, reference_of
+from .terminology import ValueSet
+
+CODE_ELEMENT = {
+    "Observation": "code",
+    "Condition": "code",
+    "Immunization": "vaccineCode",
+    "AllergyIntolerance": "code",
+    "Procedure": "code",
+}
+MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+MEDICATION_USE_DATES = {
+    "MedicationStatement": ("effectiveDateTime", "effectivePeriod.start", "dateAsserted"),
+    "MedicationRequest": ("authoredOn",),
+    "MedicationAdministration": ("effectiveDateTime", "effectivePeriod.start"),
+}
+MEDICATION_USE_END = {
+    "MedicationStatement": ("effectivePeriod.end", "effectiveDateTime"),
+    "MedicationRequest": ("dispenseRequest.validityPeriod.end",),
+    "MedicationAdministration": ("effectivePeriod.end", "effectiveDateTime"),
+}
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A resource that may bear on a check but could not be read, and why."""
+
+    reference: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.reference} ({self.problem})"
+
+
+@dataclass(frozen=True)
+class MedicationUse:
+    """A medication-history entry with its medication resolved (code, reference or text)."""
+
+    resource: dict[str, Any]
+    codes: tuple[Code, ...]
+    words: str
+    start: DateSpan | None
+    end: DateSpan | None
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.resource.get("resourceType"))
+
+    @property
+    def status(self) -> str | None:
+        status = self.resource.get("status")
+        return status if isinstance(status, str) else None
+
+
+def _subject_id(resource: dict[str, Any]) -> str | None:
+    for element in ("subject", "patient"):
+        ref = resource.get(element)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            value: str = ref["reference"]
+            if value.startswith("urn:uuid:"):
+                return value[len("urn:uuid:"):]
+            if "Patient/" in value:
+                return value.rsplit("Patient/", 1)[1].split("/")[0]
+            return None
+    return None
+
+
+def _entered_in_error(resource: dict[str, Any]) -> bool:
+    if resource.get("status") == "entered-in-error":
+        return True
+    verification = resource.get("verificationStatus")
+    if isinstance(verification, dict):
+        try:
+            return any(code == "entered-in-error" for _, code in codings(verification))
+        except Malformed:
+            return False
+    return False
+
+
+def iter_resources(value: Any) -> Iterator[dict[str, Any]]:
+    """Resources in a prefetch value: a Bundle's entries (recursively), or the resource itself."""
+    if not isinstance(value, dict):
+        return
+    if value.get("resourceType") == "Bundle":
+        entries = value.get("entry")
+        if isinstance(entries, list):
+            for entry in entries:
+                if isinstance(entry, dict):
+                    yield from iter_resources(entry.get("resource"))
+        return
+    yield value
+
+
+@dataclass
+class PatientRecord:
+    """What the EHR told us about one patient, indexed by type and by code."""
+
+    patient_id: str
+    patient: dict[str, Any] | None = None
+    by_type: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    by_code: dict[tuple[str, Code], list[dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    uncoded: dict[str, list[Unreadable]] = field(default_factory=lambda: defaultdict(list))
+    """Resources whose code could not even be read, by type: they may bear on any rule of that type."""
+    by_full_url: dict[str, dict[str, Any]] = field(default_factory=dict)
+    no_data: frozenset[str] = frozenset()
+    """Resource types the EHR said it has no data for (prefetch value null)."""
+    _problems: dict[int, str | None] = field(default_factory=dict)
+    _seq: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        patient_id: str,
+        values: Iterable[Any],
+        no_data: Iterable[str] = (),
+    ) -> PatientRecord:
+        """Index every resource of this patient found in the prefetch values, in one pass."""
+        record = cls(patient_id=patient_id, no_data=frozenset(no_data))
+        for value in values:
+            if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+                for entry in value.get("entry") or ():
+                    if isinstance(entry, dict):
+                        full_url = entry.get("fullUrl")
+                        resource = entry.get("resource")
+                        if isinstance(full_url, str) and isinstance(resource, dict):
+                            record.by_full_url[full_url] = resource
+            for resource in iter_resources(value):
+                record.add(resource)
+        return record
+
+    def add(self, resource: dict[str, Any]) -> None:
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str) or rtype in ("OperationOutcome", "Bundle"):
+            return
+        if rtype == "Patient":
+            if resource.get("id") == self.patient_id or self.patient is None:
+                self.patient = resource
+            return
+        if rtype != "Medication":
+            subject = _subject_id(resource)
+            if subject is not None and subject != self.patient_id:
+                return  # another patient's data: never evidence about this one
+            if _entered_in_error(resource):
+                return
+        self.by_type[rtype].append(resource)
+        self._seq[id(resource)] = len(self._seq)
+        element = CODE_ELEMENT.get(rtype)
+        if element is None:
+            return
+        try:
+            for code in codings(resource.get(element)):
+                self.by_code[(rtype, code)].append(resource)
+        except Malformed as exc:
+            self.uncoded[rtype].append(Unreadable(reference_of(resource), str(exc)))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def problem(self, resource: dict[str, Any]) -> str | None:
+        """Why a resource fails R4B validation (cached), or None when it is valid."""
+        key = id(resource)
+        if key not in self._problems:
+            self._problems[key] = validation_problem(resource)
+        return self._problems[key]
+
+    def coded(self, rtype: str, value_set: ValueSet) -> list[dict[str, Any]]:
+        """Resources of a type with a code in the value set, each once, in record order."""
+        seen: dict[int, dict[str, Any]] = {}
+        for code in value_set.codes:
+            for resource in self.by_code.get((rtype, code), ()):
+                seen.setdefault(id(resource), resource)
+        return sorted(seen.values(), key=lambda r: self._seq.get(id(r), 0))
+
+    def split_readable(
+        self, resources: Iterable[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[Unreadable]]:
+        """Separate resources that validate from those that do not (named, with the reason)."""
+        readable: list[dict[str, Any]] = []
+        unreadable: list[Unreadable] = []
+        for resource in resources:
+            problem = self.problem(resource)
+            if problem is None:
+                readable.append(resource)
+            else:
+                unreadable.append(Unreadable(reference_of(resource), problem))
+        return readable, unreadable
+
+    def resolve_medication(self, holder: dict[str, Any]) -> tuple[tuple[Code, ...], str]:
+        """Codes and words of the medication a request/statement/administration names."""
+        concept = holder.get("medicationCodeableConcept")
+        if concept is not None:
+            return tuple(codings(concept)), concept_words(concept)
+        ref = holder.get("medicationReference")
+        if not isinstance(ref, dict):
+            return (), ""
+        words = ref.get("display") if isinstance(ref.get("display"), str) else ""
+        medication = find_medication(ref.get("reference"), holder, self.by_type.get("Medication", ()),
+                                     self.by_full_url)
+        if medication is None:
+            return (), str(words)
+        med_concept = medication.get("code")
+        joined = " | ".join(w for w in (str(words), concept_words(med_concept)) if w)
+        return tuple(codings(med_concept)), joined
+
+    def medication_uses(self) -> tuple[list[MedicationUse], list[Unreadable]]:
+        """Every medication-history entry, resolved; ones whose medication cannot be read apart."""
+        uses: list[MedicationUse] = []
+        unreadable: list[Unreadable] = []
+        for rtype in MEDICATION_USE_TYPES:
+            for resource in self.by_type.get(rtype, ()):
+                try:
+                    codes, words = self.resolve_medication(resource)
+                except Malformed as exc:
+                    unreadable.append(Unreadable(reference_of(resource), str(exc)))
+                    continue
+                start = first_date(resource, *MEDICATION_USE_DATES[rtype])
+                if start is None and rtype == "MedicationRequest":
+                    start = _earliest_dosage_start(resource)
+                end = first_date(resource, *MEDICATION_USE_END[rtype])
+                uses.append(MedicationUse(resource, codes, words, start, end))
+        return uses, unreadable
+
+
+def _earliest_dosage_start(request: dict[str, Any]) -> DateSpan | None:
+    starts = dosage_starts(request)
+    return min(starts) if starts else None
+
+
+def dosage_starts(request: dict[str, Any]) -> list[DateSpan]:
+    """Every boundsPeriod.start and timing.event date of a request's dosage instructions."""
+    from .fhirdata import parse_date
+
+    out: list[DateSpan] = []
+    dosages = request.get("dosageInstruction")
+    if not isinstance(dosages, list):
+        return out
+    for dosage in dosages:
+        timing = dosage.get("timing") if isinstance(dosage, dict) else None
+        if not isinstance(timing, dict):
+            continue
+        events = timing.get("event")
+        if isinstance(events, list):
+            out.extend(span for span in map(parse_date, events) if span is not None)
+        repeat = timing.get("repeat")
+        if isinstance(repeat, dict):
+            bounds = repeat.get("boundsPeriod")
+            if isinstance(bounds, dict):
+                span = parse_date(bounds.get("start"))
+                if span is not None:
+                    out.append(span)
+    return out
+
+
+def find_medication(
+    reference: Any,
+    holder: dict[str, Any],
+    *pools: Iterable[dict[str, Any]] | dict[str, dict[str, Any]],
+) -> dict[str, Any] | None:
+    """The Medication a reference points to: contained ('#id'), by fullUrl, or 'Medication/id'."""
+    if not isinstance(reference, str) or not reference:
+        return None
+    if reference.startswith("#"):
+        contained = holder.get("contained")
+        if isinstance(contained, list):
+            for resource in contained:
+                if (
+                    isinstance(resource, dict)
+                    and resource.get("resourceType") == "Medication"
+                    and resource.get("id") == reference[1:]
+                ):
+                    return resource
+        return None
+    wanted_id = reference.rsplit("Medication/", 1)[1] if "Medication/" in reference else None
+    for pool in pools:
+        if isinstance(pool, dict):
+            found = pool.get(reference)
+            if isinstance(found, dict) and found.get("resourceType") == "Medication":
+                return found
+            continue
+        for resource in pool:
+            if (
+                isinstance(resource, dict)
+                and resource.get("resourceType") == "Medication"
+                and wanted_id is not None
+                and resource.get("id") == wanted_id
+            ):
+                return resource
+    return None

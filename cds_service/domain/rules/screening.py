@@ -1,0 +1,131 @@
+"""TB, HIV and hepatitis C results before alemtuzumab (label sections 2, 4 and 5).
+
+Each check reads final results within the policy lookback before T0; the newest result of a
+test decides, on the same day the most worrying one. Missing or only older results ask for the
+test; an indeterminate result is a warning; positive results are critical as listed below.
+"""
+
+from __future__ import annotations
+
+from ..findings import Finding, Severity, Status, Suggestion
+from ..orders import OrderContext
+from ..policy import Policy
+from ..record import PatientRecord
+from ..results import LabResult, Meaning
+from .labs import Results, lab_results, order_test
+
+
+def _missing(topic: str, what: str, results: list[Results], lookback: int,
+             suggestion: Suggestion) -> Finding:
+    stale = [r.latest_stale for r in results if r.latest_stale is not None]
+    evidence = tuple(f"older than {lookback} days: {s.describe()}" for s in stale)
+    unreadable = tuple(u for r in results for u in r.unreadable)
+    headline = (f"{what} result older than {lookback // 30} months: repeat before starting Lemtrada"
+                if stale else f"No {what} result on file: order it before starting Lemtrada")
+    return Finding(topic, Status.UNKNOWN, Severity.WARNING, headline,
+                   explanation=(f"No final {what} result dated within {lookback} days before the "
+                                "planned start was found.",),
+                   evidence=evidence, unreadable=unreadable, suggestions=(suggestion,))
+
+
+def _all_unreadable(results: list[Results]) -> tuple:  # type: ignore[type-arg]
+    return tuple(u for r in results for u in r.unreadable)
+
+
+def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """TB by IGRA or skin test: positive is critical (exclude active TB, treat latent TB first)."""
+    topic, lookback = "tb-screening", policy["screening_lookback"]
+    tb = lab_results(record, "tb-screening-loinc", order.t0, lookback)
+    latest = tb.latest
+    if latest is None:
+        return _missing(topic, "TB screening (IGRA or skin test)", [tb], lookback,
+                        order_test("order-igra", "71773-6",
+                                   "Mycobacterium tuberculosis stimulated gamma interferon "
+                                   "[Interpretation] in Blood (IGRA)", "TB screening before Lemtrada"))
+    if latest.meaning is Meaning.POSITIVE:
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
+                       f"TB screening positive on {latest.when}: exclude active TB, treat latent TB first",
+                       explanation=("Active tuberculosis is an active infection (contraindication); "
+                                    "latent tuberculosis should be treated before alemtuzumab.",),
+                       evidence=(latest.describe(),), unreadable=tuple(tb.unreadable))
+    if latest.meaning is Meaning.INDETERMINATE:
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
+                       f"TB screening indeterminate on {latest.when}: repeat or evaluate before starting",
+                       evidence=(latest.describe(),), unreadable=tuple(tb.unreadable),
+                       suggestions=(order_test("order-igra", "71773-6", "IGRA (TB) test",
+                                               "Repeat the indeterminate TB screening"),))
+    return Finding(topic, Status.MET, Severity.INFO, f"TB screening negative on {latest.when}",
+                   evidence=(latest.describe(),), unreadable=tuple(tb.unreadable))
+
+
+def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """HIV-1/2 Ag/Ab or HIV-1 RNA: positive is critical (HIV infection is a contraindication)."""
+    topic, lookback = "hiv-screening", policy["screening_lookback"]
+    screen = lab_results(record, "hiv-screening-loinc", order.t0, lookback)
+    rna = lab_results(record, "hiv-rna-loinc", order.t0, lookback, nucleic_acid=True)
+    latest = [r for r in (screen.latest, rna.latest) if r is not None]
+    unreadable = _all_unreadable([screen, rna])
+    if not latest:
+        return _missing(topic, "HIV test", [screen, rna], lookback,
+                        order_test("order-hiv-ag-ab", "56888-1",
+                                   "HIV 1+2 Ab+HIV1 p24 Ag [Presence] in Serum or Plasma by Immunoassay",
+                                   "HIV infection is a contraindication to Lemtrada"))
+    positive = [r for r in latest if r.meaning is Meaning.POSITIVE]
+    if positive:
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
+                       f"HIV test positive on {positive[0].when}: Lemtrada is contraindicated",
+                       explanation=("HIV infection is a contraindication: alemtuzumab causes "
+                                    "prolonged reductions of CD4+ lymphocyte counts.",),
+                       evidence=tuple(r.describe() for r in positive), unreadable=unreadable)
+    unclear = [r for r in latest if r.meaning is Meaning.INDETERMINATE]
+    if unclear:
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
+                       f"HIV test indeterminate on {unclear[0].when}: confirm HIV status before starting",
+                       evidence=tuple(r.describe() for r in latest), unreadable=unreadable,
+                       suggestions=(order_test("order-hiv-ag-ab", "56888-1", "HIV-1/2 Ag/Ab test",
+                                               "Confirm HIV status"),))
+    return Finding(topic, Status.MET, Severity.INFO, "HIV test negative",
+                   evidence=tuple(r.describe() for r in latest), unreadable=unreadable)
+
+
+def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """HCV RNA detected is critical (active infection); antibody positive without RNA a warning."""
+    topic, lookback = "hcv-screening", policy["screening_lookback"]
+    antibody = lab_results(record, "hcv-antibody-loinc", order.t0, lookback)
+    rna = lab_results(record, "hcv-rna-loinc", order.t0, lookback, nucleic_acid=True)
+    unreadable = _all_unreadable([antibody, rna])
+    rna_order = order_test("order-hcv-rna", "11259-9",
+                           "Hepatitis C virus RNA [Presence] in Serum or Plasma by NAA with probe detection",
+                           "Confirm or exclude active hepatitis C")
+    r, ab = rna.latest, antibody.latest
+    evidence: tuple[str, ...] = tuple(x.describe() for x in (ab, r) if isinstance(x, LabResult))
+    if r is not None and r.meaning is Meaning.POSITIVE:
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
+                       f"HCV RNA detected on {r.when}: active hepatitis C, do not start Lemtrada",
+                       explanation=("Active infection is a contraindication; refer for hepatitis C "
+                                    "treatment before alemtuzumab.",),
+                       evidence=evidence, unreadable=unreadable)
+    if r is not None and r.meaning is Meaning.NEGATIVE:
+        return Finding(topic, Status.MET, Severity.INFO, f"HCV RNA not detected on {r.when}",
+                       evidence=evidence, unreadable=unreadable)
+    if r is not None:
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
+                       f"HCV RNA indeterminate on {r.when}: repeat before starting Lemtrada",
+                       evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))
+    if ab is None:
+        return _missing(topic, "hepatitis C test", [antibody, rna], lookback,
+                        order_test("order-hcv-antibody", "13955-0",
+                                   "Hepatitis C virus Ab [Presence] in Serum or Plasma by Immunoassay",
+                                   "Hepatitis C screening before Lemtrada"))
+    if ab.meaning is Meaning.POSITIVE:
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
+                       f"HCV antibody positive on {ab.when}, no RNA result: order HCV RNA before starting",
+                       explanation=("A positive antibody needs an HCV RNA test to tell active from "
+                                    "resolved infection; carriers risk reactivation.",),
+                       evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))
+    if ab.meaning is Meaning.INDETERMINATE:
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
+                       f"HCV antibody indeterminate on {ab.when}: order HCV RNA before starting",
+                       evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))
+    return Finding(topic, Status.MET, Severity.INFO, f"HCV antibody negative on {ab.when}",
+                   evidence=evidence, unreadable=unreadable)

@@ -1,0 +1,88 @@
+"""Varicella-zoster immunity before alemtuzumab (label section 2)."""
+
+from __future__ import annotations
+
+from ..fhirdata import Malformed, codings, first_date, reference_of
+from ..findings import Finding, Severity, Status, met
+from ..orders import OrderContext
+from ..policy import Policy
+from ..record import PatientRecord, Unreadable
+from ..results import Meaning
+from ..terminology import value_set
+from .labs import lab_results, order_test
+
+TOPIC = "vzv-immunity"
+
+
+def _refuted(condition: dict[str, object]) -> bool:
+    try:
+        return any(code == "refuted" for _, code in codings(condition.get("verificationStatus")))
+    except Malformed:
+        return False
+
+
+def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Immunity = positive VZV IgG, varicella/zoster history, or varicella vaccination."""
+    gap_weeks = policy["vaccine_min_gap"] // 7
+    igg = lab_results(record, "vzv-igg-loinc", order.t0, lookback_days=None)
+    unreadable: list[Unreadable] = list(igg.unreadable)
+    immune: list[str] = []
+
+    history_vs = value_set("varicella-zoster-history-condition")
+    conditions, bad = record.split_readable(record.coded("Condition", history_vs))
+    unreadable.extend(bad)
+    for condition in conditions:
+        if _refuted(condition):
+            continue
+        code = history_vs.matches_any(codings(condition.get("code")))
+        when = first_date(condition, "onsetDateTime", "recordedDate")
+        assert code is not None
+        immune.append(f"history: {history_vs.display(code)} ({code[1]}) recorded "
+                      f"{when or 'undated'} ({reference_of(condition)})")
+
+    vaccine_vs = value_set("varicella-vaccines-cvx")
+    vaccinations, bad = record.split_readable(
+        r for r in record.coded("Immunization", vaccine_vs) if r.get("status") == "completed"
+    )
+    unreadable.extend(bad)
+    for imm in vaccinations:
+        code = vaccine_vs.matches_any(codings(imm.get("vaccineCode")))
+        assert code is not None
+        when = first_date(imm, "occurrenceDateTime")
+        immune.append(f"vaccination: {vaccine_vs.display(code)} (CVX {code[1]}) on "
+                      f"{when or 'unknown date'} ({reference_of(imm)})")
+
+    latest = igg.latest
+    if latest is not None and latest.meaning is Meaning.POSITIVE:
+        immune.insert(0, f"antibody: {latest.describe()}")
+    if immune:
+        return Finding(TOPIC, Status.MET, Severity.INFO, "Evidence of VZV immunity on file",
+                       evidence=tuple(immune), unreadable=tuple(unreadable))
+
+    suggestion = order_test("order-vzv-igg", "19162-7",
+                            "Varicella zoster virus IgG Ab [Presence] in Serum",
+                            "No evidence of varicella immunity on file")
+    if latest is not None and latest.meaning is Meaning.NEGATIVE:
+        return Finding(
+            TOPIC, Status.NOT_MET, Severity.WARNING,
+            f"VZV IgG negative, not vaccinated: vaccinate, start Lemtrada {gap_weeks}+ weeks after",
+            explanation=(
+                "The label asks to consider varicella vaccination of antibody-negative patients "
+                f"and to postpone alemtuzumab until {gap_weeks} weeks after the vaccination.",
+            ),
+            evidence=(f"antibody: {latest.describe()}",),
+            unreadable=tuple(unreadable),
+        )
+    evidence = [f"antibody: {latest.describe()}"] if latest else []
+    return Finding(
+        TOPIC, Status.UNKNOWN, Severity.WARNING,
+        "VZV immunity unknown: order a VZV IgG before starting Lemtrada",
+        explanation=(
+            "No positive VZV IgG, no varicella or zoster history and no varicella vaccination "
+            "was found. The label asks to test antibody status when history and vaccination "
+            "are not documented.",
+        ),
+        evidence=tuple(evidence),
+        unreadable=tuple(unreadable),
+        suggestions=(suggestion,),
+    )

@@ -1,0 +1,123 @@
+"""Value sets shipped as FHIR ValueSet JSON, loaded once into sets for O(1) membership.
+
+Medication value sets carry, per concept, the ingredient it belongs to and, per value set,
+the names to look for in free text (the fallback when a medication is not coded).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from .fhirdata import Code, normalise_code
+
+BASE_URL = "https://cds-service.example.org/fhir"
+INGREDIENT_EXT = f"{BASE_URL}/StructureDefinition/ingredient"
+NAME_MATCH_EXT = f"{BASE_URL}/StructureDefinition/name-match"
+SOURCE_EXT = f"{BASE_URL}/StructureDefinition/source"
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """An expanded value set: its codes, and for medications the ingredient of each code and name."""
+
+    id: str
+    url: str
+    title: str
+    codes: frozenset[Code]
+    displays: dict[Code, str] = field(default_factory=dict, hash=False, compare=False)
+    ingredient_of_code: dict[Code, str] = field(default_factory=dict, hash=False, compare=False)
+    names: tuple[tuple[str, str], ...] = ()
+    """(name as written, ingredient) pairs for text matching."""
+    name_pattern: re.Pattern[str] | None = field(default=None, hash=False, compare=False)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self.codes
+
+    def matches_any(self, codes: list[Code]) -> Code | None:
+        """The first of the codes in this value set, if any."""
+        for code in codes:
+            if code in self.codes:
+                return code
+        return None
+
+    def name_in(self, text: str) -> tuple[str, str] | None:
+        """The (name, ingredient) a free text mentions, matched as whole words, case-insensitive."""
+        if not text or self.name_pattern is None:
+            return None
+        match = self.name_pattern.search(text)
+        if match is None:
+            return None
+        found = match.group(0).casefold()
+        for name, ingredient in self.names:
+            if name.casefold() == found:
+                return name, ingredient
+        return None  # pragma: no cover - the pattern is built from self.names
+
+    def display(self, code: Code) -> str:
+        return self.displays.get(code, code[1])
+
+
+def _ext_value(extensions: Any, url: str) -> list[Any]:
+    if not isinstance(extensions, list):
+        return []
+    return [e for e in extensions if isinstance(e, dict) and e.get("url") == url]
+
+
+def parse_value_set(doc: dict[str, Any]) -> ValueSet:
+    """Build a ValueSet from FHIR ValueSet JSON (compose.include with explicit concepts)."""
+    codes: set[Code] = set()
+    displays: dict[Code, str] = {}
+    ingredient_of_code: dict[Code, str] = {}
+    for include in doc.get("compose", {}).get("include", []):
+        system = include["system"]
+        for concept in include.get("concept", []):
+            code = normalise_code(system, concept["code"])
+            codes.add(code)
+            displays[code] = concept.get("display", concept["code"])
+            for ext in _ext_value(concept.get("extension"), INGREDIENT_EXT):
+                ingredient_of_code[code] = ext["valueString"].casefold()
+    names: list[tuple[str, str]] = []
+    for ext in _ext_value(doc.get("extension"), NAME_MATCH_EXT):
+        parts = {e["url"]: e["valueString"] for e in ext.get("extension", [])}
+        names.append((parts["name"], parts["ingredient"].casefold()))
+    pattern = None
+    if names:
+        alternatives = sorted({re.escape(n) for n, _ in names}, key=len, reverse=True)
+        pattern = re.compile(r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])", re.IGNORECASE)
+    return ValueSet(
+        id=doc["id"],
+        url=doc["url"],
+        title=doc.get("title", doc["id"]),
+        codes=frozenset(codes),
+        displays=displays,
+        ingredient_of_code=ingredient_of_code,
+        names=tuple(names),
+        name_pattern=pattern,
+    )
+
+
+@cache
+def all_value_sets() -> dict[str, ValueSet]:
+    """Every value set shipped in the package, by id (read once per process)."""
+    folder = resources.files("cds_service") / "terminology" / "valuesets"
+    out: dict[str, ValueSet] = {}
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".json"):
+            doc = json.loads(entry.read_text(encoding="utf-8"))
+            out[doc["id"]] = parse_value_set(doc)
+    return out
+
+
+def value_set(vs_id: str) -> ValueSet:
+    """One value set by id; an unknown id is a programming error and raises KeyError."""
+    return all_value_sets()[vs_id]
+
+
+def known_systems() -> frozenset[str]:
+    """Code systems any value set uses (for telling implementers which codings we will read)."""
+    return frozenset(system for vs in all_value_sets().values() for system, _ in vs.codes)

@@ -1,0 +1,1 @@
+"""FHIR access: the R4B model shim and prefetch resolution."""

@@ -1,0 +1,93 @@
+"""Reading a CDS Hooks request body into a HookRequest, with a clear 400 for what is wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import BadRequest
+
+HOOK_CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    # Fields the evaluation needs; others (userId, encounterId) are read when present.
+    "order-select": ("patientId", "draftOrders", "selections"),
+    "order-sign": ("patientId", "draftOrders"),
+}
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    """The parts of a CDS Hooks call this service uses, as sent (no resource is altered)."""
+
+    hook: str
+    hook_instance: str
+    context: dict[str, Any]
+    prefetch: dict[str, Any] | None
+    fhir_server: str | None
+    fhir_authorization: dict[str, Any] | None
+    raw: dict[str, Any]
+
+    @property
+    def patient_id(self) -> str:
+        return str(self.context["patientId"])
+
+    @property
+    def selections(self) -> list[str] | None:
+        value = self.context.get("selections")
+        return value if isinstance(value, list) else None
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body; invalid JSON or UTF-8 is a 400."""
+    if not body or not body.strip():
+        raise BadRequest("The request body is empty; a CDS Hooks request (JSON object) is required.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON ({exc.args[0] if exc.args else exc}).") from None
+
+
+def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str) -> Any:
+    if key not in obj or obj[key] is None:
+        raise BadRequest(f"Missing required field '{path}'.", [path])
+    value = obj[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise BadRequest(f"Field '{path}' must be of type {_json_type(names)}.", [path])
+    return value
+
+
+def _json_type(python_name: str) -> str:
+    return (python_name.replace("dict", "object").replace("list", "array")
+            .replace("str", "string"))
+
+
+def read_hook_request(doc: Any, expected_hook: str) -> HookRequest:
+    """Check the envelope and the hook context the evaluation depends on."""
+    if not isinstance(doc, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    hook = _require(doc, "hook", str, "hook")
+    hook_instance = _require(doc, "hookInstance", str, "hookInstance")
+    context = _require(doc, "context", dict, "context")
+    if hook != expected_hook:
+        raise BadRequest(f"This service answers the '{expected_hook}' hook, not '{hook}'.", ["hook"])
+    for field in HOOK_CONTEXT_FIELDS.get(hook, ()):
+        kind: type = list if field == "selections" else dict if field == "draftOrders" else str
+        _require(context, field, kind, f"context.{field}")
+    if hook == "order-select" and not all(isinstance(s, str) for s in context["selections"]):
+        raise BadRequest("Every entry of 'context.selections' must be a string like "
+                         "'MedicationRequest/123'.", ["context.selections"])
+    prefetch = doc.get("prefetch")
+    if prefetch is not None and not isinstance(prefetch, dict):
+        raise BadRequest("Field 'prefetch' must be an object.", ["prefetch"])
+    fhir_server = doc.get("fhirServer")
+    if fhir_server is not None and not isinstance(fhir_server, str):
+        raise BadRequest("Field 'fhirServer' must be a string (URL).", ["fhirServer"])
+    authorization = doc.get("fhirAuthorization")
+    if authorization is not None:
+        if not isinstance(authorization, dict):
+            raise BadRequest("Field 'fhirAuthorization' must be an object.", ["fhirAuthorization"])
+        if fhir_server is None:
+            raise BadRequest("'fhirAuthorization' requires 'fhirServer'.", ["fhirServer"])
+    return HookRequest(hook, hook_instance, context, prefetch, fhir_server, authorization, doc)

@@ -1,0 +1,110 @@
+"""The CDS services this server offers, declared once: the table is also the discovery payload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .domain.fhirdata import LOINC
+from .domain.rules import RULES
+from .domain.terminology import value_set
+
+# LOINC value sets whose Observations the rules read: the prefetch asks for exactly these.
+OBSERVATION_VALUE_SETS: tuple[str, ...] = (
+    "vzv-igg-loinc",
+    "tb-screening-loinc",
+    "hiv-screening-loinc",
+    "hiv-rna-loinc",
+    "hcv-antibody-loinc",
+    "hcv-rna-loinc",
+)
+
+# Prefetch key -> (resource type, FHIR query template). Only {{context.patientId}} is used.
+PREFETCH_TYPES: dict[str, str] = {
+    "patient": "Patient",
+    "conditions": "Condition",
+    "observations": "Observation",
+    "immunizations": "Immunization",
+    "medicationStatements": "MedicationStatement",
+    "medicationRequests": "MedicationRequest",
+    "medicationAdministrations": "MedicationAdministration",
+    "allergies": "AllergyIntolerance",
+}
+
+
+def observation_codes() -> list[str]:
+    codes = {code for vs_id in OBSERVATION_VALUE_SETS for system, code in value_set(vs_id).codes
+             if system == LOINC}
+    return sorted(codes)
+
+
+def prefetch_templates() -> dict[str, str]:
+    """The FHIR queries an EHR should prefetch (or the service fetches itself)."""
+    patient = "{{context.patientId}}"
+    loinc = ",".join(f"{LOINC}|{code}" for code in observation_codes())
+    return {
+        "patient": f"Patient/{patient}",
+        "conditions": f"Condition?patient={patient}",
+        "observations": f"Observation?patient={patient}&code={loinc}",
+        "immunizations": f"Immunization?patient={patient}",
+        "medicationStatements": f"MedicationStatement?patient={patient}",
+        "medicationRequests": f"MedicationRequest?patient={patient}",
+        "medicationAdministrations": f"MedicationAdministration?patient={patient}",
+        "allergies": f"AllergyIntolerance?patient={patient}",
+    }
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """One CDS service: its id, the hook it answers and what it tells the EHR at discovery."""
+
+    id: str
+    hook: str
+    title: str
+    description: str
+    usage_requirements: str
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "hook": self.hook,
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "usageRequirements": self.usage_requirements,
+            "prefetch": prefetch_templates(),
+        }
+
+
+def _checks(hook: str) -> str:
+    return ", ".join(rule.topic for rule in RULES if hook in rule.hooks)
+
+
+USAGE = (
+    "Send context.draftOrders with the alemtuzumab MedicationRequest (coded with RxNorm, or named "
+    "in text; medicationReference resolved from draftOrders, prefetch or contained) and either the "
+    "prefetch listed here or fhirServer with fhirAuthorization. Set the planned first infusion in "
+    "dosageInstruction.timing. Orders for other drugs get no cards."
+)
+
+SERVICES: tuple[ServiceDefinition, ...] = (
+    ServiceDefinition(
+        id="lemtrada-order-select",
+        hook="order-select",
+        title="Lemtrada (alemtuzumab) eligibility at order selection",
+        description="Checks a selected alemtuzumab (Lemtrada) order for relapsing MS against the "
+        "label and REMS requirements: " + _checks("order-select") + ". Returns one card per "
+        "unmet check and a checklist card.",
+        usage_requirements=USAGE,
+    ),
+    ServiceDefinition(
+        id="lemtrada-order-sign",
+        hook="order-sign",
+        title="Lemtrada (alemtuzumab) eligibility at order signing",
+        description="Checks every alemtuzumab (Lemtrada) order being signed against the label and "
+        "REMS requirements: " + _checks("order-sign") + ". Returns one card per unmet check and "
+        "the pharmacist's checklist card.",
+        usage_requirements=USAGE,
+    ),
+)
+
+SERVICES_BY_ID = {service.id: service for service in SERVICES}
