@@ -1,33 +1,68 @@
-"""Settings, from the environment (and, for tests, from keyword arguments)."""
+"""Settings, from the environment (and, for tests, from keyword arguments).
+
+Every field can be set with the environment variable CDS_<FIELD NAME IN CAPITALS>; tuples are
+comma-separated, booleans are 1/true/yes.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+from dataclasses import dataclass, fields, replace
+from typing import Any, get_type_hints
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable. Each field's environment variable is CDS_<FIELD NAME IN CAPS>."""
+    """Everything configurable, with secure and local-friendly defaults."""
 
     public_base_url: str = "http://127.0.0.1:8080"
-    """The URL EHRs call (JWT `aud` is checked against it)."""
+    """The URL EHRs call; JWT `aud` must equal this plus the endpoint path."""
     max_body_bytes: int = 32 * 1024 * 1024
+    """Bodies over this are refused with 413 before they are parsed."""
     auth_disabled: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    """True only with `--no-auth` (or in tests): no EHR JWT is required."""
+    database_url: str = "sqlite:///var/cds_service.sqlite3"
+    """SQLAlchemy URL for feedback, the issued-card audit and the JWT replay store."""
+    fhir_server_allowlist: tuple[str, ...] = ()
+    """URL prefixes a request's fhirServer must start with (https only, see http_allowed_hosts)."""
+    http_allowed_hosts: tuple[str, ...] = ()
+    """Hosts for which a plain-http fhirServer is accepted (e.g. 127.0.0.1 in tests)."""
+    fhir_deadline_seconds: float = 3.0
+    """One overall deadline for everything fetched from the FHIR server during a hook call."""
+    fhir_connect_timeout_seconds: float = 1.0
+    fhir_page_cap: int = 20
+    """At most this many `next` pages are followed per prefetch key."""
+    trusted_issuers_file: str = ""
+    """JSON file describing trusted EHR issuers (see README, EHR authentication)."""
+    trusted_issuers_json: str = ""
+    """The same JSON inline (environment CDS_TRUSTED_ISSUERS_JSON)."""
+    cors_allowed_origins: tuple[str, ...] = ("*",)
+    """Origins allowed by CORS; '*' for any (bearer tokens, no cookies)."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
+        hints = get_type_hints(cls)
         values: dict[str, Any] = {}
-        if os.environ.get("CDS_PUBLIC_BASE_URL"):
-            values["public_base_url"] = os.environ["CDS_PUBLIC_BASE_URL"].rstrip("/")
-        values["max_body_bytes"] = _env_int("CDS_MAX_BODY_BYTES", cls.max_body_bytes)
+        for f in fields(cls):
+            raw = os.environ.get(f"CDS_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            kind = hints[f.name]
+            if kind is bool:
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif kind is int:
+                values[f.name] = int(raw)
+            elif kind is float:
+                values[f.name] = float(raw)
+            elif kind == tuple[str, ...]:
+                values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+            else:
+                values[f.name] = raw
         known = {f.name for f in fields(cls)}
-        values.update({k: v for k, v in overrides.items() if k in known})
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        values.update(overrides)
+        if "public_base_url" in values:
+            values["public_base_url"] = str(values["public_base_url"]).rstrip("/")
         return replace(cls(), **values)

@@ -1,126 +1,20 @@
 """The rule table: every check, once, with its topic, source and the numbers it uses.
 
 Discovery text, the cards' citations and docs/clinical-rules.md are all generated from this
-table and policy.toml, so they cannot drift apart.
+table and policy.toml, so they cannot drift apart. Order matters: within one indicator, cards
+appear in table order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from .base import BOTH_HOOKS, ORDER_SIGN, Check, Rule
+from .core import CORE_RULES
+from .label import LABEL_RULES
+from .order import ORDER_RULES
 
-from ..findings import Finding
-from ..orders import OrderContext
-from ..policy import Policy
-from ..record import PatientRecord
-from .dmt import check_prior_dmt
-from .screening import check_hcv_screening, check_hiv_screening, check_tb_screening
-from .vaccines import check_live_vaccine_gap
-from .vzv import check_vzv_immunity
-
-Check = Callable[[PatientRecord, OrderContext, Policy], Finding]
-BOTH_HOOKS = frozenset({"order-select", "order-sign"})
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One check: what it looks at, how bad a failure is, and where the requirement comes from."""
-
-    topic: str
-    title: str
-    logic: str
-    indicator: str
-    """The indicator(s) a failing check can carry, for the docs."""
-    source: str
-    """Key of a source in policy.toml: label or rems."""
-    citation: str
-    check: Check
-    policy_keys: tuple[str, ...] = ()
-    override_reasons: tuple[str, ...] = ()
-    """Codes of the CDS Hooks non-adherence-reason vocabulary offered when overriding."""
-    hooks: frozenset[str] = BOTH_HOOKS
-
-
-RULES: tuple[Rule, ...] = (
-    Rule(
-        topic="live-vaccine-gap",
-        title="Live vaccine at least 6 weeks before the start",
-        logic="Completed Immunization with a live CVX given less than the gap before T0 -> critical; "
-        "a CVX of uncertain liveness or an undated live vaccine -> warning.",
-        indicator="critical / warning",
-        source="label",
-        citation="PI section 2 (complete immunizations at least 6 weeks before treatment) and "
-        "section 5 (live vaccines)",
-        check=check_live_vaccine_gap,
-        policy_keys=("vaccine_min_gap",),
-        override_reasons=("patient-ineligible", "recipient-disagrees-evidence"),
-    ),
-    Rule(
-        topic="vzv-immunity",
-        title="Varicella-zoster immunity",
-        logic="Immune if VZV IgG positive, varicella/zoster history (any clinical status) or "
-        "varicella vaccination (CVX 21, 94); IgG negative without vaccination -> warning "
-        "(vaccinate, wait the gap); no evidence -> warning with a VZV IgG order.",
-        indicator="warning",
-        source="label",
-        citation="PI section 2 (Testing and Procedures Prior to Treatment: VZV antibodies, "
-        "vaccination of antibody-negative patients)",
-        check=check_vzv_immunity,
-        policy_keys=("vaccine_min_gap",),
-        override_reasons=("action-completed", "risk-benefit-ratio"),
-    ),
-    Rule(
-        topic="prior-dmt",
-        title="Inadequate response to two or more MS therapies",
-        logic="Distinct prior MS DMT ingredients (RxNorm code or name in text; alemtuzumab and "
-        "corticosteroids excluded) in MedicationStatement/Request/Administration; fewer than "
-        "the minimum -> warning listing what was found.",
-        indicator="warning",
-        source="label",
-        citation="PI section 1 (Indications and Usage: generally reserved for inadequate response "
-        "to two or more MS drugs)",
-        check=check_prior_dmt,
-        policy_keys=("min_prior_dmts",),
-        override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio", "expert-contradicts"),
-    ),
-    Rule(
-        topic="tb-screening",
-        title="Tuberculosis screening",
-        logic="Newest final IGRA/TST within the lookback: positive -> critical; indeterminate, "
-        "missing or older -> warning with an IGRA order.",
-        indicator="critical / warning",
-        source="label",
-        citation="PI section 2 (tuberculosis screening according to local guidelines) and "
-        "section 4 (active infection)",
-        check=check_tb_screening,
-        policy_keys=("screening_lookback",),
-        override_reasons=("action-completed", "need-more-info"),
-    ),
-    Rule(
-        topic="hiv-screening",
-        title="HIV infection excluded",
-        logic="Newest final HIV-1/2 Ag/Ab and HIV-1 RNA within the lookback: positive -> critical "
-        "(contraindication); indeterminate, missing or older -> warning with a test order.",
-        indicator="critical / warning",
-        source="label",
-        citation="PI section 4 (Contraindications: infection with HIV)",
-        check=check_hiv_screening,
-        policy_keys=("screening_lookback",),
-        override_reasons=("action-completed", "need-more-info"),
-    ),
-    Rule(
-        topic="hcv-screening",
-        title="Hepatitis C screening",
-        logic="HCV RNA detected -> critical (active infection); RNA not detected -> met; antibody "
-        "positive or indeterminate without RNA -> warning with an RNA order; missing -> warning.",
-        indicator="critical / warning",
-        source="label",
-        citation="PI section 5 (hepatitis B and C: screen patients at high risk) and section 4 "
-        "(active infection)",
-        check=check_hcv_screening,
-        policy_keys=("screening_lookback",),
-        override_reasons=("action-completed", "need-more-info"),
-    ),
-)
-
+RULES: tuple[Rule, ...] = CORE_RULES + LABEL_RULES + ORDER_RULES
 RULES_BY_TOPIC = {rule.topic: rule for rule in RULES}
+if len(RULES_BY_TOPIC) != len(RULES):  # pragma: no cover - guards the one-card-per-topic contract
+    raise RuntimeError("two rules share a topic")
+
+__all__ = ["BOTH_HOOKS", "ORDER_SIGN", "Check", "Rule", "RULES", "RULES_BY_TOPIC"]

@@ -1,0 +1,34 @@
+"""The Rule record: one check with its topic, source, numbers and override reasons."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..findings import Finding
+from ..orders import OrderContext
+from ..policy import Policy
+from ..record import PatientRecord
+
+Check = Callable[[PatientRecord, OrderContext, Policy], Finding]
+BOTH_HOOKS = frozenset({"order-select", "order-sign"})
+ORDER_SIGN = frozenset({"order-sign"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One check: what it looks at, how bad a failure is, and where the requirement comes from."""
+
+    topic: str
+    title: str
+    logic: str
+    indicator: str
+    """The indicator(s) a failing check can carry, for the docs."""
+    source: str
+    """Key of a source in policy.toml: label, rems or local."""
+    citation: str
+    check: Check
+    policy_keys: tuple[str, ...] = ()
+    override_reasons: tuple[str, ...] = ()
+    """Codes of the CDS Hooks non-adherence-reason vocabulary offered when overriding."""
+    hooks: frozenset[str] = BOTH_HOOKS

@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Compose the CDS Hooks 2.0 request fixtures in fhir_fixtures/requests/ from scenarios.json.
+
+Each scenario names a base Synthea R4 transaction Bundle (base/), overlay resources written by this
+project (overlays/) and draft orders (orders/). Overlays and orders may use these placeholders as a
+whole JSON string value:
+
+    "{{T0}}", "{{T0-21d}}", "{{T0+2d}}"   -> ISO date (YYYY-MM-DD) relative to the scenario's t0
+    "{{patientRef}}"                      -> "Patient/<Patient.id of the base bundle>"
+
+Usage:
+    python fhir_fixtures/build_requests.py           # (re)write requests/<name>.json
+    python fhir_fixtures/build_requests.py --check   # exit 1 if a committed request differs
+
+Only the standard library and orjson are used, so the builder runs without the service installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import pathlib
+import re
+import sys
+import uuid
+
+import orjson
+
+HERE = pathlib.Path(__file__).resolve().parent
+SCENARIOS_FILE = HERE / "scenarios.json"
+REQUESTS_DIR = HERE / "requests"
+
+HOOKS = ("order-select", "order-sign")
+USER_ID = "Practitioner/example"
+# Base for the fullUrl of overlay resources, so that relative references such as
+# "Condition/ms-relapsing-remitting" resolve inside the prefetch Bundles.
+OVERLAY_BASE_URL = "http://fhir.example.org/r4"
+HOOK_INSTANCE_NAMESPACE = uuid.uuid5(
+    uuid.NAMESPACE_URL, "urn:lemtrada-cds:fhir-fixtures:hookInstance"
+)
+
+# Prefetch key -> FHIR resource type collected into a searchset Bundle (plus "patient").
+PREFETCH_TYPES = {
+    "conditions": "Condition",
+    "observations": "Observation",
+    "immunizations": "Immunization",
+    "medicationStatements": "MedicationStatement",
+    "medicationRequests": "MedicationRequest",
+    "medicationAdministrations": "MedicationAdministration",
+    "allergies": "AllergyIntolerance",
+}
+PREFETCH_KEYS = ("patient", *PREFETCH_TYPES)
+
+SCENARIO_FIELDS = {
+    "name", "description", "hook", "base", "overlays", "orders", "selections", "t0",
+    "prefetch_null", "prefetch_omit", "bundle_without_type",
+}
+DATE_PLACEHOLDER = re.compile(r"\{\{T0(?:([+-])(\d+)d)?\}\}")
+NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")
+
+
+class FixtureError(ValueError):
+    """A scenario or fixture file is malformed."""
+
+
+def hook_instance(name: str) -> str:
+    """Fixed hookInstance per scenario: uuid5 of its name."""
+    return str(uuid.uuid5(HOOK_INSTANCE_NAMESPACE, name))
+
+
+def _load(rel: str):
+    path = HERE / rel
+    if not path.is_file():
+        raise FixtureError(f"missing fixture file {rel}")
+    return orjson.loads(path.read_bytes())
+
+
+def substitute(node, t0: dt.date, patient_ref: str, where: str):
+    """Replace whole-string placeholders; any other '{{' left in a string is an error."""
+    if isinstance(node, dict):
+        return {k: substitute(v, t0, patient_ref, where) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute(v, t0, patient_ref, where) for v in node]
+    if isinstance(node, str) and "{{" in node:
+        if node == "{{patientRef}}":
+            return patient_ref
+        m = DATE_PLACEHOLDER.fullmatch(node)
+        if not m:
+            raise FixtureError(f"{where}: unknown placeholder {node!r}")
+        days = int(m.group(2) or 0) * (-1 if m.group(1) == "-" else 1)
+        return (t0 + dt.timedelta(days=days)).isoformat()
+    return node
+
+
+def load_base(rel: str):
+    """Return (patient, [(fullUrl, resource), ...]) from a Synthea transaction Bundle."""
+    bundle = _load(rel)
+    if bundle.get("resourceType") != "Bundle":
+        raise FixtureError(f"{rel}: not a Bundle")
+    entries = [(e.get("fullUrl"), e["resource"]) for e in bundle.get("entry", [])]
+    patients = [r for _, r in entries if r.get("resourceType") == "Patient"]
+    if len(patients) != 1:
+        raise FixtureError(f"{rel}: expected exactly one Patient, found {len(patients)}")
+    return patients[0], entries
+
+
+def load_resources(rel: str, t0: dt.date, patient_ref: str) -> list[dict]:
+    resources = _load(rel)
+    if not isinstance(resources, list):
+        raise FixtureError(f"{rel}: must be a JSON array of resources")
+    for r in resources:
+        if not isinstance(r, dict) or not r.get("resourceType") or not r.get("id"):
+            raise FixtureError(f"{rel}: every resource needs resourceType and id")
+    return substitute(resources, t0, patient_ref, rel)
+
+
+def searchset(entries: list[tuple[str, dict]]) -> dict:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(entries),
+        "entry": [{"fullUrl": url, "resource": res} for url, res in entries],
+    }
+
+
+def validate_scenario(s: dict) -> None:
+    name = s.get("name", "?")
+    unknown = set(s) - SCENARIO_FIELDS
+    missing = SCENARIO_FIELDS - set(s) - {"selections"}
+    if unknown or missing:
+        raise FixtureError(
+            f"{name}: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}"
+        )
+    if not NAME_RE.match(name):
+        raise FixtureError(f"{name}: name must be a snake_case sentence")
+    if s["hook"] not in HOOKS:
+        raise FixtureError(f"{name}: hook must be one of {HOOKS}")
+    if (s["hook"] == "order-select") != ("selections" in s):
+        raise FixtureError(
+            f"{name}: selections are required for order-select and forbidden for order-sign"
+        )
+    for key in (*s["prefetch_null"], *s["prefetch_omit"]):
+        if key not in PREFETCH_KEYS:
+            raise FixtureError(f"{name}: unknown prefetch key {key!r}")
+    if set(s["prefetch_null"]) & set(s["prefetch_omit"]):
+        raise FixtureError(f"{name}: a prefetch key cannot be both null and omitted")
+    dt.date.fromisoformat(s["t0"])
+
+
+def build_request(s: dict) -> dict:
+    validate_scenario(s)
+    name = s["name"]
+    t0 = dt.date.fromisoformat(s["t0"])
+    patient, base_entries = load_base(s["base"])
+    patient_ref = f"Patient/{patient['id']}"
+
+    by_type: dict[str, list[tuple[str, dict]]] = {rt: [] for rt in PREFETCH_TYPES.values()}
+    for url, res in base_entries:
+        if res["resourceType"] in by_type:
+            by_type[res["resourceType"]].append((url, res))
+    seen: set[tuple[str, str]] = {(r["resourceType"], r["id"]) for _, r in base_entries}
+    for rel in s["overlays"]:
+        for res in load_resources(rel, t0, patient_ref):
+            key = (res["resourceType"], res["id"])
+            if key in seen:
+                raise FixtureError(f"{name}: duplicate resource {key[0]}/{key[1]} (from {rel})")
+            seen.add(key)
+            if res["resourceType"] not in by_type:
+                raise FixtureError(
+                    f"{name}: {rel} holds a {res['resourceType']}, which no prefetch key carries"
+                )
+            by_type[res["resourceType"]].append((f"{OVERLAY_BASE_URL}/{key[0]}/{key[1]}", res))
+
+    orders: list[dict] = []
+    for rel in s["orders"]:
+        orders.extend(load_resources(rel, t0, patient_ref))
+    order_refs = [f"{r['resourceType']}/{r['id']}" for r in orders]
+    if len(order_refs) != len(set(order_refs)):
+        raise FixtureError(f"{name}: duplicate draft order ids")
+    draft_orders: dict = {"resourceType": "Bundle"}
+    if not s["bundle_without_type"]:
+        draft_orders["type"] = "collection"
+    draft_orders["entry"] = [{"resource": r} for r in orders]
+
+    context: dict = {"userId": USER_ID, "patientId": patient["id"]}
+    if s["hook"] == "order-select":
+        for sel in s["selections"]:
+            if sel not in order_refs:
+                raise FixtureError(f"{name}: selection {sel} is not among the draft orders")
+        context["selections"] = list(s["selections"])
+    context["draftOrders"] = draft_orders
+
+    prefetch: dict = {"patient": patient}
+    for key, rt in PREFETCH_TYPES.items():
+        prefetch[key] = searchset(by_type[rt])
+    for key in s["prefetch_null"]:
+        prefetch[key] = None
+    for key in s["prefetch_omit"]:
+        del prefetch[key]
+
+    return {
+        "hook": s["hook"],
+        "hookInstance": hook_instance(name),
+        "context": context,
+        "prefetch": prefetch,
+    }
+
+
+def render(request: dict) -> bytes:
+    """Stable text: sorted keys, 1-space indent, UTF-8, trailing newline."""
+    text = json.dumps(request, sort_keys=True, indent=1, ensure_ascii=False)
+    return (text + "\n").encode("utf-8")
+
+
+def load_scenarios() -> list[dict]:
+    """Scenarios from scenarios.json and any scenarios-<group>.json beside it, in name order."""
+    scenarios = []
+    for path in [SCENARIOS_FILE, *sorted(HERE.glob("scenarios-*.json"))]:
+        scenarios.extend(orjson.loads(path.read_bytes()))
+    names = [s.get("name") for s in scenarios]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise FixtureError(f"duplicate scenario names: {dupes}")
+    return scenarios
+
+
+def expected_files() -> dict[pathlib.Path, bytes]:
+    return {REQUESTS_DIR / f"{s['name']}.json": render(build_request(s)) for s in load_scenarios()}
+
+
+def check() -> list[str]:
+    """Ways the committed requests differ from what the builder produces (empty: up to date)."""
+    problems = []
+    wanted = expected_files()
+    for path, content in wanted.items():
+        if not path.is_file():
+            problems.append(f"missing: {path.relative_to(HERE)}")
+        elif path.read_bytes() != content:
+            problems.append(f"differs: {path.relative_to(HERE)}")
+    if REQUESTS_DIR.is_dir():
+        for path in sorted(REQUESTS_DIR.glob("*.json")):
+            if path not in wanted:
+                problems.append(f"stale (no scenario): {path.relative_to(HERE)}")
+    return problems
+
+
+def build() -> list[pathlib.Path]:
+    wanted = expected_files()
+    REQUESTS_DIR.mkdir(exist_ok=True)
+    for path in REQUESTS_DIR.glob("*.json"):
+        if path not in wanted:
+            path.unlink()
+    written = []
+    for path, content in wanted.items():
+        if not path.is_file() or path.read_bytes() != content:
+            path.write_bytes(content)
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if a committed request is out of date"
+    )
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check()
+        for p in problems:
+            print(p, file=sys.stderr)
+        if problems:
+            print("run: python fhir_fixtures/build_requests.py", file=sys.stderr)
+            return 1
+        print(f"{len(load_scenarios())} requests up to date")
+        return 0
+    written = build()
+    print(f"{len(load_scenarios())} scenarios, {len(written)} request file(s) written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
