@@ -1,0 +1,148 @@
+"""Small tables for the pure domain: codes, dates, T0, result reading, product recognition."""
+
+from __future__ import annotations
+
+import ast
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cds_service.domain.fhirdata import CVX, ICD10CM, LOINC, DateSpan, normalise_code, parse_date
+from cds_service.domain.orders import Product, classify, planned_start
+from cds_service.domain.results import Meaning, read_meaning
+from cds_service.domain.terminology import value_set
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+PACKAGE = Path(__file__).resolve().parent.parent / "cds_service"
+
+
+@pytest.mark.parametrize("system,given,expected", [
+    (CVX, "03", "3"), (CVX, "3", "3"), (CVX, "187", "187"),
+    (ICD10CM, "g35.a", "G35A"), (ICD10CM, "B02.21", "B0221"),
+    (LOINC, "2106-3", "2106-3"),
+])
+def test_codes_are_normalised_before_lookup(system: str, given: str, expected: str) -> None:
+    """CVX loses leading zeros and ICD-10-CM its dots, so '03' is MMR like '3'."""
+    assert normalise_code(system, given) == (system, expected)
+
+
+def test_mmr_sent_zero_padded_is_a_live_vaccine() -> None:
+    """The live-vaccine value set matches CVX '03' as sent by Synthea."""
+    assert normalise_code(CVX, "03") in value_set("live-vaccines-cvx")
+    assert normalise_code(CVX, "187") not in value_set("live-vaccines-cvx")  # Shingrix
+    assert normalise_code(CVX, "206") not in value_set("live-vaccines-cvx")  # JYNNEOS
+
+
+def test_loinc_2106_3_is_matched_with_its_system_only() -> None:
+    """The same string is a CDC race code: value sets match (system, code), never code alone."""
+    assert (LOINC, "2106-3") in value_set("pregnancy-test-loinc")
+    assert ("urn:oid:2.16.840.1.113883.6.238", "2106-3") not in value_set("pregnancy-test-loinc")
+
+
+@pytest.mark.parametrize("value,span", [
+    ("2026-11-16", DateSpan(date(2026, 11, 16), date(2026, 11, 16))),
+    ("2026-11-16T23:30:00-05:00", DateSpan(date(2026, 11, 16), date(2026, 11, 16))),
+    ("2026-02", DateSpan(date(2026, 2, 1), date(2026, 2, 28))),
+    ("2024", DateSpan(date(2024, 1, 1), date(2024, 12, 31))),
+    ("last spring", None), (20261116, None), ("2026-13-01", None),
+])
+def test_fhir_dates_are_read_as_the_days_they_may_mean(value: Any, span: DateSpan | None) -> None:
+    """Partial dates become ranges (rules use the end that is safer), garbage becomes None."""
+    assert parse_date(value) == span
+
+
+TODAY = date(2026, 11, 21)
+
+
+@pytest.mark.parametrize("case,request_fields,expected", [
+    ("earliest bounds start wins", {"dosageInstruction": [
+        {"timing": {"repeat": {"boundsPeriod": {"start": "2026-12-09"}}}},
+        {"timing": {"repeat": {"boundsPeriod": {"start": "2026-12-07"}}}}],
+        "authoredOn": "2026-11-01"}, (date(2026, 12, 7), "dosage timing start")),
+    ("timing event counts", {"dosageInstruction": [{"timing": {"event": ["2026-12-20T08:00:00Z"]}}]},
+     (date(2026, 12, 20), "dosage timing start")),
+    ("authoredOn when no timing", {"authoredOn": "2026-11-30"}, (date(2026, 11, 30), "authoredOn")),
+    ("today when nothing is given", {}, (TODAY, "today (the order has no start date)")),
+])
+def test_planned_start_t0(case: str, request_fields: dict[str, Any], expected: tuple[date, str]) -> None:
+    """T0 is the earliest dosage start or event, else authoredOn, else today."""
+    assert planned_start({"resourceType": "MedicationRequest", **request_fields}, TODAY) == expected
+
+
+def obs(**fields: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "status": "final", **fields}
+
+
+def coded(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+@pytest.mark.parametrize("case,observation,nucleic,meaning,source", [
+    ("interpretation POS", obs(interpretation=[coded(V3, "POS")]), False, Meaning.POSITIVE, "interpretation"),
+    ("interpretation beats valueString", obs(interpretation=[coded(V3, "NEG")], valueString="positive"),
+     False, Meaning.NEGATIVE, "interpretation"),
+    ("SNOMED detected value", obs(valueCodeableConcept=coded("http://snomed.info/sct", "260373001")),
+     False, Meaning.POSITIVE, "valueCodeableConcept"),
+    ("LOINC answer negative", obs(valueCodeableConcept=coded(LOINC, "LA6577-6")), False,
+     Meaning.NEGATIVE, "valueCodeableConcept"),
+    ("non-reactive text", obs(valueString="Non-reactive"), False, Meaning.NEGATIVE, "valueString"),
+    ("not detected text", obs(valueString="HCV RNA not detected"), False, Meaning.NEGATIVE, "valueString"),
+    ("reactive text", obs(valueString="Reactive"), False, Meaning.POSITIVE, "valueString"),
+    ("equivocal text", obs(valueString="equivocal, repeat"), False, Meaning.INDETERMINATE, "valueString"),
+    ("a bare number says nothing", obs(valueQuantity={"value": 0.3}), False, Meaning.INDETERMINATE,
+     "no readable result"),
+    ("viral load below detection", obs(valueQuantity={"value": 15, "comparator": "<"}), True,
+     Meaning.NEGATIVE, "valueQuantity below detection"),
+    ("viral load detected", obs(valueQuantity={"value": 15000}), True, Meaning.POSITIVE,
+     "valueQuantity (virus detected)"),
+    ("nothing at all", obs(), False, Meaning.INDETERMINATE, "no readable result"),
+])
+def test_lab_results_are_read_interpretation_first(
+    case: str, observation: dict[str, Any], nucleic: bool, meaning: Meaning, source: str
+) -> None:
+    """Interpretation, then coded value, then text; nothing readable is indeterminate."""
+    assert read_meaning(observation, nucleic) == (meaning, source)
+
+
+@pytest.mark.parametrize("case,codes,words,product", [
+    ("Lemtrada branded drug code", [(RXNORM, "1594663")], "", Product.LEMTRADA),
+    ("alemtuzumab ingredient code only", [(RXNORM, "117055")], "", Product.LEMTRADA),
+    ("named only in text", [], "LEMTRADA 12 mg IV", Product.LEMTRADA),
+    ("alemtuzumab in lower case text", [], "alemtuzumab infusion", Product.LEMTRADA),
+    ("Campath product code", [(RXNORM, "828267")], "", Product.CAMPATH),
+    ("ingredient code but Campath in text", [(RXNORM, "117055")], "Campath 30 mg", Product.CAMPATH),
+    ("another drug", [(RXNORM, "197311")], "acyclovir", Product.OTHER),
+    ("a word that merely contains the name", [], "prelemtradaxyz", Product.OTHER),
+])
+def test_lemtrada_orders_are_told_apart_from_campath_and_other_drugs(
+    case: str, codes: list[tuple[str, str]], words: str, product: Product
+) -> None:
+    """Lemtrada by RxNorm code or name; Campath (CLL product) is never a Lemtrada order."""
+    assert classify(codes, words) is product
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_domain_is_pure_and_flask_and_fhir_resources_stay_in_their_layers() -> None:
+    """The domain imports no flask, requests or sqlalchemy; only fhir/models.py imports fhir.resources."""
+    for path in PACKAGE.rglob("*.py"):
+        imported = _imports(path)
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith("domain/"):
+            assert not imported & {"flask", "requests", "sqlalchemy", "werkzeug"}, relative
+        if "fhir" in imported and relative != "fhir/models.py":
+            pytest.fail(f"{relative} imports fhir.resources")
+        if "flask" in imported:
+            assert relative in {"http_api.py", "app.py", "cors.py", "auth.py", "observability.py"}, relative
