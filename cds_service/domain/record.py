@@ -24,6 +24,8 @@ CODE_ELEMENT = {
     "Procedure": "code",
 }
 MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+READ_TYPES = frozenset({*CODE_ELEMENT, *MEDICATION_USE_TYPES, "Medication"})
+"""Resource types some rule reads; anything else in a prefetch (Claims, Encounters...) is skipped."""
 MEDICATION_USE_DATES = {
     "MedicationStatement": ("effectiveDateTime", "effectivePeriod.start", "dateAsserted"),
     "MedicationRequest": ("authoredOn",),
@@ -123,6 +125,7 @@ class PatientRecord:
     """Resource types the EHR said it has no data for (prefetch value null)."""
     _problems: dict[int, str | None] = field(default_factory=dict)
     _seq: dict[int, int] = field(default_factory=dict)
+    _uses: tuple[list[MedicationUse], list[Unreadable]] | None = None
 
     @classmethod
     def build(
@@ -147,10 +150,8 @@ class PatientRecord:
 
     def add(self, resource: dict[str, Any]) -> None:
         rtype = resource.get("resourceType")
-        if not isinstance(rtype, str) or rtype in ("OperationOutcome", "Bundle"):
-            return
-        if rtype == "Patient":
-            if resource.get("id") == self.patient_id or self.patient is None:
+        if rtype not in READ_TYPES:
+            if rtype == "Patient" and (resource.get("id") == self.patient_id or self.patient is None):
                 self.patient = resource
             return
         if rtype != "Medication":
@@ -219,7 +220,9 @@ class PatientRecord:
         return tuple(codings(med_concept)), joined
 
     def medication_uses(self) -> tuple[list[MedicationUse], list[Unreadable]]:
-        """Every medication-history entry, resolved; ones whose medication cannot be read apart."""
+        """Every medication-history entry, resolved once per record; unreadable ones apart."""
+        if self._uses is not None:
+            return self._uses
         uses: list[MedicationUse] = []
         unreadable: list[Unreadable] = []
         for rtype in MEDICATION_USE_TYPES:
@@ -234,7 +237,8 @@ class PatientRecord:
                     start = _earliest_dosage_start(resource)
                 end = first_date(resource, *MEDICATION_USE_END[rtype])
                 uses.append(MedicationUse(resource, codes, words, start, end))
-        return uses, unreadable
+        self._uses = (uses, unreadable)
+        return self._uses
 
 
 def _earliest_dosage_start(request: dict[str, Any]) -> DateSpan | None:

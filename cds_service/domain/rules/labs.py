@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from ..fhirdata import LOINC, codings, reference_of
+from typing import Any
+
+from ..fhirdata import LOINC, DateSpan, Malformed, codings, reference_of
 from ..findings import Suggestion
 from ..record import PatientRecord, Unreadable
 from ..results import LabResult, is_final, newest, read_meaning, result_date, within
-from ..terminology import value_set
+from ..terminology import ValueSet, value_set
 
 
 @dataclass
@@ -43,24 +45,37 @@ def lab_results(
     """
     vs = value_set(vs_id)
     out = Results(unreadable=list(record.uncoded.get("Observation", ())))
-    readable, unreadable = record.split_readable(record.coded("Observation", vs))
-    out.unreadable.extend(unreadable)
-    for observation in readable:
+    for observation in record.coded("Observation", vs):
         if not is_final(observation):
+            # Preliminary or cancelled results do not count; a garbled status is unreadable.
+            problem = record.problem(observation)
+            if problem is not None:
+                out.unreadable.append(Unreadable(reference_of(observation), problem))
             continue
         when = result_date(observation)
-        if when is None:
-            out.unreadable.append(Unreadable(reference_of(observation), "result has no date"))
+        current = when is not None and (lookback_days is None or within(when, t0, lookback_days))
+        if when is not None and not current:
+            # Too old to satisfy the check whatever it says: described, not validated.
+            out.stale.append(_result(observation, vs, when, nucleic_acid))
             continue
-        code = vs.matches_any(codings(observation.get("code")))
-        test = f"{vs.display(code)} (LOINC {code[1]})" if code else vs.title
-        meaning, read_from = read_meaning(observation, nucleic_acid)
-        result = LabResult(observation, test, when, meaning, read_from)
-        if lookback_days is None or within(when, t0, lookback_days):
-            out.current.append(result)
+        problem = record.problem(observation)
+        if problem is not None:
+            out.unreadable.append(Unreadable(reference_of(observation), problem))
+        elif when is None:
+            out.unreadable.append(Unreadable(reference_of(observation), "result has no date"))
         else:
-            out.stale.append(result)
+            out.current.append(_result(observation, vs, when, nucleic_acid))
     return out
+
+
+def _result(observation: dict[str, Any], vs: ValueSet, when: DateSpan, nucleic_acid: bool) -> LabResult:
+    try:
+        code = vs.matches_any(codings(observation.get("code")))
+    except Malformed:
+        code = None
+    test = f"{vs.display(code)} (LOINC {code[1]})" if code else vs.title
+    meaning, read_from = read_meaning(observation, nucleic_acid)
+    return LabResult(observation, test, when, meaning, read_from)
 
 
 def order_test(key: str, loinc: str, display: str, why: str) -> Suggestion:

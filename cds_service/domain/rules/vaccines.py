@@ -22,8 +22,6 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
     to_confirm: list[str] = []
     unreadable: list[Unreadable] = list(record.uncoded.get("Immunization", ()))
     for imm in record.by_type.get("Immunization", ()):
-        if imm.get("status") != "completed":
-            continue  # not-done (and entered-in-error, dropped earlier) are not vaccinations
         try:
             codes = codings(imm.get("vaccineCode"))
         except Malformed:
@@ -33,6 +31,8 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
         if live_code is None and ambiguous_code is None:
             continue
         problem = record.problem(imm)
+        if imm.get("status") != "completed" and problem is None:
+            continue  # not-done (entered-in-error was dropped earlier): not a vaccination
         if problem is not None:
             unreadable.append(Unreadable(reference_of(imm), problem))
             continue
