@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test venv test-venv fixtures bench clean
+.PHONY: run test venv test-venv fixtures bench clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,17 @@ test: $(VENV)/.installed-test
 fixtures: $(VENV)/.installed-test
 	$(BIN)/python fhir_fixtures/build_requests.py
 
+# docs/clinical-rules.md from the rule table and policy.toml (a test fails when it is stale).
+docs: $(VENV)/.installed
+	$(BIN)/python -m cds_service.docs_gen
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Benchmarks print tables and write docs/performance.md (+ docs/performance.png); not tests.
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(VENV)/.installed $(VENV)/.installed-test $@
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/bench.py

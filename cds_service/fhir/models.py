@@ -7,11 +7,25 @@ would help nobody.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from functools import cache
 from typing import Any
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
+
+CACHE_SIZE = 65_536
+"""Validation outcomes remembered per process, keyed by a digest of the resource's JSON.
+
+Validation is a pure function of content, and an EHR sends the same resources again and again
+(order-select, then order-sign, then another order for the same patient), so a repeat costs a
+serialisation and a hash instead of a full model validation. Bounded: least recently used first out.
+"""
+_cache: OrderedDict[bytes, str | None] = OrderedDict()
+_cache_lock = threading.Lock()
 
 LENIENT_DEFAULTS: dict[str, dict[str, str]] = {
     # The CDS Hooks Sandbox (and others) send draft MedicationRequests without `intent`.
@@ -37,8 +51,33 @@ def is_known_type(resource_type: object) -> bool:
     return True
 
 
+def clear_validation_cache() -> None:
+    """Forget remembered outcomes (benchmarks measure the cold path with it)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def validation_problem(resource: Any) -> str | None:
     """Why this resource is not valid FHIR R4 (one short sentence), or None when it is."""
+    if not isinstance(resource, dict):
+        return "not a JSON object"
+    try:
+        key = hashlib.blake2b(orjson.dumps(resource), digest_size=16).digest()
+    except (TypeError, orjson.JSONEncodeError):  # not serialisable: validate directly, uncached
+        return _validate(resource)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    problem = _validate(resource)
+    with _cache_lock:
+        _cache[key] = problem
+        if len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return problem
+
+
+def _validate(resource: dict[str, Any]) -> str | None:
     if not isinstance(resource, dict):
         return "not a JSON object"
     resource_type = resource.get("resourceType")

@@ -1,0 +1,23 @@
+"""The benchmark script keeps working: a tiny smoke run (benchmarks assert no times)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke_run_prints_tables_and_writes_the_report(tmp_path: Path) -> None:
+    """`bench/bench.py --smoke` runs every part at tiny sizes and writes its markdown report."""
+    out = tmp_path / "performance.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--smoke", "--no-plot", "--output", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = out.read_text()
+    for heading in ("## In process", "## Over HTTP", "## FHIR-server fallback"):
+        assert heading in report
+    assert "| other drug" in result.stdout and "| alemtuzumab" in result.stdout
+    assert "| 0 |" in report.split("## Over HTTP")[1].split("##")[0]  # no HTTP errors
