@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, request
 
+from .auth import AuthFailure, ReplayStoreUnavailable, build_verifier
 from .config import Settings
+from .cors import CorsPolicy
 from .domain.policy import load_policy
 from .domain.terminology import all_value_sets
+from .fhir.client import FhirClient
+from .errors import Unauthorized, Unavailable
 from .http_api import api, register_error_handlers
+from .storage import init_storage
+
+auth_log = logging.getLogger("cds_service.auth")
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """Build the app. `create_app(testing=True)` gives an unauthenticated app for tests."""
     testing = bool(overrides.pop("testing", False))
     if settings is None:
+        if testing and "database_url" not in overrides and not os.environ.get("CDS_DATABASE_URL"):
+            overrides["database_url"] = "sqlite://"  # tests never write into the work tree
         settings = Settings.from_env(**overrides)
     if testing:
         from dataclasses import replace
@@ -25,9 +36,66 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["TESTING"] = testing
     app.extensions["cds_settings"] = settings
+    app.extensions["cds_fetcher"] = FhirClient(settings)  # prefetch fallback (fhirServer)
+    init_storage(app, settings)  # connects lazily: the service starts while the database is down
     # Load terminology and policy at start-up, never per request.
     all_value_sets()
     load_policy()
     app.register_blueprint(api)
     register_error_handlers(app)
+    install_auth(app, settings)
+    install_cors(app, CorsPolicy(settings.cors_allowed_origins))
     return app
+
+
+def install_cors(app: Flask, policy: CorsPolicy) -> None:
+    """CORS headers on every response (errors too); preflights answered before authentication."""
+
+    def preflight() -> Response | None:
+        # First before_request hook, so an OPTIONS preflight never meets the JWT check.
+        if request.method != "OPTIONS" or request.url_rule is None:
+            return None
+        response = Response(status=204, headers=policy.preflight_headers(request.headers.get("Origin")))
+        response.headers["Allow"] = ", ".join(sorted((request.url_rule.methods or set()) - {"HEAD"}))
+        del response.headers["Content-Type"]
+        return response
+
+    app.before_request_funcs.setdefault(None, []).insert(0, preflight)
+
+    @app.after_request
+    def _cors_headers(response: Response) -> Response:
+        response.headers.update(policy.response_headers(request.headers.get("Origin")))
+        response.vary.add("Origin")
+        return response
+
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Probes that answer without a token (CORS preflights are answered before authentication)."""
+
+
+def install_auth(app: Flask, settings: Settings) -> None:
+    """Require a valid EHR JWT on every other request. With no trusted issuer configured (and auth
+    not disabled) every request is refused: fail closed. A bad issuer configuration raises
+    AuthConfigError here, at start-up."""
+    if settings.auth_disabled:
+        return
+    verifier = build_verifier(settings, app.extensions["cds_db"])
+    app.extensions["cds_verifier"] = verifier
+    if verifier is None:
+        auth_log.error("No trusted EHR issuer is configured: every request will be refused (401).")
+
+    @app.before_request
+    def _authenticate() -> None:
+        if request.method == "OPTIONS" or request.path in OPEN_PATHS:
+            return
+        try:
+            if verifier is None:
+                raise AuthFailure("no-trusted-issuers")
+            verifier.verify(request.headers.get("Authorization"), request.path)
+        except AuthFailure as failure:
+            # The reason label and claimed issuer only: never the token.
+            auth_log.info("EHR token refused: reason=%s iss=%r path=%s", failure.reason,
+                          failure.iss, request.path)
+            raise Unauthorized() from None
+        except ReplayStoreUnavailable:
+            raise Unavailable("The service cannot verify EHR tokens at the moment.") from None

@@ -17,12 +17,25 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
     from .config import Settings
 
-    if not args.no_auth:
-        print("error: EHR authentication is not configured. Configure trusted issuers, or pass "
-              "--no-auth to run without authentication (local use only).", file=sys.stderr)
-        return 2
-    print("WARNING: serving without EHR authentication (--no-auth).", file=sys.stderr)
-    settings = Settings.from_env(auth_disabled=True)
+    if args.no_auth:
+        print("WARNING: serving without EHR authentication (--no-auth).", file=sys.stderr)
+        settings = Settings.from_env(auth_disabled=True)
+    else:
+        from .auth import AuthConfigError, load_trusted_issuers
+
+        # Only --no-auth turns authentication off (not CDS_AUTH_DISABLED): secure by default.
+        settings = Settings.from_env(auth_disabled=False)
+        try:
+            issuers = load_trusted_issuers(settings)
+        except AuthConfigError as exc:
+            print(f"error: trusted issuer configuration: {exc}", file=sys.stderr)
+            return 2
+        if not issuers:
+            print("error: EHR authentication is not configured. Configure trusted issuers, or pass "
+                  "--no-auth to run without authentication (local use only).", file=sys.stderr)
+            return 2
+        print(f"EHR authentication: {len(issuers)} trusted issuer(s): "
+              + ", ".join(i.iss for i in issuers), file=sys.stderr)
     from gunicorn.app.base import BaseApplication
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -93,6 +106,52 @@ def _check(args: argparse.Namespace) -> int:
     return 2 if critical else 0
 
 
+def _feedback_report(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .config import Settings
+    from .feedback import feedback_report, format_report
+    from .storage import Database
+
+    url = args.database_url or Settings.from_env().database_url
+    database = Database(url)
+    try:
+        reports = feedback_report(database)
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"error: cannot read the database: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+    if args.json:
+        sys.stdout.write(orjson.dumps({"topics": [r.as_json() for r in reports]},
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(format_report(reports))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Report every problem of a hook request file; exit 1 when there are errors."""
+    from .conformance import Problem, counts, validate_request
+
+    try:
+        problems = validate_request(orjson.loads(Path(args.request).read_bytes()))
+    except OSError as exc:
+        problems = [Problem("error", "$", f"cannot read {args.request}: {exc.strerror}")]
+    except orjson.JSONDecodeError as exc:
+        problems = [Problem("error", "$", f"not valid JSON ({exc})")]
+    errors, warnings = counts(problems)
+    if args.json:
+        sys.stdout.write(orjson.dumps({"errors": errors, "warnings": warnings, "problems": [
+            p.as_dict() for p in problems]}, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for problem in problems:
+            print(problem.line())
+        print(f"{args.request}: {errors} error{'s' * (errors != 1)}, "
+              f"{warnings} warning{'s' * (warnings != 1)}")
+    return 1 if errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("--today", help="the date to assume when the order has no start (YYYY-MM-DD)")
     check.set_defaults(func=_check)
+    report = sub.add_parser("feedback-report",
+                            help="per card topic: cards issued, accepted, overridden, override reasons")
+    report.add_argument("--database-url", help="SQLAlchemy URL (default: CDS_DATABASE_URL or the "
+                        "configured default)")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.set_defaults(func=_feedback_report)
+    validate = sub.add_parser("validate", help="report every problem of a hook request an EHR "
+                              "would send, with its JSON path (exit 1 on errors)")
+    validate.add_argument("request", help="path to a CDS Hooks request JSON file")
+    validate.add_argument("--json", action="store_true", help="machine-readable output")
+    validate.set_defaults(func=_validate)
     return parser
 
 

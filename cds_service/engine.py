@@ -15,6 +15,7 @@ from .domain.findings import Finding
 from .domain.orders import OrderContext, draft_resources, find_alemtuzumab_order, planned_start
 from .domain.policy import load_policy
 from .domain.record import PatientRecord
+from .domain.reminders import summary_reminders
 from .fhir.prefetch import Fetcher, resolve_prefetch
 from .hook_request import HookRequest
 from .services import PREFETCH_TYPES, ServiceDefinition, prefetch_templates
@@ -46,5 +47,6 @@ def answer(request: HookRequest, service: ServiceDefinition, today: date,
         draft_orders=tuple(draft_resources(request.context.get("draftOrders"))),
     )
     findings = evaluate(record, context, policy)
-    cards = build_cards(findings, context, request.hook_instance, request.patient_id, policy)
+    cards = build_cards(findings, context, request.hook_instance, request.patient_id, policy,
+                        reminders=summary_reminders(policy))
     return Answer({"cards": cards}, findings, context, data.origin)

@@ -11,7 +11,8 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .engine import answer
-from .errors import NotFound, PayloadTooLarge, ServiceError, operation_outcome
+from .errors import NotFound, PayloadTooLarge, ServiceError, Unavailable, operation_outcome
+from .feedback import accept_feedback, record_issued_cards, utc_now
 from .hook_request import parse_json, read_hook_request
 from .services import SERVICES, SERVICES_BY_ID
 
@@ -42,7 +43,21 @@ def call_service(service_id: str) -> Response:
     hook_request = read_hook_request(parse_json(request.get_data(cache=False)), service.hook)
     fetcher = current_app.extensions.get("cds_fetcher")
     result = answer(hook_request, service, today(), fetcher)
+    record_issued_cards(current_app.extensions.get("cds_db"), service.id,
+                        hook_request.hook_instance, result.body["cards"], utc_now())
     return json_response(result.body)
+
+
+@api.post("/cds-services/<service_id>/feedback")
+def post_feedback(service_id: str) -> Response:
+    """Store feedback (400 if invalid, 503 if the database is unavailable); the body is `{}`."""
+    if service_id not in SERVICES_BY_ID:
+        raise NotFound(f"No CDS service with id '{service_id}'.")
+    database = current_app.extensions.get("cds_db")
+    if database is None:
+        raise Unavailable("Feedback storage is not configured.")
+    accept_feedback(database, service_id, parse_json(request.get_data(cache=False)), utc_now())
+    return json_response({})
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -17,6 +17,17 @@ OBSERVATION_VALUE_SETS: tuple[str, ...] = (
     "hiv-rna-loinc",
     "hcv-antibody-loinc",
     "hcv-rna-loinc",
+    "hbv-surface-antigen-loinc",
+    "hbv-core-antibody-loinc",
+    "pregnancy-test-loinc",
+    "cbc-differential-loinc",
+    "serum-creatinine-loinc",
+    "urinalysis-loinc",
+    "urine-protein-creatinine-ratio-loinc",
+    "tsh-loinc",
+    "alt-loinc",
+    "ast-loinc",
+    "bilirubin-total-loinc",
 )
 
 # Prefetch key -> (resource type, FHIR query template). Only {{context.patientId}} is used.

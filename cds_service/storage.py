@@ -6,7 +6,11 @@ No patient data is stored: cards are recorded by uuid, service, topic, indicator
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -21,7 +25,9 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
 
 metadata = MetaData()
 
@@ -68,8 +74,14 @@ def make_engine(url: str) -> Engine:
     """An engine for the URL; for SQLite, the folder is created and writers wait instead of failing."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        if not parsed.database or parsed.database == ":memory:":
+            # One shared in-memory database (tests): every connection must see the same tables.
+            return create_engine(url, poolclass=StaticPool,
+                                 connect_args={"check_same_thread": False})
+        try:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # connecting will fail with an OperationalError, which callers turn into a 503
         engine = create_engine(url, connect_args={"timeout": 5})
 
         @event.listens_for(engine, "connect")
@@ -85,3 +97,67 @@ def make_engine(url: str) -> Engine:
 
 def create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
+
+
+class Database:
+    """The engine, created and given its tables on first use, so the service starts (and answers
+    hooks) while the database is down; a later call retries. Errors surface as SQLAlchemyError or
+    OSError for callers to map (feedback: 503; issued-card audit: a logged warning)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._schema_ready = False
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = make_engine(self.url)
+            if not self._schema_ready:
+                create_schema(self._engine)
+                self._schema_ready = True
+            return self._engine
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back on any error."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    def dispose(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+
+
+def init_storage(app: Any, settings: Any) -> Database:
+    """Attach the database named by `settings.database_url` as `app.extensions["cds_db"]`."""
+    database = Database(settings.database_url)
+    app.extensions["cds_db"] = database
+    return database
+
+
+def insert_ignore(connection: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert rows, skipping any that would violate a unique key; returns how many were inserted.
+
+    ON CONFLICT DO NOTHING on SQLite and PostgreSQL; elsewhere one savepoint per row."""
+    dialect = connection.dialect.name
+    inserted = 0
+    for row in rows:
+        if dialect in ("sqlite", "postgresql"):
+            if dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            result = connection.execute(dialect_insert(table).values(**row).on_conflict_do_nothing())
+            inserted += max(result.rowcount, 0)
+        else:
+            try:
+                with connection.begin_nested():
+                    connection.execute(table.insert().values(**row))
+                inserted += 1
+            except IntegrityError:
+                pass
+    return inserted

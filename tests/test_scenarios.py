@@ -33,10 +33,18 @@ DMT = "prior-dmt"
 TB = "tb-screening"
 HIV = "hiv-screening"
 HCV = "hcv-screening"
+# Label topics (issue #4) that change existing rows.
+AGE = "age"
+NON_LIVE = "non-live-vaccine-gap"
+PREGNANCY = "pregnancy"
+INDICATION = "indication"
+BASELINE = "baseline-labs"
+HBV = "hbv-screening"
 
 SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 NOTHING_KNOWN = {
     VZV: "warning", DMT: "warning", TB: "warning", HIV: "warning", HCV: "warning",
+    PREGNANCY: "warning", INDICATION: "warning", BASELINE: "warning", HBV: "warning",
     SUMMARY: "warning",
 }
 
@@ -53,7 +61,8 @@ SCENARIOS = [
     # Vaccines within 6 weeks (42 days) of T0.
     ("live_vaccine_three_weeks_before_start", {LIVE: "critical", SUMMARY: "critical"}),
     ("live_vaccine_exactly_42_days_before_start", {SUMMARY: "info"}),
-    ("shingrix_within_six_weeks_is_not_live", {SUMMARY: "info"}),
+    # Shingrix is not live (no hard stop), but any vaccine within 6 weeks is a warning.
+    ("shingrix_within_six_weeks_is_not_live", {NON_LIVE: "warning", SUMMARY: "warning"}),
     ("ambiguous_zoster_vaccine_within_six_weeks", {LIVE: "warning", SUMMARY: "warning"}),
     ("live_vaccine_not_done_is_ignored", {SUMMARY: "info"}),
     # Varicella immunity.
@@ -61,8 +70,8 @@ SCENARIOS = [
     ("vzv_status_unknown", {VZV: "warning", SUMMARY: "warning"}),
     ("varicella_history_counts_as_immunity", {SUMMARY: "info"}),
     ("shingrix_is_not_evidence_of_varicella_immunity", {VZV: "warning", SUMMARY: "warning"}),
-    # The age check (under 17) is not built yet; when it is, this row gains its topic.
-    ("child_varicella_vaccine_counts_as_vzv_immunity", {SUMMARY: "info"}),
+    # A 7-year-old: VZV immunity is met, but Lemtrada is not recommended under 17.
+    ("child_varicella_vaccine_counts_as_vzv_immunity", {AGE: "warning", SUMMARY: "warning"}),
     # Prior disease-modifying therapies.
     ("only_one_prior_dmt", {DMT: "warning", SUMMARY: "warning"}),
     ("two_dmts_named_only_in_text", {SUMMARY: "info"}),

@@ -138,7 +138,8 @@ class PatientRecord:
         record = cls(patient_id=patient_id, no_data=frozenset(no_data))
         for value in values:
             if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-                for entry in value.get("entry") or ():
+                entries = value.get("entry")  # the FHIR layer refuses a non-array entry (400)
+                for entry in entries if isinstance(entries, list) else ():
                     if isinstance(entry, dict):
                         full_url = entry.get("fullUrl")
                         resource = entry.get("resource")
@@ -150,6 +151,8 @@ class PatientRecord:
 
     def add(self, resource: dict[str, Any]) -> None:
         rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            return  # not a FHIR resource (resourceType must be a string): no type, no rule reads it
         if rtype not in READ_TYPES:
             if rtype == "Patient" and (resource.get("id") == self.patient_id or self.patient is None):
                 self.patient = resource

@@ -1,18 +1,35 @@
-"""Prefetch semantics (CDS Hooks 2.0): present -> use, null -> no data, absent or
-OperationOutcome -> fetch from fhirServer; if that is impossible -> 412 naming the keys."""
+"""Prefetch semantics (CDS Hooks 2.0): present -> use (a paginated searchset is completed from the
+FHIR server), null -> no data, absent or OperationOutcome -> fetch from fhirServer; if that is
+impossible -> 412 naming the keys."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import BadRequest, PreconditionFailed
 from ..hook_request import HookRequest
 
-Fetcher = Callable[[HookRequest, dict[str, str]], dict[str, Any]]
-"""Fetches {key: rendered query} from the FHIR server; returns {key: resource or Bundle}.
-Raises PreconditionFailed for keys it cannot obtain."""
+
+@dataclass(frozen=True)
+class Fetched:
+    """A value obtained by a fetcher, with where it came from (for ResolvedData.origin)."""
+
+    value: dict[str, Any]
+    origin: str = "fhirServer"
+
+
+class Fetcher(Protocol):
+    """Obtains every key of `queries` ({key: rendered query relative to fhirServer}).
+
+    `pages` holds, for some of those keys, the prefetched first page of a searchset whose `next`
+    links must be followed (or, when they cannot be, the whole query fetched). Returns
+    {key: resource, Bundle or Fetched}; raises PreconditionFailed for keys it cannot obtain.
+    """
+
+    def __call__(self, request: HookRequest, queries: Mapping[str, str],
+                 pages: Mapping[str, dict[str, Any]] | None = None) -> Mapping[str, Any]: ...
 
 
 @dataclass
@@ -26,6 +43,30 @@ class ResolvedData:
 
 def _is_outcome(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+
+
+def _bundle_problem(value: dict[str, Any]) -> str | None:
+    """Why a Bundle's entries cannot be read (never skipped silently: that would hide evidence)."""
+    if value.get("resourceType") != "Bundle" or "entry" not in value:
+        return None
+    entries = value["entry"]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return "a Bundle's 'entry' must be an array of objects"
+    return None
+
+
+def next_link(value: Any) -> str | None:
+    """The `next` link of a Bundle (a paginated search result), or None."""
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+        return None
+    links = value.get("link")
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            return url if isinstance(url, str) and url else None
+    return None
 
 
 def render_template(template: str, context: Mapping[str, Any]) -> str:
@@ -46,16 +87,21 @@ def render_template(template: str, context: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def _keys_expression(keys: list[str]) -> list[str]:
+    return [f"prefetch.{k}" for k in sorted(keys)]
+
+
 def resolve_prefetch(
     request: HookRequest,
     templates: Mapping[str, str],
     types: Mapping[str, str],
     fetcher: Fetcher | None = None,
 ) -> ResolvedData:
-    """Collect the data for every declared key; fetch what is missing or raise 412."""
+    """Collect the data for every declared key; fetch what is missing or incomplete, or raise 412."""
     prefetch = request.prefetch or {}
     resolved = ResolvedData()
     missing: dict[str, str] = {}
+    paged: dict[str, dict[str, Any]] = {}
     for key, template in templates.items():
         if key not in prefetch:
             missing[key] = template
@@ -66,6 +112,11 @@ def resolve_prefetch(
             resolved.origin[key] = "prefetch (null: no data)"
         elif _is_outcome(value):
             missing[key] = template
+        elif isinstance(value, dict) and _bundle_problem(value):
+            raise BadRequest(f"Prefetch value '{key}': {_bundle_problem(value)}.",
+                             [f"prefetch.{key}.entry"])
+        elif isinstance(value, dict) and next_link(value) is not None:
+            paged[key] = value  # only the first page: the rest must come from the server
         elif isinstance(value, dict):
             resolved.values.append(value)
             resolved.origin[key] = "prefetch"
@@ -76,15 +127,30 @@ def resolve_prefetch(
         if key not in templates and isinstance(value, dict) and not _is_outcome(value):
             resolved.values.append(value)
             resolved.origin[key] = "prefetch (undeclared key)"
-    if missing:
-        if fetcher is None or not request.fhir_server:
-            raise PreconditionFailed(
-                "Required data was not prefetched and no FHIR server was given to fetch it: "
-                + ", ".join(sorted(missing)) + ".",
-                [f"prefetch.{k}" for k in sorted(missing)],
-            )
-        queries = {k: render_template(t, request.context) for k, t in missing.items()}
-        for key, value in fetcher(request, queries).items():
-            resolved.values.append(value)
+    needed = sorted({*missing, *paged})
+    if not needed:
+        return resolved
+    if fetcher is None or not request.fhir_server:
+        parts = []
+        if missing:
+            parts.append("not prefetched: " + ", ".join(sorted(missing)))
+        if paged:
+            parts.append("prefetched only in part (paginated): " + ", ".join(sorted(paged)))
+        raise PreconditionFailed(
+            "Required data is " + "; ".join(parts)
+            + "; and no FHIR server was given to fetch it.", _keys_expression(needed))
+    queries = {k: render_template(templates[k], request.context) for k in needed}
+    results = fetcher(request, queries, paged) if paged else fetcher(request, queries)
+    lost = [k for k in needed if not isinstance(results.get(k), (dict, Fetched))]
+    if lost:  # a fetcher must raise for what it cannot get; never treat silence as no data
+        raise PreconditionFailed("Required data could not be obtained from the FHIR server: "
+                                 + ", ".join(lost) + ".", _keys_expression(lost))
+    for key in needed:
+        result = results[key]
+        if isinstance(result, Fetched):
+            resolved.values.append(result.value)
+            resolved.origin[key] = result.origin
+        else:
+            resolved.values.append(result)
             resolved.origin[key] = "fhirServer"
     return resolved

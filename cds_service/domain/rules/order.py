@@ -1,7 +1,383 @@
-"""Checks of the order itself: course interval, dose, premedication, prophylaxis (issue #4)."""
+"""Checks of the order itself: course interval, dose, premedication, prophylaxis (issue #4).
+
+The course number comes from the record (prior completed alemtuzumab administrations grouped into
+courses); the dose, route and days from the order's dosage instructions; premedication and herpes
+prophylaxis from the other draft orders signed with it (order-sign only: at order-select the
+clinician has not written them yet).
+"""
 
 from __future__ import annotations
 
-from .base import Rule
+from datetime import date, timedelta
+from typing import Any
 
-ORDER_RULES: tuple[Rule, ...] = ()
+from ..fhirdata import RXNORM, Malformed, add_months, parse_date, reference_of
+from ..findings import Finding, Severity, Status, Suggestion
+from ..orders import OrderContext
+from ..policy import Policy
+from ..record import PatientRecord
+from ..terminology import value_set
+from .base import ORDER_SIGN, Rule
+from .course import (
+    IV_ROUTE,
+    LEMTRADA_MG_PER_ML,
+    ORAL_ROUTE,
+    History,
+    covered_days,
+    dosage_list,
+    dose_mg,
+    draft_medication,
+    order_days,
+    other_drafts,
+    prior_courses,
+    route_of,
+)
+
+UCUM = "http://unitsofmeasure.org"
+SNOMED_ROUTE_DISPLAY = {IV_ROUTE: "Intravenous route", ORAL_ROUTE: "Oral route"}
+
+
+def _history(record: PatientRecord, order: OrderContext, policy: Policy) -> History:
+    return prior_courses(record, order, policy["course_grouping_gap"])
+
+
+def _expected_days(history: History, policy: Policy) -> int:
+    return policy["first_course_days"] if history.number == 1 else policy["later_course_days"]
+
+
+def _course_lines(history: History) -> list[str]:
+    return [f"course {i}: {c.first} to {c.last}: " + "; ".join(str(d) for d in c.doses)
+            for i, c in enumerate(history.courses, start=1)]
+
+
+# -- course interval ---------------------------------------------------------------------------
+
+
+def check_course_interval(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Critical when a new course starts less than the interval after the prior course's last dose."""
+    topic, months = "course-interval", policy["course_interval"]
+    history = _history(record, order, policy)
+    evidence = tuple(_course_lines(history))
+    unreadable = tuple(history.unreadable)
+    if not history.courses:
+        return Finding(topic, Status.MET, Severity.INFO,
+                       "No prior alemtuzumab course on file: this order is course 1",
+                       unreadable=unreadable)
+    last = history.courses[-1].last
+    allowed = add_months(last, months)
+    if order.t0 < allowed and order.t0 >= add_months(history.courses[-1].last_certain, months):
+        return Finding(
+            topic, Status.UNKNOWN, Severity.WARNING,
+            f"Last alemtuzumab dose only partly dated: confirm it was on or before "
+            f"{add_months(order.t0, -months)}",
+            explanation=(f"A course may start only {months} months after the last dose of the prior "
+                         "course; the recorded date of the last dose is not precise enough to tell.",),
+            evidence=evidence, unreadable=unreadable,
+        )
+    if order.t0 < allowed:
+        gap = (order.t0 - last).days
+        return Finding(
+            topic, Status.NOT_MET, Severity.CRITICAL,
+            f"Course {history.number} starts {gap} days after the last dose ({last}): "
+            f"earliest allowed start {allowed}",
+            explanation=(
+                f"Later courses are given at least {months} months after the last dose of the prior "
+                f"course. The last recorded dose was on {last}; the planned start is {order.t0}. "
+                f"Postpone the course to {allowed} or later, or correct the administration record.",
+            ),
+            evidence=evidence, unreadable=unreadable,
+        )
+    return Finding(topic, Status.MET, Severity.INFO,
+                   f"Course {history.number}: last dose {last}, at least {months} months before the start",
+                   evidence=evidence, unreadable=unreadable)
+
+
+# -- dose, route and days -----------------------------------------------------------------------
+
+
+def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Critical for a dose other than 12 mg/day or a non-IV route; warning for unstated ones and
+    for a course length other than 5 (first course) or 3 (later) days."""
+    topic, daily = "dose", policy["daily_dose"]
+    request = order.order.request
+    dosages = dosage_list(request)
+    critical: list[str] = []
+    warnings: list[str] = []
+    evidence: list[str] = []
+    if not dosages:
+        warnings.append("no dosage instruction: dose, route and days not stated")
+    for i, dosage in enumerate(dosages, start=1):
+        where = f"dosage {i}: " if len(dosages) > 1 else ""
+        mg, written = dose_mg(dosage, LEMTRADA_MG_PER_ML)
+        if mg is None:
+            warnings.append(f"{where}dose {'not stated' if not written else written + ' not readable as mg'}")
+        elif abs(mg - daily) > 1e-6:
+            shown = written if written == f"{mg:g} mg" else f"{written} ({mg:g} mg)"
+            critical.append(f"{where}dose {shown}, not {daily} mg per day")
+        else:
+            evidence.append(f"{where}dose {written} = {daily} mg")
+        route = route_of(dosage)
+        if route.iv is None:
+            warnings.append(f"{where}route {'not stated' if not route.written else route.written + ' not recognisable'}")
+        elif not route.iv:
+            critical.append(f"{where}route {route.written}, not intravenous")
+        elif route.push:
+            critical.append(f"{where}route {route.written}: give as a 4-hour infusion, never IV push or bolus")
+        else:
+            evidence.append(f"{where}route {route.written} (intravenous)")
+    history = _history(record, order, policy)
+    expected = _expected_days(history, policy)
+    days, how = order_days(request)
+    course = "the first course" if history.number == 1 else f"course {history.number}"
+    if dosages and days is None:
+        warnings.append(f"days in the course not readable ({how}): {course} is {expected} days")
+    elif days is not None and days != expected:
+        warnings.append(f"{days} days ({how}); {course} is {expected} consecutive days")
+    elif days is not None:
+        evidence.append(f"{days} days ({how}), as for {course}")
+    explanation = (
+        f"Lemtrada is {daily} mg/day by intravenous infusion over 4 hours: {policy['first_course_days']} "
+        f"consecutive days for the first course, {policy['later_course_days']} for later courses. "
+        f"A dose written in mL is read at the only strength, {LEMTRADA_MG_PER_ML} mg/mL.",
+    )
+    if critical:
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
+                       f"Lemtrada order: {critical[0]}", explanation=explanation,
+                       evidence=tuple(critical + warnings + evidence))
+    if warnings:
+        status = Status.NOT_MET if days is not None and days != expected else Status.UNKNOWN
+        return Finding(topic, status, Severity.WARNING, f"Lemtrada order: {warnings[0]}",
+                       explanation=explanation, evidence=tuple(warnings + evidence))
+    return Finding(topic, Status.MET, Severity.INFO,
+                   f"{daily} mg IV daily for {days} days, as for {course}", evidence=tuple(evidence))
+
+
+# -- premedication and herpes prophylaxis -----------------------------------------------------------
+
+
+def _candidates(order: OrderContext, vs_id: str) -> list[tuple[dict[str, Any], str]]:
+    """(draft order, medication name) for the other draft orders whose drug is in a value set."""
+    vs = value_set(vs_id)
+    out = []
+    for draft in other_drafts(order):
+        try:
+            codes, words = draft_medication(draft, order.draft_orders)
+        except Malformed:
+            continue
+        code = vs.matches_any(list(codes))
+        named = None if code else vs.name_in(words)
+        if code is None and named is None:
+            continue
+        name = vs.display(code) if code else f'"{named[0]}" (name in text)' if named else ""
+        out.append((draft, name))
+    return out
+
+
+def _medication_suggestion(key: str, label: str, code: str, display: str, dosage: dict[str, Any],
+                           reason: str) -> Suggestion:
+    return Suggestion(key=key, label=label, kind="medication", code=(RXNORM, code), display=display,
+                      details={"dosage": dosage, "reason": reason})
+
+
+def _route(code: tuple[str, str], text: str) -> dict[str, Any]:
+    return {"coding": [{"system": code[0], "code": code[1], "display": SNOMED_ROUTE_DISPLAY[code]}],
+            "text": text}
+
+
+def _mg(value: int) -> list[dict[str, Any]]:
+    return [{"doseQuantity": {"value": value, "unit": "mg", "system": UCUM, "code": "mg"}}]
+
+
+def premedication_suggestion(t0: date, policy: Policy) -> Suggestion:
+    """Methylprednisolone 1,000 mg IV once daily on days 1-3 of the course (a new order)."""
+    days, dose = policy["premedication_days"], policy["premedication_dose"]
+    end = t0 + timedelta(days=days - 1)
+    dosage = {
+        "sequence": 1,
+        "text": f"{dose:,} mg IV immediately before the alemtuzumab infusion, once daily on days "
+                f"1-{days} of the course",
+        "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": end.isoformat()},
+                              "count": days, "frequency": 1, "period": 1, "periodUnit": "d"}},
+        "route": _route(IV_ROUTE, "IV"),
+        "doseAndRate": _mg(dose),
+    }
+    return _medication_suggestion(
+        "order-methylprednisolone",
+        f"Order methylprednisolone {dose:,} mg IV daily, {t0} to {end}",
+        "6902", "methylprednisolone", dosage,
+        f"Premedication before alemtuzumab on the first {days} days of the course")
+
+
+def check_premedication(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Among the other draft orders, methylprednisolone 1,000 mg IV covering days 1-3 of the course."""
+    topic, days, dose = "premedication", policy["premedication_days"], policy["premedication_dose"]
+    last_needed = order.t0 + timedelta(days=days - 1)
+    methylpred = value_set("methylprednisolone-rxnorm")
+    gaps: list[str] = []
+    for draft, name in _candidates(order, "corticosteroid-rxnorm"):
+        ref = f"{reference_of(draft)} ({name})"
+        short: list[str] = []
+        codes, words = draft_medication(draft, order.draft_orders)
+        if methylpred.matches_any(list(codes)) is None and methylpred.name_in(words) is None:
+            short.append(f"not methylprednisolone: confirm it is equivalent to {dose:,} mg")
+        dosages = dosage_list(draft)
+        doses = [mg for mg, _ in (dose_mg(d) for d in dosages) if mg is not None]
+        if not doses:
+            short.append("dose not stated in mg")
+        elif max(doses) < dose:
+            short.append(f"dose {max(doses):g} mg, below {dose:,} mg")
+        routes = [route_of(d) for d in dosages]
+        if not any(r.iv for r in routes):
+            written = ", ".join(r.written for r in routes if r.written) or "not stated"
+            short.append(f"route {written}, not IV")
+        first, last = covered_days(draft)
+        if first is None:
+            short.append("no start date in its timing")
+        elif first > order.t0:
+            short.append(f"starts {first}, after day 1 ({order.t0})")
+        elif last is not None and last < last_needed:
+            short.append(f"ends {last}, before day {days} ({last_needed})")
+        if not short:
+            return Finding(topic, Status.MET, Severity.INFO,
+                           f"Premedication ordered: {name} covers days 1-{days}", evidence=(ref,))
+        gaps.append(f"{ref}: " + "; ".join(short))
+    headline = (f"Premedication order does not cover days 1-{days}: {gaps[0]}" if gaps else
+                f"No methylprednisolone {dose:,} mg IV premedication ordered for days 1-{days}")
+    return Finding(
+        topic, Status.NOT_MET, Severity.WARNING, headline,
+        explanation=(f"Premedicate with {dose:,} mg methylprednisolone (or equivalent) immediately "
+                     f"before the infusion on the first {days} days of each course, from {order.t0} "
+                     f"to {last_needed}.",),
+        evidence=tuple(gaps),
+        suggestions=(premedication_suggestion(order.t0, policy),),
+    )
+
+
+def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
+    """Acyclovir 400 mg by mouth twice daily from day 1 until the prophylaxis end (a new order).
+
+    The label fixes no antiviral or dose; 400 mg twice daily is a common choice for the prescriber
+    to confirm (RxNorm 197311, verified in rxnorm-dmt-codes.md)."""
+    dosage = {
+        "sequence": 1,
+        "text": "400 mg by mouth twice daily from day 1 of the course until at least 2 months after "
+                "the last infusion and until CD4+ lymphocytes are at least 200 cells/uL",
+        "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": until.isoformat()},
+                              "frequency": 2, "period": 1, "periodUnit": "d"}},
+        "route": _route(ORAL_ROUTE, "oral"),
+        "doseAndRate": _mg(400),
+    }
+    return _medication_suggestion(
+        "order-acyclovir",
+        f"Order acyclovir 400 mg by mouth twice daily, {t0} to {until} (confirm dose)",
+        "197311", "acyclovir 400 MG Oral Tablet", dosage,
+        "Herpes prophylaxis from the first day of the alemtuzumab course")
+
+
+def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Among the other draft orders, an anti-herpes antiviral starting on or before day 1."""
+    topic, months = "herpes-prophylaxis", policy["herpes_prophylaxis_months"]
+    days, _ = order_days(order.order.request)
+    if days is None or days < 1:
+        days = _expected_days(_history(record, order, policy), policy)
+    last_infusion = order.t0 + timedelta(days=days - 1)
+    until = add_months(last_infusion, months)
+    minimum = last_infusion + timedelta(days=30 * months)  # "2 months" read as at least 60 days
+    gaps: list[str] = []
+    for draft, name in _candidates(order, "herpes-antiviral-rxnorm"):
+        ref = f"{reference_of(draft)} ({name})"
+        first, last = covered_days(draft)
+        how = "dosage timing"
+        if first is None:
+            authored = parse_date(draft.get("authoredOn"))
+            first, how = (authored.latest, "authoredOn") if authored else (None, "")
+        short: list[str] = []
+        if first is None:
+            short.append("no start date")
+        elif first > order.t0:
+            short.append(f"starts {first}, after day 1 ({order.t0})")
+        if last is not None and last < minimum:
+            short.append(f"ends {last}, before {minimum} ({months} months after the last infusion)")
+        if not short:
+            return Finding(topic, Status.MET, Severity.INFO,
+                           f"Herpes prophylaxis ordered: {name} from {first}",
+                           evidence=(f"{ref}: starts {first} ({how})"
+                                     + (f", ends {last}" if last else ", open-ended"),))
+        gaps.append(f"{ref}: " + "; ".join(short))
+    headline = (f"Herpes prophylaxis order does not cover the course: {gaps[0]}" if gaps else
+                "No antiviral herpes prophylaxis ordered from day 1 of the course")
+    return Finding(
+        topic, Status.NOT_MET, Severity.WARNING, headline,
+        explanation=(f"Start antiviral herpes prophylaxis on the first day of each course ({order.t0}) "
+                     f"and continue for at least {months} months after the last infusion (to {until}) "
+                     "or until CD4+ lymphocytes are at least 200 cells/uL, whichever is later.",),
+        evidence=tuple(gaps),
+        suggestions=(prophylaxis_suggestion(order.t0, until),),
+    )
+
+
+ORDER_RULES: tuple[Rule, ...] = (
+    Rule(
+        topic="course-interval",
+        title="At least 12 months since the last course",
+        logic="Completed alemtuzumab (not Campath) MedicationAdministration/Statement/Request before "
+        "T0, grouped into courses (doses at most the grouping gap apart); course number = prior "
+        "courses + 1; a start less than the interval after the last dose of the prior course -> "
+        "critical with the earliest allowed start; undated or partially dated doses -> warning.",
+        indicator="critical",
+        source="label",
+        citation="PI section 2 (Recommended Dosage: later courses at least 12 months after the last "
+        "dose of any prior course)",
+        check=check_course_interval,
+        policy_keys=("course_interval", "course_grouping_gap"),
+        override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
+    ),
+    Rule(
+        topic="dose",
+        title="Dose, route and days of the course",
+        logic="Every dosage: dose other than the daily dose (mg, g, or mL read at 10 mg/mL) or a "
+        "route other than IV (SNOMED 47625008 or 'intravenous'/'IV' in text), or IV push/bolus "
+        "-> critical; dose or route missing or unreadable -> warning; days (count, boundsPeriod "
+        "inclusive or boundsDuration) other than 5 for course 1 or 3 for later courses -> warning.",
+        indicator="critical / warning",
+        source="label",
+        citation="PI section 2 (Recommended Dosage: 12 mg/day IV over 4 hours; 5 consecutive days, "
+        "then 3 consecutive days; do not give as IV push or bolus)",
+        check=check_dose,
+        policy_keys=("daily_dose", "first_course_days", "later_course_days"),
+        override_reasons=("recipient-disagrees-evidence", "expert-contradicts"),
+    ),
+    Rule(
+        topic="premedication",
+        title="Corticosteroid premedication on days 1-3",
+        logic="Order-sign only: among the other draft MedicationRequests, methylprednisolone "
+        "(RxNorm or name) of at least the premedication dose, IV, from T0 through day 3; another "
+        "corticosteroid asks to confirm equivalence; none -> warning with a methylprednisolone "
+        "1,000 mg IV order for days 1-3.",
+        indicator="warning",
+        source="label",
+        citation="PI section 2 (Recommended Premedication: 1,000 mg methylprednisolone or "
+        "equivalent immediately before infusion on the first 3 days of each course)",
+        check=check_premedication,
+        policy_keys=("premedication_dose", "premedication_days"),
+        override_reasons=("indication-order-exists", "patient-contraindication", "policy-contradicts"),
+        hooks=ORDER_SIGN,
+    ),
+    Rule(
+        topic="herpes-prophylaxis",
+        title="Antiviral herpes prophylaxis from day 1",
+        logic="Order-sign only: among the other draft MedicationRequests, acyclovir, valacyclovir "
+        "or famciclovir (RxNorm or name) starting on or before T0 (dosage start, else authoredOn) "
+        "and not ending earlier than the prophylaxis months (30 days each) after the last "
+        "infusion (T0 + course days - 1); none -> warning with an acyclovir 400 mg twice-daily "
+        "order.",
+        indicator="warning",
+        source="label",
+        citation="PI section 2 (Herpes Prophylaxis: antiviral prophylaxis from the first day of "
+        "each course, at least 2 months after treatment or until CD4+ >= 200 cells/uL)",
+        check=check_herpes_prophylaxis,
+        policy_keys=("herpes_prophylaxis_months",),
+        override_reasons=("indication-order-exists", "patient-contraindication", "policy-contradicts"),
+        hooks=ORDER_SIGN,
+    ),
+)

@@ -1,0 +1,156 @@
+"""Shared reading of Condition evidence for the label rules: which diagnoses are current.
+
+A Condition counts as current when its clinicalStatus is active, recurrence or relapse. A
+Condition without clinicalStatus and without an abatement date could be current, so it counts too
+(FHIR R4 con-3/con-4: the status may be left out, an abated condition must not be active); the
+evidence line says the status was not recorded. Refuted diagnoses never count; entered-in-error
+ones were dropped by PatientRecord.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..fhirdata import Code, Malformed, codings, first_date, normalise_code, reference_of
+from ..record import PatientRecord, Unreadable
+from ..terminology import ValueSet
+
+CURRENT = frozenset({"active", "recurrence", "relapse"})
+ABATEMENT = ("abatementDateTime", "abatementPeriod", "abatementAge", "abatementRange",
+             "abatementString")
+
+
+@dataclass(frozen=True)
+class ConditionHit:
+    """A current diagnosis that matched, with the code that matched and how to name it."""
+
+    resource: dict[str, Any]
+    code: Code
+    name: str
+    status: str
+    written: str = ""
+    """The code as the record writes it (ICD-10-CM with its dot)."""
+
+    @property
+    def reference(self) -> str:
+        return reference_of(self.resource)
+
+    def describe(self) -> str:
+        when = first_date(self.resource, "onsetDateTime", "onsetPeriod.start", "recordedDate")
+        system = "ICD-10-CM" if "icd-10" in self.code[0] else "SNOMED CT" if "snomed" in self.code[0] \
+            else self.code[0]
+        return (f"{self.name} ({system} {self.written or self.code[1]}), {self.status}, since "
+                f"{when or 'unknown date'} ({self.reference})")
+
+
+def _codes_of(concept: Any) -> list[Code]:
+    try:
+        return codings(concept)
+    except Malformed:
+        return []
+
+
+def clinical_status(condition: dict[str, Any]) -> str | None:
+    """The clinicalStatus code (active, recurrence, relapse, inactive, remission, resolved) or None."""
+    for _, code in _codes_of(condition.get("clinicalStatus")):
+        return code
+    return None
+
+
+def refuted(resource: dict[str, Any]) -> bool:
+    return any(code == "refuted" for _, code in _codes_of(resource.get("verificationStatus")))
+
+
+def current_status(condition: dict[str, Any], also: frozenset[str] = frozenset()) -> str | None:
+    """How the condition is current ('active', 'status not recorded', ...), or None when it is not."""
+    if refuted(condition):
+        return None
+    status = clinical_status(condition)
+    if status is None:
+        if any(key in condition for key in ABATEMENT):
+            return None
+        return "clinical status not recorded"
+    if status in CURRENT or status in also:
+        unconfirmed = [c for _, c in _codes_of(condition.get("verificationStatus"))
+                       if c in ("unconfirmed", "provisional", "differential")]
+        return status + (f" ({unconfirmed[0]})" if unconfirmed else "")
+    return None
+
+
+def _display(condition: dict[str, Any], code: Code, vs: ValueSet | None) -> str:
+    if vs is not None and code in vs.codes:
+        return vs.display(code)
+    concept = condition.get("code")
+    if isinstance(concept, dict):
+        for coding in concept.get("coding") or ():
+            if isinstance(coding, dict) and coding.get("code") and isinstance(coding.get("display"), str):
+                return str(coding["display"])
+        if isinstance(concept.get("text"), str):
+            return str(concept["text"])
+    return code[1]
+
+
+def _written(condition: dict[str, Any], code: Code) -> str:
+    concept = condition.get("code")
+    for coding in concept.get("coding") or () if isinstance(concept, dict) else ():
+        if (isinstance(coding, dict) and isinstance(coding.get("system"), str)
+                and isinstance(coding.get("code"), str)
+                and normalise_code(coding["system"], coding["code"]) == code):
+            return str(coding["code"])
+    return code[1]
+
+
+def shorten(text: str, limit: int = 50) -> str:
+    """A name short enough for a card summary, cut at a word."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
+def current_conditions(
+    record: PatientRecord,
+    value_sets: Iterable[ValueSet],
+    extra_match: Callable[[Code], bool] | None = None,
+    also: frozenset[str] = frozenset(),
+) -> tuple[list[ConditionHit], list[Unreadable]]:
+    """Current Conditions coded in any of the value sets (or accepted by `extra_match`).
+
+    Unreadable evidence: Conditions whose code could not be read at all (they might be one of
+    these), and matching Conditions that fail R4 validation.
+    """
+    sets = list(value_sets)
+    unreadable: list[Unreadable] = list(record.uncoded.get("Condition", ()))
+    candidates: dict[int, dict[str, Any]] = {}
+    for vs in sets:
+        for condition in record.coded("Condition", vs):
+            candidates.setdefault(id(condition), condition)
+    if extra_match is not None:
+        for condition in record.by_type.get("Condition", ()):
+            if any(extra_match(code) for code in _codes_of(condition.get("code"))):
+                candidates.setdefault(id(condition), condition)
+    hits: list[ConditionHit] = []
+    for condition in candidates.values():
+        problem = record.problem(condition)
+        if problem is not None:
+            unreadable.append(Unreadable(reference_of(condition), problem))
+            continue
+        status = current_status(condition, also)
+        if status is None:
+            continue
+        codes = _codes_of(condition.get("code"))
+        matched: tuple[Code, ValueSet | None] | None = None
+        for vs in sets:
+            code = vs.matches_any(codes)
+            if code is not None:
+                matched = (code, vs)
+                break
+        if matched is None and extra_match is not None:
+            code = next(c for c in codes if extra_match(c))
+            matched = (code, None)
+        assert matched is not None
+        code, vs_of = matched
+        hits.append(ConditionHit(condition, code, _display(condition, code, vs_of), status,
+                                 _written(condition, code)))
+    return hits, unreadable

@@ -1,0 +1,132 @@
+"""Contraindications (label section 4): hypersensitivity to alemtuzumab, HIV and active infection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..fhirdata import Malformed, codings, concept_words, first_date, reference_of
+from ..findings import Finding, Severity, Status
+from ..orders import OrderContext
+from ..policy import Policy
+from ..record import PatientRecord, Unreadable
+from ..terminology import value_set
+from .conditions import current_conditions, refuted, shorten
+
+HYPERSENSITIVITY = "hypersensitivity"
+ACTIVE_INFECTION = "active-infection"
+INACTIVE_ALLERGY = frozenset({"inactive", "resolved"})
+INFECTION_SETS = ("active-tuberculosis-condition", "hiv-condition", "hepatitis-b-condition",
+                  "hepatitis-c-condition", "acute-infection-condition")
+
+
+def _allergy_concepts(allergy: dict[str, Any]) -> list[Any]:
+    """The allergy's code and every reaction.substance: either may name the drug."""
+    concepts = [allergy.get("code")]
+    reactions = allergy.get("reaction")
+    if isinstance(reactions, list):
+        concepts.extend(r.get("substance") for r in reactions if isinstance(r, dict))
+    return [c for c in concepts if c is not None]
+
+
+def _allergy_match(allergy: dict[str, Any]) -> str | None:
+    """How an allergy names alemtuzumab (RxNorm code or a name in its text), or None."""
+    vs = value_set("alemtuzumab-allergen")
+    for concept in _allergy_concepts(allergy):
+        try:
+            code = vs.matches_any(codings(concept))
+        except Malformed:
+            code = None
+        if code is not None:
+            return f"{vs.display(code)} (RxNorm {code[1]})"
+        named = vs.name_in(concept_words(concept))
+        if named is not None:
+            return f'name "{named[0]}" in text'
+    return None
+
+
+def _allergy_status(allergy: dict[str, Any]) -> str | None:
+    """'active' or 'clinical status not recorded' when the allergy may be current; else None."""
+    if refuted(allergy):
+        return None
+    try:
+        statuses = [code for _, code in codings(allergy.get("clinicalStatus"))]
+    except Malformed:
+        statuses = []
+    if not statuses:
+        return "clinical status not recorded"
+    return None if statuses[0] in INACTIVE_ALLERGY else statuses[0]
+
+
+def _allergy_detail(allergy: dict[str, Any]) -> str:
+    parts: list[str] = []
+    criticality = allergy.get("criticality")
+    if isinstance(criticality, str):
+        parts.append(f"criticality {criticality}")
+    for reaction in allergy.get("reaction") or ():
+        if not isinstance(reaction, dict):
+            continue
+        for manifestation in reaction.get("manifestation") or ():
+            words = concept_words(manifestation).split(" | ")[0]
+            if words:
+                parts.append(f"reaction {words}")
+    return ", ".join(parts)
+
+
+def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Critical for a current AllergyIntolerance to alemtuzumab (Lemtrada or Campath), by code or name."""
+    unreadable: list[Unreadable] = list(record.uncoded.get("AllergyIntolerance", ()))
+    found: list[str] = []
+    for allergy in record.by_type.get("AllergyIntolerance", ()):
+        how = _allergy_match(allergy)
+        if how is None:
+            continue
+        problem = record.problem(allergy)
+        if problem is not None:
+            unreadable.append(Unreadable(reference_of(allergy), problem))
+            continue
+        status = _allergy_status(allergy)
+        if status is None:
+            continue
+        when = first_date(allergy, "recordedDate", "onsetDateTime", "lastOccurrence")
+        detail = _allergy_detail(allergy)
+        found.append(f"{how}, {status}{', ' + detail if detail else ''}, recorded "
+                     f"{when or 'undated'} ({reference_of(allergy)})")
+    if found:
+        return Finding(
+            HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL,
+            "Allergy to alemtuzumab on file: Lemtrada is contraindicated",
+            explanation=("Known hypersensitivity or anaphylactic reaction to alemtuzumab (Lemtrada or "
+                         "Campath) or an excipient is a contraindication. Do not start unless the "
+                         "allergy record is shown to be wrong.",),
+            evidence=tuple(found), unreadable=tuple(unreadable),
+        )
+    return Finding(HYPERSENSITIVITY, Status.MET, Severity.INFO, "No allergy to alemtuzumab on file",
+                   unreadable=tuple(unreadable))
+
+
+def check_active_infection(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Critical for a current active TB, HIV, hepatitis B/C or other listed acute infection.
+
+    HIV counts with any clinical status except refuted: the label contraindication is infection
+    with HIV, which an 'inactive' or 'remission' status does not end.
+    """
+    sets = [value_set(vs_id) for vs_id in INFECTION_SETS]
+    hits, unreadable = current_conditions(record, sets)
+    hiv = value_set("hiv-condition")
+    hiv_hits, hiv_bad = current_conditions(record, [hiv],
+                                           also=frozenset({"inactive", "remission", "resolved"}))
+    seen = {id(h.resource) for h in hits}
+    hits.extend(h for h in hiv_hits if id(h.resource) not in seen)
+    unreadable.extend(u for u in hiv_bad if u not in unreadable)
+    if hits:
+        first = hits[0]
+        return Finding(
+            ACTIVE_INFECTION, Status.NOT_MET, Severity.CRITICAL,
+            f"Active infection on file ({shorten(first.name)}): do not start Lemtrada",
+            explanation=("Active infection and infection with HIV are contraindications. Treat the "
+                         "infection first, or record that the diagnosis is resolved or wrong.",),
+            evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable),
+        )
+    return Finding(ACTIVE_INFECTION, Status.MET, Severity.INFO,
+                   "No active TB, HIV, hepatitis B/C or listed acute infection on file",
+                   unreadable=tuple(unreadable))

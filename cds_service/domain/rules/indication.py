@@ -1,0 +1,113 @@
+"""Indication and age (label sections 1 and 8.4): relapsing MS in adults, not PPMS or CIS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from ..fhirdata import DateSpan, parse_date, reference_of, years_between
+from ..findings import Finding, Severity, Status
+from ..orders import OrderContext
+from ..policy import Policy
+from ..record import PatientRecord, Unreadable
+from ..terminology import value_set
+from .conditions import current_conditions, shorten
+
+INDICATION = "indication"
+AGE = "age"
+
+
+def check_indication(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Relapsing MS on the problem list; only primary progressive MS or CIS is not indicated.
+
+    'remission' counts as current here: relapsing-remitting MS between relapses is still the
+    indication.
+    """
+    ms, ppms, cis = (value_set("ms-diagnosis-condition"), value_set("ms-primary-progressive-condition"),
+                     value_set("clinically-isolated-syndrome-condition"))
+    hits, unreadable = current_conditions(record, [ms, cis], also=frozenset({"remission"}))
+    not_indicated = [h for h in hits if h.code in ppms.codes or h.code in cis.codes]
+    indicated = [h for h in hits if h not in not_indicated]
+    evidence = tuple(h.describe() for h in indicated + not_indicated)
+    if indicated:
+        return Finding(INDICATION, Status.MET, Severity.INFO, "Multiple sclerosis diagnosis on file",
+                       evidence=evidence, unreadable=tuple(unreadable))
+    if not_indicated:
+        return Finding(
+            INDICATION, Status.NOT_MET, Severity.WARNING,
+            f"Only {shorten(not_indicated[0].name)} on file: Lemtrada is indicated for relapsing MS",
+            explanation=("Lemtrada is indicated for relapsing forms of MS (relapsing-remitting and "
+                         "active secondary progressive disease) in adults. It is not recommended for "
+                         "clinically isolated syndrome and not indicated for primary progressive MS. "
+                         "Record the relapsing diagnosis if that is what the patient has.",),
+            evidence=evidence, unreadable=tuple(unreadable),
+        )
+    return Finding(
+        INDICATION, Status.UNKNOWN, Severity.WARNING,
+        "No active multiple sclerosis diagnosis on file: document relapsing MS",
+        explanation=("No current Condition coded as multiple sclerosis (ICD-10-CM G35, SNOMED CT "
+                     "24700007 or a relapsing subtype) was found. Lemtrada is indicated for "
+                     "relapsing forms of MS in adults.",),
+        unreadable=tuple(unreadable),
+    )
+
+
+@dataclass(frozen=True)
+class Age:
+    """Completed years at T0 as a range (a partial birthDate gives a youngest and an oldest age)."""
+
+    youngest: int
+    oldest: int
+    born: DateSpan
+
+    def __str__(self) -> str:
+        return str(self.youngest) if self.youngest == self.oldest else f"{self.youngest}-{self.oldest}"
+
+
+def age_at(record: PatientRecord, t0: date) -> tuple[Age | None, str]:
+    """The patient's age at T0, or None and why it cannot be told."""
+    patient = record.patient
+    if patient is None:
+        return None, "no Patient resource"
+    problem = record.problem(patient)
+    if problem is not None:
+        return None, f"{reference_of(patient)} unreadable ({problem})"
+    born = parse_date(patient.get("birthDate"))
+    if born is None:
+        return None, f"{reference_of(patient)} has no birthDate"
+    return Age(years_between(born.latest, t0), years_between(born.earliest, t0), born), ""
+
+
+def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Warning under the pediatric age at T0; an unknown birth date is not an all-clear."""
+    limit = policy["pediatric_age"]
+    age, why = age_at(record, order.t0)
+    if age is None:
+        unreadable = ()
+        if record.patient is not None and record.problem(record.patient) is not None:
+            unreadable = (Unreadable(reference_of(record.patient), str(record.problem(record.patient))),)
+        return Finding(AGE, Status.UNKNOWN, Severity.WARNING,
+                       f"Age unknown ({why}): Lemtrada is not recommended under {limit}",
+                       explanation=("The birth date could not be read, so the pediatric limit could "
+                                    "not be checked.",),
+                       unreadable=unreadable)
+    patient = record.patient
+    assert patient is not None
+    evidence = (f"birthDate {age.born} ({reference_of(patient)}): {age} years at the planned start "
+                f"{order.t0}",)
+    if age.oldest < limit:
+        return Finding(
+            AGE, Status.NOT_MET, Severity.WARNING,
+            f"Patient is {age} years old at the planned start: Lemtrada is not recommended under {limit}",
+            explanation=(f"Safety and effectiveness below {limit} years have not been established; "
+                         "use in pediatric patients is not recommended.",),
+            evidence=evidence,
+        )
+    if age.youngest < limit:
+        return Finding(AGE, Status.UNKNOWN, Severity.WARNING,
+                       f"Patient may be under {limit} at the planned start (partial birth date)",
+                       explanation=("The birth date is only partly known; confirm the patient is "
+                                    f"{limit} or older.",),
+                       evidence=evidence)
+    return Finding(AGE, Status.MET, Severity.INFO, f"Adult ({age} years at the planned start)",
+                   evidence=evidence)

@@ -1,0 +1,82 @@
+"""Pregnancy (label section 8.1/8.3 and local policy): exclude pregnancy, advise contraception.
+
+Who is checked: everyone whose administrative gender is not 'male' and whose age at T0 may fall
+in the policy's reproductive range. A missing, 'unknown' or 'other' gender is treated as
+possibly able to become pregnant (never an all-clear); an unknown birth date as possibly in
+range. Evidence of pregnancy (newest hCG positive, or a current pregnancy Condition) is critical
+for anyone not recorded as male, whatever the age: the evidence outweighs the demographics.
+"""
+
+from __future__ import annotations
+
+from ..findings import Finding, Severity, Status
+from ..orders import OrderContext
+from ..policy import Policy
+from ..record import PatientRecord
+from ..results import Meaning
+from ..terminology import value_set
+from .conditions import current_conditions
+from .indication import age_at
+from .labs import lab_results, order_test
+
+TOPIC = "pregnancy"
+
+
+def _contraception(policy: Policy) -> str:
+    return f"contraception during and for {policy['contraception_after_course']} months after each course"
+
+
+def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Positive hCG or current pregnancy -> critical; no recent negative hCG -> warning with a test."""
+    low, high = policy["reproductive_age_min"], policy["reproductive_age_max"]
+    window = policy["pregnancy_test_window"]
+    advice = _contraception(policy)
+    gender = record.patient.get("gender") if record.patient else None
+    if gender == "male":
+        return Finding(TOPIC, Status.MET, Severity.INFO, "Not applicable: patient recorded as male",
+                       evidence=("Patient.gender male",))
+    tests = lab_results(record, "pregnancy-test-loinc", order.t0, lookback_days=None)
+    conditions, bad = current_conditions(record, [value_set("pregnancy-condition")])
+    unreadable = tuple(tests.unreadable) + tuple(u for u in bad if u not in tests.unreadable)
+    newest = tests.latest
+    positive = [f"hCG: {newest.describe()}"] if newest and newest.meaning is Meaning.POSITIVE else []
+    positive += [f"pregnancy: {c.describe()}" for c in conditions]
+    if positive:
+        return Finding(
+            TOPIC, Status.NOT_MET, Severity.CRITICAL,
+            "Patient may be pregnant (positive hCG or current pregnancy): do not start Lemtrada",
+            explanation=("Alemtuzumab may cause fetal harm. Exclude pregnancy before each course; a "
+                         "newer negative hCG or a resolved pregnancy record clears this. Advise "
+                         f"effective {advice}.",),
+            evidence=tuple(positive), unreadable=unreadable,
+        )
+    age, _ = age_at(record, order.t0)
+    who = f"Patient.gender {gender or 'not recorded'}, age {age if age else 'unknown'}"
+    if age is not None and (age.youngest > high or age.oldest < low):
+        return Finding(TOPIC, Status.MET, Severity.INFO,
+                       f"Not applicable: outside the reproductive age range {low}-{high}",
+                       evidence=(who,), unreadable=unreadable)
+    recent = [r for r in tests.current if (order.t0 - r.when.earliest).days <= window]
+    latest_recent = max(recent, key=lambda r: r.when.earliest) if recent else None
+    evidence = (who,) + ((f"hCG: {newest.describe()}",) if newest else ())
+    if latest_recent is not None and latest_recent.meaning is Meaning.NEGATIVE:
+        return Finding(TOPIC, Status.MET, Severity.INFO,
+                       f"Negative hCG on {latest_recent.when}; advise {advice}",
+                       evidence=evidence + (f"advice: {advice}",), unreadable=unreadable)
+    suggestion = order_test("order-hcg", "2118-8",
+                            "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma",
+                            "Exclude pregnancy before Lemtrada")
+    if latest_recent is not None:
+        headline = f"hCG indeterminate on {latest_recent.when}: repeat before starting; advise {advice}"
+    elif gender not in ("female",):
+        headline = f"Sex not recorded as male and no negative hCG within {window} days: test; advise {advice}"
+    else:
+        headline = f"No negative hCG within {window} days: test before starting; advise {advice}"
+    return Finding(
+        TOPIC, Status.UNKNOWN, Severity.WARNING, headline,
+        explanation=(f"No negative pregnancy test dated within {window} days before the planned "
+                     f"start ({order.t0}) was found for a patient who may be able to become pregnant "
+                     f"(reproductive age {low}-{high} by local policy). Alemtuzumab may cause fetal "
+                     f"harm; advise effective {advice}.",),
+        evidence=evidence, unreadable=unreadable, suggestions=(suggestion,),
+    )

@@ -1,0 +1,317 @@
+"""CDS Hooks feedback: validate a post, store it durably and idempotently, audit issued cards, report.
+
+No flask here: `http_api` parses the body and calls `accept_feedback` / `record_issued_cards`;
+`cds-service feedback-report` calls `feedback_report`. Feedback joins to a topic through the
+issued-card audit (card uuid -> topic), which holds no patient data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import BadRequest, Unavailable
+from .storage import Database, feedback, insert_ignore, issued_cards
+
+log = logging.getLogger(__name__)
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+UNKNOWN_CARD = "(unknown card)"
+
+_CODING: dict[str, Any] = {
+    "type": "object",
+    # The Sandbox sends reason without display, so display is optional.
+    "required": ["system", "code"],
+    "properties": {
+        "system": {"type": "string", "minLength": 1},
+        "code": {"type": "string", "minLength": 1},
+        "display": {"type": "string"},
+    },
+}
+
+FEEDBACK_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "CDS Hooks 2.0 feedback request",
+    "type": "object",
+    "required": ["feedback"],
+    "properties": {
+        "feedback": {
+            "type": "array",
+            "minItems": 1,  # an empty post is a client bug; openapi.yaml says the same
+            "items": {
+                "type": "object",
+                "required": ["card", "outcome", "outcomeTimestamp"],
+                "properties": {
+                    "card": {"type": "string", "pattern": UUID_PATTERN},
+                    "outcome": {"enum": ["accepted", "overridden"]},
+                    "acceptedSuggestions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id"],
+                            "properties": {"id": {"type": "string", "pattern": UUID_PATTERN}},
+                        },
+                    },
+                    "overrideReason": {
+                        "type": "object",
+                        "properties": {
+                            "reason": _CODING,
+                            "userComment": {"type": "string"},
+                        },
+                        "anyOf": [
+                            {"required": ["reason"]},
+                            {"required": ["userComment"],
+                             "properties": {"userComment": {"minLength": 1}}},
+                        ],
+                    },
+                    "outcomeTimestamp": {"type": "string", "format": "date-time"},
+                },
+                # accepted -> at least one accepted suggestion (CDS Hooks 2.0 "Feedback").
+                "if": {"required": ["outcome"], "properties": {"outcome": {"const": "accepted"}}},
+                "then": {
+                    "required": ["acceptedSuggestions"],
+                    "properties": {"acceptedSuggestions": {"minItems": 1}},
+                },
+            },
+        },
+    },
+}
+
+_FORMATS = FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time")
+def _is_rfc3339(value: object) -> bool:
+    """RFC 3339 date-time with an offset (checked here: jsonschema needs an extra package for it)."""
+    if not isinstance(value, str):
+        return True
+    if not RFC3339.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+_VALIDATOR = Draft202012Validator(FEEDBACK_SCHEMA, format_checker=_FORMATS)
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One validated feedback item, with the fingerprint that makes a repeated post idempotent."""
+
+    card: str
+    outcome: str
+    accepted_suggestions: tuple[str, ...]
+    reason_system: str | None
+    reason_code: str | None
+    reason_display: str | None
+    comment: str | None
+    outcome_timestamp: str
+    fingerprint: str
+
+
+def _path(parts: Iterable[Any]) -> str:
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _describe(error: ValidationError) -> tuple[str, str]:
+    """(JSON path, message) for one schema error, naming the missing field itself when one is."""
+    path = _path(error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        if missing:
+            path = f"{path}.{missing[0]}"
+            if missing[0] == "acceptedSuggestions":
+                return path, "an accepted outcome needs acceptedSuggestions (at least one)"
+            return path, "is required"
+    if error.validator == "minItems" and error.absolute_path and \
+            error.absolute_path[-1] == "acceptedSuggestions":
+        return path, "an accepted outcome needs at least one accepted suggestion"
+    if error.validator == "anyOf" and error.absolute_path and \
+            error.absolute_path[-1] == "overrideReason":
+        return path, "an override reason needs a reason (a Coding) or a non-empty userComment"
+    if error.validator == "pattern" and error.validator_value == UUID_PATTERN:
+        return path, "must be a UUID"
+    if error.validator == "format":
+        return path, "must be an RFC 3339 date-time with a time zone, e.g. 2021-12-11T10:05:31Z"
+    if error.validator == "enum":
+        return path, f"must be one of {', '.join(map(str, error.validator_value))}"
+    return path, error.message
+
+
+def fingerprint(service_id: str, item: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of (service id, item as posted)."""
+    canonical = orjson.dumps([service_id, item], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def validate_feedback(service_id: str, body: Any) -> list[FeedbackItem]:
+    """Every item of a feedback post, or a 400 naming the JSON path of each problem."""
+    errors = sorted(_VALIDATOR.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        described = list(dict.fromkeys(_describe(e) for e in errors))
+        message = "Invalid feedback: " + "; ".join(f"{p}: {m}" for p, m in described[:5])
+        if len(described) > 5:
+            message += f"; and {len(described) - 5} more"
+        raise BadRequest(message, list(dict.fromkeys(p for p, _ in described)))
+    items = []
+    for raw in body["feedback"]:
+        reason = (raw.get("overrideReason") or {}).get("reason") or {}
+        items.append(FeedbackItem(
+            card=raw["card"].lower(),
+            outcome=raw["outcome"],
+            accepted_suggestions=tuple(s["id"].lower() for s in raw.get("acceptedSuggestions", ())),
+            reason_system=reason.get("system"),
+            reason_code=reason.get("code"),
+            reason_display=reason.get("display"),
+            comment=(raw.get("overrideReason") or {}).get("userComment"),
+            outcome_timestamp=raw["outcomeTimestamp"],
+            fingerprint=fingerprint(service_id, raw),
+        ))
+    return items
+
+
+def store_feedback(database: Database, service_id: str, items: list[FeedbackItem],
+                   now: datetime) -> int:
+    """Store all items in one transaction (all or nothing); returns how many were new.
+
+    A database that is down or locked is a 503 so the EHR retries; nothing is silently dropped."""
+    rows = [{
+        "fingerprint": item.fingerprint,
+        "service_id": service_id,
+        "card_uuid": item.card,
+        "outcome": item.outcome,
+        "accepted_suggestions": orjson.dumps(list(item.accepted_suggestions)).decode()
+        if item.accepted_suggestions else None,
+        "override_reason_system": item.reason_system,
+        "override_reason_code": item.reason_code,
+        "override_reason_display": item.reason_display,
+        "override_comment": item.comment,
+        "outcome_timestamp": item.outcome_timestamp,
+        "received_at": now,
+    } for item in items]
+    try:
+        with database.begin() as connection:
+            return insert_ignore(connection, feedback, rows)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("feedback not stored, database unavailable: %s", type(exc).__name__)
+        raise Unavailable("Feedback could not be stored right now; please retry later.") from None
+
+
+def accept_feedback(database: Database, service_id: str, body: Any, now: datetime) -> int:
+    """Validate then store a feedback post; 400 stores nothing, 503 stores nothing."""
+    return store_feedback(database, service_id, validate_feedback(service_id, body), now)
+
+
+def record_issued_cards(database: Database | None, service_id: str, hook_instance: str,
+                        cards: list[dict[str, Any]], now: datetime) -> None:
+    """Audit each issued card (uuid, service, topic, indicator, hookInstance, time; no patient data).
+
+    Best effort: a database failure is logged and the hook call still answers."""
+    if database is None or not cards:
+        return
+    rows = []
+    for card in cards:
+        uuid = card.get("uuid")
+        if not isinstance(uuid, str):
+            continue  # a card without uuid can never receive feedback
+        topic = ((card.get("source") or {}).get("topic") or {}).get("code") or "(no topic)"
+        rows.append({
+            "card_uuid": uuid.lower(), "service_id": service_id, "topic": topic,
+            "indicator": str(card.get("indicator", "")), "hook_instance": hook_instance,
+            "issued_at": now,
+        })
+    try:
+        with database.begin() as connection:
+            insert_ignore(connection, issued_cards, rows)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("issued-card audit dropped (%d cards), database unavailable: %s",
+                    len(rows), type(exc).__name__)
+
+
+@dataclass
+class TopicReport:
+    """Counts for one card topic: issued, accepted, overridden and the override reasons."""
+
+    topic: str
+    issued: int = 0
+    accepted: int = 0
+    overridden: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    """'code (display)' -> count, over overridden feedback with a coded reason."""
+    comments: int = 0
+    """Overridden feedback with a free-text comment."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "issued": self.issued, "accepted": self.accepted,
+                "overridden": self.overridden, "overrideReasons": dict(sorted(self.reasons.items())),
+                "comments": self.comments}
+
+
+def feedback_report(database: Database) -> list[TopicReport]:
+    """Per topic: cards issued and their feedback; feedback for cards never audited is grouped
+    under '(unknown card)'. Raises SQLAlchemyError/OSError when the database is unavailable."""
+    reports: dict[str, TopicReport] = {}
+
+    def report(topic: str) -> TopicReport:
+        return reports.setdefault(topic, TopicReport(topic))
+
+    with database.begin() as connection:
+        for (topic,) in connection.execute(select(issued_cards.c.topic)):
+            report(topic).issued += 1
+        rows = connection.execute(
+            select(issued_cards.c.topic, feedback.c.outcome, feedback.c.override_reason_code,
+                   feedback.c.override_reason_display, feedback.c.override_comment)
+            .select_from(feedback.outerjoin(
+                issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)))
+        for topic, outcome, code, display, comment in rows:
+            entry = report(topic or UNKNOWN_CARD)
+            if outcome == "accepted":
+                entry.accepted += 1
+            elif outcome == "overridden":
+                entry.overridden += 1
+                if code:
+                    key = f"{code} ({display})" if display else code
+                    entry.reasons[key] = entry.reasons.get(key, 0) + 1
+                if comment:
+                    entry.comments += 1
+    return sorted(reports.values(), key=lambda r: (r.topic == UNKNOWN_CARD, r.topic))
+
+
+def format_report(reports: list[TopicReport]) -> str:
+    """A plain-text table, one row per topic, override reasons listed under their topic."""
+    if not reports:
+        return "No cards issued and no feedback received yet.\n"
+    header = ("topic", "issued", "accepted", "overridden", "comments")
+    rows = [(r.topic, str(r.issued), str(r.accepted), str(r.overridden), str(r.comments))
+            for r in reports]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in
+                       enumerate(zip(header, widths)))]
+    for report, row in zip(reports, rows):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                               enumerate(zip(row, widths))))
+        for reason, count in sorted(report.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"    override reason {reason}: {count}")
+    return "\n".join(lines) + "\n"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)

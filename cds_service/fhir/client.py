@@ -1,0 +1,253 @@
+"""FHIR client for the prefetch fallback: fetch what the EHR did not prefetch from its fhirServer.
+
+Safety properties, because the EHR's token is a credential for a patient's whole record:
+- the token is sent only to an allow-listed fhirServer (https, or plain http for listed hosts) and
+  to `next` links on that server's origin; redirects are never followed; cookies are never kept;
+- the token is never logged, stored or written into an error message;
+- one overall deadline bounds every hook call; keys are fetched concurrently;
+- anything that is not a clean FHIR answer (HTTP error, not JSON, wrong resource, an
+  OperationOutcome, too many pages) makes that key fail -> 412, never "no data".
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..config import Settings
+from ..errors import PreconditionFailed
+from ..hook_request import HookRequest
+from .models import is_known_type
+from .prefetch import Fetched, next_link
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+# A rendered query: `Type/id` or `Type?params`; ids per FHIR R4 (no path traversal via patientId).
+QUERY = re.compile(r"^[A-Z][A-Za-z]{1,63}(/[A-Za-z0-9\-.]{1,64})?(\?[^#\s]*)?$")
+_DEFAULT_PORT = {"http": 80, "https": 443}
+
+
+class KeyFailed(Exception):
+    """One prefetch key could not be obtained; the message is safe to show (no URL, no token)."""
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORT.get(scheme)
+
+
+def _under_prefix(url: str, prefix: str) -> bool:
+    """url starts with prefix at a path boundary (so https://a.org does not admit https://a.org.evil)."""
+    if not url.startswith(prefix):
+        return False
+    rest = url[len(prefix):]
+    return prefix.endswith("/") or rest == "" or rest[0] in "/?"
+
+
+class FhirClient:
+    """The app's Fetcher: one requests.Session shared by all hook calls (GETs only)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        session = requests.Session()
+        session.trust_env = False  # no .netrc credentials or proxy settings picked up implicitly
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # never keep cookies
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update({"Accept": FHIR_JSON})
+        self.session = session
+
+    # -- allow-list ---------------------------------------------------------------------------
+
+    def server_problem(self, url: str) -> str | None:
+        """Why this URL may not be called with an EHR token, or None when it may."""
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            return "is not a valid URL"
+        scheme = parts.scheme.lower()
+        if parts.username is not None or parts.password is not None:
+            return "carries credentials in its URL"
+        if scheme == "http":
+            if (parts.hostname or "").lower() not in {h.lower() for h in
+                                                      self.settings.http_allowed_hosts}:
+                return "is not https"
+        elif scheme != "https":
+            return "is not https"
+        if not any(_under_prefix(url, p) for p in self.settings.fhir_server_allowlist):
+            return "is not on this service's allow-list"
+        return None
+
+    # -- Fetcher ------------------------------------------------------------------------------
+
+    def __call__(self, request: HookRequest, queries: Mapping[str, str],
+                 pages: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Fetched]:
+        """Obtain every key concurrently within the deadline, or raise 412 naming the keys."""
+        deadline = _Deadline(self.settings.fhir_deadline_seconds)
+        keys = sorted(queries)
+        expression = [f"prefetch.{k}" for k in keys]
+        base = (request.fhir_server or "").rstrip("/")
+        problem = self.server_problem(base) if base else "is missing"
+        if problem:
+            raise PreconditionFailed(
+                f"The fhirServer {problem}, so it was not called; required data could not be "
+                f"obtained: {', '.join(keys)}.", expression)
+        token = None
+        if request.fhir_authorization:
+            value = request.fhir_authorization.get("access_token")
+            token = value if isinstance(value, str) and value else None
+        pages = pages or {}
+        pool = ThreadPoolExecutor(max_workers=max(1, len(keys)), thread_name_prefix="fhir-fetch")
+        try:
+            futures: dict[Future[Fetched], str] = {
+                pool.submit(self._obtain, base, queries[k], pages.get(k), token, deadline): k
+                for k in keys
+            }
+            done, _ = wait(futures, timeout=max(0.0, deadline.remaining()),
+                           return_when=FIRST_EXCEPTION)
+        finally:
+            # Never wait for stragglers: their own timeouts are bounded by the same deadline.
+            pool.shutdown(wait=False, cancel_futures=True)
+        results: dict[str, Fetched] = {}
+        failures: dict[str, str] = {}
+        for future, key in futures.items():
+            if future not in done:
+                continue
+            exc = future.exception()
+            if exc is None:
+                results[key] = future.result()
+            elif isinstance(exc, KeyFailed):
+                failures[key] = str(exc)
+            else:  # a bug, not the server: keep the detail in the log, not in the response
+                log.error("fetching prefetch key %s failed: %s", key, type(exc).__name__)
+                failures[key] = "internal error"
+        if len(results) == len(keys):
+            return results
+        unfinished = [k for k in keys if k not in results and k not in failures]
+        if not failures:
+            for key in unfinished:
+                failures[key] = f"not obtained within the deadline of {deadline.seconds:g} s"
+            unfinished = []
+        log.warning("prefetch fallback failed for %s", ", ".join(sorted({*failures, *unfinished})))
+        detail = "; ".join(f"{k}: {failures[k]}" for k in sorted(failures))
+        if unfinished:
+            detail += "; abandoned after that failure: " + ", ".join(unfinished)
+        raise PreconditionFailed(
+            f"Required data could not be obtained from the FHIR server ({detail}).",
+            [f"prefetch.{k}" for k in sorted({*failures, *unfinished})])
+
+    # -- one key ------------------------------------------------------------------------------
+
+    def _obtain(self, base: str, query: str, first_page: dict[str, Any] | None,
+                token: str | None, deadline: _Deadline) -> Fetched:
+        if first_page is not None:
+            url = urljoin(base + "/", next_link(first_page) or "")
+            if self._same_origin(base, url):
+                return Fetched(self._complete(base, first_page, url, token, deadline),
+                               "prefetch + fhirServer pages")
+            origin = "fhirServer (prefetch paginated on another origin)"
+        else:
+            origin = "fhirServer"
+        if not QUERY.match(query) or ".." in query.split("?", 1)[0]:
+            raise KeyFailed("the query is not a FHIR read or search")
+        path = query.split("?", 1)[0]
+        expected = "Bundle" if "?" in query else path.split("/", 1)[0]
+        value = self._get(f"{base}/{query}", token, deadline)
+        if value.get("resourceType") != expected:
+            raise KeyFailed(f"the FHIR server answered a {value.get('resourceType')}, "
+                            f"not a {expected}")
+        if expected == "Bundle":
+            nxt = next_link(value)
+            if nxt is not None:
+                value = self._complete(base, value, urljoin(base + "/", nxt), token, deadline)
+        return Fetched(value, origin)
+
+    def _same_origin(self, base: str, url: str) -> bool:  # noqa: D102
+        return _origin(url) == _origin(base) and self.server_problem(url) is None
+
+    def _complete(self, base: str, first: dict[str, Any], url: str, token: str | None,
+                  deadline: _Deadline) -> dict[str, Any]:
+        """Follow `next` links (same origin, page cap) and merge all entries into one Bundle."""
+        entries = _entries(first)
+        followed = 0
+        next_url: str | None = url
+        while next_url is not None:
+            if not self._same_origin(base, next_url):
+                raise KeyFailed("a next link points outside the FHIR server; not followed")
+            if followed >= self.settings.fhir_page_cap:
+                raise KeyFailed(f"more than {self.settings.fhir_page_cap} pages")
+            page = self._get(next_url, token, deadline)
+            followed += 1
+            if page.get("resourceType") != "Bundle":
+                raise KeyFailed(f"a next page is a {page.get('resourceType')}, not a Bundle")
+            entries.extend(_entries(page))
+            nxt = next_link(page)
+            next_url = urljoin(next_url, nxt) if nxt else None
+        merged = {k: v for k, v in first.items() if k not in ("link", "entry")}
+        merged["entry"] = entries
+        return merged
+
+    def _get(self, url: str, token: str | None, deadline: _Deadline) -> dict[str, Any]:
+        """GET one FHIR resource as JSON within the deadline; any problem is a KeyFailed."""
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise KeyFailed(f"the deadline of {deadline.seconds:g} s passed")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        timeout = (min(self.settings.fhir_connect_timeout_seconds, remaining), remaining)
+        try:
+            with self.session.get(url, headers=headers, timeout=timeout, stream=True,
+                                  allow_redirects=False) as response:
+                if response.status_code != 200:
+                    raise KeyFailed(f"the FHIR server answered HTTP {response.status_code}")
+                body = bytearray()
+                for chunk in response.iter_content(64 * 1024):
+                    body.extend(chunk)
+                    if len(body) > self.settings.max_body_bytes:
+                        raise KeyFailed("the FHIR server's answer is too large")
+                    if deadline.remaining() <= 0:
+                        raise KeyFailed(f"the deadline of {deadline.seconds:g} s passed")
+        except requests.Timeout:
+            raise KeyFailed(f"the FHIR server did not answer within the deadline of "
+                            f"{deadline.seconds:g} s") from None
+        except requests.RequestException as exc:  # the message may hold the URL: keep it out
+            raise KeyFailed(f"the FHIR server could not be reached ({type(exc).__name__})") from None
+        try:
+            value = orjson.loads(bytes(body))
+        except orjson.JSONDecodeError:
+            raise KeyFailed("the FHIR server's answer is not JSON") from None
+        if not isinstance(value, dict) or not is_known_type(value.get("resourceType")):
+            raise KeyFailed("the FHIR server's answer is not a FHIR resource")
+        if value["resourceType"] == "OperationOutcome":
+            raise KeyFailed("the FHIR server answered an OperationOutcome")
+        return value
+
+
+def _entries(bundle: dict[str, Any]) -> list[Any]:
+    """A Bundle's entries; a server sending a non-array `entry` is a failed key, not a crash."""
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        raise KeyFailed("the Bundle's entry is not an array")
+    return list(entries)

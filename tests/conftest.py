@@ -1,0 +1,189 @@
+"""Shared fixtures, and the OpenAPI contract check on every response the suite receives.
+
+Every request made through Flask's test client (`app.test_client()`, any test) has its response
+checked against `openapi.yaml`: the path, method and status must be documented, the content type
+must be one the document lists, and the JSON body must validate (Draft 2020-12, formats checked)
+against the documented schema. A path that does not exist may answer only 404 (or 401 when
+authentication runs first), and a documented path may refuse an undocumented method only with 405;
+both with an OperationOutcome. A violation fails the test that received the response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from flask import Flask
+from flask.testing import FlaskClient
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from werkzeug.test import TestResponse
+
+from cds_service.app import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+OPENAPI = ROOT / "openapi.yaml"
+DOC_URI = "urn:cds-service:openapi"
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@dataclass(frozen=True)
+class DocumentedResponse:
+    """One documented (operation, status): its content types with validators, and its headers."""
+
+    content: dict[str, Draft202012Validator | None]
+    headers: dict[str, Draft202012Validator]
+
+
+@dataclass(frozen=True)
+class PathItem:
+    template: str
+    pattern: re.Pattern[str]
+    operations: dict[str, dict[str, DocumentedResponse]]  # method -> status -> response
+
+
+class Contract:
+    """openapi.yaml compiled once: path regexes and one validator per referenced schema."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.registry: Registry[Any] = Registry().with_resource(
+            DOC_URI, Resource.from_contents(document, default_specification=DRAFT202012))
+        self._validators: dict[str, Draft202012Validator] = {}
+        self.paths = [self._path_item(t, item) for t, item in document["paths"].items()]
+        self.outcome = self._validator({"$ref": "#/components/schemas/OperationOutcome"})
+
+    def _resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            target: Any = self.document
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            node = target
+        return node
+
+    def _validator(self, schema: dict[str, Any]) -> Draft202012Validator:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+        if key not in self._validators:
+            rooted = {"$ref": DOC_URI + schema["$ref"]} if set(schema) == {"$ref"} else {
+                "$id": DOC_URI + "#inline", **schema}
+            self._validators[key] = Draft202012Validator(
+                rooted, registry=self.registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        return self._validators[key]
+
+    def _path_item(self, template: str, item: dict[str, Any]) -> PathItem:
+        pattern = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
+        operations: dict[str, dict[str, DocumentedResponse]] = {}
+        for method in METHODS:
+            if method not in item:
+                continue
+            responses: dict[str, DocumentedResponse] = {}
+            for status, response in item[method]["responses"].items():
+                response = self._resolve(response)
+                content = {media: (self._validator(spec["schema"]) if "schema" in spec else None)
+                           for media, spec in response.get("content", {}).items()}
+                headers = {name.lower(): self._validator(self._resolve(h)["schema"])
+                           for name, h in response.get("headers", {}).items()}
+                responses[str(status)] = DocumentedResponse(content, headers)
+            operations[method.upper()] = responses
+        return PathItem(template, pattern, operations)
+
+    def problems(self, method: str, path: str, response: TestResponse) -> list[str]:
+        """Everything in `response` that the document does not allow (empty when it conforms)."""
+        status = str(response.status_code)
+        item = next((p for p in self.paths if p.pattern.match(path)), None)
+        if item is None:
+            if status not in ("401", "404"):
+                return [f"{path} is not documented, so it may only answer 404 (got {status})"]
+            return self._outcome_problems(response)
+        operation = item.operations.get("GET" if method == "HEAD" else method)
+        if operation is None:
+            if status not in ("401", "405"):
+                return [f"{method} {item.template} is not documented, so it may only answer 405 "
+                        f"(got {status})"]
+            return self._outcome_problems(response)
+        documented = operation.get(status) or operation.get(f"{status[0]}XX") or operation.get(
+            "default")
+        if documented is None:
+            return [f"status {status} is not documented for {method} {item.template} "
+                    f"(documented: {', '.join(operation)})"]
+        out = [f"header {name}: {error.message}" for name, validator in documented.headers.items()
+               if name in response.headers
+               for error in validator.iter_errors(response.headers[name])]
+        data = response.get_data()
+        if not documented.content:
+            if data:
+                out.append(f"{status} is documented without a body but has {len(data)} bytes")
+            return out
+        if response.mimetype not in documented.content:
+            return out + [f"content type {response.content_type!r} is not documented for "
+                          f"{status} (documented: {', '.join(documented.content)})"]
+        validator = documented.content[response.mimetype]
+        if method == "HEAD" or validator is None:
+            return out
+        return out + self._body_problems(validator, data)
+
+    def _outcome_problems(self, response: TestResponse) -> list[str]:
+        if response.mimetype != "application/json":
+            return [f"errors are OperationOutcome JSON, got {response.content_type!r}"]
+        return self._body_problems(self.outcome, response.get_data())
+
+    @staticmethod
+    def _body_problems(validator: Draft202012Validator, data: bytes) -> list[str]:
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return ["the body is not valid JSON"]
+        return [f"{error.json_path}: {error.message[:300]}"
+                for error in sorted(validator.iter_errors(body), key=lambda e: e.json_path)[:10]]
+
+
+@cache
+def contract() -> Contract:
+    """openapi.yaml, parsed and compiled once per session."""
+    return Contract(yaml.safe_load(OPENAPI.read_text(encoding="utf-8")))
+
+
+def check_response(response: TestResponse) -> None:
+    """Fail with a readable message when a test-client response breaks the contract."""
+    request = response.request
+    problems = contract().problems(request.method, request.path, response)
+    if problems:
+        raise AssertionError(
+            f"response to {request.method} {request.path} ({response.status_code}) breaks "
+            "openapi.yaml:\n  " + "\n  ".join(problems))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def openapi_contract_on_every_response() -> Iterator[None]:
+    """Wrap FlaskClient.open for the whole session so every test's responses are checked."""
+    original = FlaskClient.open
+
+    def open_and_check(self: FlaskClient, *args: Any, **kwargs: Any) -> TestResponse:
+        response = original(self, *args, **kwargs)
+        check_response(response)
+        return response
+
+    FlaskClient.open = open_and_check  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FlaskClient.open = original  # type: ignore[method-assign]
+
+
+@pytest.fixture()
+def app(tmp_path: Path) -> Flask:
+    """An unauthenticated app with its own SQLite database."""
+    return create_app(testing=True, database_url=f"sqlite:///{tmp_path}/t.sqlite3")
+
+
+@pytest.fixture()
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -1,0 +1,242 @@
+"""Prefetch fallback against a REAL FHIR server stub on 127.0.0.1 (tests/fhir_stub_server.py).
+
+CDS Hooks 2.0: what the EHR did not prefetch is fetched from `fhirServer` with the
+`fhirAuthorization` token; if that is impossible the service answers 412 naming the keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fhir_stub_server import FhirStub, without_prefetch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+REQUESTS = ROOT / "fhir_fixtures" / "requests"
+SERVICE_URL = {
+    "order-select": "/cds-services/lemtrada-order-select",
+    "order-sign": "/cds-services/lemtrada-order-sign",
+}
+ALL_KEYS = sorted(f"prefetch.{k}" for k in (
+    "patient", "conditions", "observations", "immunizations", "medicationStatements",
+    "medicationRequests", "medicationAdministrations", "allergies"))
+TOKEN = "stub-token"
+
+
+def fixture_request(name: str) -> dict[str, Any]:
+    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def stubs() -> Iterator[Callable[..., FhirStub]]:
+    """Start FHIR stubs on 127.0.0.1; every one is stopped at teardown."""
+    started: list[FhirStub] = []
+
+    def start(request_json: dict[str, Any], **options: Any) -> FhirStub:
+        stub = FhirStub(request_json, **options)
+        stub.start()
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        stub.stop()
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., Any]]:
+    """A Flask test client of an app allowing the given stub base URLs over plain http."""
+    from cds_service.app import create_app
+
+    apps: list[Any] = []
+
+    def make(*allowed: str, **overrides: Any) -> Any:
+        settings: dict[str, Any] = {"fhir_server_allowlist": allowed,
+                                    "http_allowed_hosts": ("127.0.0.1",),
+                                    "fhir_deadline_seconds": 3.0, **overrides}
+        app = create_app(testing=True, **settings)
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        app.extensions["cds_fetcher"].session.close()
+
+
+def post(client: Any, request_json: dict[str, Any]) -> Any:
+    return client.post(SERVICE_URL[request_json["hook"]], json=request_json)
+
+
+def cards_with_full_prefetch(client: Any, request_json: dict[str, Any]) -> Any:
+    response = post(client, request_json)
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    return response.get_json()
+
+
+SAME_CARD_SCENARIOS = [
+    "eligible_patient_at_order_select",
+    "eligible_man_with_large_record_at_order_sign",
+    "hiv_test_positive",
+    "only_one_prior_dmt",
+    "live_vaccine_three_weeks_before_start",
+    "tb_igra_positive",
+    "hcv_rna_detected",
+]
+
+
+@pytest.mark.parametrize("name", SAME_CARD_SCENARIOS)
+def test_request_without_prefetch_gets_the_same_cards_from_the_fhir_server(stubs, make_client,
+                                                                          name):
+    """Without prefetch but with a reachable fhirServer, the cards equal those of full prefetch."""
+    full = fixture_request(name)
+    stub = stubs(full)
+    client = make_client(stub.base_url)
+    expected = cards_with_full_prefetch(client, full)
+    response = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    assert response.get_json() == expected
+    assert len(stub.requests) == 8
+    assert {r.authorization for r in stub.requests} == {f"Bearer {TOKEN}"}
+
+
+def test_request_without_prefetch_follows_the_servers_pages(stubs, make_client):
+    """When the FHIR server pages its search results, every page is read and the cards match."""
+    full = fixture_request("hiv_test_positive")
+    stub = stubs(full, page_size=2)
+    client = make_client(stub.base_url)
+    expected = cards_with_full_prefetch(client, full)
+    response = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    assert response.get_json() == expected
+    assert any("_offset" in r.query for r in stub.requests)
+
+
+def test_missing_keys_are_fetched_concurrently(stubs, make_client):
+    """The eight keys are fetched at the same time, not one after another."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full, delay_seconds=0.3)
+    client = make_client(stub.base_url)
+    started = time.monotonic()
+    response = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    assert stub.max_concurrent() >= 4
+    assert elapsed < 8 * 0.3
+
+
+NO_DATA_CASES = [
+    ("an alemtuzumab order cannot be evaluated", "eligible_patient_at_order_select", 412),
+    ("an order for another drug needs no data", "order_for_another_drug", 200),
+]
+
+
+@pytest.mark.parametrize(("case", "name", "status"), NO_DATA_CASES,
+                         ids=[c for c, _, _ in NO_DATA_CASES])
+def test_without_prefetch_and_without_fhir_server(make_client, case, name, status):
+    """No prefetch and no fhirServer: alemtuzumab gets 412 naming every key, others no cards."""
+    client = make_client()
+    response = post(client, without_prefetch(fixture_request(name), None))
+    assert response.status_code == status
+    body = response.get_json()
+    if status == 200:
+        assert body == {"cards": []}
+    else:
+        assert body["resourceType"] == "OperationOutcome"
+        assert sorted(body["issue"][0]["expression"]) == ALL_KEYS
+
+
+def test_order_for_another_drug_never_calls_the_fhir_server(stubs, make_client):
+    """An order for another drug gets {"cards": []} even when the FHIR server would fail."""
+    request_json = fixture_request("order_for_another_drug")
+    stub = stubs(request_json, fault="500")
+    client = make_client(stub.base_url)
+    response = post(client, without_prefetch(request_json, stub.base_url, TOKEN))
+    assert response.status_code == 200
+    assert response.get_json() == {"cards": []}
+    assert stub.requests == []
+
+
+DEADLINE = 0.5
+FAULT_CASES = [
+    ("server error 500", {"fault": "500"}),
+    ("token refused with 401", {"fault": "401"}),
+    ("service sends a token the server does not accept", {"token": "another-token"}),
+    ("answer slower than the deadline", {"fault": "slow"}),
+    ("every answer slower than the deadline", {"delay_seconds": 2.0}),
+    ("answer is not valid JSON", {"fault": "invalid-json"}),
+    ("answer is an OperationOutcome", {"fault": "operation-outcome"}),
+    ("search pages link to another origin", {"fault": "next-elsewhere"}),
+]
+
+
+@pytest.mark.parametrize(("case", "options"), FAULT_CASES, ids=[c for c, _ in FAULT_CASES])
+def test_fhir_server_fault_is_a_412_within_the_deadline(stubs, make_client, caplog, case,
+                                                       options):
+    """A failing FHIR server gives 412 naming the key, within the deadline, leaking no token."""
+    caplog.set_level(logging.DEBUG)
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full, fault_types=("Observation",), **options)
+    client = make_client(stub.base_url, fhir_deadline_seconds=DEADLINE)
+    started = time.monotonic()
+    response = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 412, response.get_data(as_text=True)[:1000]
+    assert elapsed < DEADLINE + 1.0
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert "prefetch.observations" in body["issue"][0]["expression"]
+    assert TOKEN not in response.get_data(as_text=True)
+    assert TOKEN not in caplog.text
+
+
+def test_unreachable_fhir_server_is_a_412(stubs, make_client):
+    """A fhirServer on which nothing listens gives 412, not an all-clear."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    stub.stop()
+    client = make_client(stub.base_url, fhir_deadline_seconds=DEADLINE)
+    response = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    assert response.status_code == 412
+    assert sorted(response.get_json()["issue"][0]["expression"]) == ALL_KEYS
+
+
+NOT_ALLOWED_CASES = [
+    ("another server is allow-listed", lambda base: ("https://ehr.example.org/fhir",), {}),
+    ("plain http is not allowed for this host", lambda base: (base,),
+     {"http_allowed_hosts": ()}),
+    ("allow-list prefix stops inside a path segment", lambda base: (base[:-2],), {}),
+    ("nothing is allow-listed", lambda base: (), {}),
+]
+
+
+@pytest.mark.parametrize(("case", "allowlist", "overrides"), NOT_ALLOWED_CASES,
+                         ids=[c for c, _, _ in NOT_ALLOWED_CASES])
+def test_fhir_server_not_allowed_is_a_412_and_never_called(stubs, make_client, case, allowlist,
+                                                          overrides):
+    """A fhirServer outside the allow-list is never called (no token sent) and gives 412."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    client = make_client(*allowlist(stub.base_url), **overrides)
+    response = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    assert response.status_code == 412
+    body = response.get_json()
+    assert sorted(body["issue"][0]["expression"]) == ALL_KEYS
+    assert "not" in body["issue"][0]["diagnostics"] and "fhirServer" in body["issue"][0]["diagnostics"]
+    assert stub.requests == []
+
+
+def test_fhir_server_with_credentials_in_its_url_is_never_called(stubs, make_client):
+    """A fhirServer URL carrying user:password is refused before any connection."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    client = make_client(stub.base_url)
+    sneaky = stub.base_url.replace("http://", "http://user:secret@")
+    response = post(client, without_prefetch(full, sneaky, TOKEN))
+    assert response.status_code == 412
+    assert "secret" not in response.get_data(as_text=True)
+    assert stub.requests == []

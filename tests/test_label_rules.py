@@ -1,0 +1,394 @@
+"""The label and REMS checks of issue #4: contraindications, indication, age, pregnancy, baseline
+labs, hepatitis B, recent vaccines, prior Campath, concurrent immunosuppression, thyroid and
+malignancy.
+
+End-to-end: the scenarios of fhir_fixtures/scenarios-label.json give exactly the expected cards.
+Unit tables: each check on small hand-written records, for the cases a scenario cannot show cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from datetime import date
+from typing import Any
+
+import pytest
+
+from cds_service.domain.findings import Finding, Severity, Status
+from cds_service.domain.orders import AlemtuzumabOrder, OrderContext
+from cds_service.domain.policy import load_policy
+from cds_service.domain.record import PatientRecord
+from cds_service.domain.rules import RULES_BY_TOPIC
+from cds_service.domain.rules.warnings import icd10_malignant
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fhir_fixtures"
+SUMMARY = "eligibility-summary"
+
+# scenario name -> EXACT {topic: indicator}; the summary carries the worst indicator.
+SCENARIOS = [
+    ("allergy_to_lemtrada_is_a_hard_stop", {"hypersensitivity": "critical", SUMMARY: "critical"}),
+    ("campath_named_in_an_allergy_reaction_is_a_hard_stop",
+     {"hypersensitivity": "critical", SUMMARY: "critical"}),
+    ("refuted_or_entered_in_error_allergy_is_ignored", {SUMMARY: "info"}),
+    ("active_tuberculosis_condition_is_a_hard_stop",
+     {"active-infection": "critical", SUMMARY: "critical"}),
+    ("resolved_sepsis_is_not_an_active_infection", {SUMMARY: "info"}),
+    ("no_ms_diagnosis_on_file", {"indication": "warning", SUMMARY: "warning"}),
+    ("primary_progressive_ms_is_not_indicated", {"indication": "warning", SUMMARY: "warning"}),
+    ("positive_pregnancy_test_is_a_hard_stop", {"pregnancy": "critical", SUMMARY: "critical"}),
+    ("woman_of_reproductive_age_without_pregnancy_test",
+     {"pregnancy": "warning", SUMMARY: "warning"}),
+    ("pregnancy_test_older_than_seven_days", {"pregnancy": "warning", SUMMARY: "warning"}),
+    ("baseline_labs_missing", {"baseline-labs": "warning", SUMMARY: "warning"}),
+    ("hepatitis_b_screening_missing", {"hbv-screening": "warning", SUMMARY: "warning"}),
+    ("hepatitis_b_core_antibody_positive", {"hbv-screening": "warning", SUMMARY: "warning"}),
+    ("inactivated_flu_vaccine_ten_days_before_start",
+     {"non-live-vaccine-gap": "warning", SUMMARY: "warning"}),
+    ("inactivated_flu_vaccine_seven_weeks_before_start", {SUMMARY: "info"}),
+    ("prior_campath_in_medication_history", {"prior-campath": "warning", SUMMARY: "warning"}),
+    ("natalizumab_still_active_at_start",
+     {"concurrent-immunosuppression": "warning", SUMMARY: "warning"}),
+    ("azathioprine_stopped_before_start", {SUMMARY: "info"}),
+    ("active_graves_disease", {"thyroid-disorder": "warning", SUMMARY: "warning"}),
+    ("resolved_hypothyroidism_is_ignored", {SUMMARY: "info"}),
+    ("active_breast_cancer_by_icd10_prefix", {"malignancy": "warning", SUMMARY: "warning"}),
+    ("resolved_breast_cancer_is_ignored", {SUMMARY: "info"}),
+]
+LABEL_TOPICS = {"hypersensitivity", "active-infection", "indication", "age", "pregnancy",
+                "baseline-labs", "hbv-screening", "non-live-vaccine-gap", "prior-campath",
+                "concurrent-immunosuppression", "thyroid-disorder", "malignancy"}
+
+
+def _scenario_file() -> list[dict[str, Any]]:
+    return json.loads((FIXTURES / "scenarios-label.json").read_text(encoding="utf-8"))
+
+
+def _request(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / "requests" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Flask test client of the CDS service."""
+    from cds_service.app import create_app
+
+    return create_app(testing=True).test_client()
+
+
+def _cards(client, name: str) -> list[dict[str, Any]]:
+    request = _request(name)
+    response = client.post(f"/cds-services/lemtrada-{request['hook']}", json=request)
+    assert response.status_code == 200, response.get_data(as_text=True)[:2000]
+    return response.get_json()["cards"]
+
+
+@pytest.mark.parametrize(("name", "expected"), SCENARIOS, ids=[n for n, _ in SCENARIOS])
+def test_label_scenario_returns_expected_cards(client, name, expected):
+    """Each label scenario gets exactly the expected topic/indicator cards, one per topic."""
+    cards = _cards(client, name)
+    topics = [card["source"]["topic"]["code"] for card in cards]
+    assert len(topics) == len(set(topics))
+    assert {c["source"]["topic"]["code"]: c["indicator"] for c in cards} == expected
+
+
+def test_table_covers_every_label_scenario():
+    """The table names exactly the scenarios of scenarios-label.json."""
+    assert sorted(n for n, _ in SCENARIOS) == sorted(s["name"] for s in _scenario_file())
+
+
+def test_every_label_topic_fires_in_some_scenario_or_existing_one():
+    """Every new topic has a firing scenario here (age and Shingrix fire in scenarios.json)."""
+    fired = {topic for _, expected in SCENARIOS for topic in expected} - {SUMMARY}
+    assert LABEL_TOPICS - fired == {"age"}
+
+
+def test_every_label_fixture_resource_parses_with_r4b_models():
+    """Every resource in the label scenario requests validates with the R4B models."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    failures = []
+    for name, _ in SCENARIOS:
+        request = _request(name)
+        resources = [request["prefetch"]["patient"]]
+        for value in request["prefetch"].values():
+            if value and value.get("resourceType") == "Bundle":
+                resources.extend(e["resource"] for e in value.get("entry", []))
+        resources.extend(e["resource"] for e in request["context"]["draftOrders"]["entry"])
+        for resource in resources:
+            try:
+                get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+            except Exception as exc:  # pydantic.ValidationError
+                failures.append(f"{name} {resource['resourceType']}/{resource.get('id')}: {exc}")
+    assert not failures, "\n".join(failures[:5])
+
+
+def test_missing_baseline_labs_get_one_lab_order_each(client):
+    """The baseline-labs card offers one ServiceRequest per missing test, each with its LOINC."""
+    card = next(c for c in _cards(client, "baseline_labs_missing")
+                if c["source"]["topic"]["code"] == "baseline-labs")
+    codes = [s["actions"][0]["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"]]
+    assert codes == ["57021-8", "2160-0", "24356-8", "2890-2", "3016-3", "1742-6", "1920-8",
+                     "1975-2"]
+    assert card["source"]["label"] == "LEMTRADA REMS"
+    assert all(s["actions"][0]["resource"]["resourceType"] == "ServiceRequest"
+               for s in card["suggestions"])
+
+
+def test_pregnancy_warning_orders_hcg_and_advises_contraception(client):
+    """Without a recent negative hCG the card orders one and its summary names the 4 months."""
+    card = next(c for c in _cards(client, "woman_of_reproductive_age_without_pregnancy_test")
+                if c["source"]["topic"]["code"] == "pregnancy")
+    assert "4 months after each course" in card["summary"]
+    resource = card["suggestions"][0]["actions"][0]["resource"]
+    assert resource["code"]["coding"][0] == {
+        "system": "http://loinc.org", "code": "2118-8",
+        "display": "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma"}
+
+
+def test_label_override_reasons_carry_display(client):
+    """Cards of the label topics offer override reasons from the vocabulary, each with display."""
+    card = next(c for c in _cards(client, "active_graves_disease")
+                if c["source"]["topic"]["code"] == "thyroid-disorder")
+    assert card["overrideReasons"] and all(r["display"] for r in card["overrideReasons"])
+
+
+# -- unit tables --------------------------------------------------------------------------------
+
+T0 = date(2026, 12, 7)
+PID = "p1"
+REF = {"reference": f"Patient/{PID}"}
+RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+SCT = "http://snomed.info/sct"
+
+
+def _patient(gender: str | None = "female", born: str | None = "1986-11-28") -> dict[str, Any]:
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": PID}
+    if gender:
+        patient["gender"] = gender
+    if born:
+        patient["birthDate"] = born
+    return patient
+
+
+def _condition(code: str, system: str = ICD, status: str | None = "active",
+               verification: str = "confirmed", **extra: Any) -> dict[str, Any]:
+    condition: dict[str, Any] = {
+        "resourceType": "Condition", "id": f"c-{code}",
+        "verificationStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+            "code": verification}]},
+        "code": {"coding": [{"system": system, "code": code}]}, "subject": REF, **extra}
+    if status:
+        condition["clinicalStatus"] = {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}]}
+    return condition
+
+
+def _hcg(day: str, positive: bool) -> dict[str, Any]:
+    code = "POS" if positive else "NEG"
+    return {"resourceType": "Observation", "id": f"hcg-{day}", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2106-3"}]},
+            "subject": REF, "effectiveDateTime": day,
+            "interpretation": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                "code": code}]}]}
+
+
+def _lab(loinc: str, day: str) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": f"lab-{loinc}-{day}", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+            "subject": REF, "effectiveDateTime": day,
+            "valueQuantity": {"value": 1.0, "unit": "1"}}
+
+
+BASELINE = ["57021-8", "2160-0", "24356-8", "2890-2", "3016-3", "1742-6", "1920-8", "1975-2"]
+
+
+def _med(rtype: str, status: str, concept: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {"resourceType": rtype, "id": f"m-{status}-{len(extra)}",
+                                "status": status, "medicationCodeableConcept": concept,
+                                "subject": REF, **extra}
+    if rtype == "MedicationRequest":
+        resource["intent"] = "order"
+    return resource
+
+
+def _imm(cvx: str, day: str, status: str = "completed") -> dict[str, Any]:
+    return {"resourceType": "Immunization", "id": f"imm-{cvx}-{day}", "status": status,
+            "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": cvx}]},
+            "patient": REF, "occurrenceDateTime": day}
+
+
+def _allergy(concept: dict[str, Any], clinical: str | None = "active",
+             verification: str = "confirmed", **extra: Any) -> dict[str, Any]:
+    allergy: dict[str, Any] = {
+        "resourceType": "AllergyIntolerance", "id": "a1", "code": concept, "patient": REF,
+        "verificationStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+            "code": verification}]}, **extra}
+    if clinical:
+        allergy["clinicalStatus"] = {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+            "code": clinical}]}
+    return allergy
+
+
+def _run(topic: str, resources: list[dict[str, Any]], patient: dict[str, Any] | None = None
+         ) -> Finding:
+    record = PatientRecord.build(PID, [patient or _patient(), *resources])
+    order = OrderContext(hook="order-select",
+                         order=AlemtuzumabOrder({"id": "o1"}, "test", ()),
+                         t0=T0, t0_source="test", draft_orders=())
+    return RULES_BY_TOPIC[topic].check(record, order, load_policy())
+
+
+MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
+W, C, OK = Severity.WARNING, Severity.CRITICAL, Severity.INFO
+LEMTRADA = {"coding": [{"system": RX, "code": "1594659"}]}
+
+# (case, topic, resources, patient or None, expected status, expected severity)
+UNIT_CASES = [
+    ("allergy coded lemtrada without clinical status is a hard stop", "hypersensitivity",
+     [_allergy(LEMTRADA, clinical=None)], None, NOT_MET, C),
+    ("allergy named alemtuzumab only in text is a hard stop", "hypersensitivity",
+     [_allergy({"text": "ALEMTUZUMAB"})], None, NOT_MET, C),
+    ("resolved lemtrada allergy is not a contraindication", "hypersensitivity",
+     [_allergy(LEMTRADA, clinical="resolved")], None, MET, OK),
+    ("refuted lemtrada allergy is not a contraindication", "hypersensitivity",
+     [_allergy(LEMTRADA, verification="refuted")], None, MET, OK),
+    ("egg allergy is not an alemtuzumab allergy", "hypersensitivity",
+     [_allergy({"text": "Allergy to eggs"})], None, MET, OK),
+    ("hiv condition marked inactive is still a contraindication", "active-infection",
+     [_condition("B20", status="inactive")], None, NOT_MET, C),
+    ("hepatitis c condition without clinical status counts as current", "active-infection",
+     [_condition("B18.2", status=None)], None, NOT_MET, C),
+    ("hepatitis c condition with abatement and no status is not current", "active-infection",
+     [_condition("B18.2", status=None, abatementDateTime="2020-01-01")], None, MET, OK),
+    ("refuted tuberculosis is not an active infection", "active-infection",
+     [_condition("A15.0", verification="refuted")], None, MET, OK),
+    ("relapsing ms in remission is still the indication", "indication",
+     [_condition("426373005", system=SCT, status="remission")], None, MET, OK),
+    ("resolved ms is not a current diagnosis", "indication",
+     [_condition("G35", status="resolved")], None, UNKNOWN, W),
+    ("primary progressive ms by icd-10-cm is not indicated", "indication",
+     [_condition("G35.B0")], None, NOT_MET, W),
+    ("sixteen-year-old is under the pediatric age", "age", [], _patient(born="2010-12-08"),
+     NOT_MET, W),
+    ("seventeenth birthday on the start day is adult", "age", [], _patient(born="2009-12-07"),
+     MET, OK),
+    ("missing birth date is not an all-clear", "age", [], _patient(born=None), UNKNOWN, W),
+    ("birth year only that may be under 17 is unknown", "age", [], _patient(born="2009"),
+     UNKNOWN, W),
+    ("man needs no pregnancy test", "pregnancy", [], _patient(gender="male"), MET, OK),
+    ("woman over 55 needs no pregnancy test", "pregnancy", [], _patient(born="1960-01-01"),
+     MET, OK),
+    ("girl under 12 needs no pregnancy test", "pregnancy", [], _patient(born="2019-05-22"),
+     MET, OK),
+    ("unknown gender of reproductive age needs a test", "pregnancy", [],
+     _patient(gender="unknown"), UNKNOWN, W),
+    ("missing gender and birth date needs a test", "pregnancy", [],
+     _patient(gender=None, born=None), UNKNOWN, W),
+    ("negative hcg within seven days is met", "pregnancy", [_hcg("2026-12-01", False)], None,
+     MET, OK),
+    ("negative hcg eight days before is too old", "pregnancy", [_hcg("2026-11-29", False)], None,
+     UNKNOWN, W),
+    ("newer negative hcg supersedes an older positive", "pregnancy",
+     [_hcg("2026-10-01", True), _hcg("2026-12-04", False)], None, MET, OK),
+    ("active pregnancy condition is a hard stop", "pregnancy",
+     [_condition("77386006", system=SCT), _hcg("2026-12-04", False)], None, NOT_MET, C),
+    ("resolved pregnancy with a negative hcg is met", "pregnancy",
+     [_condition("77386006", system=SCT, status="resolved"), _hcg("2026-12-04", False)], None,
+     MET, OK),
+    ("all eight baseline labs within 30 days are met", "baseline-labs",
+     [_lab(code, "2026-11-10") for code in BASELINE], None, MET, OK),
+    ("one baseline lab older than 30 days is missing", "baseline-labs",
+     [_lab(code, "2026-11-10") for code in BASELINE[:-1]] + [_lab("1975-2", "2026-11-06")], None,
+     UNKNOWN, W),
+    ("shingrix 41 days before is inside the gap", "non-live-vaccine-gap",
+     [_imm("187", "2026-10-27")], None, NOT_MET, W),
+    ("jynneos 20 days before is inside the gap", "non-live-vaccine-gap",
+     [_imm("206", "2026-11-17")], None, NOT_MET, W),
+    ("inactivated vaccine exactly 42 days before is fine", "non-live-vaccine-gap",
+     [_imm("140", "2026-10-26")], None, MET, OK),
+    ("live mmr is left to the live-vaccine rule", "non-live-vaccine-gap",
+     [_imm("03", "2026-11-30")], None, MET, OK),
+    ("ambiguous zoster vaccine is left to the live-vaccine rule", "non-live-vaccine-gap",
+     [_imm("188", "2026-11-30")], None, MET, OK),
+    ("tuberculin skin test is not a vaccine", "non-live-vaccine-gap",
+     [_imm("96", "2026-11-30")], None, MET, OK),
+    ("vaccine not done is ignored", "non-live-vaccine-gap",
+     [_imm("140", "2026-11-30", status="not-done")], None, MET, OK),
+    ("campath named in text is prior campath", "prior-campath",
+     [_med("MedicationStatement", "completed", {"text": "MabCampath 30 mg"})], None, NOT_MET, W),
+    ("campath not taken does not count", "prior-campath",
+     [_med("MedicationStatement", "not-taken", {"text": "Campath"})], None, MET, OK),
+    ("lemtrada history is not campath", "prior-campath",
+     [_med("MedicationStatement", "completed", LEMTRADA)], None, MET, OK),
+    ("active azathioprine request without end is concurrent", "concurrent-immunosuppression",
+     [_med("MedicationRequest", "active", {"text": "Azathioprine 50 mg tablet"})], None,
+     NOT_MET, W),
+    ("ocrelizumab statement ending after the start is concurrent",
+     "concurrent-immunosuppression",
+     [_med("MedicationStatement", "active", {"text": "Ocrevus"},
+           effectivePeriod={"start": "2025-01-01", "end": "2027-01-01"})], None, NOT_MET, W),
+    ("stopped dmt is not concurrent", "concurrent-immunosuppression",
+     [_med("MedicationStatement", "stopped", {"text": "fingolimod"})], None, MET, OK),
+    ("active statement ended before the start is not concurrent",
+     "concurrent-immunosuppression",
+     [_med("MedicationStatement", "active", {"text": "fingolimod"},
+           effectivePeriod={"start": "2025-01-01", "end": "2026-11-01"})], None, MET, OK),
+    ("methylprednisolone is not an immunosuppressant for this check",
+     "concurrent-immunosuppression",
+     [_med("MedicationRequest", "active", {"text": "methylprednisolone 1 g IV"})], None, MET, OK),
+    ("active hypothyroidism is a thyroid warning", "thyroid-disorder", [_condition("E03.9")],
+     None, NOT_MET, W),
+    ("thyroid disorder in remission is not current", "thyroid-disorder",
+     [_condition("E03.9", status="remission")], None, MET, OK),
+    ("snomed malignant neoplastic disease is a malignancy", "malignancy",
+     [_condition("363346000", system=SCT)], None, NOT_MET, W),
+    ("lymphoma c83.30 is a malignancy by prefix", "malignancy", [_condition("C83.30")], None,
+     NOT_MET, W),
+    ("carcinoma in situ d05.10 is not a malignancy here", "malignancy", [_condition("D05.10")],
+     None, MET, OK),
+    ("history of malignancy z85.3 is not current", "malignancy", [_condition("Z85.3")], None,
+     MET, OK),
+]
+
+
+@pytest.mark.parametrize(("case", "topic", "resources", "patient", "status", "severity"),
+                         UNIT_CASES, ids=[c[0] for c in UNIT_CASES])
+def test_label_check_on_small_record(case, topic, resources, patient, status, severity):
+    """Each label check reaches the expected status and severity on a hand-written record."""
+    finding = _run(topic, resources, patient)
+    assert (finding.status, finding.severity) == (status, severity), finding.headline
+    assert len(finding.headline) < 140
+
+
+def test_unreadable_thyroid_condition_is_not_an_all_clear():
+    """A thyroid Condition that fails R4 validation is reported as unreadable evidence."""
+    bad = _condition("E05.00")
+    bad["onsetDateTime"] = "not a date"
+    finding = _run("thyroid-disorder", [bad])
+    assert finding.unreadable and finding.unreadable[0].reference == "Condition/c-E05.00"
+
+
+def test_baseline_card_lists_only_the_missing_test():
+    """With one stale test, the baseline finding names it and suggests exactly that one order."""
+    finding = _run("baseline-labs", [_lab(code, "2026-11-10") for code in BASELINE[:-1]]
+                   + [_lab("1975-2", "2026-11-06")])
+    assert "total bilirubin" in finding.headline
+    assert [s.code[1] for s in finding.suggestions] == ["1975-2"]
+
+
+@pytest.mark.parametrize(("code", "malignant"), [
+    ("C00.0", True), ("C4A.9", True), ("C7A.00", True), ("C7B.8", True), ("C96.9", True),
+    ("C97", False), ("D49.9", False), ("c50.911", True),
+])
+def test_icd10_malignant_prefix(code, malignant):
+    """ICD-10-CM C00-C96 (with C4A, C7A, C7B) is malignant; D codes and C97+ are not."""
+    from cds_service.domain.fhirdata import normalise_code
+
+    assert icd10_malignant(normalise_code(ICD, code)) is malignant

@@ -1,0 +1,228 @@
+"""Prefetch semantics (CDS Hooks 2.0 #prefetch-template), against a real FHIR stub on 127.0.0.1.
+
+Present -> used (a paginated searchset completed from fhirServer); absent or OperationOutcome ->
+fetched from fhirServer; null -> no data; impossible -> 412 naming the keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+from collections.abc import Callable, Iterator
+from datetime import date
+from typing import Any
+
+import pytest
+from fhir_stub_server import FhirStub
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+REQUESTS = ROOT / "fhir_fixtures" / "requests"
+URL = "/cds-services/lemtrada-order-select"
+TOKEN = "stub-token"
+AUTH = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
+        "scope": "patient/*.read", "subject": "cds-service"}
+
+
+def fixture_request(name: str) -> dict[str, Any]:
+    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def stubs() -> Iterator[Callable[..., FhirStub]]:
+    """Start FHIR stubs on 127.0.0.1; every one is stopped at teardown."""
+    started: list[FhirStub] = []
+
+    def start(request_json: dict[str, Any], **options: Any) -> FhirStub:
+        stub = FhirStub(request_json, **options)
+        stub.start()
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        stub.stop()
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Any]]:
+    """An app allowing the given stub base URLs over plain http on 127.0.0.1."""
+    from cds_service.app import create_app
+
+    apps: list[Any] = []
+
+    def make(*allowed: str, **overrides: Any) -> Any:
+        app = create_app(testing=True, fhir_server_allowlist=allowed,
+                         http_allowed_hosts=("127.0.0.1",), **overrides)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["cds_fetcher"].session.close()
+
+
+def with_server(request_json: dict[str, Any], base_url: str) -> dict[str, Any]:
+    return {**request_json, "fhirServer": base_url, "fhirAuthorization": AUTH}
+
+
+def expected_body(app: Any, request_json: dict[str, Any]) -> Any:
+    response = app.test_client().post(URL, json=request_json)
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    return response.get_json()
+
+
+def paginate(request_json: dict[str, Any], pager: FhirStub, keys: dict[str, str],
+             page_size: int) -> dict[str, Any]:
+    """The request with these prefetch keys replaced by the pager's first page (next links)."""
+    out = copy.deepcopy(request_json)
+    patient = out["context"]["patientId"]
+    for key, resource_type in keys.items():
+        out["prefetch"][key] = pager.first_page(resource_type, patient, page_size)
+    return out
+
+
+def test_paginated_prefetch_is_completed_from_the_fhir_server(stubs, make_app):
+    """A prefetch whose searchsets have next links: the pages are read and the cards match."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    app = make_app(stub.base_url)
+    paged = paginate(full, stub, {"observations": "Observation", "conditions": "Condition"}, 5)
+    assert paged["prefetch"]["observations"]["link"][0]["relation"] == "next"
+    response = app.test_client().post(URL, json=with_server(paged, stub.base_url))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    assert response.get_json() == expected_body(app, full)
+    assert stub.requests, "the next pages were not fetched"
+    assert all("_offset" in r.query for r in stub.requests), "a whole query was refetched"
+    assert {r.authorization for r in stub.requests} == {f"Bearer {TOKEN}"}
+
+
+def test_paginated_prefetch_without_fhir_server_is_a_412(stubs, make_app):
+    """Only the first page prefetched and no fhirServer to read the rest: 412 naming the key."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    paged = paginate(full, stub, {"observations": "Observation"}, 5)
+    response = make_app().test_client().post(URL, json=paged)
+    assert response.status_code == 412
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.observations"]
+    assert stub.requests == []
+
+
+def test_prefetch_next_link_on_another_origin_is_refetched_from_the_fhir_server(stubs, make_app):
+    """A next link outside fhirServer's origin is not followed; the query goes to fhirServer."""
+    full = fixture_request("eligible_patient_at_order_select")
+    server, elsewhere = stubs(full), stubs(full)
+    app = make_app(server.base_url, elsewhere.base_url)
+    paged = paginate(full, elsewhere, {"observations": "Observation"}, 5)
+    response = app.test_client().post(URL, json=with_server(paged, server.base_url))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    assert response.get_json() == expected_body(app, full)
+    assert elsewhere.requests == []
+    assert [(r.path, "_offset" in r.query) for r in server.requests] == [
+        ("/fhir/Observation", False)]
+
+
+def test_prefetch_with_more_pages_than_the_cap_is_a_412(stubs, make_app):
+    """More next pages than fhir_page_cap: the key is incomplete, so 412 (never a partial read)."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    app = make_app(stub.base_url, fhir_page_cap=3)
+    paged = paginate(full, stub, {"observations": "Observation"}, 2)
+    response = app.test_client().post(URL, json=with_server(paged, stub.base_url))
+    assert response.status_code == 412
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.observations"]
+    assert len(stub.requests) == 3
+
+
+OUTCOME = {"resourceType": "OperationOutcome",
+           "issue": [{"severity": "error", "code": "too-costly", "diagnostics": "too many"}]}
+
+
+def test_operation_outcome_prefetch_value_is_fetched_from_the_fhir_server(stubs, make_app):
+    """An OperationOutcome in place of a prefetch value is fetched again from fhirServer."""
+    full = fixture_request("hiv_test_positive")
+    stub = stubs(full)
+    app = make_app(stub.base_url)
+    request_json = copy.deepcopy(full)
+    request_json["prefetch"]["observations"] = OUTCOME
+    response = app.test_client().post(URL, json=with_server(request_json, stub.base_url))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    assert response.get_json() == expected_body(app, full)
+    assert [r.path for r in stub.requests] == ["/fhir/Observation"]
+
+
+def test_operation_outcome_prefetch_value_without_fhir_server_is_a_412(make_app):
+    """An OperationOutcome prefetch value and no fhirServer: 412 naming that key only."""
+    request_json = fixture_request("hiv_test_positive")
+    request_json["prefetch"]["observations"] = OUTCOME
+    response = make_app().test_client().post(URL, json=request_json)
+    assert response.status_code == 412
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.observations"]
+
+
+def test_null_prefetch_values_mean_no_data_and_nothing_is_fetched(stubs, make_app):
+    """null prefetch values are 'no data': answered without calling fhirServer, same cards."""
+    request_json = fixture_request("prefetch_values_null")
+    stub = stubs(fixture_request("eligible_patient_at_order_select"))
+    app = make_app(stub.base_url)
+    response = app.test_client().post(URL, json=with_server(request_json, stub.base_url))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    assert response.get_json() == expected_body(app, request_json)
+    assert stub.requests == []
+
+
+def test_origin_records_where_each_key_came_from(stubs, make_app):
+    """ResolvedData.origin tells prefetch, fhirServer, completed pages and null apart."""
+    from cds_service.engine import answer
+    from cds_service.hook_request import read_hook_request
+    from cds_service.services import SERVICES_BY_ID
+
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    app = make_app(stub.base_url)
+    request_json = paginate(full, stub, {"conditions": "Condition"}, 1)
+    request_json["prefetch"]["observations"] = OUTCOME
+    request_json["prefetch"]["allergies"] = None
+    del request_json["prefetch"]["immunizations"]
+    hook_request = read_hook_request(with_server(request_json, stub.base_url), "order-select")
+    result = answer(hook_request, SERVICES_BY_ID["lemtrada-order-select"], date(2026, 11, 30),
+                    app.extensions["cds_fetcher"])
+    assert result.origin == {
+        "patient": "prefetch",
+        "conditions": "prefetch + fhirServer pages",
+        "observations": "fhirServer",
+        "immunizations": "fhirServer",
+        "medicationStatements": "prefetch",
+        "medicationRequests": "prefetch",
+        "medicationAdministrations": "prefetch",
+        "allergies": "prefetch (null: no data)",
+    }
+
+
+BAD_PREFETCH_CASES = [
+    ("a prefetch value that is a list", {"observations": []}),
+    ("a prefetch value that is a string", {"patient": "Patient/123"}),
+]
+
+
+@pytest.mark.parametrize(("case", "change"), BAD_PREFETCH_CASES,
+                         ids=[c for c, _ in BAD_PREFETCH_CASES])
+def test_prefetch_value_that_is_not_a_resource_is_a_400(make_app, case, change):
+    """A prefetch value that is neither a resource, a Bundle nor null is the client's error."""
+    request_json = fixture_request("eligible_patient_at_order_select")
+    request_json["prefetch"].update(change)
+    response = make_app().test_client().post(URL, json=request_json)
+    assert response.status_code == 400
+    assert response.get_json()["issue"][0]["expression"] == [f"prefetch.{next(iter(change))}"]
+
+
+def test_unknown_template_token_is_a_400():
+    """A prefetch template token the hook context cannot fill is a 400 naming the context field."""
+    from cds_service.errors import BadRequest
+    from cds_service.fhir.prefetch import render_template
+
+    with pytest.raises(BadRequest) as caught:
+        render_template("Encounter/{{context.encounterId}}", {"patientId": "123"})
+    assert caught.value.expression == ["context.encounterId"]
+    assert render_template("Condition?patient={{context.patientId}}", {"patientId": "123"}) == (
+        "Condition?patient=123")
