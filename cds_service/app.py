@@ -16,6 +16,7 @@ from .domain.terminology import all_value_sets
 from .fhir.client import FhirClient
 from .errors import Unauthorized, Unavailable
 from .http_api import api, register_error_handlers
+from .feedback import CardAudit
 from .storage import init_storage
 
 auth_log = logging.getLogger("cds_service.auth")
@@ -37,7 +38,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.config["TESTING"] = testing
     app.extensions["cds_settings"] = settings
     app.extensions["cds_fetcher"] = FhirClient(settings)  # prefetch fallback (fhirServer)
-    init_storage(app, settings)  # connects lazily: the service starts while the database is down
+    database = init_storage(app, settings)  # connects lazily: starts while the database is down
+    app.extensions["cds_audit"] = CardAudit(database)
     # Load terminology and policy at start-up, never per request.
     all_value_sets()
     load_policy()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import re
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -220,13 +223,9 @@ def accept_feedback(database: Database, service_id: str, body: Any, now: datetim
     return store_feedback(database, service_id, validate_feedback(service_id, body), now)
 
 
-def record_issued_cards(database: Database | None, service_id: str, hook_instance: str,
-                        cards: list[dict[str, Any]], now: datetime) -> None:
-    """Audit each issued card (uuid, service, topic, indicator, hookInstance, time; no patient data).
-
-    Best effort: a database failure is logged and the hook call still answers."""
-    if database is None or not cards:
-        return
+def audit_rows(service_id: str, hook_instance: str, cards: list[dict[str, Any]],
+               now: datetime) -> list[dict[str, Any]]:
+    """Audit rows for issued cards: uuid, service, topic, indicator, hookInstance, time; no patient data."""
     rows = []
     for card in cards:
         uuid = card.get("uuid")
@@ -238,12 +237,79 @@ def record_issued_cards(database: Database | None, service_id: str, hook_instanc
             "indicator": str(card.get("indicator", "")), "hook_instance": hook_instance,
             "issued_at": now,
         })
+    return rows
+
+
+def record_issued_cards(database: Database | None, service_id: str, hook_instance: str,
+                        cards: list[dict[str, Any]], now: datetime) -> None:
+    """Audit each issued card now (best effort: a database failure is logged, never raised)."""
+    if database is None or not cards:
+        return
+    _write_audit(database, audit_rows(service_id, hook_instance, cards, now))
+
+
+def _write_audit(database: Database, rows: list[dict[str, Any]]) -> bool:
     try:
         with database.begin() as connection:
             insert_ignore(connection, issued_cards, rows)
+        return True
     except (SQLAlchemyError, OSError) as exc:
         log.warning("issued-card audit dropped (%d cards), database unavailable: %s",
                     len(rows), type(exc).__name__)
+        return False
+
+
+class CardAudit:
+    """Writes the issued-card audit off the request path, so a slow or locked database never
+    delays a hook answer. A bounded queue feeds one writer thread per process; when the queue is
+    full or the database fails, the rows are dropped with a warning and counted in `dropped`."""
+
+    def __init__(self, database: Database | None, max_pending: int = 10_000) -> None:
+        self.database = database
+        self.dropped = 0
+        self._queue: queue.Queue[list[dict[str, Any]]] = queue.Queue(maxsize=max_pending)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, service_id: str, hook_instance: str, cards: list[dict[str, Any]],
+               now: datetime) -> None:
+        if self.database is None or not cards:
+            return
+        rows = audit_rows(service_id, hook_instance, cards, now)
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(rows)
+        except queue.Full:
+            self.dropped += len(rows)
+            log.warning("issued-card audit dropped (%d cards), writer queue full", len(rows))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every submitted row was written or dropped (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def _ensure_thread(self) -> None:
+        # Started lazily so that a forking server (gunicorn) starts one writer per worker.
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="card-audit", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        assert self.database is not None
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 200:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [row for rows in batch for row in rows]
+            if not _write_audit(self.database, rows):
+                self.dropped += len(rows)
+            for _ in batch:
+                self._queue.task_done()
 
 
 @dataclass

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .engine import answer
 from .errors import NotFound, PayloadTooLarge, ServiceError, Unavailable, operation_outcome
-from .feedback import accept_feedback, record_issued_cards, utc_now
+from .feedback import accept_feedback, utc_now
 from .hook_request import parse_json, read_hook_request
 from .services import SERVICES, SERVICES_BY_ID
 
@@ -43,8 +43,9 @@ def call_service(service_id: str) -> Response:
     hook_request = read_hook_request(parse_json(request.get_data(cache=False)), service.hook)
     fetcher = current_app.extensions.get("cds_fetcher")
     result = answer(hook_request, service, today(), fetcher)
-    record_issued_cards(current_app.extensions.get("cds_db"), service.id,
-                        hook_request.hook_instance, result.body["cards"], utc_now())
+    audit = current_app.extensions.get("cds_audit")
+    if audit is not None:
+        audit.submit(service.id, hook_request.hook_instance, result.body["cards"], utc_now())
     return json_response(result.body)
 
 
