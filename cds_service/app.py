@@ -57,8 +57,10 @@ def install_cors(app: Flask, policy: CorsPolicy) -> None:
         # First before_request hook, so an OPTIONS preflight never meets the JWT check.
         if request.method != "OPTIONS" or request.url_rule is None:
             return None
-        response = Response(status=204, headers=policy.preflight_headers(request.headers.get("Origin")))
-        response.headers["Allow"] = ", ".join(sorted((request.url_rule.methods or set()) - {"HEAD"}))
+        origin = request.headers.get("Origin")
+        response = Response(status=204, headers=policy.preflight_headers(origin))
+        methods = (request.url_rule.methods or set()) - {"HEAD"}
+        response.headers["Allow"] = ", ".join(sorted(methods))
         del response.headers["Content-Type"]
         return response
 

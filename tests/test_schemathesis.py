@@ -80,7 +80,8 @@ FIXTURES = {
 }
 SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",
                "order-sign": "/cds-services/lemtrada-order-sign"}
-DOCS = {hook: json.loads((REQUESTS / f"{name}.json").read_text()) for hook, name in FIXTURES.items()}
+DOCS = {hook: json.loads((REQUESTS / f"{name}.json").read_text())
+        for hook, name in FIXTURES.items()}
 PATHS = {hook: list(json_paths(doc)) for hook, doc in DOCS.items()}
 DELETE = object()
 

@@ -152,7 +152,7 @@ class PatientRecord:
     def add(self, resource: dict[str, Any]) -> None:
         rtype = resource.get("resourceType")
         if not isinstance(rtype, str):
-            return  # not a FHIR resource (resourceType must be a string): no type, no rule reads it
+            return  # not a FHIR resource (resourceType is not a string): no rule can read it
         if rtype not in READ_TYPES:
             if rtype == "Patient" and (resource.get("id") == self.patient_id or self.patient is None):
                 self.patient = resource

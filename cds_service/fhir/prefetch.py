@@ -52,6 +52,11 @@ def _bundle_problem(value: dict[str, Any]) -> str | None:
     entries = value["entry"]
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         return "a Bundle's 'entry' must be an array of objects"
+    for entry in entries:
+        resource = entry.get("resource")
+        if resource is not None and not (
+                isinstance(resource, dict) and isinstance(resource.get("resourceType"), str)):
+            return "every entry's 'resource' must be a FHIR resource (an object with a resourceType)"
     return None
 
 
