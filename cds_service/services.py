@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 from .domain.fhirdata import LOINC
@@ -49,11 +52,15 @@ def observation_codes() -> list[str]:
     return sorted(codes)
 
 
-def prefetch_templates() -> dict[str, str]:
-    """The FHIR queries an EHR should prefetch (or the service fetches itself)."""
+@cache
+def prefetch_templates() -> Mapping[str, str]:
+    """The FHIR queries an EHR should prefetch (or the service fetches itself).
+
+    Built once per process (the value sets do not change at run time), not on every hook call;
+    read-only so that no caller can alter what every later call sees."""
     patient = "{{context.patientId}}"
     loinc = ",".join(f"{LOINC}|{code}" for code in observation_codes())
-    return {
+    return MappingProxyType({
         "patient": f"Patient/{patient}",
         "conditions": f"Condition?patient={patient}",
         "observations": f"Observation?patient={patient}&code={loinc}",
@@ -62,7 +69,7 @@ def prefetch_templates() -> dict[str, str]:
         "medicationRequests": f"MedicationRequest?patient={patient}",
         "medicationAdministrations": f"MedicationAdministration?patient={patient}",
         "allergies": f"AllergyIntolerance?patient={patient}",
-    }
+    })
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ class ServiceDefinition:
             "title": self.title,
             "description": self.description,
             "usageRequirements": self.usage_requirements,
-            "prefetch": prefetch_templates(),
+            "prefetch": dict(prefetch_templates()),
         }
 
 
