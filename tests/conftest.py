@@ -11,7 +11,7 @@ both with an OperationOutcome. A violation fails the test that received the resp
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -28,6 +28,7 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.test import TestResponse
 
 from cds_service.app import create_app
+from fhir_stub_server import FhirStub
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI = ROOT / "openapi.yaml"
@@ -187,3 +188,19 @@ def app(tmp_path: Path) -> Flask:
 @pytest.fixture()
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture()
+def stubs() -> Iterator[Callable[..., FhirStub]]:
+    """Start FHIR stubs on 127.0.0.1; every one is stopped at teardown."""
+    started: list[FhirStub] = []
+
+    def start(request_json: dict[str, Any], **options: Any) -> FhirStub:
+        stub = FhirStub(request_json, **options)
+        stub.start()
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        stub.stop()

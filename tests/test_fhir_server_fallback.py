@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fhir_stub_server import FhirStub, without_prefetch
+from fhir_stub_server import without_prefetch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
@@ -30,22 +30,6 @@ TOKEN = "stub-token"
 
 def fixture_request(name: str) -> dict[str, Any]:
     return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
-
-
-@pytest.fixture
-def stubs() -> Iterator[Callable[..., FhirStub]]:
-    """Start FHIR stubs on 127.0.0.1; every one is stopped at teardown."""
-    started: list[FhirStub] = []
-
-    def start(request_json: dict[str, Any], **options: Any) -> FhirStub:
-        stub = FhirStub(request_json, **options)
-        stub.start()
-        started.append(stub)
-        return stub
-
-    yield start
-    for stub in started:
-        stub.stop()
 
 
 @pytest.fixture

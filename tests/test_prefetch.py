@@ -29,22 +29,6 @@ def fixture_request(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stubs() -> Iterator[Callable[..., FhirStub]]:
-    """Start FHIR stubs on 127.0.0.1; every one is stopped at teardown."""
-    started: list[FhirStub] = []
-
-    def start(request_json: dict[str, Any], **options: Any) -> FhirStub:
-        stub = FhirStub(request_json, **options)
-        stub.start()
-        started.append(stub)
-        return stub
-
-    yield start
-    for stub in started:
-        stub.stop()
-
-
-@pytest.fixture
 def make_app() -> Iterator[Callable[..., Any]]:
     """An app allowing the given stub base URLs over plain http on 127.0.0.1."""
     from cds_service.app import create_app
