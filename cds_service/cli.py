@@ -23,8 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         from .auth import AuthConfigError, load_trusted_issuers
 
-        # Only --no-auth turns authentication off (not CDS_AUTH_DISABLED): secure by default.
-        settings = Settings.from_env(auth_disabled=False)
+        settings = Settings.from_env()  # authentication on: the environment cannot turn it off
         try:
             issuers = load_trusted_issuers(settings)
         except AuthConfigError as exc:

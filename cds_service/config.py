@@ -1,7 +1,7 @@
 """Settings, from the environment (and, for tests, from keyword arguments).
 
-Every field can be set with the environment variable CDS_<FIELD NAME IN CAPITALS>; tuples are
-comma-separated, booleans are 1/true/yes.
+Every field but `auth_disabled` can be set with the environment variable
+CDS_<FIELD NAME IN CAPITALS>; tuples are comma-separated, booleans are 1/true/yes.
 """
 
 from __future__ import annotations
@@ -9,6 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, get_type_hints
+
+
+NOT_FROM_ENVIRONMENT = frozenset({"auth_disabled"})
+"""Secure by default: only `--no-auth` (or a test) turns EHR authentication off, never a stray
+environment variable."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class Settings:
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name in NOT_FROM_ENVIRONMENT:
+                continue
             raw = os.environ.get(f"CDS_{f.name.upper()}")
             if raw is None or raw == "":
                 continue
