@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test venv test-venv fixtures bench clean docs
+.PHONY: run test venv test-venv fixtures bench soak clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/bench.py
+
+# Soak: 5 minutes at 8 connections under gunicorn; exit 1 on any error or RSS growth >= 10%.
+soak: $(VENV)/.installed-bench
+	$(BIN)/python bench/soak.py

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from .auth import AuthFailure, ReplayStoreUnavailable, build_verifier
+from .auth import REASONS, AuthFailure, ReplayStoreUnavailable, build_verifier
 from .config import Settings
 from .cors import CorsPolicy
 from .domain.policy import load_policy
@@ -17,6 +17,7 @@ from .fhir.client import FhirClient
 from .errors import Unauthorized, Unavailable
 from .http_api import api, register_error_handlers
 from .feedback import CardAudit
+from .observability import AUTH_FAILURES, initialise_labels
 from .storage import init_storage
 
 auth_log = logging.getLogger("cds_service.auth")
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     # Load terminology and policy at start-up, never per request.
     all_value_sets()
     load_policy()
+    initialise_labels(REASONS)
     app.register_blueprint(api)
     register_error_handlers(app)
     install_auth(app, settings)
@@ -97,9 +99,10 @@ def install_auth(app: Flask, settings: Settings) -> None:
                 raise AuthFailure("no-trusted-issuers")
             verifier.verify(request.headers.get("Authorization"), request.path)
         except AuthFailure as failure:
+            AUTH_FAILURES.labels(reason=failure.reason).inc()
             # The reason label and claimed issuer only: never the token.
-            auth_log.info("EHR token refused: reason=%s iss=%r path=%s", failure.reason,
-                          failure.iss, request.path)
+            auth_log.info("EHR token refused", extra={
+                "reason": failure.reason, "iss": failure.iss, "path": request.path})
             raise Unauthorized() from None
         except ReplayStoreUnavailable:
             raise Unavailable("The service cannot verify EHR tokens at the moment.") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -13,12 +14,39 @@ import orjson
 from .errors import ServiceError
 
 
+def prepare_metrics_dir() -> str:
+    """PROMETHEUS_MULTIPROC_DIR for this server run, set before prometheus_client is imported.
+
+    A given folder is emptied of the previous run's sample files (the client library requires
+    it); with none given, a fresh temporary folder is used."""
+    import tempfile
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+    else:
+        folder = tempfile.mkdtemp(prefix="cds-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder
+
+
 def _serve(args: argparse.Namespace) -> int:
+    if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        print("WARNING: metrics imported before PROMETHEUS_MULTIPROC_DIR was set: /metrics will "
+              "show one worker's samples only.", file=sys.stderr)
+    prepare_metrics_dir()
+    import logging
+
     from .app import create_app
     from .config import Settings
+    from .observability import configure_logging, logging_config, worker_exited
 
+    configure_logging()
+    log = logging.getLogger("cds_service.serve")
     if args.no_auth:
-        print("WARNING: serving without EHR authentication (--no-auth).", file=sys.stderr)
+        log.warning("serving WITHOUT EHR authentication (--no-auth): for local use only")
         settings = Settings.from_env(auth_disabled=True)
     else:
         from .auth import AuthConfigError, load_trusted_issuers
@@ -27,21 +55,23 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             issuers = load_trusted_issuers(settings)
         except AuthConfigError as exc:
-            print(f"error: trusted issuer configuration: {exc}", file=sys.stderr)
+            log.error("trusted issuer configuration: %s", exc)
             return 2
         if not issuers:
-            print("error: EHR authentication is not configured. Configure trusted issuers, or pass "
-                  "--no-auth to run without authentication (local use only).", file=sys.stderr)
+            log.error("EHR authentication is not configured. Configure trusted issuers, or pass "
+                      "--no-auth to run without authentication (local use only).")
             return 2
-        print(f"EHR authentication: {len(issuers)} trusted issuer(s): "
-              + ", ".join(i.iss for i in issuers), file=sys.stderr)
+        log.info("EHR authentication: %d trusted issuer(s): %s", len(issuers),
+                 ", ".join(i.iss for i in issuers))
     from gunicorn.app.base import BaseApplication
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers)
-            self.cfg.set("accesslog", None)
+            self.cfg.set("accesslog", None)  # the app logs one JSON line per hook call
+            self.cfg.set("logconfig_dict", logging_config())
+            self.cfg.set("child_exit", lambda _server, worker: worker_exited(worker.pid))
 
         def load(self) -> Any:
             return create_app(settings)
@@ -155,9 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the CDS Hooks API with gunicorn")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=2)
+    # Defaults from the environment, so a container is configured by environment only.
+    serve.add_argument("--host", default=os.environ.get("CDS_HOST", "127.0.0.1"),
+                       help="address to bind (env CDS_HOST)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("CDS_PORT", "8080")),
+                       help="port (env CDS_PORT)")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("CDS_WORKERS", "2")),
+                       help="gunicorn worker processes (env CDS_WORKERS)")
     serve.add_argument("--no-auth", action="store_true",
                        help="run without EHR (JWT) authentication: for local use and tests only")
     serve.set_defaults(func=_serve)

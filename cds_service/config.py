@@ -28,6 +28,8 @@ class Settings:
     """True only with `--no-auth` (or in tests): no EHR JWT is required."""
     database_url: str = "sqlite:///var/cds_service.sqlite3"
     """SQLAlchemy URL for feedback, the issued-card audit and the JWT replay store."""
+    database_lock_timeout_seconds: float = 5.0
+    """How long a SQLite writer waits for another's lock before the write fails (feedback: 503)."""
     fhir_server_allowlist: tuple[str, ...] = ()
     """URL prefixes a request's fhirServer must start with (https only, see http_allowed_hosts)."""
     http_allowed_hosts: tuple[str, ...] = ()

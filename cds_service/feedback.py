@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import BadRequest, Unavailable
+from .observability import AUDIT_DROPPED
 from .storage import Database, feedback, insert_ignore, issued_cards
 
 log = logging.getLogger(__name__)
@@ -218,9 +219,12 @@ def store_feedback(database: Database, service_id: str, items: list[FeedbackItem
         raise Unavailable("Feedback could not be stored right now; please retry later.") from None
 
 
-def accept_feedback(database: Database, service_id: str, body: Any, now: datetime) -> int:
-    """Validate then store a feedback post; 400 stores nothing, 503 stores nothing."""
-    return store_feedback(database, service_id, validate_feedback(service_id, body), now)
+def accept_feedback(database: Database, service_id: str, body: Any,
+                    now: datetime) -> tuple[int, int]:
+    """Validate then store a feedback post; 400 stores nothing, 503 stores nothing.
+    Returns (items in the post, items new to the store)."""
+    items = validate_feedback(service_id, body)
+    return len(items), store_feedback(database, service_id, items, now)
 
 
 def audit_rows(service_id: str, hook_instance: str, cards: list[dict[str, Any]],
@@ -280,8 +284,12 @@ class CardAudit:
         try:
             self._queue.put_nowait(rows)
         except queue.Full:
-            self.dropped += len(rows)
+            self._drop(len(rows))
             log.warning("issued-card audit dropped (%d cards), writer queue full", len(rows))
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        AUDIT_DROPPED.inc(count)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every submitted row was written or dropped (tests, shutdown)."""
@@ -307,7 +315,7 @@ class CardAudit:
                     break
             rows = [row for rows in batch for row in rows]
             if not _write_audit(self.database, rows):
-                self.dropped += len(rows)
+                self._drop(len(rows))
             for _ in batch:
                 self._queue.task_done()
 

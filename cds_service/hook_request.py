@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from .domain.fhirdata import Malformed, codings, parse_date
 from .errors import BadRequest
 
 HOOK_CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -75,6 +76,8 @@ def read_hook_request(doc: Any, expected_hook: str) -> HookRequest:
     for field in HOOK_CONTEXT_FIELDS.get(hook, ()):
         kind: type = list if field == "selections" else dict if field == "draftOrders" else str
         _require(context, field, kind, f"context.{field}")
+    if "draftOrders" in context:
+        _check_draft_orders(context["draftOrders"])
     if hook == "order-select" and not all(isinstance(s, str) for s in context["selections"]):
         raise BadRequest("Every entry of 'context.selections' must be a string like "
                          "'MedicationRequest/123'.", ["context.selections"])
@@ -91,3 +94,56 @@ def read_hook_request(doc: Any, expected_hook: str) -> HookRequest:
         if fhir_server is None:
             raise BadRequest("'fhirAuthorization' requires 'fhirServer'.", ["fhirServer"])
     return HookRequest(hook, hook_instance, context, prefetch, fhir_server, authorization, doc)
+
+
+def _check_draft_orders(bundle: Any) -> None:
+    """draftOrders must be a readable Bundle: an order the service cannot read could be the
+    alemtuzumab order, so answering `{"cards": []}` for it would be a silent all-clear."""
+    path = "context.draftOrders"
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BadRequest(f"'{path}' must be a FHIR Bundle (resourceType 'Bundle').", [path])
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        raise BadRequest(f"'{path}.entry' must be an array.", [f"{path}.entry"])
+    for i, entry in enumerate(entries):
+        where = f"{path}.entry[{i}]"
+        if not isinstance(entry, dict):
+            raise BadRequest(f"'{where}' must be an object.", [where])
+        resource = entry.get("resource")
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            raise BadRequest(f"'{where}.resource' must be a FHIR resource (an object with a "
+                             "resourceType).", [f"{where}.resource"])
+        if resource["resourceType"] == "MedicationRequest":
+            _check_order(resource, f"{where}.resource")
+
+
+def _check_order(order: dict[str, Any], path: str) -> None:
+    """The elements that decide whether an order is alemtuzumab and when it starts (T0) must be
+    readable: a wrong shape there would silently skip the order or move T0."""
+    concept = order.get("medicationCodeableConcept")
+    try:
+        codings(concept)
+    except Malformed as exc:
+        where = f"{path}.medicationCodeableConcept"
+        raise BadRequest(f"'{where}' cannot be read ({exc}).", [where]) from None
+    reference = order.get("medicationReference")
+    if reference is not None and not isinstance(reference, dict):
+        where = f"{path}.medicationReference"
+        raise BadRequest(f"'{where}' must be a Reference (an object).", [where])
+    dosages = order.get("dosageInstruction")
+    for d, dosage in enumerate(dosages if isinstance(dosages, list) else ()):
+        timing = dosage.get("timing") if isinstance(dosage, dict) else None
+        if not isinstance(timing, dict):
+            continue
+        where = f"{path}.dosageInstruction[{d}].timing"
+        events = timing.get("event")
+        dates = [(f"{where}.event[{e}]", v) for e, v in enumerate(events)] \
+            if isinstance(events, list) else []
+        repeat = timing.get("repeat")
+        bounds = repeat.get("boundsPeriod") if isinstance(repeat, dict) else None
+        if isinstance(bounds, dict) and "start" in bounds:
+            dates.append((f"{where}.repeat.boundsPeriod.start", bounds["start"]))
+        for at, value in dates:
+            if parse_date(value) is None:
+                raise BadRequest(f"'{at}' is not a FHIR date; the planned start of the order "
+                                 "cannot be read.", [at])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -10,10 +11,19 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .domain.terminology import all_value_sets
 from .engine import answer
-from .errors import NotFound, PayloadTooLarge, ServiceError, Unavailable, operation_outcome
+from .errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    Unavailable,
+    operation_outcome,
+)
 from .feedback import accept_feedback, utc_now
 from .hook_request import parse_json, read_hook_request
+from .observability import FEEDBACK, HOOK_LATENCY, card_topic, metrics_exposition, record_hook
 from .services import SERVICES, SERVICES_BY_ID
 
 log = logging.getLogger(__name__)
@@ -40,13 +50,34 @@ def call_service(service_id: str) -> Response:
     service = SERVICES_BY_ID.get(service_id)
     if service is None:
         raise NotFound(f"No CDS service with id '{service_id}'.")
-    hook_request = read_hook_request(parse_json(request.get_data(cache=False)), service.hook)
-    fetcher = current_app.extensions.get("cds_fetcher")
-    result = answer(hook_request, service, today(), fetcher)
+    started = time.perf_counter()
+    hook_instance: str | None = None
+    try:
+        hook_request = read_hook_request(parse_json(request.get_data(cache=False)), service.hook)
+        hook_instance = hook_request.hook_instance
+        fetcher = current_app.extensions.get("cds_fetcher")
+        result = answer(hook_request, service, today(), fetcher)
+    except ServiceError as exc:
+        _log_hook(service.id, hook_instance, exc.status, started, code=exc.issue_code)
+        raise
+    cards = result.body["cards"]
     audit = current_app.extensions.get("cds_audit")
     if audit is not None:
-        audit.submit(service.id, hook_request.hook_instance, result.body["cards"], utc_now())
+        audit.submit(service.id, hook_request.hook_instance, cards, utc_now())
+    record_hook(service.id, cards, result.origin)
+    _log_hook(service.id, hook_instance, 200, started, dataOrigin=result.origin,
+              topics=[f"{card_topic(card)}:{card.get('indicator')}" for card in cards])
     return json_response(result.body)
+
+
+def _log_hook(service_id: str, hook_instance: str | None, status: int, started: float,
+              **fields: Any) -> None:
+    """One JSON log line and one latency sample per hook call: identifiers, never content."""
+    seconds = time.perf_counter() - started
+    HOOK_LATENCY.labels(service=service_id, status=str(status)).observe(seconds)
+    log.info("hook answered" if status == 200 else "hook refused", extra={
+        "hookInstance": hook_instance, "service": service_id, "status": status,
+        "durationMs": round(seconds * 1000, 2), **fields})
 
 
 @api.post("/cds-services/<service_id>/feedback")
@@ -57,8 +88,51 @@ def post_feedback(service_id: str) -> Response:
     database = current_app.extensions.get("cds_db")
     if database is None:
         raise Unavailable("Feedback storage is not configured.")
-    accept_feedback(database, service_id, parse_json(request.get_data(cache=False)), utc_now())
+    try:
+        body = parse_json(request.get_data(cache=False))
+        items, stored = accept_feedback(database, service_id, body, utc_now())
+    except BadRequest:
+        FEEDBACK.labels(outcome="invalid").inc()
+        raise
+    except Unavailable:
+        FEEDBACK.labels(outcome="unavailable").inc()
+        raise
+    FEEDBACK.labels(outcome="stored").inc(stored)
+    FEEDBACK.labels(outcome="duplicate").inc(items - stored)
+    log.info("feedback stored", extra={"service": service_id, "items": items, "new": stored})
     return json_response({})
+
+
+@api.get("/healthz", provide_automatic_options=False)
+def healthz() -> Response:
+    """Liveness: the process answers HTTP. Nothing else is checked (no restart for a DB outage)."""
+    return json_response({"status": "ok"})
+
+
+@api.get("/readyz", provide_automatic_options=False)
+def readyz() -> Response:
+    """Readiness: the database answers and the value sets are loaded; 503 names what is not."""
+    checks: dict[str, dict[str, Any]] = {}
+    database = current_app.extensions.get("cds_db")
+    try:
+        if database is None:
+            raise RuntimeError("not configured")
+        database.ping()
+        checks["database"] = {"ok": True}
+    except Exception as exc:  # noqa: BLE001 (any failure means not ready)
+        checks["database"] = {"ok": False, "detail": f"unreachable ({type(exc).__name__})"}
+    value_sets = all_value_sets()
+    checks["valueSets"] = {"ok": bool(value_sets), "detail": f"{len(value_sets)} loaded"}
+    ready = all(check["ok"] for check in checks.values())
+    return json_response({"status": "ready" if ready else "not ready", "checks": checks},
+                         200 if ready else 503)
+
+
+@api.get("/metrics", provide_automatic_options=False)
+def metrics() -> Response:
+    """Prometheus exposition (no patient data: services, topics, outcomes and reasons only)."""
+    body, content_type = metrics_exposition()
+    return Response(body, status=200, content_type=content_type)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -21,15 +21,28 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 metadata = MetaData()
+
+
+class FreeText(TypeDecorator[str]):
+    """Text a client sent (feedback, hookInstance): any length, and NUL, which PostgreSQL text
+    cannot hold, stored as U+FFFD, so that valid input never becomes a 503 on one backend only."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else value.replace("\x00", "\ufffd")
 
 issued_cards = Table(
     "issued_cards",
@@ -38,7 +51,7 @@ issued_cards = Table(
     Column("service_id", String(100), nullable=False),
     Column("topic", String(100), nullable=False, index=True),
     Column("indicator", String(16), nullable=False),
-    Column("hook_instance", String(200), nullable=False),
+    Column("hook_instance", FreeText, nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -52,11 +65,11 @@ feedback = Table(
     Column("card_uuid", String(36), nullable=False, index=True),
     Column("outcome", String(16), nullable=False),
     Column("accepted_suggestions", Text, nullable=True),
-    Column("override_reason_system", String(200), nullable=True),
-    Column("override_reason_code", String(100), nullable=True),
-    Column("override_reason_display", String(300), nullable=True),
-    Column("override_comment", Text, nullable=True),
-    Column("outcome_timestamp", String(40), nullable=False),
+    Column("override_reason_system", FreeText, nullable=True),
+    Column("override_reason_code", FreeText, nullable=True),
+    Column("override_reason_display", FreeText, nullable=True),
+    Column("override_comment", FreeText, nullable=True),
+    Column("outcome_timestamp", FreeText, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -70,7 +83,7 @@ seen_jti = Table(
 )
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, lock_timeout_seconds: float = 5.0) -> Engine:
     """An engine for the URL; for SQLite, the folder is created and writers wait instead of failing."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -82,21 +95,42 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             pass  # connecting will fail with an OperationalError, which callers turn into a 503
-        engine = create_engine(url, connect_args={"timeout": 5})
+        engine = create_engine(url, connect_args={"timeout": lock_timeout_seconds})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout_seconds * 1000)}")
             cursor.close()
 
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
+SCHEMA_LOCK_KEY = 0x6364735F736368  # any constant shared by every replica ("cds_sch")
+"""PostgreSQL advisory lock held while creating tables, so replicas starting at once do not race."""
+
+
 def create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
+    """Create missing tables; safe when several processes or replicas do it at the same moment
+    (a plain check-then-create makes all but one of them fail their first request)."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    with engine.begin() as connection:
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            # Concurrent CREATE TABLE (even IF NOT EXISTS) can collide in PostgreSQL's catalogue.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": SCHEMA_LOCK_KEY})
+            metadata.create_all(connection)
+        elif dialect == "sqlite":
+            for table in metadata.sorted_tables:
+                connection.execute(CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    connection.execute(CreateIndex(index, if_not_exists=True))
+        else:
+            metadata.create_all(connection)
 
 
 class Database:
@@ -104,8 +138,9 @@ class Database:
     hooks) while the database is down; a later call retries. Errors surface as SQLAlchemyError or
     OSError for callers to map (feedback: 503; issued-card audit: a logged warning)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lock_timeout_seconds: float = 5.0) -> None:
         self.url = url
+        self.lock_timeout_seconds = lock_timeout_seconds
         self._engine: Engine | None = None
         self._schema_ready = False
         self._lock = threading.Lock()
@@ -114,7 +149,7 @@ class Database:
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                self._engine = make_engine(self.url)
+                self._engine = make_engine(self.url, self.lock_timeout_seconds)
             if not self._schema_ready:
                 create_schema(self._engine)
                 self._schema_ready = True
@@ -126,6 +161,11 @@ class Database:
         with self.engine.begin() as connection:
             yield connection
 
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (the readiness probe)."""
+        with self.begin() as connection:
+            connection.execute(text("SELECT 1"))
+
     def dispose(self) -> None:
         with self._lock:
             if self._engine is not None:
@@ -134,7 +174,8 @@ class Database:
 
 def init_storage(app: Any, settings: Any) -> Database:
     """Attach the database named by `settings.database_url` as `app.extensions["cds_db"]`."""
-    database = Database(settings.database_url)
+    database = Database(settings.database_url,
+                        settings.database_lock_timeout_seconds)
     app.extensions["cds_db"] = database
     return database
 
@@ -151,8 +192,10 @@ def insert_ignore(connection: Connection, table: Table, rows: Iterable[Mapping[s
                 from sqlalchemy.dialects.sqlite import insert as dialect_insert
             else:
                 from sqlalchemy.dialects.postgresql import insert as dialect_insert
-            result = connection.execute(dialect_insert(table).values(**row).on_conflict_do_nothing())
-            inserted += max(result.rowcount, 0)
+            # Counted by RETURNING: rowcount of an INSERT is -1 with psycopg (SQLAlchemy 2.1).
+            statement = dialect_insert(table).values(**row).on_conflict_do_nothing()
+            result = connection.execute(statement.returning(*list(table.columns)[:1]))
+            inserted += len(result.fetchall())
         else:
             try:
                 with connection.begin_nested():

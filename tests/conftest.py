@@ -129,6 +129,12 @@ class Contract:
         validator = documented.content[response.mimetype]
         if method == "HEAD" or validator is None:
             return out
+        if response.mimetype.startswith("text/"):  # e.g. /metrics: the text itself is validated
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return out + ["the text body is not UTF-8"]
+            return out + [error.message for error in validator.iter_errors(text)]
         return out + self._body_problems(validator, data)
 
     def _outcome_problems(self, response: TestResponse) -> list[str]:

@@ -10,13 +10,19 @@ It answers `GET /fhir/Patient/<id>` and `GET /fhir/<Type>?patient=<id>` (Observa
 `code=system|code,...`), pages search results by `_count` (or `page_size`) with absolute `next`
 links, checks `Authorization: Bearer <token>`, and injects one fault at a time (`fault=`):
 "500", "401", "invalid-json", "operation-outcome", "slow" (sleeps `delay_seconds` longer than any
-test deadline), "next-elsewhere" (search pages carry a `next` link to `next_elsewhere`).
+test deadline), "next-elsewhere" (search pages carry a `next` link to `next_elsewhere`), "html"
+(a 200 HTML login page), "huge" (a valid Bundle padded to `huge_bytes`), "wrong-types" (a
+searchset of Spaceship resources), "trickle" (headers, then one body byte every 50 ms, never
+finishing), "reset" (headers and part of the body, then a TCP reset), "hang-up" (the connection
+closed without any answer).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-FAULTS = ("500", "401", "invalid-json", "operation-outcome", "slow", "next-elsewhere")
+FAULTS = ("500", "401", "invalid-json", "operation-outcome", "slow", "next-elsewhere", "html",
+          "huge", "wrong-types", "trickle", "reset", "hang-up")
+SOCKET_FAULTS = ("trickle", "reset", "hang-up")
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,8 @@ class FhirStub:
     def __init__(self, request_json: dict[str, Any], *, token: str | None = "stub-token",
                  delay_seconds: float = 0.0, page_size: int | None = None,
                  fault: str | None = None, fault_types: tuple[str, ...] = (),
-                 next_elsewhere: str = "https://elsewhere.example.org/fhir") -> None:
+                 next_elsewhere: str = "https://elsewhere.example.org/fhir",
+                 huge_bytes: int = 2_000_000) -> None:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
         self.token = token
@@ -91,6 +100,7 @@ class FhirStub:
         self.fault = fault
         self.fault_types = fault_types  # empty: every request; else only these resource types
         self.next_elsewhere = next_elsewhere.rstrip("/")
+        self.huge_bytes = huge_bytes
         self.by_type: dict[str, list[dict[str, Any]]] = {}
         for resource in _resources(request_json):
             self.by_type.setdefault(resource["resourceType"], []).append(resource)
@@ -112,13 +122,15 @@ class FhirStub:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 started = time.monotonic()
                 try:
+                    if stub._socket_fault(self):
+                        return
                     status, body, ctype = stub._answer(self.path, self.headers.get("Authorization"))
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
+                except OSError:
                     pass  # the client gave up (deadline): expected in fault tests
                 finally:
                     parts = urlsplit(self.path)
@@ -180,6 +192,30 @@ class FhirStub:
 
     # -- answers ------------------------------------------------------------------------------
 
+    def _socket_fault(self, handler: BaseHTTPRequestHandler) -> bool:
+        """Misbehave at the TCP level for "trickle", "reset" and "hang-up"; True if it did."""
+        resource_type = urlsplit(handler.path).path.removeprefix("/fhir").strip("/").split("/")[0]
+        if self.fault not in SOCKET_FAULTS or (self.fault_types
+                                               and resource_type not in self.fault_types):
+            return False
+        handler.close_connection = True
+        if self.fault == "hang-up":
+            return True
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/fhir+json")
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        handler.wfile.write(b'{"resourceType": "Bundle", "type": "searchset", "entry": [')
+        handler.wfile.flush()
+        if self.fault == "reset":  # SO_LINGER 0: close() sends RST instead of FIN
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                          struct.pack("ii", 1, 0))
+            return True
+        while not self._stopping.wait(0.05):  # trickle: one byte at a time, never finishing
+            handler.wfile.write(b" ")
+            handler.wfile.flush()
+        return True
+
     def _answer(self, raw_path: str, authorization: str | None) -> tuple[int, bytes, str]:
         parts = urlsplit(raw_path)
         query = parse_qs(parts.query)
@@ -201,6 +237,15 @@ class FhirStub:
             return 200, b'{"resourceType": "Bundle", "entry": [', "application/fhir+json"
         if faulty and self.fault == "operation-outcome":
             return self._json(200, _outcome("search failed"))
+        if faulty and self.fault == "html":
+            return 200, b"<!DOCTYPE html><html><body>Please log in</body></html>", "text/html"
+        if faulty and self.fault == "wrong-types":
+            return self._json(200, {"resourceType": "Bundle", "type": "searchset", "entry": [
+                {"resource": {"resourceType": "Spaceship", "id": str(i)}} for i in range(3)]})
+        if faulty and self.fault == "huge":
+            padding = "x" * self.huge_bytes
+            return self._json(200, {"resourceType": "Bundle", "type": "searchset",
+                                    "meta": {"tag": [{"code": padding}]}, "entry": []})
         if "/" in path:
             rtype, _, rid = path.partition("/")
             for resource in self.by_type.get(rtype, []):

@@ -21,3 +21,16 @@ def test_bench_smoke_run_prints_tables_and_writes_the_report(tmp_path: Path) -> 
         assert heading in report
     assert "| other drug" in result.stdout and "| alemtuzumab" in result.stdout
     assert "| 0 |" in report.split("## Over HTTP")[1].split("##")[0]  # no HTTP errors
+
+
+def test_soak_smoke_run_exits_0_and_prints_the_verdicts(tmp_path: Path) -> None:
+    """`bench/soak.py` at tiny durations: no errors, memory within target, the verdict lines."""
+    report = tmp_path / "soak.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", "3", "--warmup", "1",
+         "--json", str(report)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "errors: 0 (target 0) — met" in result.stdout
+    assert "RSS growth: " in result.stdout and "(target < 10%" in result.stdout
+    assert report.exists() and (tmp_path / "soak.server.log").exists()

@@ -7,9 +7,11 @@ patients and entered-in-error records are dropped here, once, for every rule.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
 from ..fhir.models import validation_problem
@@ -108,6 +110,28 @@ def iter_resources(value: Any) -> Iterator[dict[str, Any]]:
     yield value
 
 
+def canonical_order(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Resources by (resourceType, id); resources sharing both are ordered by their content.
+
+    The content key (sorted-key JSON) is computed only for those ties, so a large prefetch costs
+    one cheap sort. A resource too deeply nested to serialise keeps its place among its ties.
+    """
+    def type_and_id(resource: dict[str, Any]) -> tuple[str, str]:
+        return str(resource.get("resourceType")), str(resource.get("id"))
+
+    def content(resource: dict[str, Any]) -> str:
+        try:
+            return json.dumps(resource, sort_keys=True, default=str)
+        except (RecursionError, ValueError):
+            return ""
+
+    out: list[dict[str, Any]] = []
+    for _, group in groupby(sorted(resources, key=type_and_id), key=type_and_id):
+        ties = list(group)
+        out.extend(sorted(ties, key=content) if len(ties) > 1 else ties)
+    return out
+
+
 @dataclass
 class PatientRecord:
     """What the EHR told us about one patient, indexed by type and by code."""
@@ -134,8 +158,13 @@ class PatientRecord:
         values: Iterable[Any],
         no_data: Iterable[str] = (),
     ) -> PatientRecord:
-        """Index every resource of this patient found in the prefetch values, in one pass."""
+        """Index every resource of this patient found in the prefetch values, in one pass.
+
+        Resources are indexed in a canonical order (see `canonical_order`), so evidence lists and
+        "first found" choices never depend on how the EHR or the FHIR server ordered or paged them.
+        """
         record = cls(patient_id=patient_id, no_data=frozenset(no_data))
+        found: list[dict[str, Any]] = []
         for value in values:
             if isinstance(value, dict) and value.get("resourceType") == "Bundle":
                 entries = value.get("entry")  # the FHIR layer refuses a non-array entry (400)
@@ -145,8 +174,9 @@ class PatientRecord:
                         resource = entry.get("resource")
                         if isinstance(full_url, str) and isinstance(resource, dict):
                             record.by_full_url[full_url] = resource
-            for resource in iter_resources(value):
-                record.add(resource)
+            found.extend(iter_resources(value))
+        for resource in canonical_order(found):
+            record.add(resource)
         return record
 
     def add(self, resource: dict[str, Any]) -> None:
@@ -180,7 +210,10 @@ class PatientRecord:
         """Why a resource fails R4B validation (cached), or None when it is valid."""
         key = id(resource)
         if key not in self._problems:
-            self._problems[key] = validation_problem(resource)
+            try:
+                self._problems[key] = validation_problem(resource)
+            except RecursionError:  # nesting deeper than the validator can walk: unreadable
+                self._problems[key] = "nested too deeply to be read"
         return self._problems[key]
 
     def coded(self, rtype: str, value_set: ValueSet) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from requests.adapters import HTTPAdapter
 from ..config import Settings
 from ..errors import PreconditionFailed
 from ..hook_request import HookRequest
+from ..observability import FHIR_FETCHES
 from .models import is_known_type
 from .prefetch import Fetched, next_link
 
@@ -135,11 +136,15 @@ class FhirClient:
         failures: dict[str, str] = {}
         for future, key in futures.items():
             if future not in done:
+                FHIR_FETCHES.labels(outcome="unfinished").inc()  # deadline, or abandoned
                 continue
             exc = future.exception()
             if exc is None:
                 results[key] = future.result()
-            elif isinstance(exc, KeyFailed):
+                FHIR_FETCHES.labels(outcome="ok").inc()
+                continue
+            FHIR_FETCHES.labels(outcome="failed").inc()
+            if isinstance(exc, KeyFailed):
                 failures[key] = str(exc)
             else:  # a bug, not the server: keep the detail in the log, not in the response
                 log.error("fetching prefetch key %s failed: %s", key, type(exc).__name__)

@@ -1,0 +1,185 @@
+"""Logs and metrics: one JSON object per log line, Prometheus metrics that work under gunicorn.
+
+What may be logged is decided here and in the few `log.*` calls of the package: identifiers of
+the call (hookInstance, service, card topics, statuses, reasons), never request content. Exception
+messages can carry request content (a bad date, a name), so tracebacks are logged as frames and
+exception types only.
+
+Metrics: with PROMETHEUS_MULTIPROC_DIR set (as `cds-service serve` does) every gunicorn worker
+writes its samples to that folder and `/metrics` on any worker reports the sum over all workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import traceback
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LOG_LEVEL_ENV = "CDS_LOG_LEVEL"
+
+# ---------------------------------------------------------------------------------------------
+# Metrics (names prefixed cds_; counters get the _total suffix from prometheus-client).
+
+HOOK_LATENCY = Histogram(
+    "cds_hook_request_duration_seconds",
+    "Time to answer a hook call (parse, evaluate, serialise), per service and HTTP status.",
+    ["service", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CARDS = Counter("cds_cards", "Cards returned, by service, card topic and indicator.",
+                ["service", "topic", "indicator"])
+PREFETCH_KEYS = Counter(
+    "cds_prefetch_keys",
+    "Prefetch keys used by alemtuzumab calls, by where the data came from "
+    "(prefetch, prefetch-null, fhir-server).",
+    ["origin"])
+FHIR_FETCHES = Counter(
+    "cds_fhir_fetches",
+    "Prefetch keys fetched from the EHR's FHIR server, by outcome (unfinished: past the "
+    "deadline, or abandoned after another key failed).",
+    ["outcome"])
+FEEDBACK = Counter(
+    "cds_feedback",
+    "Feedback items and posts by outcome: stored and duplicate count items; invalid and "
+    "unavailable count posts.",
+    ["outcome"])
+AUTH_FAILURES = Counter("cds_auth_failures", "EHR JWTs refused, by reason.", ["reason"])
+AUDIT_DROPPED = Counter("cds_card_audit_dropped",
+                        "Issued-card audit rows dropped (database unavailable or queue full).")
+
+FEEDBACK_OUTCOMES = ("stored", "duplicate", "invalid", "unavailable")
+FETCH_OUTCOMES = ("ok", "failed", "unfinished")
+PREFETCH_ORIGINS = ("prefetch", "prefetch-null", "fhir-server")
+
+
+def initialise_labels(auth_reasons: Iterable[str]) -> None:
+    """Create every fixed label set at zero, so dashboards see a series before the first event."""
+    for reason in auth_reasons:
+        AUTH_FAILURES.labels(reason=reason)
+    for outcome in FEEDBACK_OUTCOMES:
+        FEEDBACK.labels(outcome=outcome)
+    for outcome in FETCH_OUTCOMES:
+        FHIR_FETCHES.labels(outcome=outcome)
+    for origin in PREFETCH_ORIGINS:
+        PREFETCH_KEYS.labels(origin=origin)
+
+
+def origin_label(origin: str) -> str:
+    """The metric label for an `Answer.origin` value ("prefetch (null: no data)" -> prefetch-null)."""
+    if origin.startswith("fhirServer"):
+        return "fhir-server"
+    if "null" in origin:
+        return "prefetch-null"
+    return "prefetch"
+
+
+def record_hook(service_id: str, cards: Iterable[Mapping[str, Any]],
+                origin: Mapping[str, str]) -> None:
+    """Count the cards of one answered hook call and where its prefetch data came from."""
+    for card in cards:
+        CARDS.labels(service=service_id, topic=card_topic(card),
+                     indicator=str(card.get("indicator", ""))).inc()
+    for value in origin.values():
+        PREFETCH_KEYS.labels(origin=origin_label(value)).inc()
+
+
+def card_topic(card: Mapping[str, Any]) -> str:
+    return str(((card.get("source") or {}).get("topic") or {}).get("code") or "(no topic)")
+
+
+def metrics_exposition() -> tuple[bytes, str]:
+    """The Prometheus text exposition: summed over all gunicorn workers in multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def worker_exited(pid: int) -> None:
+    """Gunicorn child_exit hook: the dead worker's live gauges are dropped (counters are kept)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs
+
+
+class SafeJsonFormatter(OrjsonFormatter):
+    """One JSON object per line. Tracebacks keep frames and exception types, never messages:
+    an exception message may quote request content (a name, a date, a token)."""
+
+    def formatException(self, ei: Any) -> str:
+        exc_type, exc_value, tb = ei
+        return "".join(_frames_and_types(exc_type, exc_value, tb))
+
+
+def _frames_and_types(exc_type: type[BaseException] | None, exc_value: BaseException | None,
+                      tb: TracebackType | None) -> list[str]:
+    """Like traceback.format_exception, oldest cause first, with every message replaced."""
+    chain: list[tuple[BaseException, TracebackType | None]] = []
+    current, current_tb = exc_value, tb
+    while current is not None and all(current is not seen for seen, _ in chain):
+        chain.append((current, current_tb))
+        current = current.__cause__ or (None if current.__suppress_context__
+                                        else current.__context__)
+        current_tb = current.__traceback__ if current is not None else None
+    lines: list[str] = []
+    for exc, exc_tb in reversed(chain):
+        lines.append("Traceback (most recent call last):\n")
+        lines.extend(traceback.format_list(traceback.extract_tb(exc_tb)))
+        lines.append(f"{type(exc).__module__}.{type(exc).__qualname__} (message withheld)\n")
+    if not chain and exc_type is not None:
+        lines.append(f"{exc_type.__qualname__} (message withheld)\n")
+    return lines
+
+
+LOG_FIELDS = ("levelname", "name", "process", "message")
+
+
+def logging_config(level: str | None = None) -> dict[str, Any]:
+    """A dictConfig for the whole process (ours, gunicorn's, libraries'): JSON lines on stderr.
+
+    Libraries that would write URLs or SQL with request values (urllib3, sqlalchemy) are held at
+    WARNING whatever the level."""
+    level = (level or os.environ.get(LOG_LEVEL_ENV) or "INFO").upper()
+    formatter = {
+        "()": f"{__name__}.SafeJsonFormatter",
+        "fmt": list(LOG_FIELDS),
+        "rename_fields": {"levelname": "level", "name": "logger"},
+        "timestamp": "time",  # ISO 8601, UTC
+    }
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    quiet = {"level": "WARNING", "propagate": True}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": formatter},
+        "handlers": {"stderr": handler},
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+            "urllib3": quiet, "sqlalchemy": quiet, "werkzeug": quiet,
+        },
+    }
+
+
+def configure_logging(level: str | None = None) -> None:
+    logging.config.dictConfig(logging_config(level))

@@ -1,0 +1,135 @@
+"""The container recipe: what the Dockerfile promises, run for real without a Docker daemon.
+
+No image is built here (no daemon, no registry); instead the runtime stage's own ENV, CMD and
+HEALTHCHECK are read from the Dockerfile and executed against this checkout's installed package:
+the server must start from environment variables alone, and the health check must pass while it
+serves and fail once it is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from jwt_keys import ec_key, jwks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the runtime (last) stage, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    last_from = max(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
+    out = []
+    for line in lines[last_from:]:
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def env_of_image() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, rest in instructions():
+        if word == "ENV":
+            for pair in shlex.split(rest):
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
+
+
+def exec_form(word: str) -> list[str]:
+    """The JSON (exec) form of CMD, or of HEALTHCHECK's CMD."""
+    rest = next(rest for w, rest in instructions() if w == word)
+    command: list[str] = json.loads(rest[rest.index("["):])
+    return command
+
+
+def test_the_runtime_stage_runs_unprivileged_with_a_health_check_and_no_flags() -> None:
+    """Non-root USER, a HEALTHCHECK, gunicorn via `cds-service serve` configured by ENV only."""
+    words = dict(instructions())
+    assert words["USER"] not in ("", "root", "0")
+    assert "HEALTHCHECK" in words
+    assert exec_form("CMD") == ["cds-service", "serve"]
+    assert {"CDS_HOST", "CDS_PORT", "CDS_WORKERS", "CDS_DATABASE_URL",
+            "PROMETHEUS_MULTIPROC_DIR"} <= set(env_of_image())
+    build = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "pip wheel --no-cache-dir --wheel-dir /wheels ." in build
+    assert "[test" not in build and "[bench" not in build  # no test or bench extras
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert {"tests", "fhir_fixtures", "bench", ".venv", ".git"} <= set(ignored)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def image_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The Dockerfile's ENV, with the paths and port moved into this test's sandbox."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))}
+    env.update(env_of_image())
+    env.update(CDS_HOST="127.0.0.1", CDS_PORT=str(free_port()),
+               CDS_DATABASE_URL=f"sqlite:///{tmp_path}/cds.sqlite3",
+               PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), **extra)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def health_check(env: dict[str, str]) -> int:
+    command = exec_form("HEALTHCHECK")
+    if command[0] == "python":
+        command[0] = sys.executable
+    return subprocess.run(command, env=env, capture_output=True, timeout=30,
+                          check=False).returncode
+
+
+def test_the_image_command_serves_from_environment_and_the_health_check_follows_it(
+        tmp_path: Path) -> None:
+    """CMD starts from ENV alone; HEALTHCHECK passes while it serves and fails after it stops."""
+    issuers = json.dumps([{"iss": "https://ehr.example.org", "jwks": jwks(ec_key("k"))}])
+    env = image_env(tmp_path, CDS_TRUSTED_ISSUERS_JSON=issuers)
+    base = f"http://127.0.0.1:{env['CDS_PORT']}"
+    proc = subprocess.Popen(exec_form("CMD"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, "the server exited at start-up"
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        assert health_check(env) == 0
+        assert requests.get(base + "/cds-services", timeout=5).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        assert proc.stderr is not None
+        stderr = proc.stderr.read().decode()
+        proc.stderr.close()
+    assert health_check(env) != 0
+    # The server's own lines are JSON (gunicorn's included).
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines and all(json.loads(line)["level"] for line in lines)
+
+
+def test_the_image_refuses_to_start_without_trusted_issuers(tmp_path: Path) -> None:
+    """Secure by default in the container too: no issuers, no server (exit 2, reason logged)."""
+    env = image_env(tmp_path)
+    result = subprocess.run(exec_form("CMD"), env=env, capture_output=True, timeout=60,
+                            check=False)
+    assert result.returncode == 2
+    assert b"EHR authentication is not configured" in result.stderr
