@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,6 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import create_engine, func, select
-
-from cds_service.app import create_app
-from cds_service.auth import (
-    AuthConfigError,
-    AuthFailure,
-    DatabaseJtiStore,
-    Verifier,
-    parse_trusted_issuers,
-)
-from cds_service.storage import create_schema, seen_jti
 from jwt_keys import (
     JwksServer,
     SigningKey,
@@ -40,6 +28,18 @@ from jwt_keys import (
     unsigned_token,
     with_payload,
 )
+from served import free_port, stop, wait_until_serving
+from sqlalchemy import create_engine, func, select
+
+from cds_service.app import create_app
+from cds_service.auth import (
+    AuthConfigError,
+    AuthFailure,
+    DatabaseJtiStore,
+    Verifier,
+    parse_trusted_issuers,
+)
+from cds_service.storage import create_schema, seen_jti
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX = Path(__file__).resolve().parent / "data" / "sandbox"
@@ -525,12 +525,6 @@ def test_serve_refuses_a_bad_issuer_configuration(tmp_path: Path) -> None:
     assert "no key source" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_with_issuers_starts_and_requires_a_token(tmp_path: Path, keys: Keys) -> None:
     """With trusted issuers configured the real server starts, refuses anonymous calls and
     accepts a signed one."""
@@ -542,26 +536,12 @@ def test_serve_with_issuers_starts_and_requires_a_token(tmp_path: Path, keys: Ke
                              "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                anonymous = requests.get(base + DISCOVERY, timeout=2)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-        assert anonymous.status_code == 401
+        wait_until_serving(proc, base + DISCOVERY, status=401)  # anonymous: refused
         token = keys.ec.sign(claims(ISS, base + DISCOVERY, time.time()))
         signed = requests.get(base + DISCOVERY, headers=bearer(token), timeout=5)
         assert signed.status_code == 200
         assert signed.json()["services"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         if proc.stderr:
             proc.stderr.close()

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 from jwt_keys import ec_key, jwks
+from served import free_port, stop, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,12 +67,6 @@ def test_the_runtime_stage_runs_unprivileged_with_a_health_check_and_no_flags() 
     assert {"tests", "fhir_fixtures", "bench", ".venv", ".git"} <= set(ignored)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def image_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The Dockerfile's ENV, with the paths and port moved into this test's sandbox."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))}
@@ -102,21 +95,11 @@ def test_the_image_command_serves_from_environment_and_the_health_check_follows_
     proc = subprocess.Popen(exec_form("CMD"), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None, "the server exited at start-up"
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_serving(proc, base + "/readyz")
         assert health_check(env) == 0
         assert requests.get(base + "/cds-services", timeout=5).status_code == 401
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        stop(proc)
         assert proc.stderr is not None
         stderr = proc.stderr.read().decode()
         proc.stderr.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import requests
 from fhir_stub_server import FhirStub, without_prefetch
 from jwt_keys import claims, ec_key, jwks
 from prometheus_client.parser import text_string_to_metric_families
+from served import free_port, stop, wait_until_serving
 
 from cds_service.app import create_app
 from cds_service.cli import prepare_metrics_dir
@@ -199,12 +199,6 @@ def test_dropped_audit_rows_are_counted() -> None:
 
 # --- under gunicorn: metrics summed over worker processes --------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def gunicorn_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`cds-service serve --workers 2` on a free port; yields (base URL, stderr log file)."""
@@ -219,24 +213,10 @@ def gunicorn_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             env=env, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_serving(proc, base + "/readyz", why_exited=log_path.read_text)
         yield base, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_metrics_under_gunicorn_sum_every_worker(gunicorn_server: tuple[str, Path]) -> None:
