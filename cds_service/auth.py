@@ -8,6 +8,7 @@ stored; only (iss, jti) are kept, in the replay store, until the token has expir
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -299,6 +300,12 @@ class _Transactional(Protocol):
     def begin(self) -> AbstractContextManager[Connection]: ...
 
 
+def jti_key(jti: str) -> str:
+    """The stored form of a jti: its SHA-256, so any jti a signed token carries (any length, any
+    character, NUL included) fits the column and is compared exactly."""
+    return hashlib.sha256(jti.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class DatabaseJtiStore:
     """Seen jti in the `seen_jti` table: the unique (iss, jti) constraint makes insert-or-fail
     atomic, so replicas sharing one database (PostgreSQL) refuse each other's replays too.
@@ -319,7 +326,8 @@ class DatabaseJtiStore:
                     conn.execute(delete(seen_jti).where(seen_jti.c.expires_at < _utc(now)))
                 self._last_purge = now
             with self.database.begin() as conn:
-                conn.execute(insert(seen_jti).values(iss=iss, jti=jti, expires_at=_utc(expires_at)))
+                conn.execute(insert(seen_jti).values(iss=iss, jti=jti_key(jti),
+                                                     expires_at=_utc(expires_at)))
         except IntegrityError:
             return False
         except (SQLAlchemyError, OSError) as exc:
