@@ -29,7 +29,8 @@ class Settings:
     database_url: str = "sqlite:///var/cds_service.sqlite3"
     """SQLAlchemy URL for feedback, the issued-card audit and the JWT replay store."""
     database_lock_timeout_seconds: float = 5.0
-    """How long a SQLite writer waits for another's lock before the write fails (feedback: 503)."""
+    """How long a SQLite writer waits for another's lock, and a PostgreSQL connection attempt for
+    the server (at least 2 s), before the write fails (feedback: 503)."""
     fhir_server_allowlist: tuple[str, ...] = ()
     """URL prefixes a request's fhirServer must start with (https only, see http_allowed_hosts)."""
     http_allowed_hosts: tuple[str, ...] = ()

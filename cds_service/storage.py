@@ -6,6 +6,7 @@ No patient data is stored: cards are recorded by uuid, service, topic, indicator
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -105,7 +106,11 @@ def make_engine(url: str, lock_timeout_seconds: float = 5.0) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # Without it a silent server holds a feedback post (and /readyz) for minutes.
+        connect_args["connect_timeout"] = max(2, math.ceil(lock_timeout_seconds))  # libpq minimum
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 SCHEMA_LOCK_KEY = 0x6364735F736368  # any constant shared by every replica ("cds_sch")

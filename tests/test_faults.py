@@ -75,6 +75,8 @@ class Outage:
     url: str
     path: Path | None
     end: Callable[[], None] | None
+    release: Callable[[], None] | None = None
+    """Frees what the outage holds (a socket) at teardown, when `end` cannot."""
 
 
 def folder_is_a_file(tmp: Path) -> Outage:
@@ -113,12 +115,23 @@ def postgres_on_a_closed_port(tmp: Path) -> Outage:
     return Outage(f"postgresql+psycopg://u:p@127.0.0.1:{closed_port()}/x", None, None)
 
 
+def postgres_that_never_answers(tmp: Path) -> Outage:
+    """A port that accepts TCP connections but never speaks (a hung server or a black hole)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    return Outage(f"postgresql+psycopg://u:p@127.0.0.1:{port}/x", None, None, silent.close)
+
+
 NO_PSYCOPG = importlib.util.find_spec("psycopg") is None
 OUTAGES = [
     pytest.param(folder_is_a_file, id="the database folder cannot be created (a file is there)"),
     pytest.param(file_is_a_directory, id="the database file is a directory"),
     pytest.param(exclusively_locked, id="another connection holds an exclusive lock"),
     pytest.param(postgres_on_a_closed_port, id="PostgreSQL does not listen on its port",
+                 marks=pytest.mark.skipif(NO_PSYCOPG, reason="psycopg is not installed")),
+    pytest.param(postgres_that_never_answers, id="PostgreSQL accepts connections but never answers",
                  marks=pytest.mark.skipif(NO_PSYCOPG, reason="psycopg is not installed")),
 ]
 
@@ -157,8 +170,9 @@ def test_database_outage_keeps_cards_and_makes_feedback_retry(
         outage: Callable[[Path], Outage]) -> None:
     """Cards as with a healthy database, audit dropped and counted, feedback 503 then stored once."""
     down = outage(tmp_path)
-    if down.end is not None:
-        cleanup.append(down.end)
+    for callback in (down.end, down.release):
+        if callback is not None:
+            cleanup.append(callback)
     app = make_app(down.url)
     cleanup.append(app.extensions["cds_db"].dispose)
     client = app.test_client()
@@ -173,7 +187,9 @@ def test_database_outage_keeps_cards_and_makes_feedback_retry(
     assert audit.dropped >= len(response.get_json()["cards"]) > 0
 
     body = {"feedback": [comment("during the outage")]}
+    started = time.monotonic()
     refused = client.post(FEEDBACK, json=body)
+    assert time.monotonic() - started < 10.0, "the EHR must not wait for a dead database"
     assert refused.status_code == 503
     assert refused.get_json()["resourceType"] == "OperationOutcome"
     assert refused.get_json()["issue"][0]["code"] == "transient"
