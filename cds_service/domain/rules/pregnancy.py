@@ -14,6 +14,7 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord
 from ..results import Meaning
+from ..results import newest as newest_of
 from ..terminology import value_set
 from .conditions import current_conditions
 from .indication import age_at
@@ -57,7 +58,8 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
                        f"Not applicable: outside the reproductive age range {low}-{high}",
                        evidence=(who,), unreadable=unreadable)
     recent = [r for r in tests.current if (order.t0 - r.when.earliest).days <= window]
-    latest_recent = max(recent, key=lambda r: r.when.earliest) if recent else None
+    # Same-day ties go to the most worrying result (a same-day indeterminate is no all-clear).
+    latest_recent = newest_of(recent)
     evidence = (who,) + ((f"hCG: {newest.describe()}",) if newest else ())
     if latest_recent is not None and latest_recent.meaning is Meaning.NEGATIVE:
         return Finding(TOPIC, Status.MET, Severity.INFO,
