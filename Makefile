@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test venv test-venv fixtures bench soak clean docs
+.PHONY: run test lint venv test-venv fixtures bench soak clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ run: $(VENV)/.installed
 	@echo "WARNING: serving WITHOUT EHR authentication (--no-auth); for local use only." >&2
 	$(BIN)/cds-service serve --host $(HOST) --port $(PORT) --no-auth
 
-test: $(VENV)/.installed-test
+# Lint: ruff, then mypy (strict, on cds_service); settings in pyproject.toml.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check cds_service tests bench fhir_fixtures
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 fixtures: $(VENV)/.installed-test

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import http.client
 import os
 import socket
 import statistics
@@ -26,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import http.client
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -88,7 +88,7 @@ def scaled(request: dict[str, Any], target_bytes: int, patient_ref: str) -> dict
         bundle.setdefault("entry", []).append({"resource": resource})
         size += len(orjson.dumps(resource)) + 16
         n += 1
-    for key, bundle in out["prefetch"].items():
+    for bundle in out["prefetch"].values():
         if isinstance(bundle, dict) and bundle.get("resourceType") == "Bundle":
             bundle["total"] = len(bundle.get("entry", []))
     return out
@@ -116,7 +116,8 @@ def timing(samples: list[float]) -> Timing:
     return Timing(statistics.median(ordered) * 1e3, p95 * 1e3)
 
 
-def measure_pair(work: Callable[[], Any], floor: Callable[[], Any], runs: int) -> tuple[Timing, Timing]:
+def measure_pair(work: Callable[[], Any], floor: Callable[[], Any],
+                 runs: int) -> tuple[Timing, Timing]:
     """Interleave the work and the floor so both see the same machine state."""
     work(), floor()
     a: list[float] = []
@@ -150,7 +151,8 @@ class Row:
     work: Timing
     parse: Timing
     cold: Timing
-    """The same work with the validation cache emptied before every run (first sight of a record)."""
+    """The same work with the validation cache emptied before every run (first sight of a
+    record)."""
 
     @property
     def cold_ratio(self) -> float:
@@ -183,8 +185,11 @@ def in_process(sizes_mb: list[float], runs: int) -> list[Row]:
         request = scaled(base, int(size * 1e6), patient_ref)
         body = orjson.dumps(request)
         n = 11 if size > 1.5 else runs
-        work, floor = measure_pair(lambda: handle(body), lambda: orjson.loads(body), n)
-        cold, _ = measure_pair(lambda: (clear_validation_cache(), handle(body)), lambda: None, n)
+        # measure_pair calls these right away, so binding body as a default changes nothing.
+        work, floor = measure_pair(lambda body=body: handle(body),
+                                   lambda body=body: orjson.loads(body), n)
+        cold, _ = measure_pair(lambda body=body: (clear_validation_cache(), handle(body)),
+                               lambda: None, n)
         rows.append(Row(f"alemtuzumab {size:g} MB", len(body) / 1e6, count_resources(request),
                         work, floor, cold))
     return rows
@@ -240,7 +245,8 @@ def load_test(port: int, path: str, body: bytes, total: int, connections: int = 
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
-    per_conn = [total // connections + (1 if i < total % connections else 0) for i in range(connections)]
+    per_conn = [total // connections + (1 if i < total % connections else 0)
+                for i in range(connections)]
 
     def worker(count: int) -> None:
         nonlocal errors
@@ -314,6 +320,7 @@ def fhir_fallback(delay: float, runs: int) -> tuple[float, float, float] | None:
     stub server helper is unavailable."""
     try:
         from fhir_stub_server import serve_fixture, without_prefetch  # type: ignore[import-not-found]
+
         from cds_service.app import create_app
     except ImportError:
         return None
@@ -446,8 +453,8 @@ def main() -> int:
         sections += ["## Over HTTP (gunicorn, 2 workers, 127.0.0.1, 8 connections)", "",
                      "The floor is a minimal Flask app under the same gunicorn settings that only "
                      "parses the same body with orjson and answers `{\"cards\": []}` "
-                     "(`bench/floor_app.py`). Targets: >= 70% of the floor's throughput; p99 < 100 ms "
-                     "for the 1.3 MB alemtuzumab request.", "", http_table, ""]
+                     "(`bench/floor_app.py`). Targets: >= 70% of the floor's throughput; "
+                     "p99 < 100 ms for the 1.3 MB alemtuzumab request.", "", http_table, ""]
 
     fallback = fhir_fallback(0.05, 3 if args.smoke else 15)
     if fallback is not None:
@@ -456,11 +463,13 @@ def main() -> int:
               f"({total / one:.2f} x one response); stalled server answered in {stalled:.0f} ms "
               "(deadline 1000 ms)")
         sections += ["## FHIR-server fallback", "",
-                     "Every prefetch key missing; the stub FHIR server on 127.0.0.1 adds the latency "
-                     "below to each response; the service fetches the keys concurrently.", "",
+                     "Every prefetch key missing; the stub FHIR server on 127.0.0.1 adds the "
+                     "latency below to each response; the service fetches the keys "
+                     "concurrently.", "",
                      table(["median total ms", "one response ms", "total / one response",
                             "stalled server: answered in ms (deadline 1000 ms)"],
-                           [[f"{total:.1f}", f"{one:.0f}", f"{total / one:.2f}", f"{stalled:.0f}"]]),
+                           [[f"{total:.1f}", f"{one:.0f}", f"{total / one:.2f}",
+                             f"{stalled:.0f}"]]),
                      ""]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(sections))

@@ -39,7 +39,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +180,7 @@ def bad_requests(pools: dict[str, list[Body]]) -> list[tuple[str, str, bytes]]:
 
 
 def feedback_body(card: dict[str, Any], rng: random.Random) -> bytes:
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    when = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     suggestions = [s["uuid"] for s in card.get("suggestions", []) if s.get("uuid")]
     if suggestions and rng.random() < 0.5:
         item = {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": when,
@@ -499,7 +499,7 @@ def aligned(headers: list[str], rows: list[list[str]]) -> str:
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 

@@ -13,10 +13,10 @@ from .config import Settings
 from .cors import CorsPolicy
 from .domain.policy import load_policy
 from .domain.terminology import all_value_sets
-from .fhir.client import FhirClient
 from .errors import Unauthorized, Unavailable
-from .http_api import api, register_error_handlers
 from .feedback import CardAudit
+from .fhir.client import FhirClient
+from .http_api import api, register_error_handlers
 from .observability import AUTH_FAILURES, initialise_labels
 from .storage import init_storage
 

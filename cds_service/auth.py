@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -337,7 +337,7 @@ class DatabaseJtiStore:
 
 
 def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 # --- verification --------------------------------------------------------------------------------
@@ -424,9 +424,8 @@ class Verifier:
     def _key(self, issuer: TrustedIssuer, jku: Any, kid: str) -> PublicKey:
         """The key for kid: an allow-listed jku (fetched unless keys are pinned), else the
         issuer's own source. A jku that is not allow-listed is refused without any fetch."""
-        if jku is not None:
-            if not isinstance(jku, str) or jku not in issuer.allowed_jku:
-                raise AuthFailure("jku", issuer.iss)
+        if jku is not None and (not isinstance(jku, str) or jku not in issuer.allowed_jku):
+            raise AuthFailure("jku", issuer.iss)
         if issuer.jwks is not None:
             key = self._pinned[issuer.iss].get(kid)
         elif isinstance(jku, str):

@@ -77,7 +77,8 @@ def _source(topic: str, policy: Policy) -> dict[str, Any]:
 
 def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, Any]:
     """A new FHIR R4 resource (never a mutation of the request) that closes the gap."""
-    coding = {"system": suggestion.code[0], "code": suggestion.code[1], "display": suggestion.display}
+    coding = {"system": suggestion.code[0], "code": suggestion.code[1],
+              "display": suggestion.display}
     subject = {"reference": f"Patient/{patient_id}"}
     if suggestion.kind == "lab":
         resource: dict[str, Any] = {
@@ -129,7 +130,8 @@ def _detail(finding: Finding, policy: Policy) -> str:
         lines.extend(f"- {e}" for e in finding.evidence)
     if finding.unreadable:
         lines.append("")
-        lines.append("**Unreadable evidence** (could not be read, so it cannot count as an all-clear)")
+        lines.append("**Unreadable evidence** (could not be read, so it cannot count as an "
+                     "all-clear)")
         lines.extend(f"- {u}" for u in finding.unreadable)
     if rule is not None:
         lines.append("")
@@ -141,7 +143,8 @@ def _detail(finding: Finding, policy: Policy) -> str:
     return "\n".join(lines).strip()
 
 
-def finding_card(finding: Finding, hook_instance: str, patient_id: str, policy: Policy) -> dict[str, Any]:
+def finding_card(finding: Finding, hook_instance: str, patient_id: str,
+                 policy: Policy) -> dict[str, Any]:
     """The card for one unsatisfied check."""
     card: dict[str, Any] = {
         "uuid": card_uuid(hook_instance, finding.topic),
@@ -171,12 +174,14 @@ def summary_card(findings: list[Finding], order: OrderContext, hook_instance: st
     """The pharmacist's checklist: every check with its status and evidence."""
     shown = [f for f in findings if f.shown]
     worst = max((f.severity for f in shown), default=Severity.INFO)
-    counts = {s: sum(1 for f in shown if f.severity is s) for s in (Severity.CRITICAL, Severity.WARNING)}
+    counts = {s: sum(1 for f in shown if f.severity is s)
+              for s in (Severity.CRITICAL, Severity.WARNING)}
     if not shown:
         summary = f"Lemtrada eligibility: all {len(findings)} checks met for a start on {order.t0}"
     else:
         parts = [f"{n} {s.indicator}" for s, n in counts.items() if n]
-        summary = f"Lemtrada eligibility: {', '.join(parts)} of {len(findings)} checks; see checklist"
+        summary = (f"Lemtrada eligibility: {', '.join(parts)} of {len(findings)} checks; "
+                   "see checklist")
     lines = [
         f"Order {order.order.reference} recognised as Lemtrada by {order.order.matched_by}; "
         f"planned start (T0) {order.t0} from {order.t0_source}.",
@@ -190,7 +195,8 @@ def summary_card(findings: list[Finding], order: OrderContext, hook_instance: st
         evidence = "; ".join(finding.evidence) or finding.headline
         if finding.unreadable:
             evidence += "; unreadable: " + "; ".join(str(u) for u in finding.unreadable)
-        lines.append(f"| {_md(title)} (`{finding.topic}`) | {STATUS_MARK[finding.status]} | {_md(evidence)} |")
+        lines.append(f"| {_md(title)} (`{finding.topic}`) | {STATUS_MARK[finding.status]} | "
+                     f"{_md(evidence)} |")
     if reminders:
         lines.append("")
         lines.extend(reminders)
@@ -208,7 +214,8 @@ def summary_card(findings: list[Finding], order: OrderContext, hook_instance: st
 
 
 def build_cards(findings: list[Finding], order: OrderContext, hook_instance: str,
-                patient_id: str, policy: Policy, reminders: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+                patient_id: str, policy: Policy,
+                reminders: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One card per unsatisfied check, most urgent first, then the summary; nothing else."""
     ranked = sorted(
         (f for f in findings if f.shown), key=lambda f: -f.severity

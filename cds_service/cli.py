@@ -93,7 +93,8 @@ def _check(args: argparse.Namespace) -> int:
             print(f"error: no service answers hook {hook!r}", file=sys.stderr)
             return 1
         request = read_hook_request(doc, service.hook)
-        result = answer(request, service, date.fromisoformat(args.today) if args.today else date.today())
+        today = date.fromisoformat(args.today) if args.today else date.today()
+        result = answer(request, service, today)
     except ServiceError as exc:
         print(f"error ({exc.status}): {exc.message}", file=sys.stderr)
         return 1
@@ -106,8 +107,9 @@ def _check(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps({
             "service": service.id,
             "plannedStart": result.order.t0.isoformat() if result.order else None,
-            "checks": [{"topic": f.topic, "status": f.status.value, "indicator": f.severity.indicator
-                        if f.shown else None, "summary": f.headline, "evidence": list(f.evidence),
+            "checks": [{"topic": f.topic, "status": f.status.value,
+                        "indicator": f.severity.indicator if f.shown else None,
+                        "summary": f.headline, "evidence": list(f.evidence),
                         "unreadable": [str(u) for u in f.unreadable]} for f in result.findings],
             "cards": cards,
         }, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -198,10 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="evaluate a saved hook request and print the checklist")
     check.add_argument("request", help="path to a CDS Hooks request JSON file")
     check.add_argument("--json", action="store_true", help="machine-readable output")
-    check.add_argument("--today", help="the date to assume when the order has no start (YYYY-MM-DD)")
+    check.add_argument("--today",
+                       help="the date to assume when the order has no start (YYYY-MM-DD)")
     check.set_defaults(func=_check)
     report = sub.add_parser("feedback-report",
-                            help="per card topic: cards issued, accepted, overridden, override reasons")
+                            help="per card topic: cards issued, accepted, overridden, "
+                                 "override reasons")
     report.add_argument("--database-url", help="SQLAlchemy URL (default: CDS_DATABASE_URL or the "
                         "configured default)")
     report.add_argument("--json", action="store_true", help="machine-readable output")

@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, get_type_hints
 
-
 NOT_FROM_ENVIRONMENT = frozenset({"auth_disabled"})
 """Secure by default: only `--no-auth` (or a test) turns EHR authentication off, never a stray
 environment variable."""

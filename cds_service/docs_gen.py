@@ -125,7 +125,8 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         source = policy.sources[rule.source].title
         lines.append(
             f"| `{rule.topic}` | {_cell(rule.title)} | {_cell(rule.logic)} | {rule.indicator} | "
-            f"{_cell(_numbers(rule, policy))} | {_cell(f'{source}: {rule.citation}')} | {_hooks(rule)} |"
+            f"{_cell(_numbers(rule, policy))} | {_cell(f'{source}: {rule.citation}')} | "
+            f"{_hooks(rule)} |"
         )
     lines += [
         "",

@@ -1,4 +1,5 @@
-"""CDS Hooks feedback: validate a post, store it durably and idempotently, audit issued cards, report.
+"""CDS Hooks feedback: validate a post, store it durably and idempotently, audit issued cards,
+report.
 
 No flask here: `http_api` parses the body and calls `accept_feedback` / `record_issued_cards`;
 `cds-service feedback-report` calls `feedback_report`. Feedback joins to a topic through the
@@ -15,8 +16,8 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import orjson
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
@@ -98,7 +99,8 @@ _FORMATS = FormatChecker(formats=())
 
 @_FORMATS.checks("date-time")
 def _is_rfc3339(value: object) -> bool:
-    """RFC 3339 date-time with an offset (checked here: jsonschema needs an extra package for it)."""
+    """RFC 3339 date-time with an offset (checked here: jsonschema needs an extra package for
+    it)."""
     if not isinstance(value, str):
         return True
     if not RFC3339.match(value):
@@ -139,7 +141,9 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     """(JSON path, message) for one schema error, naming the missing field itself when one is."""
     path = _path(error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [k for k in error.validator_value if k not in error.instance]
+        # The stubs allow Unset; an error from validation carries the keyword's value, here a list.
+        required = cast("list[Any]", error.validator_value)
+        missing = [k for k in required if k not in error.instance]
         if missing:
             path = f"{path}.{missing[0]}"
             if missing[0] == "acceptedSuggestions":
@@ -156,7 +160,8 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     if error.validator == "format":
         return path, "must be an RFC 3339 date-time with a time zone, e.g. 2021-12-11T10:05:31Z"
     if error.validator == "enum":
-        return path, f"must be one of {', '.join(map(str, error.validator_value))}"
+        allowed = cast("list[Any]", error.validator_value)  # set by validation, as above
+        return path, f"must be one of {', '.join(map(str, allowed))}"
     return path, error.message
 
 
@@ -229,7 +234,8 @@ def accept_feedback(database: Database, service_id: str, body: Any,
 
 def audit_rows(service_id: str, hook_instance: str, cards: list[dict[str, Any]],
                now: datetime) -> list[dict[str, Any]]:
-    """Audit rows for issued cards: uuid, service, topic, indicator, hookInstance, time; no patient data."""
+    """Audit rows for issued cards: uuid, service, topic, indicator, hookInstance, time; no patient
+    data."""
     rows = []
     for card in cards:
         uuid = card.get("uuid")
@@ -335,7 +341,8 @@ class TopicReport:
 
     def as_json(self) -> dict[str, Any]:
         return {"topic": self.topic, "issued": self.issued, "accepted": self.accepted,
-                "overridden": self.overridden, "overrideReasons": dict(sorted(self.reasons.items())),
+                "overridden": self.overridden,
+                "overrideReasons": dict(sorted(self.reasons.items())),
                 "comments": self.comments}
 
 
@@ -378,14 +385,14 @@ def format_report(reports: list[TopicReport]) -> str:
             for r in reports]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in
-                       enumerate(zip(header, widths)))]
-    for report, row in zip(reports, rows):
+                       enumerate(zip(header, widths, strict=True)))]
+    for report, row in zip(reports, rows, strict=True):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                               enumerate(zip(row, widths))))
+                               enumerate(zip(row, widths, strict=True))))
         for reason, count in sorted(report.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    override reason {reason}: {count}")
     return "\n".join(lines) + "\n"
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -42,11 +42,13 @@ class HookRequest:
 def parse_json(body: bytes) -> Any:
     """Parse a request body; invalid JSON or UTF-8 is a 400."""
     if not body or not body.strip():
-        raise BadRequest("The request body is empty; a CDS Hooks request (JSON object) is required.")
+        raise BadRequest("The request body is empty; a CDS Hooks request (JSON object) is "
+                         "required.")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The request body is not valid JSON ({exc.args[0] if exc.args else exc}).") from None
+        reason = exc.args[0] if exc.args else exc
+        raise BadRequest(f"The request body is not valid JSON ({reason}).") from None
 
 
 def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str) -> Any:
@@ -72,7 +74,8 @@ def read_hook_request(doc: Any, expected_hook: str) -> HookRequest:
     hook_instance = _require(doc, "hookInstance", str, "hookInstance")
     context = _require(doc, "context", dict, "context")
     if hook != expected_hook:
-        raise BadRequest(f"This service answers the '{expected_hook}' hook, not '{hook}'.", ["hook"])
+        raise BadRequest(f"This service answers the '{expected_hook}' hook, not '{hook}'.",
+                         ["hook"])
     for field in HOOK_CONTEXT_FIELDS.get(hook, ()):
         kind: type = list if field == "selections" else dict if field == "draftOrders" else str
         _require(context, field, kind, f"context.{field}")

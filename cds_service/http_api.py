@@ -1,10 +1,11 @@
-"""The HTTP layer: the only module that imports flask. Parse, dispatch, serialise; nothing clinical."""
+"""The HTTP layer: the only module that imports flask. Parse, dispatch, serialise; nothing
+clinical."""
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -37,7 +38,7 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def today() -> date:
     """Today in UTC: only used when an order has neither a start date nor authoredOn."""
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 @api.get("/cds-services")
@@ -119,7 +120,7 @@ def readyz() -> Response:
             raise RuntimeError("not configured")
         database.ping()
         checks["database"] = {"ok": True}
-    except Exception as exc:  # noqa: BLE001 (any failure means not ready)
+    except Exception as exc:  # any failure means not ready
         checks["database"] = {"ok": False, "detail": f"unreachable ({type(exc).__name__})"}
     value_sets = all_value_sets()
     checks["valueSets"] = {"ok": bool(value_sets), "detail": f"{len(value_sets)} loaded"}
@@ -157,5 +158,6 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
-        body = operation_outcome("fatal", "exception", "Internal error; the request was not evaluated.")
+        body = operation_outcome("fatal", "exception",
+                                 "Internal error; the request was not evaluated.")
         return json_response(body, 500)

@@ -80,7 +80,8 @@ def initialise_labels(auth_reasons: Iterable[str]) -> None:
 
 
 def origin_label(origin: str) -> str:
-    """The metric label for an `Answer.origin` value ("prefetch (null: no data)" -> prefetch-null)."""
+    """The metric label for an `Answer.origin` value ("prefetch (null: no data)" ->
+    prefetch-null)."""
     if origin.startswith("fhirServer"):
         return "fhir-server"
     if "null" in origin:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Column,
@@ -31,6 +31,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 metadata = MetaData()
 
@@ -85,17 +89,17 @@ seen_jti = Table(
 
 
 def make_engine(url: str, lock_timeout_seconds: float = 5.0) -> Engine:
-    """An engine for the URL; for SQLite, the folder is created and writers wait instead of failing."""
+    """An engine for the URL; for SQLite, the folder is created and writers wait instead of
+    failing."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             # One shared in-memory database (tests): every connection must see the same tables.
             return create_engine(url, poolclass=StaticPool,
                                  connect_args={"check_same_thread": False})
-        try:
+        # On OSError, connecting will fail with an OperationalError, which callers turn into a 503.
+        with suppress(OSError):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            pass  # connecting will fail with an OperationalError, which callers turn into a 503
         engine = create_engine(url, connect_args={"timeout": lock_timeout_seconds})
 
         @event.listens_for(engine, "connect")
@@ -193,12 +197,15 @@ def insert_ignore(connection: Connection, table: Table, rows: Iterable[Mapping[s
     inserted = 0
     for row in rows:
         if dialect in ("sqlite", "postgresql"):
+            statement: SqliteInsert | PostgresqlInsert
             if dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+                statement = sqlite_insert(table)
             else:
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+                from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+                statement = postgresql_insert(table)
             # Counted by RETURNING: rowcount of an INSERT is -1 with psycopg (SQLAlchemy 2.1).
-            statement = dialect_insert(table).values(**row).on_conflict_do_nothing()
+            statement = statement.values(**row).on_conflict_do_nothing()
             result = connection.execute(statement.returning(*list(table.columns)[:1]))
             inserted += len(result.fetchall())
         else:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from fhir_stub_server import FhirStub
 from flask import Flask
 from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
@@ -28,7 +29,6 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.test import TestResponse
 
 from cds_service.app import create_app
-from fhir_stub_server import FhirStub
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI = ROOT / "openapi.yaml"

@@ -85,7 +85,8 @@ def _outcome(text: str) -> dict[str, Any]:
 
 
 class FhirStub:
-    """A ThreadingHTTPServer on a free 127.0.0.1 port; start() / stop() or use as a context manager."""
+    """A ThreadingHTTPServer on a free 127.0.0.1 port; start() / stop() or use as a context
+    manager."""
 
     def __init__(self, request_json: dict[str, Any], *, token: str | None = "stub-token",
                  delay_seconds: float = 0.0, page_size: int | None = None,
@@ -119,7 +120,7 @@ class FhirStub:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 started = time.monotonic()
                 try:
                     if stub._socket_fault(self):
@@ -139,7 +140,7 @@ class FhirStub:
                                                       self.headers.get("Authorization"),
                                                       started, time.monotonic()))
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
                 pass
 
         class Server(ThreadingHTTPServer):

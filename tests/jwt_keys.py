@@ -103,7 +103,7 @@ class JwksServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:  # http.server's naming
                 outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
                 doc = outer.documents.get(self.path)
                 body = json.dumps(doc if doc is not None else {"error": "not found"}).encode()

@@ -133,7 +133,8 @@ OTHER_PATIENTS = ("5d8b7b7e-0d7a-4f7e-9a55-0c3c51a1e0aa", "other-patient-42")
 
 @dataclass(frozen=True)
 class Item:
-    """One generated resource, the prefetch key it belongs to, and whether it supports eligibility."""
+    """One generated resource, the prefetch key it belongs to, and whether it supports
+    eligibility."""
 
     key: str
     resource: dict[str, Any]
@@ -194,7 +195,8 @@ class Case:
 
 
 def _entry(resource: dict[str, Any]) -> dict[str, Any]:
-    full_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, resource['resourceType'] + '/' + resource['id'])}"
+    name = resource["resourceType"] + "/" + resource["id"]
+    full_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
     return {"fullUrl": full_url, "resource": resource}
 
 
@@ -435,7 +437,8 @@ def unrelated_item(draw: st.DrawFn) -> Item:
         resource: dict[str, Any] = {
             "resourceType": "Observation", "status": "final",
             "code": {"coding": [{"system": LOINC, "code": code}], "text": f"LOINC {code}"},
-            "subject": subject, "effectiveDateTime": _day(draw(st.sampled_from(RESULT_DAYS)), False),
+            "subject": subject,
+            "effectiveDateTime": _day(draw(st.sampled_from(RESULT_DAYS)), False),
             **draw(_meaning_elements(draw(st.sampled_from(["positive", "indeterminate"])))),
         }
         return Item("observations", resource, False, f"unrelated LOINC {code}")
@@ -454,11 +457,13 @@ def unrelated_item(draw: st.DrawFn) -> Item:
         resource = {
             "resourceType": "Immunization", "status": "completed",
             "vaccineCode": {"coding": [{"system": CVX, "code": code}], "text": f"CVX {code}"},
-            "patient": subject, "occurrenceDateTime": _day(draw(st.sampled_from(VACCINE_DAYS)), False),
+            "patient": subject,
+            "occurrenceDateTime": _day(draw(st.sampled_from(VACCINE_DAYS)), False),
         }
         return Item("immunizations", resource, False, f"non-vaccine CVX {code}")
     resource = {"resourceType": "Encounter", "status": "finished",
-                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                          "code": "AMB"},
                 "subject": subject}
     return Item(draw(st.sampled_from(["conditions", "observations"])), resource, False, "Encounter")
 
@@ -509,7 +514,8 @@ def entered_in_error_item(draw: st.DrawFn) -> Item:
     resource = dict(item.resource)
     if resource["resourceType"] in ("Condition", "AllergyIntolerance"):
         system = resource["verificationStatus"]["coding"][0]["system"]
-        resource["verificationStatus"] = {"coding": [{"system": system, "code": "entered-in-error"}]}
+        resource["verificationStatus"] = {"coding": [{"system": system,
+                                                      "code": "entered-in-error"}]}
     else:
         resource["status"] = "entered-in-error"
     return Item(item.key, resource, False, f"entered-in-error {item.what}")

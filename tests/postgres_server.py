@@ -97,7 +97,8 @@ class PostgresServer:
 
     @classmethod
     def start(cls) -> PostgresServer:
-        """The server named by CDS_TEST_POSTGRES_URL, else a new one; PostgresUnavailable if neither."""
+        """The server named by CDS_TEST_POSTGRES_URL, else a new one; PostgresUnavailable if
+        neither."""
         external = os.environ.get(ENV_URL)
         if external:
             server = cls(admin_url=_with_driver(make_url(external)))

@@ -511,7 +511,8 @@ def test_serve_refuses_to_start_without_issuers_or_no_auth(tmp_path: Path) -> No
 
 def test_the_environment_cannot_switch_authentication_off(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """CDS_AUTH_DISABLED=true is ignored: an app built from the environment still demands a token."""
+    """CDS_AUTH_DISABLED=true is ignored: an app built from the environment still demands a
+    token."""
     monkeypatch.setenv("CDS_AUTH_DISABLED", "true")
     app = create_app(database_url=f"sqlite:///{tmp_path}/t.sqlite3")
     assert app.test_client().get("/cds-services").status_code == 401

@@ -13,7 +13,8 @@ def test_bench_smoke_run_prints_tables_and_writes_the_report(tmp_path: Path) -> 
     """`bench/bench.py --smoke` runs every part at tiny sizes and writes its markdown report."""
     out = tmp_path / "performance.md"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), "--smoke", "--no-plot", "--output", str(out)],
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--smoke", "--no-plot",
+         "--output", str(out)],
         capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     report = out.read_text()

@@ -21,7 +21,8 @@ CASES = [
     ("eligible patient", "eligible_patient_at_order_select", 0, "no critical findings"),
     ("live vaccine three weeks before", "live_vaccine_three_weeks_before_start", 2,
      "CRITICAL findings"),
-    ("missing TB result is a warning, not critical", "tb_screening_missing", 0, "warnings to review"),
+    ("missing TB result is a warning, not critical", "tb_screening_missing", 0,
+     "warnings to review"),
     ("another drug", "order_for_another_drug", 0, "No alemtuzumab"),
 ]
 

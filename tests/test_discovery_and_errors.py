@@ -46,7 +46,8 @@ def test_prefetch_templates_use_only_the_patient_id_token(client: FlaskClient) -
             assert tokens == {"context.patientId"}, template
 
 
-def test_observation_prefetch_asks_only_for_the_loinc_codes_the_checks_read(client: FlaskClient) -> None:
+def test_observation_prefetch_asks_only_for_the_loinc_codes_the_checks_read(
+        client: FlaskClient) -> None:
     """The Observation search lists exactly the LOINC codes of the value sets the rules read."""
     service = client.get("/cds-services").get_json()["services"][0]
     query = service["prefetch"]["observations"]
@@ -72,7 +73,8 @@ BAD_BODIES = [
         "context": {"patientId": "p", "selections": []}}).encode(), 400, "context.draftOrders"),
     ("selections not a list", json.dumps({
         "hook": "order-select", "hookInstance": "x",
-        "context": {"patientId": "p", "selections": "MedicationRequest/1", "draftOrders": {}}}).encode(),
+        "context": {"patientId": "p", "selections": "MedicationRequest/1",
+                    "draftOrders": {}}}).encode(),
      400, "context.selections"),
     ("invalid UTF-8", b'{"hook": "\xff\xfe"}', 400, "not valid JSON"),
 ]

@@ -62,12 +62,14 @@ TODAY = date(2026, 11, 21)
         {"timing": {"repeat": {"boundsPeriod": {"start": "2026-12-09"}}}},
         {"timing": {"repeat": {"boundsPeriod": {"start": "2026-12-07"}}}}],
         "authoredOn": "2026-11-01"}, (date(2026, 12, 7), "dosage timing start")),
-    ("timing event counts", {"dosageInstruction": [{"timing": {"event": ["2026-12-20T08:00:00Z"]}}]},
+    ("timing event counts",
+     {"dosageInstruction": [{"timing": {"event": ["2026-12-20T08:00:00Z"]}}]},
      (date(2026, 12, 20), "dosage timing start")),
     ("authoredOn when no timing", {"authoredOn": "2026-11-30"}, (date(2026, 11, 30), "authoredOn")),
     ("today when nothing is given", {}, (TODAY, "today (the order has no start date)")),
 ])
-def test_planned_start_t0(case: str, request_fields: dict[str, Any], expected: tuple[date, str]) -> None:
+def test_planned_start_t0(case: str, request_fields: dict[str, Any],
+                          expected: tuple[date, str]) -> None:
     """T0 is the earliest dosage start or event, else authoredOn, else today."""
     assert planned_start({"resourceType": "MedicationRequest", **request_fields}, TODAY) == expected
 
@@ -81,17 +83,22 @@ def coded(system: str, code: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("case,observation,nucleic,meaning,source", [
-    ("interpretation POS", obs(interpretation=[coded(V3, "POS")]), False, Meaning.POSITIVE, "interpretation"),
-    ("interpretation beats valueString", obs(interpretation=[coded(V3, "NEG")], valueString="positive"),
+    ("interpretation POS", obs(interpretation=[coded(V3, "POS")]), False, Meaning.POSITIVE,
+     "interpretation"),
+    ("interpretation beats valueString",
+     obs(interpretation=[coded(V3, "NEG")], valueString="positive"),
      False, Meaning.NEGATIVE, "interpretation"),
-    ("SNOMED detected value", obs(valueCodeableConcept=coded("http://snomed.info/sct", "260373001")),
+    ("SNOMED detected value",
+     obs(valueCodeableConcept=coded("http://snomed.info/sct", "260373001")),
      False, Meaning.POSITIVE, "valueCodeableConcept"),
     ("LOINC answer negative", obs(valueCodeableConcept=coded(LOINC, "LA6577-6")), False,
      Meaning.NEGATIVE, "valueCodeableConcept"),
     ("non-reactive text", obs(valueString="Non-reactive"), False, Meaning.NEGATIVE, "valueString"),
-    ("not detected text", obs(valueString="HCV RNA not detected"), False, Meaning.NEGATIVE, "valueString"),
+    ("not detected text", obs(valueString="HCV RNA not detected"), False, Meaning.NEGATIVE,
+     "valueString"),
     ("reactive text", obs(valueString="Reactive"), False, Meaning.POSITIVE, "valueString"),
-    ("equivocal text", obs(valueString="equivocal, repeat"), False, Meaning.INDETERMINATE, "valueString"),
+    ("equivocal text", obs(valueString="equivocal, repeat"), False, Meaning.INDETERMINATE,
+     "valueString"),
     ("a bare number says nothing", obs(valueQuantity={"value": 0.3}), False, Meaning.INDETERMINATE,
      "no readable result"),
     ("viral load below detection", obs(valueQuantity={"value": 15, "comparator": "<"}), True,
@@ -136,7 +143,8 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_domain_is_pure_and_flask_and_fhir_resources_stay_in_their_layers() -> None:
-    """The domain imports no flask, requests or sqlalchemy; only fhir/models.py imports fhir.resources."""
+    """The domain imports no flask, requests or sqlalchemy; only fhir/models.py imports
+    fhir.resources."""
     for path in PACKAGE.rglob("*.py"):
         imported = _imports(path)
         relative = path.relative_to(PACKAGE).as_posix()
@@ -145,4 +153,5 @@ def test_domain_is_pure_and_flask_and_fhir_resources_stay_in_their_layers() -> N
         if "fhir" in imported and relative != "fhir/models.py":
             pytest.fail(f"{relative} imports fhir.resources")
         if "flask" in imported:
-            assert relative in {"http_api.py", "app.py", "cors.py", "auth.py", "observability.py"}, relative
+            assert relative in {"http_api.py", "app.py", "cors.py", "auth.py",
+                                "observability.py"}, relative

@@ -170,7 +170,8 @@ def test_a_body_that_is_not_json_is_a_400(client: Any, body: bytes) -> None:
 
 def test_feedback_for_an_unknown_service_is_a_404(client: Any) -> None:
     """Feedback posted to a service id that does not exist is a 404 OperationOutcome."""
-    response = client.post("/cds-services/no-such-service/feedback", json={"feedback": [accepted()]})
+    response = client.post("/cds-services/no-such-service/feedback",
+                           json={"feedback": [accepted()]})
     assert response.status_code == 404
     assert response.get_json()["issue"][0]["code"] == "not-found"
 
@@ -237,7 +238,8 @@ def test_locked_database_is_503_and_a_retry_succeeds(client: Any, database: str,
 
 
 def test_issued_cards_are_audited_without_patient_data(client: Any, database: str) -> None:
-    """Each issued card is recorded by uuid, service, topic, indicator, hookInstance and time only."""
+    """Each issued card is recorded by uuid, service, topic, indicator, hookInstance and time
+    only."""
     request = hook_request("hiv_test_positive")
     cards = issue_cards(client, "hiv_test_positive")
     audit = rows(database, "issued_cards")
@@ -247,7 +249,8 @@ def test_issued_cards_are_audited_without_patient_data(client: Any, database: st
     engine = create_engine(database)
     columns = {c["name"] for c in inspect(engine).get_columns("issued_cards")}
     engine.dispose()
-    assert columns == {"card_uuid", "service_id", "topic", "indicator", "hook_instance", "issued_at"}
+    assert columns == {"card_uuid", "service_id", "topic", "indicator", "hook_instance",
+                       "issued_at"}
     patient = request["context"]["patientId"]
     assert not any(patient in str(value) for r in audit for value in r.values())
 
@@ -279,7 +282,8 @@ def run_report(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_feedback_report_counts_per_topic(client: Any, database: str) -> None:
-    """After two scenarios and their feedback, the report counts issued/accepted/overridden per topic."""
+    """After two scenarios and their feedback, the report counts issued/accepted/overridden per
+    topic."""
     tb = issue_cards(client, "tb_screening_missing")
     hiv = issue_cards(client, "hiv_test_positive")
     tb_card = tb["tb-screening"]

@@ -210,7 +210,8 @@ def test_fhir_server_not_allowed_is_a_412_and_never_called(stubs, make_client, c
     assert response.status_code == 412
     body = response.get_json()
     assert sorted(body["issue"][0]["expression"]) == ALL_KEYS
-    assert "not" in body["issue"][0]["diagnostics"] and "fhirServer" in body["issue"][0]["diagnostics"]
+    diagnostics = body["issue"][0]["diagnostics"]
+    assert "not" in diagnostics and "fhirServer" in diagnostics
     assert stub.requests == []
 
 

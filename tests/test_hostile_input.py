@@ -212,7 +212,8 @@ CASES: list[Any] = [
                  id="a byte order mark before the JSON is refused"),
     pytest.param(Case(with_note(b'"bad \xc3\x28 byte"'), Refused(400, BAD_JSON)),
                  id="invalid UTF-8 bytes inside a note are refused"),
-    pytest.param(Case(replaced(b'"order-select"', b'"order-\xc0\xafselect"'), Refused(400, BAD_JSON)),
+    pytest.param(Case(replaced(b'"order-select"', b'"order-\xc0\xafselect"'),
+                      Refused(400, BAD_JSON)),
                  id="an overlong UTF-8 encoding in the hook name is refused"),
     pytest.param(Case(with_note(b'"lone \\ud800 surrogate"'), Refused(400, BAD_JSON)),
                  id="a lone high surrogate escape in a note is refused"),
@@ -413,7 +414,8 @@ CASES: list[Any] = [
     pytest.param(Case(set_at(hiv_test, "resourceType", "Spaceship"),
                       NotAllClear("hiv-screening")),
                  id="an HIV result relabelled as a Spaceship no longer counts as a test"),
-    pytest.param(Case(set_at(lambda d: d["prefetch"], "observations", {"resourceType": "Spaceship"}),
+    pytest.param(Case(set_at(lambda d: d["prefetch"], "observations",
+                             {"resourceType": "Spaceship"}),
                       NotAllClear("eligibility-summary")),
                  id="a Spaceship instead of the observations Bundle leaves the screening unknown"),
     pytest.param(Case(set_at(lambda d: d["context"]["draftOrders"]["entry"][0]["resource"],
@@ -466,7 +468,7 @@ def answer_within_timeout(app: Flask, case: Case, body: bytes) -> tuple[Any, int
             else:
                 kwargs["data"] = body
             outcome["response"] = client.post(case.url, environ_overrides=environ, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+        except BaseException as exc:  # reported by the test below
             outcome["error"] = exc
 
     tracemalloc.start()

@@ -9,12 +9,11 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from conftest import OPENAPI, contract
 from flask import Flask, Response
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from werkzeug.test import Client, TestResponse
-
-from conftest import OPENAPI, contract
 
 GOOD_CARD: dict[str, Any] = {
     "uuid": "1b5ba8e4-7f5e-4f1e-9d0e-3f1c2a4b5c6d",

@@ -68,7 +68,8 @@ def _by_topic(cards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("name", "expected"), SCENARIOS, ids=[n for n, _ in SCENARIOS])
-def test_order_scenario_returns_expected_cards(client: Any, name: str, expected: dict[str, str]) -> None:
+def test_order_scenario_returns_expected_cards(client: Any, name: str,
+                                               expected: dict[str, str]) -> None:
     """Each order scenario gets exactly the expected topic/indicator cards, one per topic."""
     cards = _cards(client, name)
     topics = [card["source"]["topic"]["code"] for card in cards]
@@ -76,10 +77,12 @@ def test_order_scenario_returns_expected_cards(client: Any, name: str, expected:
     assert {t: c["indicator"] for t, c in _by_topic(cards).items()} == expected
 
 
-@pytest.mark.parametrize(("name", "expected"), ORDER_TOPICS_ONLY, ids=[n for n, _ in ORDER_TOPICS_ONLY])
+@pytest.mark.parametrize(("name", "expected"), ORDER_TOPICS_ONLY,
+                         ids=[n for n, _ in ORDER_TOPICS_ONLY])
 def test_order_topics_of_scenario(client: Any, name: str, expected: dict[str, str]) -> None:
     """Only the order topics are compared where label checks may fire too."""
-    got = {t: c["indicator"] for t, c in _by_topic(_cards(client, name)).items() if t in ORDER_TOPICS}
+    got = {t: c["indicator"] for t, c in _by_topic(_cards(client, name)).items()
+           if t in ORDER_TOPICS}
     assert got == expected
 
 
@@ -92,7 +95,8 @@ def test_interval_card_names_the_last_dose_and_the_earliest_allowed_start(client
 
 
 def test_five_dose_records_and_a_statement_of_one_course_count_as_one_course(client: Any) -> None:
-    """The first course recorded twice (administrations and a statement) makes this course 2, 3 days."""
+    """The first course recorded twice (administrations and a statement) makes this course 2,
+    3 days."""
     card = _by_topic(_cards(client, "second_course_ordered_for_five_days"))[DOSE]
     assert "course 2 is 3 consecutive days" in card["summary"]
 
@@ -102,7 +106,8 @@ def _suggestion_resources(card: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_premedication_suggestion_is_methylprednisolone_1_g_iv_on_days_1_to_3(client: Any) -> None:
-    """The premedication card offers a new R4 MedicationRequest for methylprednisolone 1,000 mg IV."""
+    """The premedication card offers a new R4 MedicationRequest for methylprednisolone 1,000 mg
+    IV."""
     card = _by_topic(_cards(client, "order_sign_without_premedication"))[PREMED]
     assert card["selectionBehavior"] == "any"
     [resource] = _suggestion_resources(card)
@@ -134,17 +139,20 @@ def test_prophylaxis_suggestion_is_acyclovir_from_day_1_until_2_months_after_the
     assert dosage["doseAndRate"][0]["doseQuantity"] == {
         "value": 400, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}
     # First course: last infusion 2026-12-11, plus 2 months.
-    assert dosage["timing"]["repeat"]["boundsPeriod"] == {"start": "2026-12-07", "end": "2027-02-11"}
+    assert dosage["timing"]["repeat"]["boundsPeriod"] == {"start": "2026-12-07",
+                                                          "end": "2027-02-11"}
     assert dosage["timing"]["repeat"]["frequency"] == 2
     assert card["suggestions"][0]["actions"][0]["description"]
 
 
 def test_summary_reminds_of_rems_infusion_setting_and_monitoring(client: Any) -> None:
     """The summary carries the REMS, 2-hour observation and 48-month monitoring reminders."""
-    detail = _by_topic(_cards(client, "order_sign_with_premedication_and_prophylaxis"))[SUMMARY]["detail"]
-    for phrase in ("prescriber is certified", "healthcare facility is certified", "patient is enrolled",
-                   "at least 2 hours after each infusion", "until 48 months after the last infusion",
-                   "CBC with differential", "urine cell counts", "TSH", "ALT, AST", "skin examination"):
+    cards = _by_topic(_cards(client, "order_sign_with_premedication_and_prophylaxis"))
+    detail = cards[SUMMARY]["detail"]
+    for phrase in ("prescriber is certified", "healthcare facility is certified",
+                   "patient is enrolled", "at least 2 hours after each infusion",
+                   "until 48 months after the last infusion", "CBC with differential",
+                   "urine cell counts", "TSH", "ALT, AST", "skin examination"):
         assert phrase in detail
 
 
@@ -170,7 +178,8 @@ def test_lemtrada_dose_is_read_in_mg(case: str, quantity: dict[str, Any], mg: fl
     ("bare local code", {"coding": [{"system": "urn:x", "code": "4"}]}, None),
 ])
 def test_route_is_recognised(case: str, route: dict[str, Any], iv: bool | None) -> None:
-    """IV by SNOMED 47625008 or words; another route by words or SNOMED; a bare local code is unknown."""
+    """IV by SNOMED 47625008 or words; another route by words or SNOMED; a bare local code is
+    unknown."""
     assert route_of({"route": route}).iv is iv
 
 
@@ -186,15 +195,18 @@ def test_route_is_recognised(case: str, route: dict[str, Any], iv: bool | None) 
     ("no timing", {}, None),
 ])
 def test_days_in_the_course(case: str, repeat: dict[str, Any], days: int | None) -> None:
-    """Days come from count, an inclusive boundsPeriod or boundsDuration; contradictions are unknown."""
+    """Days come from count, an inclusive boundsPeriod or boundsDuration; contradictions are
+    unknown."""
     assert course_days({"timing": {"repeat": repeat}})[0] == days
 
 
 def _interval_finding(administrations: list[dict[str, Any]], t0: date) -> Any:
     record = PatientRecord.build("p1", [{"resourceType": "Bundle", "type": "searchset",
                                          "entry": [{"resource": r} for r in administrations]}])
-    request = {"resourceType": "MedicationRequest", "id": "new", "status": "draft", "intent": "order"}
-    context = OrderContext("order-select", AlemtuzumabOrder(request, "test", ()), t0, "test", (request,))
+    request = {"resourceType": "MedicationRequest", "id": "new", "status": "draft",
+               "intent": "order"}
+    context = OrderContext("order-select", AlemtuzumabOrder(request, "test", ()), t0, "test",
+                           (request,))
     return check_course_interval(record, context, load_policy())
 
 
@@ -207,13 +219,15 @@ def _given(day: str, code: str = "1594663", status: str = "completed") -> dict[s
 @pytest.mark.parametrize(("case", "given", "status", "severity"), [
     ("a dose 11 months before is too soon", [_given("2026-01-10")], "not met", "CRITICAL"),
     ("a dose 12 months before is allowed", [_given("2025-12-07")], "met", "INFO"),
-    ("Campath 3 months before is not a Lemtrada course", [_given("2026-09-01", "828267")], "met", "INFO"),
+    ("Campath 3 months before is not a Lemtrada course", [_given("2026-09-01", "828267")], "met",
+     "INFO"),
     ("a not-done dose is not a course", [_given("2026-09-01", status="not-done")], "met", "INFO"),
     ("a dose dated only by month that may be too soon is unknown", [_given("2025-12")], "unknown",
      "WARNING"),
 ])
 def test_course_interval_cases(case: str, given: list[dict[str, Any]], status: str,
                                severity: str) -> None:
-    """Prior Lemtrada doses (never Campath or not-done) set the earliest start of the next course."""
+    """Prior Lemtrada doses (never Campath or not-done) set the earliest start of the next
+    course."""
     finding = _interval_finding(given, date(2026, 12, 7))
     assert (finding.status.value, finding.severity.name) == (status, severity)

@@ -83,7 +83,8 @@ def count(url: str, table: str, where: str = "") -> int:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            return int(connection.execute(text(f"SELECT count(*) FROM {table} {where}")).scalar_one())
+            query = text(f"SELECT count(*) FROM {table} {where}")
+            return int(connection.execute(query).scalar_one())
     finally:
         engine.dispose()
 
@@ -158,7 +159,8 @@ HOSTILE_TEXT = [
     ("an override reason code of 500 characters",
      overridden(reason={"system": "s" * 400, "code": "c" * 500})),
     ("a comment holding a NUL character", overridden(userComment="before\u0000after")),
-    ("a reason code holding a NUL character", overridden(reason={"system": "s", "code": "a\u0000"})),
+    ("a reason code holding a NUL character",
+     overridden(reason={"system": "s", "code": "a\u0000"})),
     ("a timestamp with 60 fractional digits",
      {**accepted(), "outcomeTimestamp": "2026-01-12T10:05:31." + "1" * 60 + "Z"}),
 ]
@@ -181,7 +183,8 @@ def card(uuid: str, topic: str, indicator: str = "warning") -> dict[str, Any]:
 
 AUDITS = [
     ("two hook calls with their cards are all recorded",
-     [("hook-1", [card(CARD, "hiv-screening", "critical"), card(SUGGESTION, "eligibility-summary")]),
+     [("hook-1", [card(CARD, "hiv-screening", "critical"),
+                  card(SUGGESTION, "eligibility-summary")]),
       ("hook-2", [card(OTHER_CARD, "tb-screening")])], 3),
     ("a repeated hook call records each card once",
      [("hook-1", [card(CARD, "hiv-screening")]), ("hook-1", [card(CARD, "hiv-screening")])], 1),
@@ -243,7 +246,7 @@ def run_at_once(workers: int, work: Callable[[int], Any]) -> list[Any]:
         barrier.wait()
         try:
             results[i] = work(i)
-        except Exception as exc:  # noqa: BLE001 - returned so the test can show it
+        except Exception as exc:  # returned so the test can show it
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
@@ -404,7 +407,8 @@ def test_a_postgresql_url_with_nothing_listening_gives_503_feedback_and_still_an
 
 
 def test_the_stored_feedback_reads_back_as_posted(url: str, database: Database) -> None:
-    """What the EHR posted is what an operator reads back (outcome, reason, comment), per backend."""
+    """What the EHR posted is what an operator reads back (outcome, reason, comment), per
+    backend."""
     post(database, overridden(CARD, reason={"system": "s", "code": "MEDPREC", "display": "d"},
                               userComment="discussed"))
     with database.begin() as connection:

@@ -96,7 +96,8 @@ def post(client: FlaskClient, request_json: dict[str, Any]) -> bytes:
 
 @_settings("removing supporting evidence never improves a check or lowers an indicator")
 @given(case=cases(min_supporting=1), data=st.data())
-def test_removing_supporting_evidence_never_improves_a_check(case: Case, data: st.DataObject) -> None:
+def test_removing_supporting_evidence_never_improves_a_check(case: Case,
+                                                             data: st.DataObject) -> None:
     """Dropping negative tests, immunity evidence or prior DMTs never clears a check or an alert."""
     removed = data.draw(st.sets(st.sampled_from(case.supporting), min_size=1), label="removed")
     note(f"items: {[item.what for item in case.items]}")

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_readme_curl_example_shows_the_real_cards() -> None:
-    """The lines printed under the README's curl are the cards the service returns for that fixture."""
+    """The lines printed under the README's curl are the cards the service returns for that
+    fixture."""
     readme = (ROOT / "README.md").read_text()
     shown = re.search(r"<!-- readme-curl-output -->\n```\n(.*?)```", readme, re.S)
     assert shown is not None
@@ -21,5 +22,6 @@ def test_readme_curl_example_shows_the_real_cards() -> None:
     cards = create_app(testing=True).test_client().post(
         "/cds-services/lemtrada-order-select",
         json=json.loads((ROOT / fixture.group(1)).read_text())).get_json()["cards"]
-    actual = "".join(f'{c["indicator"]} {c["source"]["topic"]["code"]} - {c["summary"]}\n' for c in cards)
+    actual = "".join(f'{c["indicator"]} {c["source"]["topic"]["code"]} - {c["summary"]}\n'
+                     for c in cards)
     assert shown.group(1) == actual

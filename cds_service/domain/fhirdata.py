@@ -39,7 +39,8 @@ def normalise_code(system: str, code: str) -> Code:
 
 
 def codings(concept: Any) -> list[Code]:
-    """The normalised (system, code) pairs of a CodeableConcept; raises Malformed on a wrong shape."""
+    """The normalised (system, code) pairs of a CodeableConcept; raises Malformed on a wrong
+    shape."""
     if concept is None:
         return []
     if not isinstance(concept, dict):
@@ -54,7 +55,8 @@ def codings(concept: Any) -> list[Code]:
         system, code = coding.get("system"), coding.get("code")
         if isinstance(system, str) and isinstance(code, str):
             out.append(normalise_code(system, code))
-        elif system is not None and not isinstance(system, str) or code is not None and not isinstance(code, str):
+        elif (system is not None and not isinstance(system, str)
+              or code is not None and not isinstance(code, str)):
             raise Malformed("coding system/code is not a string")
     return out
 
@@ -135,7 +137,8 @@ def reference_of(resource: dict[str, Any]) -> str:
 
 
 def add_months(day: date, months: int) -> date:
-    """Calendar month arithmetic, clamping to the month's last day (Jan 31 + 1 month = Feb 28/29)."""
+    """Calendar month arithmetic, clamping to the month's last day (Jan 31 + 1 month =
+    Feb 28/29)."""
     month_index = day.month - 1 + months
     year, month = day.year + month_index // 12, month_index % 12 + 1
     for d in (day.day, 30, 29, 28):

@@ -27,7 +27,8 @@ CODE_ELEMENT = {
 }
 MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 READ_TYPES = frozenset({*CODE_ELEMENT, *MEDICATION_USE_TYPES, "Medication"})
-"""Resource types some rule reads; anything else in a prefetch (Claims, Encounters...) is skipped."""
+"""Resource types some rule reads; anything else in a prefetch (Claims, Encounters...) is
+skipped."""
 MEDICATION_USE_DATES = {
     "MedicationStatement": ("effectiveDateTime", "effectivePeriod.start", "dateAsserted"),
     "MedicationRequest": ("authoredOn",),
@@ -143,7 +144,8 @@ class PatientRecord:
         default_factory=lambda: defaultdict(list)
     )
     uncoded: dict[str, list[Unreadable]] = field(default_factory=lambda: defaultdict(list))
-    """Resources whose code could not even be read, by type: they may bear on any rule of that type."""
+    """Resources whose code could not even be read, by type: they may bear on any rule of that
+    type."""
     by_full_url: dict[str, dict[str, Any]] = field(default_factory=dict)
     no_data: frozenset[str] = frozenset()
     """Resource types the EHR said it has no data for (prefetch value null)."""
@@ -184,7 +186,8 @@ class PatientRecord:
         if not isinstance(rtype, str):
             return  # not a FHIR resource (resourceType is not a string): no rule can read it
         if rtype not in READ_TYPES:
-            if rtype == "Patient" and (resource.get("id") == self.patient_id or self.patient is None):
+            if rtype == "Patient" and (resource.get("id") == self.patient_id
+                                       or self.patient is None):
                 self.patient = resource
             return
         if rtype != "Medication":
@@ -247,8 +250,8 @@ class PatientRecord:
         if not isinstance(ref, dict):
             return (), ""
         words = ref.get("display") if isinstance(ref.get("display"), str) else ""
-        medication = find_medication(ref.get("reference"), holder, self.by_type.get("Medication", ()),
-                                     self.by_full_url)
+        medication = find_medication(ref.get("reference"), holder,
+                                     self.by_type.get("Medication", ()), self.by_full_url)
         if medication is None:
             return (), str(words)
         med_concept = medication.get("code")

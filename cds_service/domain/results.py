@@ -48,7 +48,8 @@ class LabResult:
         return reference_of(self.resource)
 
     def describe(self) -> str:
-        return f"{self.test} {self.meaning.value} on {self.when} ({self.reference}; read from {self.read_from})"
+        return (f"{self.test} {self.meaning.value} on {self.when} ({self.reference}; read from "
+                f"{self.read_from})")
 
 
 def _meaning_of_codes(codes: list[tuple[str, str]]) -> Meaning | None:
@@ -110,7 +111,8 @@ def read_meaning(observation: dict[str, Any], nucleic_acid: bool = False) -> tup
 
 
 def result_date(observation: dict[str, Any]) -> DateSpan | None:
-    return first_date(observation, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued")
+    return first_date(observation, "effectiveDateTime", "effectivePeriod.start",
+                      "effectiveInstant", "issued")
 
 
 _SEVERITY_ORDER = {Meaning.POSITIVE: 2, Meaning.INDETERMINATE: 1, Meaning.NEGATIVE: 0}
@@ -128,5 +130,6 @@ def is_final(observation: dict[str, Any]) -> bool:
 
 
 def within(span: DateSpan, t0: date, days: int) -> bool:
-    """True when a dated result is no older than `days` before T0 (partial dates count their earliest day)."""
+    """True when a dated result is no older than `days` before T0 (partial dates count their
+    earliest day)."""
     return (t0 - span.earliest).days <= days

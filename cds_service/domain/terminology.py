@@ -23,7 +23,8 @@ SOURCE_EXT = f"{BASE_URL}/StructureDefinition/source"
 
 @dataclass(frozen=True)
 class ValueSet:
-    """An expanded value set: its codes, and for medications the ingredient of each code and name."""
+    """An expanded value set: its codes, and for medications the ingredient of each code and
+    name."""
 
     id: str
     url: str
@@ -88,7 +89,8 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
     pattern = None
     if names:
         alternatives = sorted({re.escape(n) for n, _ in names}, key=len, reverse=True)
-        pattern = re.compile(r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])", re.IGNORECASE)
+        pattern = re.compile(r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])",
+                             re.IGNORECASE)
     return ValueSet(
         id=doc["id"],
         url=doc["url"],

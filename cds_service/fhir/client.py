@@ -22,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from ..config import Settings
@@ -190,7 +191,7 @@ class FhirClient:
                 value = self._complete(base, value, urljoin(base + "/", nxt), token, deadline)
         return Fetched(value, origin)
 
-    def _same_origin(self, base: str, url: str) -> bool:  # noqa: D102
+    def _same_origin(self, base: str, url: str) -> bool:
         return _origin(url) == _origin(base) and self.server_problem(url) is None
 
     def _complete(self, base: str, first: dict[str, Any], url: str, token: str | None,
@@ -228,17 +229,22 @@ class FhirClient:
                 if response.status_code != 200:
                     raise KeyFailed(f"the FHIR server answered HTTP {response.status_code}")
                 body = bytearray()
-                for chunk in response.iter_content(64 * 1024):
+                # read1: whatever has arrived, so the deadline is checked as data trickles in
+                # (iter_content would wait for a whole chunk and outlive the hook call).
+                while chunk := response.raw.read1(64 * 1024, decode_content=True):
                     body.extend(chunk)
                     if len(body) > self.settings.max_body_bytes:
                         raise KeyFailed("the FHIR server's answer is too large")
                     if deadline.remaining() <= 0:
                         raise KeyFailed(f"the deadline of {deadline.seconds:g} s passed")
-        except requests.Timeout:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
             raise KeyFailed(f"the FHIR server did not answer within the deadline of "
                             f"{deadline.seconds:g} s") from None
-        except requests.RequestException as exc:  # the message may hold the URL: keep it out
-            raise KeyFailed(f"the FHIR server could not be reached ({type(exc).__name__})") from None
+        # Reading the raw stream raises urllib3's and the socket's own errors, not requests'.
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # The message may hold the URL: keep it out.
+            raise KeyFailed(
+                f"the FHIR server could not be reached ({type(exc).__name__})") from None
         try:
             value = orjson.loads(bytes(body))
         except orjson.JSONDecodeError:

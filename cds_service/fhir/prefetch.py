@@ -56,7 +56,8 @@ def _bundle_problem(value: dict[str, Any]) -> str | None:
         resource = entry.get("resource")
         if resource is not None and not (
                 isinstance(resource, dict) and isinstance(resource.get("resourceType"), str)):
-            return "every entry's 'resource' must be a FHIR resource (an object with a resourceType)"
+            return ("every entry's 'resource' must be a FHIR resource (an object with a "
+                    "resourceType)")
     return None
 
 
@@ -76,7 +77,8 @@ def next_link(value: Any) -> str | None:
 
 def render_template(template: str, context: Mapping[str, Any]) -> str:
     """Replace {{context.x}} tokens with the hook context's values; an unknown token is a 400."""
-    out, rest = [], template
+    out: list[str] = []
+    rest = template
     while "{{" in rest:
         before, _, after = rest.partition("{{")
         token, sep, rest = after.partition("}}")
@@ -85,7 +87,8 @@ def render_template(template: str, context: Mapping[str, Any]) -> str:
         name = token.strip()
         value = context.get(name[len("context."):]) if name.startswith("context.") else None
         if not isinstance(value, str) or not value:
-            raise BadRequest(f"Prefetch token '{{{{{name}}}}}' cannot be filled from the hook context.",
+            raise BadRequest(f"Prefetch token '{{{{{name}}}}}' cannot be filled from the hook "
+                             "context.",
                              [f"context.{name.removeprefix('context.')}"])
         out.extend((before, value))
     out.append(rest)
@@ -102,7 +105,8 @@ def resolve_prefetch(
     types: Mapping[str, str],
     fetcher: Fetcher | None = None,
 ) -> ResolvedData:
-    """Collect the data for every declared key; fetch what is missing or incomplete, or raise 412."""
+    """Collect the data for every declared key; fetch what is missing or incomplete, or raise
+    412."""
     prefetch = request.prefetch or {}
     resolved = ResolvedData()
     missing: dict[str, str] = {}

@@ -37,7 +37,8 @@ def _unique(items: list[Unreadable]) -> tuple[Unreadable, ...]:
 
 
 def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """One warning listing every baseline test without a final result in the window, one order each."""
+    """One warning listing every baseline test without a final result in the window, one order
+    each."""
     window = policy["baseline_lab_window"]
     present: list[str] = []
     missing: list[str] = []
@@ -54,11 +55,12 @@ def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Poli
         missing.append(name)
         old = results.latest_stale
         if old is not None:
-            stale.append(f"{name}: older than {window} days: {old.test} on {old.when} ({old.reference})")
+            stale.append(f"{name}: older than {window} days: {old.test} on {old.when} "
+                         f"({old.reference})")
         suggestions.append(order_test(f"order-{vs_id.removesuffix('-loinc')}", loinc,
                                       value_set(vs_id).display(("http://loinc.org", loinc)),
-                                      f"Lemtrada REMS baseline: {name} within {window} days before the "
-                                      "first infusion"))
+                                      f"Lemtrada REMS baseline: {name} within {window} days "
+                                      "before the first infusion"))
     evidence = tuple(present + stale)
     if not missing:
         return Finding(BASELINE, Status.MET, Severity.INFO,
@@ -67,17 +69,20 @@ def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Poli
     listed = ", ".join(missing)
     headline = f"Baseline labs missing within {window} days: {listed}"
     if len(headline) > 139:
-        headline = f"{len(missing)} of {len(BASELINE_TESTS)} REMS baseline labs missing within {window} days"
+        headline = (f"{len(missing)} of {len(BASELINE_TESTS)} REMS baseline labs missing within "
+                    f"{window} days")
     return Finding(
         BASELINE, Status.UNKNOWN, Severity.WARNING, headline,
-        explanation=(f"The Lemtrada REMS asks for the baseline tests of the prescribing information "
-                     f"within {window} days before the infusion. Missing or older: {listed}.",),
+        explanation=(f"The Lemtrada REMS asks for the baseline tests of the prescribing "
+                     f"information within {window} days before the infusion. Missing or older: "
+                     f"{listed}.",),
         evidence=evidence, unreadable=_unique(unreadable), suggestions=tuple(suggestions),
     )
 
 
 def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """HBsAg and anti-HBc within the lookback: positive -> warning (reactivation); missing -> order."""
+    """HBsAg and anti-HBc within the lookback: positive -> warning (reactivation); missing ->
+    order."""
     lookback = policy["screening_lookback"]
     tests = (
         ("HBsAg", lab_results(record, "hbv-surface-antigen-loinc", order.t0, lookback),
@@ -112,19 +117,21 @@ def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     if positive:
         return Finding(
             HBV, Status.NOT_MET, Severity.WARNING,
-            f"{' and '.join(positive)} positive: hepatitis B reactivation risk, hepatology review first",
-            explanation=("Hepatitis B carriers may suffer irreversible liver damage from reactivation "
-                         "under alemtuzumab. Refer to hepatology (consider HBV DNA and antiviral "
-                         "prophylaxis) before starting.",) + ((f"Also: {', '.join(unclear)}.",)
-                                                            if unclear else ()),
+            f"{' and '.join(positive)} positive: hepatitis B reactivation risk, hepatology "
+            "review first",
+            explanation=("Hepatitis B carriers may suffer irreversible liver damage from "
+                         "reactivation under alemtuzumab. Refer to hepatology (consider HBV DNA "
+                         "and antiviral prophylaxis) before starting.",)
+                        + ((f"Also: {', '.join(unclear)}.",) if unclear else ()),
             evidence=tuple(evidence), unreadable=unreadable, suggestions=tuple(suggestions),
         )
     if unclear:
         return Finding(
             HBV, Status.UNKNOWN, Severity.WARNING,
-            f"Hepatitis B screening incomplete ({', '.join(unclear)}): order before starting Lemtrada",
-            explanation=(f"Both HBsAg and anti-HBc within {lookback} days before the planned start are "
-                         "needed to exclude a carrier state at risk of reactivation.",),
+            f"Hepatitis B screening incomplete ({', '.join(unclear)}): order before starting "
+            "Lemtrada",
+            explanation=(f"Both HBsAg and anti-HBc within {lookback} days before the planned "
+                         "start are needed to exclude a carrier state at risk of reactivation.",),
             evidence=tuple(evidence), unreadable=unreadable, suggestions=tuple(suggestions),
         )
     return Finding(HBV, Status.MET, Severity.INFO, "HBsAg and anti-HBc negative",

@@ -39,8 +39,8 @@ class ConditionHit:
 
     def describe(self) -> str:
         when = first_date(self.resource, "onsetDateTime", "onsetPeriod.start", "recordedDate")
-        system = "ICD-10-CM" if "icd-10" in self.code[0] else "SNOMED CT" if "snomed" in self.code[0] \
-            else self.code[0]
+        system = ("ICD-10-CM" if "icd-10" in self.code[0]
+                  else "SNOMED CT" if "snomed" in self.code[0] else self.code[0])
         return (f"{self.name} ({system} {self.written or self.code[1]}), {self.status}, since "
                 f"{when or 'unknown date'} ({self.reference})")
 
@@ -53,7 +53,8 @@ def _codes_of(concept: Any) -> list[Code]:
 
 
 def clinical_status(condition: dict[str, Any]) -> str | None:
-    """The clinicalStatus code (active, recurrence, relapse, inactive, remission, resolved) or None."""
+    """The clinicalStatus code (active, recurrence, relapse, inactive, remission, resolved) or
+    None."""
     for _, code in _codes_of(condition.get("clinicalStatus")):
         return code
     return None
@@ -64,7 +65,8 @@ def refuted(resource: dict[str, Any]) -> bool:
 
 
 def current_status(condition: dict[str, Any], also: frozenset[str] = frozenset()) -> str | None:
-    """How the condition is current ('active', 'status not recorded', ...), or None when it is not."""
+    """How the condition is current ('active', 'status not recorded', ...), or None when it is
+    not."""
     if refuted(condition):
         return None
     status = clinical_status(condition)
@@ -85,7 +87,8 @@ def _display(condition: dict[str, Any], code: Code, vs: ValueSet | None) -> str:
     concept = condition.get("code")
     if isinstance(concept, dict):
         for coding in concept.get("coding") or ():
-            if isinstance(coding, dict) and coding.get("code") and isinstance(coding.get("display"), str):
+            if (isinstance(coding, dict) and coding.get("code")
+                    and isinstance(coding.get("display"), str)):
                 return str(coding["display"])
         if isinstance(concept.get("text"), str):
             return str(concept["text"])

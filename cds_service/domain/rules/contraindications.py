@@ -1,4 +1,5 @@
-"""Contraindications (label section 4): hypersensitivity to alemtuzumab, HIV and active infection."""
+"""Contraindications (label section 4): hypersensitivity to alemtuzumab, HIV and active
+infection."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def _allergy_detail(allergy: dict[str, Any]) -> str:
 
 
 def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """Critical for a current AllergyIntolerance to alemtuzumab (Lemtrada or Campath), by code or name."""
+    """Critical for a current AllergyIntolerance to alemtuzumab (Lemtrada or Campath), by code or
+    name."""
     unreadable: list[Unreadable] = list(record.uncoded.get("AllergyIntolerance", ()))
     found: list[str] = []
     for allergy in record.by_type.get("AllergyIntolerance", ()):
@@ -95,9 +97,9 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
         return Finding(
             HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL,
             "Allergy to alemtuzumab on file: Lemtrada is contraindicated",
-            explanation=("Known hypersensitivity or anaphylactic reaction to alemtuzumab (Lemtrada or "
-                         "Campath) or an excipient is a contraindication. Do not start unless the "
-                         "allergy record is shown to be wrong.",),
+            explanation=("Known hypersensitivity or anaphylactic reaction to alemtuzumab (Lemtrada "
+                         "or Campath) or an excipient is a contraindication. Do not start unless "
+                         "the allergy record is shown to be wrong.",),
             evidence=tuple(found), unreadable=tuple(unreadable),
         )
     return Finding(HYPERSENSITIVITY, Status.MET, Severity.INFO, "No allergy to alemtuzumab on file",

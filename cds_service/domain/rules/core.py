@@ -12,8 +12,8 @@ CORE_RULES: tuple[Rule, ...] = (
     Rule(
         topic="live-vaccine-gap",
         title="Live vaccine at least 6 weeks before the start",
-        logic="Completed Immunization with a live CVX given less than the gap before T0 -> critical; "
-        "a CVX of uncertain liveness or an undated live vaccine -> warning.",
+        logic="Completed Immunization with a live CVX given less than the gap before T0 -> "
+        "critical; a CVX of uncertain liveness or an undated live vaccine -> warning.",
         indicator="critical / warning",
         source="label",
         citation="PI section 2 (complete immunizations at least 6 weeks before treatment) and "
@@ -48,7 +48,8 @@ CORE_RULES: tuple[Rule, ...] = (
         "to two or more MS drugs)",
         check=check_prior_dmt,
         policy_keys=("min_prior_dmts",),
-        override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio", "expert-contradicts"),
+        override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio",
+                          "expert-contradicts"),
     ),
     Rule(
         topic="tb-screening",

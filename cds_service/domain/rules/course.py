@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from ..fhirdata import SNOMED, DateSpan, Malformed, codings, concept_words, first_date, parse_date, reference_of
+from ..fhirdata import (
+    SNOMED,
+    DateSpan,
+    Malformed,
+    codings,
+    concept_words,
+    first_date,
+    parse_date,
+    reference_of,
+)
 from ..orders import OrderContext, Product, classify
 from ..record import PatientRecord, Unreadable, find_medication
 
@@ -114,7 +123,8 @@ def _bounds(request: dict[str, Any]) -> tuple[DateSpan, DateSpan] | None:
         if end is None:
             count = repeat.get("count")
             days = count - 1 if isinstance(count, int) and count > 0 else 0
-            end = DateSpan(start.earliest + timedelta(days=days), start.latest + timedelta(days=days))
+            end = DateSpan(start.earliest + timedelta(days=days),
+                           start.latest + timedelta(days=days))
         return start, end
     return None
 
@@ -140,7 +150,8 @@ def prior_courses(record: PatientRecord, order: OrderContext, gap_days: int) -> 
             continue
         span = _dose_span(resource)
         if span is None:
-            unreadable.append(Unreadable(reference_of(resource), "alemtuzumab given, date not readable"))
+            unreadable.append(Unreadable(reference_of(resource),
+                                         "alemtuzumab given, date not readable"))
             continue
         first, last = span
         if not (first.exact and last.exact):
@@ -149,7 +160,8 @@ def prior_courses(record: PatientRecord, order: OrderContext, gap_days: int) -> 
             if first.earliest >= order.t0:
                 continue
             doses.append(Dose(first.earliest, min(last.latest, order.t0 - timedelta(days=1)),
-                              reference_of(resource), f"{use.resource_type} {use.status}, partial date",
+                              reference_of(resource),
+                              f"{use.resource_type} {use.status}, partial date",
                               last_earliest=last.earliest))
             continue
         if first.earliest >= order.t0:
@@ -255,11 +267,13 @@ def course_days(dosage: dict[str, Any]) -> tuple[int | None, str]:
     if isinstance(duration, dict) and isinstance(duration.get("value"), (int, float)):
         unit = str(duration.get("code") or duration.get("unit") or "").lower()
         if unit in DAY_UNITS:
-            found.append((int(duration["value"] * DAY_UNITS[unit]), f"duration {duration['value']} {unit}"))
+            found.append((int(duration["value"] * DAY_UNITS[unit]),
+                          f"duration {duration['value']} {unit}"))
     if not found:
         return None, "no count, period or duration"
     if len({days for days, _ in found}) > 1:
-        return None, "contradictory timing (" + "; ".join(f"{how} = {d} days" for d, how in found) + ")"
+        return None, ("contradictory timing ("
+                      + "; ".join(f"{how} = {d} days" for d, how in found) + ")")
     return found[0][0], found[0][1]
 
 
@@ -295,7 +309,8 @@ def other_drafts(order: OrderContext) -> list[dict[str, Any]]:
             and r.get("status") not in ("cancelled", "entered-in-error", "revoked")]
 
 
-def draft_medication(request: dict[str, Any], drafts: tuple[dict[str, Any], ...]) -> tuple[list[Any], str]:
+def draft_medication(request: dict[str, Any],
+                     drafts: tuple[dict[str, Any], ...]) -> tuple[list[Any], str]:
     """Codes and words of a draft order's medication: inline, contained or in the draft Bundle."""
     concept = request.get("medicationCodeableConcept")
     if concept is not None:
@@ -353,5 +368,6 @@ def _bounds_only(dosage: dict[str, Any]) -> tuple[date, date | None] | None:
     if isinstance(duration, dict) and isinstance(duration.get("value"), (int, float)):
         unit = str(duration.get("code") or duration.get("unit") or "").lower()
         if unit in DAY_UNITS:
-            return start.earliest, start.earliest + timedelta(days=int(duration["value"] * DAY_UNITS[unit]) - 1)
+            days = int(duration["value"] * DAY_UNITS[unit])
+            return start.earliest, start.earliest + timedelta(days=days - 1)
     return start.earliest, None

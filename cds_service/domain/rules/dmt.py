@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from ..fhirdata import reference_of
 from ..findings import Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import MedicationUse, PatientRecord, Unreadable
 from ..terminology import ValueSet, value_set
-from ..fhirdata import reference_of
 
 TOPIC = "prior-dmt"
 
@@ -19,7 +19,8 @@ NOT_TAKEN = {
 
 
 def match_ingredient(use: MedicationUse, vs: ValueSet) -> tuple[str, str] | None:
-    """(ingredient, how it matched) when a medication use is in the value set, by code or by name."""
+    """(ingredient, how it matched) when a medication use is in the value set, by code or by
+    name."""
     code = vs.matches_any(list(use.codes))
     if code is not None:
         ingredient = vs.ingredient_of_code.get(code, vs.display(code))
@@ -56,7 +57,8 @@ def check_prior_dmt(record: PatientRecord, order: OrderContext, policy: Policy) 
         ingredient, how = matched
         when = f"from {use.start}" if use.start else "undated"
         found.setdefault(ingredient, []).append(
-            f"{ingredient}: {use.resource_type} {when} ({reference_of(use.resource)}; matched by {how})"
+            f"{ingredient}: {use.resource_type} {when} ({reference_of(use.resource)}; "
+            f"matched by {how})"
         )
     evidence = tuple(line for ingredient in sorted(found) for line in found[ingredient])
     count = len(found)

@@ -23,23 +23,27 @@ def check_indication(record: PatientRecord, order: OrderContext, policy: Policy)
     'remission' counts as current here: relapsing-remitting MS between relapses is still the
     indication.
     """
-    ms, ppms, cis = (value_set("ms-diagnosis-condition"), value_set("ms-primary-progressive-condition"),
+    ms, ppms, cis = (value_set("ms-diagnosis-condition"),
+                     value_set("ms-primary-progressive-condition"),
                      value_set("clinically-isolated-syndrome-condition"))
     hits, unreadable = current_conditions(record, [ms, cis], also=frozenset({"remission"}))
     not_indicated = [h for h in hits if h.code in ppms.codes or h.code in cis.codes]
     indicated = [h for h in hits if h not in not_indicated]
     evidence = tuple(h.describe() for h in indicated + not_indicated)
     if indicated:
-        return Finding(INDICATION, Status.MET, Severity.INFO, "Multiple sclerosis diagnosis on file",
+        return Finding(INDICATION, Status.MET, Severity.INFO,
+                       "Multiple sclerosis diagnosis on file",
                        evidence=evidence, unreadable=tuple(unreadable))
     if not_indicated:
         return Finding(
             INDICATION, Status.NOT_MET, Severity.WARNING,
-            f"Only {shorten(not_indicated[0].name)} on file: Lemtrada is indicated for relapsing MS",
+            f"Only {shorten(not_indicated[0].name)} on file: Lemtrada is indicated for "
+            "relapsing MS",
             explanation=("Lemtrada is indicated for relapsing forms of MS (relapsing-remitting and "
-                         "active secondary progressive disease) in adults. It is not recommended for "
-                         "clinically isolated syndrome and not indicated for primary progressive MS. "
-                         "Record the relapsing diagnosis if that is what the patient has.",),
+                         "active secondary progressive disease) in adults. It is not recommended "
+                         "for clinically isolated syndrome and not indicated for primary "
+                         "progressive MS. Record the relapsing diagnosis if that is what the "
+                         "patient has.",),
             evidence=evidence, unreadable=tuple(unreadable),
         )
     return Finding(
@@ -61,7 +65,9 @@ class Age:
     born: DateSpan
 
     def __str__(self) -> str:
-        return str(self.youngest) if self.youngest == self.oldest else f"{self.youngest}-{self.oldest}"
+        if self.youngest == self.oldest:
+            return str(self.youngest)
+        return f"{self.youngest}-{self.oldest}"
 
 
 def age_at(record: PatientRecord, t0: date) -> tuple[Age | None, str]:
@@ -83,13 +89,14 @@ def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Fin
     limit = policy["pediatric_age"]
     age, why = age_at(record, order.t0)
     if age is None:
-        unreadable = ()
+        unreadable: tuple[Unreadable, ...] = ()
         if record.patient is not None and record.problem(record.patient) is not None:
-            unreadable = (Unreadable(reference_of(record.patient), str(record.problem(record.patient))),)
+            unreadable = (Unreadable(reference_of(record.patient),
+                                     str(record.problem(record.patient))),)
         return Finding(AGE, Status.UNKNOWN, Severity.WARNING,
                        f"Age unknown ({why}): Lemtrada is not recommended under {limit}",
-                       explanation=("The birth date could not be read, so the pediatric limit could "
-                                    "not be checked.",),
+                       explanation=("The birth date could not be read, so the pediatric limit "
+                                    "could not be checked.",),
                        unreadable=unreadable)
     patient = record.patient
     assert patient is not None
@@ -98,7 +105,8 @@ def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Fin
     if age.oldest < limit:
         return Finding(
             AGE, Status.NOT_MET, Severity.WARNING,
-            f"Patient is {age} years old at the planned start: Lemtrada is not recommended under {limit}",
+            f"Patient is {age} years old at the planned start: Lemtrada is not recommended "
+            f"under {limit}",
             explanation=(f"Safety and effectiveness below {limit} years have not been established; "
                          "use in pediatric patients is not recommended.",),
             evidence=evidence,

@@ -85,9 +85,10 @@ LABEL_RULES: tuple[Rule, ...] = (
     Rule(
         topic="baseline-labs",
         title="REMS baseline laboratory tests",
-        logic="Each of CBC with differential, serum creatinine, urinalysis, urine protein/creatinine "
-        "ratio, TSH, ALT, AST and total bilirubin needs a final result within the window before "
-        "T0; one warning lists what is missing, with one lab order per missing test.",
+        logic="Each of CBC with differential, serum creatinine, urinalysis, urine "
+        "protein/creatinine ratio, TSH, ALT, AST and total bilirubin needs a final result within "
+        "the window before T0; one warning lists what is missing, with one lab order per missing "
+        "test.",
         indicator="warning",
         source="rems",
         citation="LEMTRADA REMS (baseline laboratory tests described in the PI before the first "
@@ -140,9 +141,10 @@ LABEL_RULES: tuple[Rule, ...] = (
     Rule(
         topic="concurrent-immunosuppression",
         title="No other MS therapy or immunosuppressant running",
-        logic="Another MS DMT or an immunosuppressant (RxNorm code or name) in a MedicationStatement "
-        "(active/intended/on-hold/unknown), MedicationRequest (active/on-hold/unknown) or "
-        "MedicationAdministration (in-progress/on-hold) without an end date before T0 -> warning.",
+        logic="Another MS DMT or an immunosuppressant (RxNorm code or name) in a "
+        "MedicationStatement (active/intended/on-hold/unknown), MedicationRequest "
+        "(active/on-hold/unknown) or MedicationAdministration (in-progress/on-hold) without an end "
+        "date before T0 -> warning.",
         indicator="warning",
         source="label",
         citation="PI section 5 (concomitant antineoplastic or immunosuppressive therapies could "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-
 from typing import Any
 
 from ..fhirdata import LOINC, DateSpan, Malformed, codings, reference_of
@@ -68,7 +67,8 @@ def lab_results(
     return out
 
 
-def _result(observation: dict[str, Any], vs: ValueSet, when: DateSpan, nucleic_acid: bool) -> LabResult:
+def _result(observation: dict[str, Any], vs: ValueSet, when: DateSpan,
+            nucleic_acid: bool) -> LabResult:
     try:
         code = vs.matches_any(codings(observation.get("code")))
     except Malformed:

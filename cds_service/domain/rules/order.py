@@ -54,7 +54,8 @@ def _course_lines(history: History) -> list[str]:
 
 
 def check_course_interval(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """Critical when a new course starts less than the interval after the prior course's last dose."""
+    """Critical when a new course starts less than the interval after the prior course's last
+    dose."""
     topic, months = "course-interval", policy["course_interval"]
     history = _history(record, order, policy)
     evidence = tuple(_course_lines(history))
@@ -70,8 +71,9 @@ def check_course_interval(record: PatientRecord, order: OrderContext, policy: Po
             topic, Status.UNKNOWN, Severity.WARNING,
             f"Last alemtuzumab dose only partly dated: confirm it was on or before "
             f"{add_months(order.t0, -months)}",
-            explanation=(f"A course may start only {months} months after the last dose of the prior "
-                         "course; the recorded date of the last dose is not precise enough to tell.",),
+            explanation=(f"A course may start only {months} months after the last dose of the "
+                         "prior course; the recorded date of the last dose is not precise enough "
+                         "to tell.",),
             evidence=evidence, unreadable=unreadable,
         )
     if order.t0 < allowed:
@@ -81,14 +83,16 @@ def check_course_interval(record: PatientRecord, order: OrderContext, policy: Po
             f"Course {history.number} starts {gap} days after the last dose ({last}): "
             f"earliest allowed start {allowed}",
             explanation=(
-                f"Later courses are given at least {months} months after the last dose of the prior "
-                f"course. The last recorded dose was on {last}; the planned start is {order.t0}. "
-                f"Postpone the course to {allowed} or later, or correct the administration record.",
+                f"Later courses are given at least {months} months after the last dose of the "
+                f"prior course. The last recorded dose was on {last}; the planned start is "
+                f"{order.t0}. Postpone the course to {allowed} or later, or correct the "
+                "administration record.",
             ),
             evidence=evidence, unreadable=unreadable,
         )
     return Finding(topic, Status.MET, Severity.INFO,
-                   f"Course {history.number}: last dose {last}, at least {months} months before the start",
+                   f"Course {history.number}: last dose {last}, at least {months} months before "
+                   "the start",
                    evidence=evidence, unreadable=unreadable)
 
 
@@ -110,7 +114,8 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
         where = f"dosage {i}: " if len(dosages) > 1 else ""
         mg, written = dose_mg(dosage, LEMTRADA_MG_PER_ML)
         if mg is None:
-            warnings.append(f"{where}dose {'not stated' if not written else written + ' not readable as mg'}")
+            unreadable_dose = "not stated" if not written else written + " not readable as mg"
+            warnings.append(f"{where}dose {unreadable_dose}")
         elif abs(mg - daily) > 1e-6:
             shown = written if written == f"{mg:g} mg" else f"{written} ({mg:g} mg)"
             critical.append(f"{where}dose {shown}, not {daily} mg per day")
@@ -118,11 +123,13 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
             evidence.append(f"{where}dose {written} = {daily} mg")
         route = route_of(dosage)
         if route.iv is None:
-            warnings.append(f"{where}route {'not stated' if not route.written else route.written + ' not recognisable'}")
+            unclear = "not stated" if not route.written else route.written + " not recognisable"
+            warnings.append(f"{where}route {unclear}")
         elif not route.iv:
             critical.append(f"{where}route {route.written}, not intravenous")
         elif route.push:
-            critical.append(f"{where}route {route.written}: give as a 4-hour infusion, never IV push or bolus")
+            critical.append(f"{where}route {route.written}: give as a 4-hour infusion, "
+                            "never IV push or bolus")
         else:
             evidence.append(f"{where}route {route.written} (intravenous)")
     history = _history(record, order, policy)
@@ -136,8 +143,9 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
     elif days is not None:
         evidence.append(f"{days} days ({how}), as for {course}")
     explanation = (
-        f"Lemtrada is {daily} mg/day by intravenous infusion over 4 hours: {policy['first_course_days']} "
-        f"consecutive days for the first course, {policy['later_course_days']} for later courses. "
+        f"Lemtrada is {daily} mg/day by intravenous infusion over 4 hours: "
+        f"{policy['first_course_days']} consecutive days for the first course, "
+        f"{policy['later_course_days']} for later courses. "
         f"A dose written in mL is read at the only strength, {LEMTRADA_MG_PER_ML} mg/mL.",
     )
     if critical:
@@ -149,10 +157,11 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
         return Finding(topic, status, Severity.WARNING, f"Lemtrada order: {warnings[0]}",
                        explanation=explanation, evidence=tuple(warnings + evidence))
     return Finding(topic, Status.MET, Severity.INFO,
-                   f"{daily} mg IV daily for {days} days, as for {course}", evidence=tuple(evidence))
+                   f"{daily} mg IV daily for {days} days, as for {course}",
+                   evidence=tuple(evidence))
 
 
-# -- premedication and herpes prophylaxis -----------------------------------------------------------
+# -- premedication and herpes prophylaxis --------------------------------------------------------
 
 
 def _candidates(order: OrderContext, vs_id: str) -> list[tuple[dict[str, Any], str]]:
@@ -209,7 +218,8 @@ def premedication_suggestion(t0: date, policy: Policy) -> Suggestion:
 
 
 def check_premedication(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """Among the other draft orders, methylprednisolone 1,000 mg IV covering days 1-3 of the course."""
+    """Among the other draft orders, methylprednisolone 1,000 mg IV covering days 1-3 of the
+    course."""
     topic, days, dose = "premedication", policy["premedication_days"], policy["premedication_dose"]
     last_needed = order.t0 + timedelta(days=days - 1)
     methylpred = value_set("methylprednisolone-rxnorm")
@@ -246,8 +256,8 @@ def check_premedication(record: PatientRecord, order: OrderContext, policy: Poli
     return Finding(
         topic, Status.NOT_MET, Severity.WARNING, headline,
         explanation=(f"Premedicate with {dose:,} mg methylprednisolone (or equivalent) immediately "
-                     f"before the infusion on the first {days} days of each course, from {order.t0} "
-                     f"to {last_needed}.",),
+                     f"before the infusion on the first {days} days of each course, from "
+                     f"{order.t0} to {last_needed}.",),
         evidence=tuple(gaps),
         suggestions=(premedication_suggestion(order.t0, policy),),
     )
@@ -260,8 +270,8 @@ def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
     to confirm (RxNorm 197311, verified in rxnorm-dmt-codes.md)."""
     dosage = {
         "sequence": 1,
-        "text": "400 mg by mouth twice daily from day 1 of the course until at least 2 months after "
-                "the last infusion and until CD4+ lymphocytes are at least 200 cells/uL",
+        "text": "400 mg by mouth twice daily from day 1 of the course until at least 2 months "
+                "after the last infusion and until CD4+ lymphocytes are at least 200 cells/uL",
         "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": until.isoformat()},
                               "frequency": 2, "period": 1, "periodUnit": "d"}},
         "route": _route(ORAL_ROUTE, "oral"),
@@ -308,9 +318,10 @@ def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy:
                 "No antiviral herpes prophylaxis ordered from day 1 of the course")
     return Finding(
         topic, Status.NOT_MET, Severity.WARNING, headline,
-        explanation=(f"Start antiviral herpes prophylaxis on the first day of each course ({order.t0}) "
-                     f"and continue for at least {months} months after the last infusion (to {until}) "
-                     "or until CD4+ lymphocytes are at least 200 cells/uL, whichever is later.",),
+        explanation=(f"Start antiviral herpes prophylaxis on the first day of each course "
+                     f"({order.t0}) and continue for at least {months} months after the last "
+                     f"infusion (to {until}) or until CD4+ lymphocytes are at least 200 "
+                     "cells/uL, whichever is later.",),
         evidence=tuple(gaps),
         suggestions=(prophylaxis_suggestion(order.t0, until),),
     )
@@ -320,14 +331,14 @@ ORDER_RULES: tuple[Rule, ...] = (
     Rule(
         topic="course-interval",
         title="At least 12 months since the last course",
-        logic="Completed alemtuzumab (not Campath) MedicationAdministration/Statement/Request before "
-        "T0, grouped into courses (doses at most the grouping gap apart); course number = prior "
-        "courses + 1; a start less than the interval after the last dose of the prior course -> "
-        "critical with the earliest allowed start; undated or partially dated doses -> warning.",
+        logic="Completed alemtuzumab (not Campath) MedicationAdministration/Statement/Request "
+        "before T0, grouped into courses (doses at most the grouping gap apart); course number = "
+        "prior courses + 1; a start less than the interval after the last dose of the prior course "
+        "-> critical with the earliest allowed start; undated or partially dated doses -> warning.",
         indicator="critical",
         source="label",
-        citation="PI section 2 (Recommended Dosage: later courses at least 12 months after the last "
-        "dose of any prior course)",
+        citation="PI section 2 (Recommended Dosage: later courses at least 12 months after the "
+        "last dose of any prior course)",
         check=check_course_interval,
         policy_keys=("course_interval", "course_grouping_gap"),
         override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
@@ -360,7 +371,8 @@ ORDER_RULES: tuple[Rule, ...] = (
         "equivalent immediately before infusion on the first 3 days of each course)",
         check=check_premedication,
         policy_keys=("premedication_dose", "premedication_days"),
-        override_reasons=("indication-order-exists", "patient-contraindication", "policy-contradicts"),
+        override_reasons=("indication-order-exists", "patient-contraindication",
+                          "policy-contradicts"),
         hooks=ORDER_SIGN,
     ),
     Rule(
@@ -377,7 +389,8 @@ ORDER_RULES: tuple[Rule, ...] = (
         "each course, at least 2 months after treatment or until CD4+ >= 200 cells/uL)",
         check=check_herpes_prophylaxis,
         policy_keys=("herpes_prophylaxis_months",),
-        override_reasons=("indication-order-exists", "patient-contraindication", "policy-contradicts"),
+        override_reasons=("indication-order-exists", "patient-contraindication",
+                          "policy-contradicts"),
         hooks=ORDER_SIGN,
     ),
 )

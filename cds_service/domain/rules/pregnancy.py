@@ -24,11 +24,13 @@ TOPIC = "pregnancy"
 
 
 def _contraception(policy: Policy) -> str:
-    return f"contraception during and for {policy['contraception_after_course']} months after each course"
+    return (f"contraception during and for {policy['contraception_after_course']} months after "
+            "each course")
 
 
 def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """Positive hCG or current pregnancy -> critical; no recent negative hCG -> warning with a test."""
+    """Positive hCG or current pregnancy -> critical; no recent negative hCG -> warning with a
+    test."""
     low, high = policy["reproductive_age_min"], policy["reproductive_age_max"]
     window = policy["pregnancy_test_window"]
     advice = _contraception(policy)
@@ -40,14 +42,15 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
     conditions, bad = current_conditions(record, [value_set("pregnancy-condition")])
     unreadable = tuple(tests.unreadable) + tuple(u for u in bad if u not in tests.unreadable)
     newest = tests.latest
-    positive = [f"hCG: {newest.describe()}"] if newest and newest.meaning is Meaning.POSITIVE else []
+    positive = ([f"hCG: {newest.describe()}"] if newest and newest.meaning is Meaning.POSITIVE
+                else [])
     positive += [f"pregnancy: {c.describe()}" for c in conditions]
     if positive:
         return Finding(
             TOPIC, Status.NOT_MET, Severity.CRITICAL,
             "Patient may be pregnant (positive hCG or current pregnancy): do not start Lemtrada",
-            explanation=("Alemtuzumab may cause fetal harm. Exclude pregnancy before each course; a "
-                         "newer negative hCG or a resolved pregnancy record clears this. Advise "
+            explanation=("Alemtuzumab may cause fetal harm. Exclude pregnancy before each course; "
+                         "a newer negative hCG or a resolved pregnancy record clears this. Advise "
                          f"effective {advice}.",),
             evidence=tuple(positive), unreadable=unreadable,
         )
@@ -69,16 +72,18 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
                             "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma",
                             "Exclude pregnancy before Lemtrada")
     if latest_recent is not None:
-        headline = f"hCG indeterminate on {latest_recent.when}: repeat before starting; advise {advice}"
+        headline = (f"hCG indeterminate on {latest_recent.when}: repeat before starting; "
+                    f"advise {advice}")
     elif gender not in ("female",):
-        headline = f"Sex not recorded as male and no negative hCG within {window} days: test; advise {advice}"
+        headline = (f"Sex not recorded as male and no negative hCG within {window} days: test; "
+                    f"advise {advice}")
     else:
         headline = f"No negative hCG within {window} days: test before starting; advise {advice}"
     return Finding(
         TOPIC, Status.UNKNOWN, Severity.WARNING, headline,
         explanation=(f"No negative pregnancy test dated within {window} days before the planned "
-                     f"start ({order.t0}) was found for a patient who may be able to become pregnant "
-                     f"(reproductive age {low}-{high} by local policy). Alemtuzumab may cause fetal "
-                     f"harm; advise effective {advice}.",),
+                     f"start ({order.t0}) was found for a patient who may be able to become "
+                     f"pregnant (reproductive age {low}-{high} by local policy). Alemtuzumab may "
+                     f"cause fetal harm; advise effective {advice}.",),
         evidence=evidence, unreadable=unreadable, suggestions=(suggestion,),
     )

@@ -41,16 +41,20 @@ def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Polic
         return _missing(topic, "TB screening (IGRA or skin test)", [tb], lookback,
                         order_test("order-igra", "71773-6",
                                    "Mycobacterium tuberculosis stimulated gamma interferon "
-                                   "[Interpretation] in Blood (IGRA)", "TB screening before Lemtrada"))
+                                   "[Interpretation] in Blood (IGRA)",
+                                   "TB screening before Lemtrada"))
     if latest.meaning is Meaning.POSITIVE:
         return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
-                       f"TB screening positive on {latest.when}: exclude active TB, treat latent TB first",
-                       explanation=("Active tuberculosis is an active infection (contraindication); "
-                                    "latent tuberculosis should be treated before alemtuzumab.",),
+                       f"TB screening positive on {latest.when}: exclude active TB, treat latent "
+                       "TB first",
+                       explanation=("Active tuberculosis is an active infection "
+                                    "(contraindication); latent tuberculosis should be treated "
+                                    "before alemtuzumab.",),
                        evidence=(latest.describe(),), unreadable=tuple(tb.unreadable))
     if latest.meaning is Meaning.INDETERMINATE:
         return Finding(topic, Status.UNKNOWN, Severity.WARNING,
-                       f"TB screening indeterminate on {latest.when}: repeat or evaluate before starting",
+                       f"TB screening indeterminate on {latest.when}: repeat or evaluate before "
+                       "starting",
                        evidence=(latest.describe(),), unreadable=tuple(tb.unreadable),
                        suggestions=(order_test("order-igra", "71773-6", "IGRA (TB) test",
                                                "Repeat the indeterminate TB screening"),))
@@ -68,7 +72,8 @@ def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     if not latest:
         return _missing(topic, "HIV test", [screen, rna], lookback,
                         order_test("order-hiv-ag-ab", "56888-1",
-                                   "HIV 1+2 Ab+HIV1 p24 Ag [Presence] in Serum or Plasma by Immunoassay",
+                                   "HIV 1+2 Ab+HIV1 p24 Ag [Presence] in Serum or Plasma by "
+                                   "Immunoassay",
                                    "HIV infection is a contraindication to Lemtrada"))
     positive = [r for r in latest if r.meaning is Meaning.POSITIVE]
     if positive:
@@ -80,7 +85,8 @@ def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     unclear = [r for r in latest if r.meaning is Meaning.INDETERMINATE]
     if unclear:
         return Finding(topic, Status.UNKNOWN, Severity.WARNING,
-                       f"HIV test indeterminate on {unclear[0].when}: confirm HIV status before starting",
+                       f"HIV test indeterminate on {unclear[0].when}: confirm HIV status before "
+                       "starting",
                        evidence=tuple(r.describe() for r in latest), unreadable=unreadable,
                        suggestions=(order_test("order-hiv-ag-ab", "56888-1", "HIV-1/2 Ag/Ab test",
                                                "Confirm HIV status"),))
@@ -95,7 +101,8 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     rna = lab_results(record, "hcv-rna-loinc", order.t0, lookback, nucleic_acid=True)
     unreadable = _all_unreadable([antibody, rna])
     rna_order = order_test("order-hcv-rna", "11259-9",
-                           "Hepatitis C virus RNA [Presence] in Serum or Plasma by NAA with probe detection",
+                           "Hepatitis C virus RNA [Presence] in Serum or Plasma by NAA with "
+                           "probe detection",
                            "Confirm or exclude active hepatitis C")
     r, ab = rna.latest, antibody.latest
     evidence: tuple[str, ...] = tuple(x.describe() for x in (ab, r) if isinstance(x, LabResult))
@@ -115,11 +122,13 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     if ab is None:
         return _missing(topic, "hepatitis C test", [antibody, rna], lookback,
                         order_test("order-hcv-antibody", "13955-0",
-                                   "Hepatitis C virus Ab [Presence] in Serum or Plasma by Immunoassay",
+                                   "Hepatitis C virus Ab [Presence] in Serum or Plasma by "
+                                   "Immunoassay",
                                    "Hepatitis C screening before Lemtrada"))
     if ab.meaning is Meaning.POSITIVE:
         return Finding(topic, Status.UNKNOWN, Severity.WARNING,
-                       f"HCV antibody positive on {ab.when}, no RNA result: order HCV RNA before starting",
+                       f"HCV antibody positive on {ab.when}, no RNA result: order HCV RNA "
+                       "before starting",
                        explanation=("A positive antibody needs an HCV RNA test to tell active from "
                                     "resolved infection; carriers risk reactivation.",),
                        evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ..fhirdata import CVX, Malformed, codings, first_date, reference_of
+from ..fhirdata import Malformed, codings, first_date, reference_of
 from ..findings import Finding, Severity, Status, met
 from ..orders import OrderContext
 from ..policy import Policy
@@ -42,17 +42,20 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
         name = f"{vs.display(code)} (CVX {code[1]})"
         when = first_date(imm, "occurrenceDateTime")
         if when is None:
-            to_confirm.append(f"{name}, date not readable ({reference_of(imm)}): confirm when it was given")
+            to_confirm.append(f"{name}, date not readable ({reference_of(imm)}): confirm when it "
+                              "was given")
             continue
         days_before = (order.t0 - when.latest).days
         if days_before >= gap:
             continue
         allowed = when.latest + timedelta(days=gap)
-        text = f"{name} on {when}, {days_before} days before the planned start ({reference_of(imm)})"
+        text = (f"{name} on {when}, {days_before} days before the planned start "
+                f"({reference_of(imm)})")
         if live_code:
             critical.append((allowed.isoformat(), f"{text}; earliest allowed start {allowed}"))
         else:
-            to_confirm.append(f"{text}: confirm the product; if live, earliest allowed start {allowed}")
+            to_confirm.append(f"{text}: confirm the product; if live, earliest allowed start "
+                              f"{allowed}")
     if critical:
         allowed_start = max(a for a, _ in critical)
         first = critical[0][1].split(", ")[0]
@@ -70,8 +73,9 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
         return Finding(
             TOPIC, Status.UNKNOWN, Severity.WARNING,
             "Vaccine of uncertain liveness within 6 weeks: confirm the product before starting",
-            explanation=("A vaccine code that may be a live vaccine was recorded within "
-                         f"{gap} days before the planned start; treat it as live unless confirmed otherwise.",),
+            explanation=(f"A vaccine code that may be a live vaccine was recorded within {gap} "
+                         "days before the planned start; treat it as live unless confirmed "
+                         "otherwise.",),
             evidence=tuple(to_confirm),
             unreadable=tuple(unreadable),
         )

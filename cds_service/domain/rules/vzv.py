@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..fhirdata import Malformed, codings, first_date, reference_of
-from ..findings import Finding, Severity, Status, met
+from ..findings import Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable

@@ -7,8 +7,17 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from ..fhirdata import CVX, ICD10CM, Code, DateSpan, Malformed, codings, concept_words, first_date, \
-    reference_of
+from ..fhirdata import (
+    CVX,
+    ICD10CM,
+    Code,
+    DateSpan,
+    Malformed,
+    codings,
+    concept_words,
+    first_date,
+    reference_of,
+)
 from ..findings import Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
@@ -56,7 +65,8 @@ def _vaccine_name(imm: dict[str, Any], codes: list[Code]) -> str:
     return f"{name} (CVX {cvx[1]})" if cvx else f"{name} (no CVX code: confirm it is not live)"
 
 
-def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
+                               policy: Policy) -> Finding:
     """Warning when a vaccine that is not live (nor of doubtful liveness) was given inside the gap.
 
     Live and doubtful vaccines are the live-vaccine-gap rule's; immune globulins, skin tests and
@@ -66,7 +76,8 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext, polic
     gap = policy["vaccine_min_gap"]
     skip = [value_set(v) for v in ("live-vaccines-cvx", "liveness-ambiguous-vaccines-cvx",
                                     "non-vaccine-cvx")]
-    recent: list[tuple[str, int, str]] = []  # (earliest start keeping the gap, days before, evidence)
+    # (earliest start keeping the gap, days before, evidence)
+    recent: list[tuple[str, int, str]] = []
     undated: list[str] = []
     unreadable: list[Unreadable] = list(record.uncoded.get("Immunization", ()))
     for imm in record.by_type.get("Immunization", ()):
@@ -85,7 +96,8 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext, polic
             if problem is not None:
                 unreadable.append(Unreadable(reference_of(imm), problem))
             else:
-                undated.append(f"{name}, date not recorded ({reference_of(imm)}): confirm when it was given")
+                undated.append(f"{name}, date not recorded ({reference_of(imm)}): confirm when "
+                               "it was given")
             continue
         days_before = (order.t0 - when.latest).days
         if days_before >= gap:
@@ -102,14 +114,16 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext, polic
         closest = min((d for _, d, _ in recent), default=None)
         headline = (f"Vaccine given {closest} days before the start: the label asks to complete "
                     f"immunizations {gap // 7}+ weeks before" if closest is not None
-                    else f"Vaccine with unknown date: confirm it was given {gap // 7}+ weeks before the start")
+                    else f"Vaccine with unknown date: confirm it was given {gap // 7}+ weeks "
+                    "before the start")
         latest_allowed = max((a for a, _, _ in recent), default=None)
         return Finding(
             NON_LIVE_GAP, Status.NOT_MET if recent else Status.UNKNOWN, Severity.WARNING, headline,
-            explanation=(f"The label asks to complete any necessary immunizations at least {gap // 7} "
-                         "weeks before treatment. The response to a vaccine given closer to the "
-                         "infusion may be reduced."
-                         + (f" A start on or after {latest_allowed} keeps the gap." if latest_allowed else ""),),
+            explanation=(f"The label asks to complete any necessary immunizations at least "
+                         f"{gap // 7} weeks before treatment. The response to a vaccine given "
+                         "closer to the infusion may be reduced."
+                         + (f" A start on or after {latest_allowed} keeps the gap."
+                            if latest_allowed else ""),),
             evidence=tuple(e for _, _, e in recent) + tuple(undated), unreadable=tuple(unreadable),
         )
     return Finding(NON_LIVE_GAP, Status.MET, Severity.INFO,
@@ -149,9 +163,9 @@ def check_prior_campath(record: PatientRecord, order: OrderContext, policy: Poli
         return Finding(
             PRIOR_CAMPATH, Status.NOT_MET, Severity.WARNING,
             "Prior Campath (alemtuzumab) on file: additive, long-lasting immune effects",
-            explanation=("Campath has the same active ingredient as Lemtrada. In patients who received "
-                         "Campath, exercise increased vigilance for additive and long-lasting effects "
-                         "on the immune system.",),
+            explanation=("Campath has the same active ingredient as Lemtrada. In patients who "
+                         "received Campath, exercise increased vigilance for additive and "
+                         "long-lasting effects on the immune system.",),
             evidence=tuple(found), unreadable=tuple(bad),
         )
     return Finding(PRIOR_CAMPATH, Status.MET, Severity.INFO, "No prior Campath on file",
@@ -165,7 +179,8 @@ def _end(use: MedicationUse) -> DateSpan | None:
     if use.resource_type != "MedicationRequest":
         return first_date(resource, "effectivePeriod.end")
     ends = [span for span in (first_date(d, "timing.repeat.boundsPeriod.end")
-                              for d in resource.get("dosageInstruction") or () if isinstance(d, dict))
+                              for d in resource.get("dosageInstruction") or ()
+                              if isinstance(d, dict))
             if span is not None]
     validity = first_date(resource, "dispenseRequest.validityPeriod.end")
     if validity is not None:
@@ -207,9 +222,10 @@ def check_concurrent_immunosuppression(record: PatientRecord, order: OrderContex
         return Finding(
             CONCURRENT, Status.NOT_MET, Severity.WARNING,
             f"Still on {shorten(names, 60)} at the planned start: stop or document before Lemtrada",
-            explanation=("Concomitant antineoplastic or immunosuppressive therapy could increase the "
-                         "risk of immunosuppression. Stop the other MS therapy (observing its washout) "
-                         "or record why it continues, and mark ended medications as stopped.",),
+            explanation=("Concomitant antineoplastic or immunosuppressive therapy could increase "
+                         "the risk of immunosuppression. Stop the other MS therapy (observing its "
+                         "washout) or record why it continues, and mark ended medications as "
+                         "stopped.",),
             evidence=tuple(e for _, e in found), unreadable=tuple(bad),
         )
     return Finding(CONCURRENT, Status.MET, Severity.INFO,
@@ -226,9 +242,9 @@ def check_thyroid_disorder(record: PatientRecord, order: OrderContext, policy: P
         return Finding(
             THYROID, Status.NOT_MET, Severity.WARNING,
             f"Current thyroid disorder ({shorten(hits[0].name)}): weigh benefit against risk",
-            explanation=("In patients with an ongoing thyroid disorder, give alemtuzumab only if the "
-                         "potential benefit justifies the potential risks; autoimmune thyroid disease "
-                         "is a frequent adverse effect.",),
+            explanation=("In patients with an ongoing thyroid disorder, give alemtuzumab only if "
+                         "the potential benefit justifies the potential risks; autoimmune thyroid "
+                         "disease is a frequent adverse effect.",),
             evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable),
         )
     return Finding(THYROID, Status.MET, Severity.INFO, "No current thyroid disorder on file",
@@ -243,9 +259,9 @@ def check_malignancy(record: PatientRecord, order: OrderContext, policy: Policy)
         return Finding(
             MALIGNANCY, Status.NOT_MET, Severity.WARNING,
             f"Current malignancy ({shorten(hits[0].name)}): use Lemtrada with caution",
-            explanation=("Alemtuzumab may increase the risk of malignancies (thyroid cancer, melanoma, "
-                         "lymphoproliferative disorders). Use caution in patients with a pre-existing "
-                         "or ongoing malignancy.",),
+            explanation=("Alemtuzumab may increase the risk of malignancies (thyroid cancer, "
+                         "melanoma, lymphoproliferative disorders). Use caution in patients with a "
+                         "pre-existing or ongoing malignancy.",),
             evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable),
         )
     return Finding(MALIGNANCY, Status.MET, Severity.INFO, "No current malignancy on file",
