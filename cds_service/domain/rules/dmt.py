@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..fhirdata import reference_of
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..fhirdata import Code, reference_of
 from ..findings import Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
@@ -18,18 +21,56 @@ NOT_TAKEN = {
 }
 
 
-def match_ingredient(use: MedicationUse, vs: ValueSet) -> tuple[str, str] | None:
-    """(ingredient, how it matched) when a medication use is in the value set, by code or by
-    name."""
+@dataclass(frozen=True)
+class MedicationMatch:
+    """A medication use found in a value set, by RxNorm code (with its display) or by name."""
+
+    use: MedicationUse
+    ingredient: str
+    code: Code | None
+    code_display: str | None
+    name: str | None
+    """The name found in the use's text when no code matched."""
+
+    @property
+    def how(self) -> str:
+        return f"RxNorm {self.code[1]}" if self.code else f'name "{self.name}" in text'
+
+
+def match_medication(use: MedicationUse, vs: ValueSet) -> MedicationMatch | None:
+    """The match of a medication use in the value set: by code first, then by name in its text."""
     code = vs.matches_any(list(use.codes))
     if code is not None:
-        ingredient = vs.ingredient_of_code.get(code, vs.display(code))
-        return ingredient, f"RxNorm {code[1]}"
+        display = vs.display(code)
+        return MedicationMatch(use, vs.ingredient_of_code.get(code, display), code, display, None)
     named = vs.name_in(use.words)
     if named is not None:
         name, ingredient = named
-        return ingredient, f'name "{name}" in text'
+        return MedicationMatch(use, ingredient, None, None, name)
     return None
+
+
+def matching_uses(record: PatientRecord, value_sets: Sequence[ValueSet],
+                  keep: Callable[[MedicationUse], bool]
+                  ) -> tuple[list[MedicationMatch], list[Unreadable]]:
+    """Medication uses that `keep` admits and that one of the value sets matches (the first that
+    does). A matching use whose resource is unreadable is returned as unreadable, never used;
+    the record's unreadable uses come first."""
+    uses, unreadable = record.medication_uses()
+    bad: list[Unreadable] = list(unreadable)
+    matches: list[MedicationMatch] = []
+    for use in uses:
+        if not keep(use):
+            continue
+        matched = next((m for m in (match_medication(use, vs) for vs in value_sets) if m), None)
+        if matched is None:
+            continue
+        problem = record.problem(use.resource)
+        if problem is not None:
+            bad.append(Unreadable(reference_of(use.resource), problem))
+            continue
+        matches.append(matched)
+    return matches, bad
 
 
 def taken(use: MedicationUse) -> bool:
@@ -41,24 +82,14 @@ def check_prior_dmt(record: PatientRecord, order: OrderContext, policy: Policy) 
     """Count distinct prior MS DMT ingredients (alemtuzumab and corticosteroids never count)."""
     needed = policy["min_prior_dmts"]
     dmt = value_set("ms-dmt-rxnorm")
-    uses, unreadable = record.medication_uses()
+    matches, bad = matching_uses(record, [dmt], taken)
     found: dict[str, list[str]] = {}
-    bad: list[Unreadable] = list(unreadable)
-    for use in uses:
-        if not taken(use):
-            continue
-        matched = match_ingredient(use, dmt)
-        if matched is None:
-            continue
-        problem = record.problem(use.resource)
-        if problem is not None:
-            bad.append(Unreadable(reference_of(use.resource), problem))
-            continue
-        ingredient, how = matched
+    for match in matches:
+        use = match.use
         when = f"from {use.start}" if use.start else "undated"
-        found.setdefault(ingredient, []).append(
-            f"{ingredient}: {use.resource_type} {when} ({reference_of(use.resource)}; "
-            f"matched by {how})"
+        found.setdefault(match.ingredient, []).append(
+            f"{match.ingredient}: {use.resource_type} {when} ({reference_of(use.resource)}; "
+            f"matched by {match.how})"
         )
     evidence = tuple(line for ingredient in sorted(found) for line in found[ingredient])
     count = len(found)

@@ -24,7 +24,7 @@ from ..policy import Policy
 from ..record import MedicationUse, PatientRecord, Unreadable
 from ..terminology import value_set
 from .conditions import current_conditions, shorten
-from .dmt import match_ingredient, taken
+from .dmt import matching_uses, taken
 
 NON_LIVE_GAP = "non-live-vaccine-gap"
 PRIOR_CAMPATH = "prior-campath"
@@ -139,26 +139,10 @@ def _when(use: MedicationUse) -> str:
 
 def check_prior_campath(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Warning for any Campath (alemtuzumab 30 mg/mL, for CLL) in the medication history."""
-    campath = value_set("campath-rxnorm")
-    uses, unreadable = record.medication_uses()
-    bad: list[Unreadable] = list(unreadable)
-    found: list[str] = []
-    for use in uses:
-        if not taken(use):
-            continue
-        code = campath.matches_any(list(use.codes))
-        how = f"{campath.display(code)} (RxNorm {code[1]})" if code else None
-        if how is None:
-            named = campath.name_in(use.words)
-            how = f'name "{named[0]}" in text' if named else None
-        if how is None:
-            continue
-        problem = record.problem(use.resource)
-        if problem is not None:
-            bad.append(Unreadable(reference_of(use.resource), problem))
-            continue
-        found.append(f"{how}: {use.resource_type} {use.status or 'no status'} {_when(use)} "
-                     f"({reference_of(use.resource)})")
+    matches, bad = matching_uses(record, [value_set("campath-rxnorm")], taken)
+    found = [f"{f'{m.code_display} ({m.how})' if m.code else m.how}: {m.use.resource_type} "
+             f"{m.use.status or 'no status'} {_when(m.use)} ({reference_of(m.use.resource)})"
+             for m in matches]
     if found:
         return Finding(
             PRIOR_CAMPATH, Status.NOT_MET, Severity.WARNING,
@@ -196,27 +180,21 @@ def check_concurrent_immunosuppression(record: PatientRecord, order: OrderContex
     active/on-hold/unknown, MedicationAdministration in-progress/on-hold, unless its end date is
     before T0. No end date means it may still be running.
     """
-    sets = [value_set("ms-dmt-rxnorm"), value_set("immunosuppressant-rxnorm")]
-    uses, unreadable = record.medication_uses()
-    bad: list[Unreadable] = list(unreadable)
-    found: list[tuple[str, str]] = []
-    for use in uses:
+    def running_at_t0(use: MedicationUse) -> bool:
         if use.status not in RUNNING.get(use.resource_type, frozenset()):
-            continue
-        matched = next((m for m in (match_ingredient(use, vs) for vs in sets) if m), None)
-        if matched is None:
-            continue
+            return False
         end = _end(use)
-        if end is not None and end.latest < order.t0:
-            continue
-        problem = record.problem(use.resource)
-        if problem is not None:
-            bad.append(Unreadable(reference_of(use.resource), problem))
-            continue
-        ingredient, how = matched
+        return end is None or end.latest >= order.t0
+
+    sets = [value_set("ms-dmt-rxnorm"), value_set("immunosuppressant-rxnorm")]
+    matches, bad = matching_uses(record, sets, running_at_t0)
+    found: list[tuple[str, str]] = []
+    for match in matches:
+        use, end = match.use, _end(match.use)
         until = f"until {end}" if end else "no end date"
-        found.append((ingredient, f"{ingredient}: {use.resource_type} {use.status} {_when(use)}, "
-                                  f"{until} ({reference_of(use.resource)}; matched by {how})"))
+        found.append((match.ingredient,
+                      f"{match.ingredient}: {use.resource_type} {use.status} {_when(use)}, "
+                      f"{until} ({reference_of(use.resource)}; matched by {match.how})"))
     if found:
         names = ", ".join(sorted({i for i, _ in found}))
         return Finding(
