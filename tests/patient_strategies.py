@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from fixture_requests import fixture_request as _load
 from hypothesis import strategies as st
 
 from cds_service.domain.fhirdata import CVX, LOINC
 from cds_service.domain.terminology import all_value_sets, value_set
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-REQUESTS = ROOT / "fhir_fixtures" / "requests"
 
 T0 = date(2026, 12, 7)
 """Planned first infusion of the base fixtures (draft order dosage boundsPeriod.start)."""
@@ -71,8 +71,6 @@ RESULT_DAYS = (0, 1, 3, 6, 7, 8, 20, 29, 30, 31, 90, 364, 365, 366, 500, 1500)
 VACCINE_DAYS = (1, 10, 21, 35, 41, 42, 43, 60, 365, 4000)
 
 
-def _load(name: str) -> dict[str, Any]:
-    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def _codes(vs_id: str, system: str | None = None) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from fixture_requests import fixture_request
 from jwt_keys import (
     JwksServer,
     SigningKey,
@@ -43,7 +44,6 @@ from cds_service.storage import create_schema, seen_jti
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX = Path(__file__).resolve().parent / "data" / "sandbox"
-REQUESTS = ROOT / "fhir_fixtures" / "requests"
 BASE = "https://cds.example.org"
 ISS = "https://ehr.example.org"
 TENANT_ISS = "https://tenant-ehr.example.org"
@@ -105,7 +105,7 @@ def call(client: Any, path: str, headers: dict[str, str]) -> Any:
         body = {"feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden",
                               "outcomeTimestamp": "2026-01-12T10:05:31Z"}]}
         return client.post(path, json=body, headers=headers)
-    hook = json.loads((REQUESTS / "eligible_patient_at_order_select.json").read_text())
+    hook = fixture_request("eligible_patient_at_order_select")
     return client.post(path, json=hook, headers=headers)
 
 

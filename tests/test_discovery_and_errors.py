@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fixture_requests import fixture_request
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
 from cds_service.domain.terminology import value_set
 from cds_service.services import OBSERVATION_VALUE_SETS
-
-REQUESTS = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 
 
 @pytest.fixture()
@@ -21,8 +19,6 @@ def client(tmp_path: Path) -> FlaskClient:
     return create_app(testing=True, database_url=f"sqlite:///{tmp_path}/t.sqlite3").test_client()
 
 
-def fixture_request(name: str) -> dict[str, Any]:
-    return json.loads((REQUESTS / f"{name}.json").read_text())
 
 
 def test_discovery_lists_both_lemtrada_services(client: FlaskClient) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import socket
 import sqlite3
 import threading
@@ -24,12 +23,12 @@ from typing import Any
 
 import pytest
 from fhir_stub_server import without_prefetch
+from fixture_requests import fixture_request as fixture
 from flask import Flask
 from sqlalchemy import create_engine, text
 
 from cds_service.app import create_app
 
-REQUESTS = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 SELECT = "/cds-services/lemtrada-order-select"
 FEEDBACK = f"{SELECT}/feedback"
 LOCK_TIMEOUT = 0.2
@@ -37,8 +36,6 @@ LOCK_TIMEOUT = 0.2
 CARD = "7eadc5a4-02e6-518d-8c59-5d1bfce9c746"
 
 
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
 HOOK_REQUEST = fixture("hiv_test_positive")

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixture_requests import fixture_request as hook_request
 from sqlalchemy import create_engine, inspect, text
 
 from cds_service.app import create_app
 from cds_service.storage import create_schema
 
 ROOT = Path(__file__).resolve().parents[1]
-REQUESTS = ROOT / "fhir_fixtures" / "requests"
 SELECT = "lemtrada-order-select"
 FEEDBACK_URL = f"/cds-services/{SELECT}/feedback"
 CARD = "7eadc5a4-02e6-518d-8c59-5d1bfce9c746"
@@ -65,8 +65,6 @@ def client(database: str) -> Any:
     app.extensions["cds_db"].dispose()
 
 
-def hook_request(name: str) -> dict[str, Any]:
-    return json.loads((REQUESTS / f"{name}.json").read_text())
 
 
 def issue_cards(client: Any, name: str) -> dict[str, dict[str, Any]]:

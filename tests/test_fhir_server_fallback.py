@@ -6,7 +6,6 @@ CDS Hooks 2.0: what the EHR did not prefetch is fetched from `fhirServer` with t
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 import time
@@ -15,9 +14,9 @@ from typing import Any
 
 import pytest
 from fhir_stub_server import without_prefetch
+from fixture_requests import fixture_request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-REQUESTS = ROOT / "fhir_fixtures" / "requests"
 SERVICE_URL = {
     "order-select": "/cds-services/lemtrada-order-select",
     "order-sign": "/cds-services/lemtrada-order-sign",
@@ -28,8 +27,6 @@ ALL_KEYS = sorted(f"prefetch.{k}" for k in (
 TOKEN = "stub-token"
 
 
-def fixture_request(name: str) -> dict[str, Any]:
-    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture

@@ -23,15 +23,14 @@ import threading
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
+from fixture_requests import fixture_request as fixture
 from flask import Flask
 
 from cds_service.app import create_app
 
-REQUESTS = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 SELECT = "/cds-services/lemtrada-order-select"
 SIGN = "/cds-services/lemtrada-order-sign"
 FEEDBACK = "/cds-services/lemtrada-order-select/feedback"
@@ -40,8 +39,6 @@ LIMIT = 1000
 """max_body_bytes of the app used by the body-limit rows."""
 
 
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
 CLEAN_SELECT = fixture("eligible_patient_at_order_select")

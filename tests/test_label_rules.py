@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+from fixture_requests import fixture_request as _request
 
 from cds_service.domain.findings import Finding, Severity, Status
 from cds_service.domain.orders import AlemtuzumabOrder, OrderContext
@@ -65,8 +66,6 @@ def _scenario_file() -> list[dict[str, Any]]:
     return json.loads((FIXTURES / "scenarios-label.json").read_text(encoding="utf-8"))
 
 
-def _request(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / "requests" / f"{name}.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

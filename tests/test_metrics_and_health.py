@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 from fhir_stub_server import FhirStub, without_prefetch
+from fixture_requests import fixture_request
 from jwt_keys import claims, ec_key, jwks
 from prometheus_client.parser import text_string_to_metric_families
 from served import free_port, stop, wait_until_serving
@@ -29,15 +30,11 @@ from cds_service.app import create_app
 from cds_service.cli import prepare_metrics_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-REQUESTS = ROOT / "fhir_fixtures" / "requests"
 SELECT = "/cds-services/lemtrada-order-select"
 FEEDBACK = SELECT + "/feedback"
 UNREACHABLE_DB = "sqlite:////dev/null/not-a-folder/cds.sqlite3"
 
 
-def fixture_request(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
-    return doc
 
 
 def samples(client: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

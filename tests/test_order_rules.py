@@ -6,12 +6,12 @@ what each name says); the small tables exercise the dosage readers directly.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from datetime import date
 from typing import Any
 
 import pytest
+from fixture_requests import fixture_request
 
 from cds_service.domain.orders import AlemtuzumabOrder, OrderContext
 from cds_service.domain.policy import load_policy
@@ -21,7 +21,6 @@ from cds_service.domain.rules.order import check_course_interval
 from cds_service.fhir.models import validation_problem
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-REQUESTS = ROOT / "fhir_fixtures" / "requests"
 SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",
                "order-sign": "/cds-services/lemtrada-order-sign"}
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -56,7 +55,7 @@ ORDER_TOPICS_ONLY = [
 
 
 def _cards(client: Any, name: str) -> list[dict[str, Any]]:
-    request = json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
+    request = fixture_request(name)
     response = client.post(SERVICE_URL[request["hook"]], json=request)
     assert response.status_code == 200, response.get_data(as_text=True)[:2000]
     cards: list[dict[str, Any]] = response.get_json()["cards"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixture_requests import fixture_request as hook_request
 from postgres_server import PostgresServer, PostgresUnavailable, free_port
 from sqlalchemy import create_engine, inspect, select, text
 
@@ -34,7 +35,6 @@ from cds_service.feedback import (
 from cds_service.storage import Database, feedback, issued_cards
 
 ROOT = Path(__file__).resolve().parents[1]
-REQUESTS = ROOT / "fhir_fixtures" / "requests"
 SELECT = "lemtrada-order-select"
 NOW = datetime(2026, 1, 12, 10, 5, 31, tzinfo=UTC)
 WHEN = "2026-01-12T10:05:31Z"
@@ -329,8 +329,6 @@ def test_the_feedback_report_and_its_command_read_the_shared_database(
 # --- the whole app -------------------------------------------------------------------------------
 
 
-def hook_request(name: str) -> dict[str, Any]:
-    return json.loads((REQUESTS / f"{name}.json").read_text())
 
 
 def test_the_app_audits_cards_and_stores_feedback_in_the_database(url: str) -> None:

@@ -7,7 +7,6 @@ fetched from fhirServer; null -> no data; impossible -> 412 naming the keys.
 from __future__ import annotations
 
 import copy
-import json
 import pathlib
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -15,17 +14,15 @@ from typing import Any
 
 import pytest
 from fhir_stub_server import FhirStub
+from fixture_requests import fixture_request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-REQUESTS = ROOT / "fhir_fixtures" / "requests"
 URL = "/cds-services/lemtrada-order-select"
 TOKEN = "stub-token"
 AUTH = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
         "scope": "patient/*.read", "subject": "cds-service"}
 
 
-def fixture_request(name: str) -> dict[str, Any]:
-    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture

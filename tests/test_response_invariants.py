@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fixture_requests import fixture_request as _request
 
 from cds_service.fhir.models import validation_problem
 
@@ -50,9 +51,6 @@ def responses(client: Any) -> dict[str, tuple[int, str, bytes]]:
     return out
 
 
-def _request(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
-    return doc
 
 
 def _cards(responses: dict[str, tuple[int, str, bytes]], name: str) -> list[dict[str, Any]]:

@@ -15,10 +15,10 @@ import pathlib
 import re
 
 import pytest
+from fixture_requests import fixture_request as _request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fhir_fixtures"
-REQUESTS = FIXTURES / "requests"
 
 SERVICE_URL = {
     "order-select": "/cds-services/lemtrada-order-select",
@@ -123,10 +123,6 @@ def _load_builder():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _request(name: str) -> dict:
-    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def _scenario_names() -> list[str]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fixture_requests import fixture_request as _fixture
 
 from cds_service.conformance import Problem, validate_request
 
@@ -39,8 +40,6 @@ EXPECTED_WARNINGS: dict[str, set[str]] = {
 }
 
 
-def _fixture(name: str) -> dict[str, Any]:
-    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def _errors(problems: list[Problem]) -> set[tuple[str, str]]:

@@ -1,0 +1,15 @@
+"""The complete hook requests in fhir_fixtures/requests, as the tests load them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REQUESTS = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
+
+
+def fixture_request(name: str) -> dict[str, Any]:
+    """A fresh copy of the named request (tests may change it)."""
+    doc: dict[str, Any] = json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
+    return doc
