@@ -72,6 +72,9 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", None)  # the app logs one JSON line per hook call
             self.cfg.set("logconfig_dict", logging_config())
             self.cfg.set("child_exit", lambda _server, worker: worker_exited(worker.pid))
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
+                # Unused, and one fixed path per user would be shared by every server on a host.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return create_app(settings)
