@@ -7,7 +7,9 @@ No patient data is stored: cards are recorded by uuid, service, topic, indicator
 from __future__ import annotations
 
 import math
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -105,8 +107,19 @@ def make_engine(url: str, lock_timeout_seconds: float = 5.0) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout_seconds * 1000)}")
+            # Switching a new file to WAL can fail at once with "database is locked" while other
+            # processes open it at the same moment (SQLite does not wait on the busy timeout
+            # there): retry within the same timeout. WAL is then recorded in the file.
+            deadline = time.monotonic() + lock_timeout_seconds
+            while True:
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.01)
             cursor.close()
 
         return engine
@@ -126,20 +139,28 @@ def create_schema(engine: Engine) -> None:
     (a plain check-then-create makes all but one of them fail their first request)."""
     from sqlalchemy.schema import CreateIndex, CreateTable
 
+    if engine.dialect.name == "sqlite":
+        # BEGIN IMMEDIATE takes the write lock first, waiting for it: a deferred transaction that
+        # reads the schema and then writes fails at once ("database is locked", no busy wait)
+        # when another replica created a table in between.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                for table in metadata.sorted_tables:
+                    connection.execute(CreateTable(table, if_not_exists=True))
+                    for index in table.indexes:
+                        connection.execute(CreateIndex(index, if_not_exists=True))
+            except BaseException:
+                connection.exec_driver_sql("ROLLBACK")
+                raise
+            connection.exec_driver_sql("COMMIT")
+        return
     with engine.begin() as connection:
-        dialect = connection.dialect.name
-        if dialect == "postgresql":
+        if connection.dialect.name == "postgresql":
             # Concurrent CREATE TABLE (even IF NOT EXISTS) can collide in PostgreSQL's catalogue.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                {"key": SCHEMA_LOCK_KEY})
-            metadata.create_all(connection)
-        elif dialect == "sqlite":
-            for table in metadata.sorted_tables:
-                connection.execute(CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    connection.execute(CreateIndex(index, if_not_exists=True))
-        else:
-            metadata.create_all(connection)
+        metadata.create_all(connection)
 
 
 class Database:

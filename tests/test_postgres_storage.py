@@ -264,7 +264,7 @@ def test_replicas_starting_at_once_store_the_same_feedback_exactly_once(url: str
     results = run_at_once(8, lambda i: post(replicas[i], accepted()))
     for db in replicas:
         db.dispose()
-    assert sorted(results, key=repr) == [0] * 7 + [1]
+    assert sorted(results, key=repr) == [0] * 7 + [1], results
     assert count(url, "feedback") == 1
 
 
