@@ -12,11 +12,19 @@ from typing import Any
 from .cards import build_cards
 from .domain.evaluate import evaluate
 from .domain.findings import Finding
-from .domain.orders import OrderContext, draft_resources, find_alemtuzumab_order, planned_start
+from .domain.orders import (
+    AlemtuzumabOrder,
+    OrderContext,
+    UnreadableOrder,
+    draft_resources,
+    planned_start,
+    scan_orders,
+)
 from .domain.policy import load_policy
 from .domain.record import PatientRecord
 from .domain.reminders import summary_reminders
-from .fhir.prefetch import Fetcher, resolve_prefetch
+from .errors import BadRequest, PreconditionFailed
+from .fhir.prefetch import Fetched, Fetcher, resolve_prefetch
 from .hook_request import HookRequest
 from .services import PREFETCH_TYPES, ServiceDefinition, prefetch_templates
 
@@ -34,8 +42,7 @@ class Answer:
 def answer(request: HookRequest, service: ServiceDefinition, today: date,
            fetcher: Fetcher | None = None) -> Answer:
     """Cards for one hook request; other drugs get {"cards": []} before any data is read."""
-    order = find_alemtuzumab_order(request.hook, request.context.get("draftOrders"),
-                                   request.selections, request.prefetch)
+    order = find_order(request, fetcher)
     if order is None:
         return Answer({"cards": []})
     policy = load_policy()
@@ -50,3 +57,47 @@ def answer(request: HookRequest, service: ServiceDefinition, today: date,
     cards = build_cards(findings, context, request.hook_instance, request.patient_id, policy,
                         reminders=summary_reminders(policy))
     return Answer({"cards": cards}, findings, context, data.origin)
+
+
+def find_order(request: HookRequest, fetcher: Fetcher | None) -> AlemtuzumabOrder | None:
+    """The alemtuzumab order under review. A Medication that no order carries or names is read
+    from the FHIR server (one round trip, within the deadline); without one, or when the read
+    fails, 412: an unidentifiable order could be alemtuzumab, so "no cards" would be a guess."""
+    drafts = request.context.get("draftOrders")
+    try:
+        scan = scan_orders(request.hook, drafts, request.selections, request.prefetch)
+        if scan.order is not None or not scan.unidentified:
+            return scan.order
+        read = read_medications(request, scan.unidentified, fetcher)
+        return scan_orders(request.hook, drafts, request.selections, request.prefetch,
+                           read).order
+    except UnreadableOrder as exc:
+        raise BadRequest(f"The draft order {exc.order} cannot be evaluated: {exc.detail}.",
+                         ["context.draftOrders"]) from None
+
+
+def read_medications(request: HookRequest, references: tuple[str, ...],
+                     fetcher: Fetcher | None) -> list[dict[str, Any]]:
+    """The referenced Medications, read from the request's fhirServer."""
+    names = ", ".join(references)
+    base = (request.fhir_server or "").rstrip("/")
+    queries: dict[str, str] = {}
+    for i, reference in enumerate(references):
+        relative = reference[len(base) + 1:] if base and reference.startswith(base + "/") \
+            else reference
+        if relative.startswith("Medication/"):
+            queries[f"medication-{i}"] = relative
+    if fetcher is None or not base or len(queries) < len(references):
+        raise PreconditionFailed(
+            f"The medication of an order under review cannot be identified: {names} is not in "
+            "draftOrders, prefetch or contained resources, and it cannot be read from the "
+            "request's fhirServer. Include the Medication in draftOrders.",
+            ["context.draftOrders"])
+    try:
+        fetched = fetcher(request, queries)
+    except PreconditionFailed as exc:
+        raise PreconditionFailed(
+            f"The medication of an order under review cannot be identified: reading {names} "
+            f"from the fhirServer failed ({exc.message})", ["context.draftOrders"]) from None
+    values = [value.value if isinstance(value, Fetched) else value for value in fetched.values()]
+    return [v for v in values if isinstance(v, dict) and v.get("resourceType") == "Medication"]

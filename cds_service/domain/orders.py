@@ -7,7 +7,7 @@ in the request is looked at.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import Enum
@@ -65,9 +65,11 @@ def draft_resources(draft_orders: Any) -> list[dict[str, Any]]:
 
 
 def _medication_of(
-    request: dict[str, Any], drafts: list[dict[str, Any]], prefetch: dict[str, Any] | None
+    request: dict[str, Any], drafts: list[dict[str, Any]], prefetch: dict[str, Any] | None,
+    read: Sequence[dict[str, Any]] = (),
 ) -> tuple[tuple[Code, ...], str, str]:
-    """(codes, words, how) of a request's medication: inline, or the referenced Medication."""
+    """(codes, words, how) of a request's medication: inline, or the referenced Medication
+    (draftOrders, then prefetch, then contained, then `read` from the FHIR server)."""
     concept = request.get("medicationCodeableConcept")
     if concept is not None:
         return tuple(codings(concept)), concept_words(concept), "medicationCodeableConcept"
@@ -76,15 +78,19 @@ def _medication_of(
         return (), "", "no medication"
     display = ref.get("display") if isinstance(ref.get("display"), str) else ""
     reference = ref.get("reference")
-    medication = find_medication(reference, request, drafts)
-    where = "draftOrders"
-    if medication is None and prefetch and not str(reference).startswith("#"):
-        pool = [r for value in prefetch.values() for r in iter_resources(value)]
-        medication = find_medication(reference, request, pool)
-        where = "prefetch"
-    if medication is None:
-        medication = find_medication(reference, request) if str(reference).startswith("#") else None
-        where = "contained"
+    if str(reference).startswith("#"):
+        medication = find_medication(reference, request)
+        where = "the order's contained resources"
+    else:
+        medication = find_medication(reference, request, drafts)
+        where = "draftOrders"
+        if medication is None and prefetch:
+            pool = [r for value in prefetch.values() for r in iter_resources(value)]
+            medication = find_medication(reference, request, pool)
+            where = "prefetch"
+    if medication is None and read:
+        medication = find_medication(reference, request, read)
+        where = "the FHIR server"
     if medication is None:
         return (), str(display), "medicationReference display"
     concept = medication.get("code")
@@ -92,30 +98,59 @@ def _medication_of(
     return tuple(codings(concept)), words, f"medicationReference to Medication in {where}"
 
 
-def find_alemtuzumab_order(
+class UnreadableOrder(ValueError):
+    """An order under review whose medication cannot be read: it might be alemtuzumab."""
+
+    def __init__(self, order: str, detail: str) -> None:
+        super().__init__(f"{order}: {detail}")
+        self.order, self.detail = order, detail
+
+
+@dataclass(frozen=True)
+class OrderScan:
+    """The alemtuzumab order under review, if any, and the Medication references of orders under
+    review that name no medication anyone could recognise (nothing resolved, no display)."""
+
+    order: AlemtuzumabOrder | None
+    unidentified: tuple[str, ...] = ()
+
+
+def scan_orders(
     hook: str,
     draft_orders: Any,
     selections: list[str] | None,
     prefetch: dict[str, Any] | None,
-) -> AlemtuzumabOrder | None:
-    """The first Lemtrada order under review (order-select: selections only), else None."""
+    read: Sequence[dict[str, Any]] = (),
+) -> OrderScan:
+    """Find the first Lemtrada order under review (order-select: selections only).
+
+    An order whose medication cannot be identified at all (a medicationReference resolved nowhere,
+    without display) is reported, not skipped: it could be the alemtuzumab order. A referenced
+    Medication whose code cannot be read raises UnreadableOrder."""
     drafts = draft_resources(draft_orders)
     wanted = set(selections) if hook == "order-select" and selections is not None else None
+    unidentified: list[str] = []
     for resource in drafts:
         if resource.get("resourceType") != "MedicationRequest":
             continue
-        if wanted is not None and f"MedicationRequest/{resource.get('id')}" not in wanted:
+        reference = f"MedicationRequest/{resource.get('id')}"
+        if wanted is not None and reference not in wanted:
             continue
         try:
-            codes, words, how = _medication_of(resource, drafts, prefetch)
-        except Malformed:
+            codes, words, how = _medication_of(resource, drafts, prefetch, read)
+        except Malformed as exc:
+            raise UnreadableOrder(reference, f"its Medication cannot be read ({exc})") from None
+        if not codes and not words.strip():
+            target = (resource.get("medicationReference") or {}).get("reference")
+            if isinstance(target, str) and target and not target.startswith("#"):
+                unidentified.append(target)
             continue
         if classify(codes, words) is Product.LEMTRADA:
             lemtrada = value_set("alemtuzumab-lemtrada-rxnorm")
             code = lemtrada.matches_any(list(codes))
             matched = f"RxNorm {code[1]} via {how}" if code else f"name in text via {how}"
-            return AlemtuzumabOrder(resource, matched, codes)
-    return None
+            return OrderScan(AlemtuzumabOrder(resource, matched, codes))
+    return OrderScan(None, tuple(unidentified))
 
 
 def planned_start(request: dict[str, Any], today: date) -> tuple[date, str]:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 # A rendered query: `Type/id` or `Type?params`; ids per FHIR R4 (no path traversal via patientId).
-QUERY = re.compile(r"^[A-Z][A-Za-z]{1,63}(/[A-Za-z0-9\-.]{1,64})?(\?[^#\s]*)?$")
+QUERY = re.compile(r"^[A-Z][A-Za-z]{1,63}(/[A-Za-z0-9\-.]{1,256})?(\?[^#\s]*)?$")
 _DEFAULT_PORT = {"http": 80, "https": 443}
 
 
