@@ -117,18 +117,18 @@ def canonical_order(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     The content key (sorted-key JSON) is computed only for those ties, so a large prefetch costs
     one cheap sort. A resource too deeply nested to serialise keeps its place among its ties.
     """
-    def type_and_id(resource: dict[str, Any]) -> tuple[str, str]:
-        return str(resource.get("resourceType")), str(resource.get("id"))
-
     def content(resource: dict[str, Any]) -> str:
         try:
             return json.dumps(resource, sort_keys=True, default=str)
         except (RecursionError, ValueError):
             return ""
 
+    # Keys computed once per resource; the position breaks ties so resources are never compared.
+    keyed = sorted((str(r.get("resourceType")), str(r.get("id")), i)
+                   for i, r in enumerate(resources))
     out: list[dict[str, Any]] = []
-    for _, group in groupby(sorted(resources, key=type_and_id), key=type_and_id):
-        ties = list(group)
+    for _, group in groupby(keyed, key=lambda k: k[:2]):
+        ties = [resources[i] for _, _, i in group]
         out.extend(sorted(ties, key=content) if len(ties) > 1 else ties)
     return out
 
