@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -63,6 +64,11 @@ def _md(text: str) -> str:
 
 def _topic_coding(topic: str, display: str) -> dict[str, str]:
     return {"system": TOPIC_SYSTEM, "code": topic, "display": display}
+
+
+def card_topic(card: Mapping[str, Any]) -> str:
+    """The topic code a card carries in source.topic (audit, metrics and logs read it back)."""
+    return str(((card.get("source") or {}).get("topic") or {}).get("code") or "(no topic)")
 
 
 def _source(topic: str, policy: Policy) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from .cards import card_topic
 from .errors import BadRequest, Unavailable
 from .observability import AUDIT_DROPPED
 from .storage import Database, feedback, insert_ignore, issued_cards
@@ -241,7 +242,7 @@ def audit_rows(service_id: str, hook_instance: str, cards: list[dict[str, Any]],
         uuid = card.get("uuid")
         if not isinstance(uuid, str):
             continue  # a card without uuid can never receive feedback
-        topic = ((card.get("source") or {}).get("topic") or {}).get("code") or "(no topic)"
+        topic = card_topic(card)
         rows.append({
             "card_uuid": uuid.lower(), "service_id": service_id, "topic": topic,
             "indicator": str(card.get("indicator", "")), "hook_instance": hook_instance,

@@ -12,6 +12,7 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .cards import card_topic
 from .domain.terminology import all_value_sets
 from .engine import answer
 from .errors import (
@@ -24,7 +25,7 @@ from .errors import (
 )
 from .feedback import accept_feedback, utc_now
 from .hook_request import parse_json, read_hook_request
-from .observability import FEEDBACK, HOOK_LATENCY, card_topic, metrics_exposition, record_hook
+from .observability import FEEDBACK, HOOK_LATENCY, metrics_exposition, record_hook
 from .services import SERVICES, SERVICES_BY_ID
 
 log = logging.getLogger(__name__)

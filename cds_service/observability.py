@@ -29,6 +29,8 @@ from prometheus_client import (
 )
 from pythonjsonlogger.orjson import OrjsonFormatter
 
+from .cards import card_topic
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOG_LEVEL_ENV = "CDS_LOG_LEVEL"
 
@@ -97,10 +99,6 @@ def record_hook(service_id: str, cards: Iterable[Mapping[str, Any]],
                      indicator=str(card.get("indicator", ""))).inc()
     for value in origin.values():
         PREFETCH_KEYS.labels(origin=origin_label(value)).inc()
-
-
-def card_topic(card: Mapping[str, Any]) -> str:
-    return str(((card.get("source") or {}).get("topic") or {}).get("code") or "(no topic)")
 
 
 def metrics_exposition() -> tuple[bytes, str]:
