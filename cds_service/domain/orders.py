@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from .fhirdata import Code, Malformed, codings, concept_words, parse_date
@@ -64,12 +65,29 @@ def draft_resources(draft_orders: Any) -> list[dict[str, Any]]:
     return list(iter_resources(draft_orders))
 
 
-def _medication_of(
-    request: dict[str, Any], drafts: list[dict[str, Any]], prefetch: dict[str, Any] | None,
-    read: Sequence[dict[str, Any]] = (),
-) -> tuple[tuple[Code, ...], str, str]:
+@dataclass
+class MedicationSources:
+    """Where a medicationReference may point, each pool listed once per hook call (not once per
+    draft order): the Medications in draftOrders, in prefetch, and read from the FHIR server."""
+
+    drafts: list[dict[str, Any]]
+    prefetch: dict[str, Any] | None
+    read: Sequence[dict[str, Any]] = ()
+
+    @cached_property
+    def in_drafts(self) -> list[dict[str, Any]]:
+        return [r for r in self.drafts if r.get("resourceType") == "Medication"]
+
+    @cached_property
+    def in_prefetch(self) -> list[dict[str, Any]]:
+        return [r for value in (self.prefetch or {}).values() for r in iter_resources(value)
+                if r.get("resourceType") == "Medication"]
+
+
+def _medication_of(request: dict[str, Any],
+                   sources: MedicationSources) -> tuple[tuple[Code, ...], str, str]:
     """(codes, words, how) of a request's medication: inline, or the referenced Medication
-    (draftOrders, then prefetch, then contained, then `read` from the FHIR server)."""
+    (contained for '#id'; else draftOrders, then prefetch, then read from the FHIR server)."""
     concept = request.get("medicationCodeableConcept")
     if concept is not None:
         return tuple(codings(concept)), concept_words(concept), "medicationCodeableConcept"
@@ -82,14 +100,13 @@ def _medication_of(
         medication = find_medication(reference, request)
         where = "the order's contained resources"
     else:
-        medication = find_medication(reference, request, drafts)
+        medication = find_medication(reference, request, sources.in_drafts)
         where = "draftOrders"
-        if medication is None and prefetch:
-            pool = [r for value in prefetch.values() for r in iter_resources(value)]
-            medication = find_medication(reference, request, pool)
+        if medication is None and sources.prefetch:
+            medication = find_medication(reference, request, sources.in_prefetch)
             where = "prefetch"
-    if medication is None and read:
-        medication = find_medication(reference, request, read)
+    if medication is None and sources.read:
+        medication = find_medication(reference, request, sources.read)
         where = "the FHIR server"
     if medication is None:
         return (), str(display), "medicationReference display"
@@ -128,6 +145,7 @@ def scan_orders(
     without display) is reported, not skipped: it could be the alemtuzumab order. A referenced
     Medication whose code cannot be read raises UnreadableOrder."""
     drafts = draft_resources(draft_orders)
+    sources = MedicationSources(drafts, prefetch, read)
     wanted = set(selections) if hook == "order-select" and selections is not None else None
     unidentified: list[str] = []
     for resource in drafts:
@@ -137,7 +155,7 @@ def scan_orders(
         if wanted is not None and reference not in wanted:
             continue
         try:
-            codes, words, how = _medication_of(resource, drafts, prefetch, read)
+            codes, words, how = _medication_of(resource, sources)
         except Malformed as exc:
             raise UnreadableOrder(reference, f"its Medication cannot be read ({exc})") from None
         if not codes and not words.strip():
