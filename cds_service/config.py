@@ -7,7 +7,7 @@ CDS_<FIELD NAME IN CAPITALS>; tuples are comma-separated, booleans are 1/true/ye
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 NOT_FROM_ENVIRONMENT = frozenset({"auth_disabled"})
@@ -25,8 +25,14 @@ class Settings:
     """Bodies over this are refused with 413 before they are parsed."""
     auth_disabled: bool = False
     """True only with `--no-auth` (or in tests): no EHR JWT is required."""
-    database_url: str = "sqlite:///var/cds_service.sqlite3"
-    """SQLAlchemy URL for feedback, the issued-card audit and the JWT replay store."""
+    state_dir: str = ""
+    """The one folder for the service's own files (the default SQLite database): an absolute path;
+    empty means the per-user state folder, `$XDG_STATE_HOME/cds-service` or
+    `~/.local/state/cds-service`. Never the current folder, so every command finds the same
+    state wherever it is started."""
+    database_url: str = ""
+    """SQLAlchemy URL for feedback, the issued-card audit and the JWT replay store; empty means
+    `cds_service.sqlite3` in `state_dir`."""
     database_lock_timeout_seconds: float = 5.0
     """How long a SQLite writer waits for another's lock, and a PostgreSQL connection attempt for
     the server (at least 2 s), before the write fails (feedback: 503)."""
@@ -45,6 +51,13 @@ class Settings:
     """The same JSON inline (environment CDS_TRUSTED_ISSUERS_JSON)."""
     cors_allowed_origins: tuple[str, ...] = ("*",)
     """Origins allowed by CORS; '*' for any (bearer tokens, no cookies)."""
+
+    def __post_init__(self) -> None:
+        # The defaults that depend on where the user's state lives are filled in here, once.
+        state_dir = os.path.abspath(os.path.expanduser(self.state_dir or default_state_dir()))
+        object.__setattr__(self, "state_dir", state_dir)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", default_database_url(state_dir))
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -74,4 +87,18 @@ class Settings:
         values.update(overrides)
         if "public_base_url" in values:
             values["public_base_url"] = str(values["public_base_url"]).rstrip("/")
-        return replace(cls(), **values)
+        return cls(**values)
+
+
+def default_state_dir() -> str:
+    """The per-user state folder of the XDG base directory specification (a relative
+    XDG_STATE_HOME is ignored, as the specification asks)."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "cds-service")
+
+
+def default_database_url(state_dir: str) -> str:
+    """The SQLite file in the state folder (an absolute path: four slashes)."""
+    return f"sqlite:///{os.path.join(state_dir, 'cds_service.sqlite3')}"

@@ -130,6 +130,16 @@ def make_engine(url: str, lock_timeout_seconds: float = 5.0) -> Engine:
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
+def database_name(url: str) -> str:
+    """The URL to show people: password hidden, and a SQLite file as an absolute path (a relative
+    one depends on the folder the command was started in)."""
+    parsed = make_url(url)
+    if (parsed.get_backend_name() == "sqlite" and parsed.database
+            and parsed.database != ":memory:" and not parsed.database.startswith("file:")):
+        parsed = parsed.set(database=str(Path(parsed.database).expanduser().absolute()))
+    return parsed.render_as_string(hide_password=True)
+
+
 SCHEMA_LOCK_KEY = 0x6364735F736368  # any constant shared by every replica ("cds_sch")
 """PostgreSQL advisory lock held while creating tables, so replicas starting at once do not race."""
 

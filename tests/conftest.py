@@ -185,6 +185,16 @@ def openapi_contract_on_every_response() -> Iterator[None]:
         FlaskClient.open = original  # type: ignore[method-assign]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def state_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Anything falling back to the default state folder (the default database) writes under the
+    test run's temporary folder, never into the user's own state folder or the checkout;
+    subprocesses inherit it. Tests of the defaults themselves clear CDS_STATE_DIR."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CDS_STATE_DIR", str(tmp_path_factory.mktemp("cds-state")))
+        yield
+
+
 @pytest.fixture()
 def app(tmp_path: Path) -> Flask:
     """An unauthenticated app with its own SQLite database."""
