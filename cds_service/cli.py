@@ -63,6 +63,9 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         log.info("EHR authentication: %d trusted issuer(s): %s", len(issuers),
                  ", ".join(i.iss for i in issuers))
+    from .storage import database_name
+
+    log.info("database: %s", database_name(settings.database_url))
     from gunicorn.app.base import BaseApplication
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -89,7 +92,12 @@ def _check(args: argparse.Namespace) -> int:
     from .services import SERVICES
 
     try:
-        doc = parse_json(Path(args.request).read_bytes())
+        raw = Path(args.request).read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {args.request}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        doc = parse_json(raw)
         hook = doc.get("hook") if isinstance(doc, dict) else None
         service = next((s for s in SERVICES if s.hook == hook), None)
         if service is None:
@@ -102,7 +110,10 @@ def _check(args: argparse.Namespace) -> int:
         print(f"error ({exc.status}): {exc.message}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: cannot read {args.request}: {exc.strerror}", file=sys.stderr)
+        # The request was read above: this is one of the service's own files (package data
+        # missing from the installation, say), not the user's.
+        print(f"error: internal failure: the service cannot read its own file "
+              f"{exc.filename or '(unnamed)'}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     cards = result.body["cards"]
     critical = any(card["indicator"] == "critical" for card in cards)
@@ -145,9 +156,10 @@ def _feedback_report(args: argparse.Namespace) -> int:
 
     from .config import Settings
     from .feedback import feedback_report, format_report
-    from .storage import Database
+    from .storage import Database, database_name
 
     url = args.database_url or Settings.from_env().database_url
+    print(f"database: {database_name(url)}", file=sys.stderr)  # stdout stays the report alone
     database = Database(url)
     try:
         reports = feedback_report(database)

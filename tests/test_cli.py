@@ -61,3 +61,33 @@ def test_check_reports_unreadable_files_clearly(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_names_a_missing_file_of_the_installation_not_the_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """When the service's own data file is missing (package data left out of a wheel), the error
+    says so and names that file; the request file, which was read, is not blamed."""
+    import cds_service.cards
+    from cds_service.cli import main
+
+    missing = tmp_path / "site-packages" / "CodeSystem-non-adherence-reason-codes.json"
+
+    def no_code_system() -> dict[str, str]:
+        raise FileNotFoundError(2, "No such file or directory", str(missing))
+
+    monkeypatch.setattr(cds_service.cards, "_override_displays", no_code_system)
+    request = str(REQUESTS / "live_vaccine_three_weeks_before_start.json")
+    assert main(["check", request]) == 1
+    error = capsys.readouterr().err
+    assert error == (f"error: internal failure: the service cannot read its own file {missing}: "
+                     "No such file or directory\n")
+    assert request not in error
+
+
+def test_check_names_an_unreadable_request_file(tmp_path: Path) -> None:
+    """A request file that cannot be read is named, with the reason."""
+    absent = tmp_path / "absent.json"
+    result = run("check", str(absent))
+    assert result.returncode == 1
+    assert result.stderr == f"error: cannot read {absent}: No such file or directory\n"
