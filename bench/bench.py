@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,9 @@ TODAY = date(2026, 11, 21)
 ALEMTUZUMAB_BASE = "eligible_patient_at_order_sign"
 OTHER_DRUG = "order_for_another_drug"
 FILLER_SOURCE = "Dirk_Kuhlman_1e503533-b8c2-42cb-a6d5-bbd7d70d07ad.json"
+STATE = tempfile.TemporaryDirectory(prefix="cds-bench-")
+"""The benchmark's database lives here, never in the checkout; removed when the script ends."""
+DATABASE_URL = f"sqlite:///{STATE.name}/bench.sqlite3"
 PREFETCH_KEY_OF_TYPE = {
     "Observation": "observations", "Condition": "conditions", "Immunization": "immunizations",
     "MedicationRequest": "medicationRequests", "Procedure": "observations",
@@ -288,7 +292,7 @@ def over_http(size_mb: float, total: int) -> list[tuple[str, LoadResult, LoadRes
     other["hook"] = o["hook"]
     other["context"] = o["context"] | {"patientId": base["context"]["patientId"]}
     service_port, floor_port = free_port(), free_port()
-    env = {"CDS_DATABASE_URL": f"sqlite:///{ROOT}/var/bench.sqlite3"}
+    env = {"CDS_DATABASE_URL": DATABASE_URL}
     service = subprocess.Popen(
         [str(Path(sys.executable).parent / "cds-service"), "serve", "--no-auth", "--workers", "2",
          "--port", str(service_port)],
@@ -330,7 +334,7 @@ def fhir_fallback(delay: float, runs: int) -> tuple[float, float, float] | None:
     try:
         app = create_app(testing=True, fhir_server_allowlist=(base_url,),
                          http_allowed_hosts=("127.0.0.1",), fhir_deadline_seconds=3.0,
-                         database_url=f"sqlite:///{ROOT}/var/bench.sqlite3")
+                         database_url=DATABASE_URL)
         client = app.test_client()
         call = without_prefetch(request, base_url)
         client.post("/cds-services/lemtrada-order-select", json=call)
@@ -345,7 +349,7 @@ def fhir_fallback(delay: float, runs: int) -> tuple[float, float, float] | None:
     try:
         app = create_app(testing=True, fhir_server_allowlist=(base_url,),
                          http_allowed_hosts=("127.0.0.1",), fhir_deadline_seconds=1.0,
-                         database_url=f"sqlite:///{ROOT}/var/bench.sqlite3")
+                         database_url=DATABASE_URL)
         start = time.perf_counter()
         app.test_client().post("/cds-services/lemtrada-order-select",
                                json=without_prefetch(request, base_url))

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+NOT_THE_CHECKOUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                    ".hypothesis"}
+
+
+def checkout_files() -> dict[str, int]:
+    """Every file of the checkout (tool caches and the venv aside) with its modification time."""
+    files = {}
+    for folder, subfolders, names in os.walk(ROOT):
+        subfolders[:] = [s for s in subfolders if s not in NOT_THE_CHECKOUT]
+        for name in names:
+            path = os.path.join(folder, name)
+            files[os.path.relpath(path, ROOT)] = os.stat(path).st_mtime_ns
+    return files
 
 
 def test_bench_smoke_run_prints_tables_and_writes_the_report(tmp_path: Path) -> None:
     """`bench/bench.py --smoke` runs every part at tiny sizes and writes its markdown report."""
     out = tmp_path / "performance.md"
+    before = checkout_files()
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench.py"), "--smoke", "--no-plot",
          "--output", str(out)],
         capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert checkout_files() == before  # its database and report live in temporary folders
     report = out.read_text()
     for heading in ("## In process", "## Over HTTP", "## FHIR-server fallback"):
         assert heading in report
@@ -27,11 +43,13 @@ def test_bench_smoke_run_prints_tables_and_writes_the_report(tmp_path: Path) -> 
 def test_soak_smoke_run_exits_0_and_prints_the_verdicts(tmp_path: Path) -> None:
     """`bench/soak.py` at tiny durations: no errors, memory within target, the verdict lines."""
     report = tmp_path / "soak.json"
+    before = checkout_files()
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", "3", "--warmup", "1",
          "--json", str(report)],
         capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert checkout_files() == before
     assert "errors: 0 (target 0) — met" in result.stdout
     assert "RSS growth: " in result.stdout and "(target < 10%" in result.stdout
     assert report.exists() and (tmp_path / "soak.server.log").exists()
