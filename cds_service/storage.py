@@ -136,7 +136,7 @@ def database_name(url: str) -> str:
     parsed = make_url(url)
     if (parsed.get_backend_name() == "sqlite" and parsed.database
             and parsed.database != ":memory:" and not parsed.database.startswith("file:")):
-        parsed = parsed.set(database=str(Path(parsed.database).expanduser().absolute()))
+        parsed = parsed.set(database=str(Path(parsed.database).absolute()))
     return parsed.render_as_string(hide_password=True)
 
 
