@@ -83,13 +83,47 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_PIPE_CLOSED = 141
+"""128 + SIGPIPE: what a shell reports for a command whose reader went away (`check ... | head`)."""
+
+CHECK_EXIT_STATUS = """exit status:
+  0    no critical finding (warnings may remain), or no alemtuzumab order
+  1    input error: the request is unreadable, not JSON or not a hook request
+  2    at least one critical finding: do not start
+  141  standard output closed early (piped into head): nothing more is printed"""
+
+
+def _write_stdout(text: str) -> bool:
+    """Write and flush; False when the reader has gone (`| head`). Standard output then points
+    at /dev/null so the interpreter's last flush cannot fail again (Python docs, "Note on
+    SIGPIPE"): the command ends quietly, without a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+    return True
+
+
 def _check(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .check_report import critical, render_check
     from .engine import answer
     from .hook_request import parse_json, read_hook_request
     from .services import SERVICES
 
+    source = "standard input" if args.request == "-" else args.request
     try:
-        doc = parse_json(Path(args.request).read_bytes())
+        body = sys.stdin.buffer.read() if args.request == "-" else Path(args.request).read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        doc = parse_json(body)
         hook = doc.get("hook") if isinstance(doc, dict) else None
         service = next((s for s in SERVICES if s.hook == hook), None)
         if service is None:
@@ -101,43 +135,20 @@ def _check(args: argparse.Namespace) -> int:
     except ServiceError as exc:
         print(f"error ({exc.status}): {exc.message}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"error: cannot read {args.request}: {exc.strerror}", file=sys.stderr)
-        return 1
-    cards = result.body["cards"]
-    critical = any(card["indicator"] == "critical" for card in cards)
+    status = 2 if critical(result) else 0
     if args.json:
-        sys.stdout.write(orjson.dumps({
+        text = orjson.dumps({
             "service": service.id,
             "plannedStart": result.order.t0.isoformat() if result.order else None,
             "checks": [{"topic": f.topic, "status": f.status.value,
                         "indicator": f.severity.indicator if f.shown else None,
                         "summary": f.headline, "evidence": list(f.evidence),
                         "unreadable": [str(u) for u in f.unreadable]} for f in result.findings],
-            "cards": cards,
-        }, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 2 if critical else 0
-    if result.order is None:
-        print("No alemtuzumab (Lemtrada) order under review: no cards.")
-        return 0
-    print(f"Order {result.order.order.reference}: planned start {result.order.t0} "
-          f"({result.order.t0_source})")
-    rows = [(f.topic, f.status.value, f.severity.indicator if f.shown else "-", f.headline)
-            for f in result.findings]
-    widths = [max(len(r[i]) for r in rows + [("check", "status", "card", "")]) for i in range(3)]
-    print(f"{'check':<{widths[0]}}  {'status':<{widths[1]}}  {'card':<{widths[2]}}  finding")
-    for topic, status, indicator, headline in rows:
-        print(f"{topic:<{widths[0]}}  {status:<{widths[1]}}  {indicator:<{widths[2]}}  {headline}")
-        for finding in result.findings:
-            if finding.topic == topic and finding.shown:
-                for line in finding.evidence:
-                    print(f"{'':<{widths[0]}}    - {line}")
-                for unreadable in finding.unreadable:
-                    print(f"{'':<{widths[0]}}    - unreadable: {unreadable}")
-    print("Result: " + ("CRITICAL findings: do not start" if critical else
-                         "no critical findings" + (" (warnings to review)" if any(
-                             f.shown for f in result.findings) else "")))
-    return 2 if critical else 0
+            "cards": result.body["cards"],
+        }, option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        text = render_check(request, result, shutil.get_terminal_size((80, 24)).columns)
+    return status if _write_stdout(text) else EXIT_PIPE_CLOSED
 
 
 def _feedback_report(args: argparse.Namespace) -> int:
@@ -200,8 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-auth", action="store_true",
                        help="run without EHR (JWT) authentication: for local use and tests only")
     serve.set_defaults(func=_serve)
-    check = sub.add_parser("check", help="evaluate a saved hook request and print the checklist")
-    check.add_argument("request", help="path to a CDS Hooks request JSON file")
+    check = sub.add_parser(
+        "check", help="evaluate a saved hook request and print the checklist",
+        description="Evaluate a saved CDS Hooks request as the service would and print the\n"
+                    "patient and order, the problems (critical, warning, unknown), the met\n"
+                    "checks and the reminders of the summary card, wrapped to the terminal\n"
+                    "(80 columns when not a terminal; the COLUMNS variable overrides).",
+        epilog=CHECK_EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("request", help="path to a CDS Hooks request JSON file, or - to read "
+                                       "standard input")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("--today",
                        help="the date to assume when the order has no start (YYYY-MM-DD)")
