@@ -197,6 +197,40 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _dev_issuer(args: argparse.Namespace) -> int:
+    """Write (or reuse) a local issuer kit; with --mint, print one token for that URL."""
+    from .dev_issuer import DEFAULT_ISS, DevIssuerError, create, load
+
+    folder = Path(args.folder)
+    try:
+        exists = (folder / "private-key.pem").exists()
+        if exists and not args.force:
+            kit = load(folder)
+            if args.iss is not None and args.iss != kit.iss:
+                raise DevIssuerError(f"{folder} signs as {kit.iss!r}, not {args.iss!r}; --force "
+                                     "writes a new issuer")
+        else:
+            kit = create(folder, args.iss or DEFAULT_ISS, replace=args.force)
+        token = kit.mint(args.mint, args.lifetime) if args.mint else None
+    except DevIssuerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    # With --mint, standard output is the token alone (TOKEN=$(cds-service dev-issuer ...)).
+    notes = sys.stderr if token else sys.stdout
+    written = "kept" if exists and not args.force else "wrote"
+    print(f"{written} {folder}/: private-key.pem (secret), public-key.pem, jwks.json, issuers.json "
+          f"(iss {kit.iss}, kid {kit.kid})", file=notes)
+    if token is None:
+        print(f"serve with: CDS_TRUSTED_ISSUERS_FILE={kit.issuers_file.resolve()} "
+              "cds-service serve\nmint a token: cds-service dev-issuer "
+              f"{folder} --mint http://127.0.0.1:8080/cds-services", file=notes)
+        print("for local testing only: anyone who can read private-key.pem can sign calls "
+              "that a service trusting this issuer accepts", file=notes)
+    else:
+        print(token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +270,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("request", help="path to a CDS Hooks request JSON file")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
     validate.set_defaults(func=_validate)
+    dev = sub.add_parser(
+        "dev-issuer", help="for local testing: write an ES384 key pair, its JWKS and an issuers "
+                           "file, and mint tokens (--mint URL)",
+        description="Write a local EHR issuer into FOLDER (kept if it exists): private-key.pem, "
+                    "public-key.pem, jwks.json and issuers.json, the file CDS_TRUSTED_ISSUERS_FILE "
+                    "takes. With --mint URL, print one token for a call to URL (aud = URL), "
+                    "signed as an EHR signs it. For local testing only.")
+    dev.add_argument("folder", help="where the kit is written (created owner-only)")
+    dev.add_argument("--iss", help="issuer name of a new kit (default https://dev-issuer.invalid, "
+                                   "a name no real issuer can have)")
+    dev.add_argument("--mint", metavar="URL", help="print a token for one call to URL: the full "
+                     "URL the EHR calls (CDS_PUBLIC_BASE_URL + path)")
+    dev.add_argument("--lifetime", type=int, default=300,
+                     help="seconds the minted token is valid (at most 3600; default 300)")
+    dev.add_argument("--force", action="store_true",
+                     help="replace an existing kit with a new key (old tokens stop verifying)")
+    dev.set_defaults(func=_dev_issuer)
     return parser
 
 
