@@ -135,6 +135,12 @@ def _check(args: argparse.Namespace) -> int:
     except ServiceError as exc:
         print(f"error ({exc.status}): {exc.message}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        # The request was read above: this is one of the service's own files (package data
+        # missing from the installation, say), not the user's.
+        print(f"error: internal failure: the service cannot read its own file "
+              f"{exc.filename or '(unnamed)'}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     status = 2 if critical(result) else 0
     if args.json:
         text = orjson.dumps({
