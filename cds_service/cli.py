@@ -205,11 +205,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _dev_issuer(args: argparse.Namespace) -> int:
     """Write (or reuse) a local issuer kit; with --mint, print one token for that URL."""
-    from .dev_issuer import DEFAULT_ISS, DevIssuerError, create, load
+    from .dev_issuer import DEFAULT_ISS, PRIVATE_KEY, DevIssuerError, create, load
 
     folder = Path(args.folder)
     try:
-        exists = (folder / "private-key.pem").exists()
+        exists = (folder / PRIVATE_KEY).exists()
         if exists and not args.force:
             kit = load(folder)
             if args.iss is not None and args.iss != kit.iss:
@@ -223,9 +223,11 @@ def _dev_issuer(args: argparse.Namespace) -> int:
         return 1
     # With --mint, standard output is the token alone (TOKEN=$(cds-service dev-issuer ...)).
     notes = sys.stderr if token else sys.stdout
-    written = "kept" if exists and not args.force else "wrote"
-    print(f"{written} {folder}/: private-key.pem (secret), public-key.pem, jwks.json, issuers.json "
-          f"(iss {kit.iss}, kid {kit.kid})", file=notes)
+    kept = exists and not args.force
+    if token is None or not kept:
+        print(f"{'kept' if kept else 'wrote'} {folder}/: private-key.pem (secret), "
+              f"public-key.pem, jwks.json, issuers.json (iss {kit.iss}, kid {kit.kid})",
+              file=notes)
     if token is None:
         print(f"serve with: CDS_TRUSTED_ISSUERS_FILE={kit.issuers_file.resolve()} "
               "cds-service serve\nmint a token: cds-service dev-issuer "

@@ -38,8 +38,11 @@ def dev_issuer(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def mint(kit: Path, url: str) -> str:
+    """The token `--mint` prints: alone on standard output, nothing else said for a kept kit."""
     minted = dev_issuer(str(kit), "--mint", url)
     assert minted.returncode == 0, minted.stderr
+    assert minted.stderr == ""
+    assert minted.stdout.count("\n") == 1
     return minted.stdout.strip()
 
 
