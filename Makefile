@@ -38,7 +38,8 @@ test: lint
 fixtures: $(VENV)/.installed-test
 	$(BIN)/python fhir_fixtures/build_requests.py
 
-# docs/clinical-rules.md from the rule table and policy.toml (a test fails when it is stale).
+# docs/clinical-rules.md from the rule table and policy.toml, and the README's table of token
+# refusal reasons from cds_service.auth (a test fails when either is stale).
 docs: $(VENV)/.installed
 	$(BIN)/python -m cds_service.docs_gen
 

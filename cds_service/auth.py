@@ -53,6 +53,36 @@ REASONS = (
 )
 """Every label an `AuthFailure` can carry (a fixed set, so a metric can count them)."""
 
+REASON_MEANINGS = {
+    "no-trusted-issuers": "no trusted issuer is configured: every call is refused (fail closed)",
+    "missing-header": "no `Authorization` header",
+    "not-bearer": "the header is not `Bearer <token>`",
+    "malformed": "not a decodable JWT (header, payload or signature encoding)",
+    "untrusted-iss": "`iss` is not a configured issuer (or the signed payload names another one)",
+    "alg": "header `alg` is not in the issuer's `algorithms`, or not the key's own `alg`",
+    "typ": "header `typ` is present and is not `JWT`",
+    "kid-missing": "no `kid` in the header",
+    "jku": "header `jku` is not in the issuer's `allowed_jku` (it is never fetched)",
+    "no-key-source": "the issuer has only `allowed_jku` and the token carries no `jku`",
+    "jwks-unavailable": "the issuer's JWKS cannot be fetched and no key of it is cached",
+    "unknown-kid": "no key with this `kid` (an unknown `kid` refetches the JWKS at most every "
+                   f"{REFETCH_INTERVAL_SECONDS:g} s per JWKS URL)",
+    "bad-signature": "the signature does not verify with the key",
+    "aud": "`aud` is neither the URL called (`CDS_PUBLIC_BASE_URL` + path) nor one of the issuer's "
+           "`audiences`",
+    "exp-missing": "no numeric `exp`",
+    "expired": f"`exp` is more than {LEEWAY_SECONDS} s in the past",
+    "iat-missing": "no numeric `iat`",
+    "iat-future": f"`iat` is more than {LEEWAY_SECONDS} s in the future",
+    "lifetime": f"`exp - iat` is more than {MAX_TOKEN_LIFETIME_SECONDS} s",
+    "not-yet-valid": f"`nbf` is not a number or more than {LEEWAY_SECONDS} s in the future",
+    "jti-missing": "no `jti`",
+    "tenant": "the issuer is configured with a `tenant` and the token's `tenant` differs",
+    "replay": "this issuer's `jti` was accepted before (a token is good for one call)",
+}
+"""What each reason means, for operators: the README's table is generated from it (a test keeps
+it in step with REASONS)."""
+
 
 class AuthConfigError(ValueError):
     """The trusted-issuer configuration is unusable; raised at start-up, never per request."""

@@ -86,18 +86,47 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_PIPE_CLOSED = 141
+"""128 + SIGPIPE: what a shell reports for a command whose reader went away (`check ... | head`)."""
+
+CHECK_EXIT_STATUS = """exit status:
+  0    no critical finding (warnings may remain), or no alemtuzumab order
+  1    input error: the request is unreadable, not JSON or not a hook request
+  2    at least one critical finding: do not start
+  141  standard output closed early (piped into head): nothing more is printed"""
+
+
+def _write_stdout(text: str) -> bool:
+    """Write and flush; False when the reader has gone (`| head`). Standard output then points
+    at /dev/null so the interpreter's last flush cannot fail again (Python docs, "Note on
+    SIGPIPE"): the command ends quietly, without a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+    return True
+
+
 def _check(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .check_report import critical, render_check
     from .engine import answer
     from .hook_request import parse_json, read_hook_request
     from .services import SERVICES
 
+    source = "standard input" if args.request == "-" else args.request
     try:
-        raw = Path(args.request).read_bytes()
+        body = sys.stdin.buffer.read() if args.request == "-" else Path(args.request).read_bytes()
     except OSError as exc:
-        print(f"error: cannot read {args.request}: {exc.strerror}", file=sys.stderr)
+        print(f"error: cannot read {source}: {exc.strerror}", file=sys.stderr)
         return 1
     try:
-        doc = parse_json(raw)
+        doc = parse_json(body)
         hook = doc.get("hook") if isinstance(doc, dict) else None
         service = next((s for s in SERVICES if s.hook == hook), None)
         if service is None:
@@ -115,40 +144,20 @@ def _check(args: argparse.Namespace) -> int:
         print(f"error: internal failure: the service cannot read its own file "
               f"{exc.filename or '(unnamed)'}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    cards = result.body["cards"]
-    critical = any(card["indicator"] == "critical" for card in cards)
+    status = 2 if critical(result) else 0
     if args.json:
-        sys.stdout.write(orjson.dumps({
+        text = orjson.dumps({
             "service": service.id,
             "plannedStart": result.order.t0.isoformat() if result.order else None,
             "checks": [{"topic": f.topic, "status": f.status.value,
                         "indicator": f.severity.indicator if f.shown else None,
                         "summary": f.headline, "evidence": list(f.evidence),
                         "unreadable": [str(u) for u in f.unreadable]} for f in result.findings],
-            "cards": cards,
-        }, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 2 if critical else 0
-    if result.order is None:
-        print("No alemtuzumab (Lemtrada) order under review: no cards.")
-        return 0
-    print(f"Order {result.order.order.reference}: planned start {result.order.t0} "
-          f"({result.order.t0_source})")
-    rows = [(f.topic, f.status.value, f.severity.indicator if f.shown else "-", f.headline)
-            for f in result.findings]
-    widths = [max(len(r[i]) for r in rows + [("check", "status", "card", "")]) for i in range(3)]
-    print(f"{'check':<{widths[0]}}  {'status':<{widths[1]}}  {'card':<{widths[2]}}  finding")
-    for topic, status, indicator, headline in rows:
-        print(f"{topic:<{widths[0]}}  {status:<{widths[1]}}  {indicator:<{widths[2]}}  {headline}")
-        for finding in result.findings:
-            if finding.topic == topic and finding.shown:
-                for line in finding.evidence:
-                    print(f"{'':<{widths[0]}}    - {line}")
-                for unreadable in finding.unreadable:
-                    print(f"{'':<{widths[0]}}    - unreadable: {unreadable}")
-    print("Result: " + ("CRITICAL findings: do not start" if critical else
-                         "no critical findings" + (" (warnings to review)" if any(
-                             f.shown for f in result.findings) else "")))
-    return 2 if critical else 0
+            "cards": result.body["cards"],
+        }, option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        text = render_check(request, result, shutil.get_terminal_size((80, 24)).columns)
+    return status if _write_stdout(text) else EXIT_PIPE_CLOSED
 
 
 def _feedback_report(args: argparse.Namespace) -> int:
@@ -198,6 +207,42 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _dev_issuer(args: argparse.Namespace) -> int:
+    """Write (or reuse) a local issuer kit; with --mint, print one token for that URL."""
+    from .dev_issuer import DEFAULT_ISS, PRIVATE_KEY, DevIssuerError, create, load
+
+    folder = Path(args.folder)
+    try:
+        exists = (folder / PRIVATE_KEY).exists()
+        if exists and not args.force:
+            kit = load(folder)
+            if args.iss is not None and args.iss != kit.iss:
+                raise DevIssuerError(f"{folder} signs as {kit.iss!r}, not {args.iss!r}; --force "
+                                     "writes a new issuer")
+        else:
+            kit = create(folder, args.iss or DEFAULT_ISS, replace=args.force)
+        token = kit.mint(args.mint, args.lifetime) if args.mint else None
+    except DevIssuerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    # With --mint, standard output is the token alone (TOKEN=$(cds-service dev-issuer ...)).
+    notes = sys.stderr if token else sys.stdout
+    kept = exists and not args.force
+    if token is None or not kept:
+        print(f"{'kept' if kept else 'wrote'} {folder}/: private-key.pem (secret), "
+              f"public-key.pem, jwks.json, issuers.json (iss {kit.iss}, kid {kit.kid})",
+              file=notes)
+    if token is None:
+        print(f"serve with: CDS_TRUSTED_ISSUERS_FILE={kit.issuers_file.resolve()} "
+              "cds-service serve\nmint a token: cds-service dev-issuer "
+              f"{folder} --mint http://127.0.0.1:8080/cds-services", file=notes)
+        print("for local testing only: anyone who can read private-key.pem can sign calls "
+              "that a service trusting this issuer accepts", file=notes)
+    else:
+        print(token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,8 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-auth", action="store_true",
                        help="run without EHR (JWT) authentication: for local use and tests only")
     serve.set_defaults(func=_serve)
-    check = sub.add_parser("check", help="evaluate a saved hook request and print the checklist")
-    check.add_argument("request", help="path to a CDS Hooks request JSON file")
+    check = sub.add_parser(
+        "check", help="evaluate a saved hook request and print the checklist",
+        description="Evaluate a saved CDS Hooks request as the service would and print the\n"
+                    "patient and order, the problems (critical, warning, unknown), the met\n"
+                    "checks and the reminders of the summary card, wrapped to the terminal\n"
+                    "(80 columns when not a terminal; the COLUMNS variable overrides).",
+        epilog=CHECK_EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("request", help="path to a CDS Hooks request JSON file, or - to read "
+                                       "standard input")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("--today",
                        help="the date to assume when the order has no start (YYYY-MM-DD)")
@@ -230,6 +282,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("request", help="path to a CDS Hooks request JSON file")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
     validate.set_defaults(func=_validate)
+    dev = sub.add_parser(
+        "dev-issuer", help="for local testing: write an ES384 key pair, its JWKS and an issuers "
+                           "file, and mint tokens (--mint URL)",
+        description="Write a local EHR issuer into FOLDER (kept if it exists): private-key.pem, "
+                    "public-key.pem, jwks.json and issuers.json, the file CDS_TRUSTED_ISSUERS_FILE "
+                    "takes. With --mint URL, print one token for a call to URL (aud = URL), "
+                    "signed as an EHR signs it. For local testing only.")
+    dev.add_argument("folder", help="where the kit is written (created owner-only)")
+    dev.add_argument("--iss", help="issuer name of a new kit (default https://dev-issuer.invalid, "
+                                   "a name no real issuer can have)")
+    dev.add_argument("--mint", metavar="URL", help="print a token for one call to URL: the full "
+                     "URL the EHR calls (CDS_PUBLIC_BASE_URL + path)")
+    dev.add_argument("--lifetime", type=int, default=300,
+                     help="seconds the minted token is valid (at most 3600; default 300)")
+    dev.add_argument("--force", action="store_true",
+                     help="replace an existing kit with a new key (old tokens stop verifying)")
+    dev.set_defaults(func=_dev_issuer)
     return parser
 
 

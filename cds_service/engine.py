@@ -37,6 +37,9 @@ class Answer:
     findings: list[Finding] = field(default_factory=list)
     order: OrderContext | None = None
     origin: dict[str, str] = field(default_factory=dict)
+    record: PatientRecord | None = None
+    reminders: tuple[str, ...] = ()
+    """The summary card's reminders (markdown lines), for the CLI to print as they were sent."""
 
 
 def answer(request: HookRequest, service: ServiceDefinition, today: date,
@@ -54,9 +57,10 @@ def answer(request: HookRequest, service: ServiceDefinition, today: date,
         draft_orders=tuple(draft_resources(request.context.get("draftOrders"))),
     )
     findings = evaluate(record, context, policy)
+    reminders = summary_reminders(policy)
     cards = build_cards(findings, context, request.hook_instance, request.patient_id, policy,
-                        reminders=summary_reminders(policy))
-    return Answer({"cards": cards}, findings, context, data.origin)
+                        reminders=reminders)
+    return Answer({"cards": cards}, findings, context, data.origin, record, reminders)
 
 
 def find_order(request: HookRequest, fetcher: Fetcher | None) -> AlemtuzumabOrder | None:

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 from cds_service.app import create_app
+from cds_service.auth import REASON_MEANINGS, REASONS
+from cds_service.docs_gen import REASONS_END, REASONS_START, readme_with_refusal_reasons
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,3 +27,36 @@ def test_readme_curl_example_shows_the_real_cards() -> None:
     actual = "".join(f'{c["indicator"]} {c["source"]["topic"]["code"]} - {c["summary"]}\n'
                      for c in cards)
     assert shown.group(1) == actual
+
+
+def test_readme_lists_every_refusal_reason_as_generated_from_the_code() -> None:
+    """The table of refusal reasons is what `make docs` generates from cds_service.auth: one row
+    per label a refused token can be logged and counted with."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme == readme_with_refusal_reasons(readme), "stale: run `make docs`"
+    table = readme.split(REASONS_START)[1].split(REASONS_END)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == list(REASONS)
+
+
+def test_every_refusal_reason_is_explained() -> None:
+    """A new reason in REASONS needs its meaning (and the other way round), in the same order."""
+    assert tuple(REASON_MEANINGS) == REASONS
+    assert all(meaning.strip() for meaning in REASON_MEANINGS.values())
+
+
+def test_readme_trusts_the_public_sandbox_only_with_its_warning() -> None:
+    """The production example does not trust the sandbox issuer; where the README does, it says
+    first that its private key is public and that it is for testing only."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [(readme[:m.start()], m.group(1))
+              for m in re.finditer(r"(?s)```json\n(.*?)```", readme)]
+    trusting = [before for before, block in blocks
+                if '"iss": "https://sandbox.cds-hooks.org"' in block]
+    assert trusting, "the README shows how to trust the sandbox for testing"
+    for before in trusting:
+        said = " ".join(before.split()[-70:])  # the paragraph just before the example
+        assert "is for testing only" in said
+        assert "private half is published" in said
+    assert any('"iss": "https://ehr.hospital.example"' in block and "sandbox" not in block
+               for _, block in blocks)
