@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import requests
 from fixture_requests import fixture_request
@@ -23,17 +24,22 @@ from jwt_keys import (
     SigningKey,
     claims,
     ec_key,
+    ed25519_key,
     hs256_token,
     jwks,
+    payload_text,
     rsa_key,
+    sign_text,
     unsigned_token,
     with_payload,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from served import free_port, stop, wait_until_serving
 from sqlalchemy import create_engine, func, select
 
 from cds_service.app import create_app
 from cds_service.auth import (
+    ASYMMETRIC_ALGORITHMS,
     AuthConfigError,
     AuthFailure,
     DatabaseJtiStore,
@@ -296,6 +302,166 @@ def test_an_invalid_issuer_configuration_stops_the_app_from_being_built(tmp_path
         create_app(public_base_url=BASE, database_url=sqlite_url(tmp_path), auth_disabled=False,
                    trusted_issuers_json=json.dumps([{"iss": ISS, "jwks_url": "https://e.org/j",
                                                      "algorithms": ["HS256"]}]))
+
+
+# --- every algorithm against every key type: a 401 with a counted reason, never a 500 ----------
+
+MATRIX_KEYS = {  # kid -> (what the issuer publishes, its signing key, alg in the JWK?)
+    "rsa": ("an RSA key without alg", lambda: rsa_key("rsa"), False),
+    "rsa-rs384": ("an RSA key with alg RS384", lambda: rsa_key("rsa-rs384"), True),
+    "ec-p256": ("a P-256 EC key without alg", lambda: ec_key("ec-p256", "ES256"), False),
+    "ec-p384": ("a P-384 EC key without alg", lambda: ec_key("ec-p384", "ES384"), False),
+    "ec-p384-es384": ("a P-384 EC key with alg ES384", lambda: ec_key("ec-p384-es384"), True),
+    "ec-p521": ("a P-521 EC key without alg", lambda: ec_key("ec-p521", "ES512"), False),
+    "ed25519": ("an Ed25519 key without alg", lambda: ed25519_key("ed25519"), False),
+    "ed25519-eddsa": ("an Ed25519 key with alg EdDSA", lambda: ed25519_key("ed25519-eddsa"), True),
+}
+MATRIX_ALGORITHMS = ["HS256", "none", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                     "ES256", "ES256K", "ES384", "ES512", "ES521", "EdDSA"]
+VERIFIES = {
+    ("RS256", "rsa"), ("RS384", "rsa"), ("RS512", "rsa"),
+    ("PS256", "rsa"), ("PS384", "rsa"), ("PS512", "rsa"),
+    ("RS384", "rsa-rs384"),
+    ("ES256", "ec-p256"), ("ES384", "ec-p384"), ("ES384", "ec-p384-es384"), ("ES512", "ec-p521"),
+    ("EdDSA", "ed25519"), ("EdDSA", "ed25519-eddsa"),
+}
+"""The only combinations that verify: the key type (and EC curve) the algorithm needs, and the
+JWK's own alg when it names one. The issuer allows every asymmetric algorithm, so the key is what
+decides."""
+MATRIX = [(alg, kid) for alg in MATRIX_ALGORITHMS for kid in MATRIX_KEYS]
+
+
+def _matrix_id(alg: str, kid: str) -> str:
+    outcome = "verifies" if (alg, kid) in VERIFIES else "is refused"
+    return f"{alg} naming {MATRIX_KEYS[kid][0]} {outcome}"
+
+
+@dataclass(frozen=True)
+class MatrixApp:
+    client: Any
+    keys: dict[str, SigningKey]
+
+
+@pytest.fixture(scope="module")
+def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MatrixApp]:
+    keys = {kid: make() for kid, (_, make, _) in MATRIX_KEYS.items()}
+    published = {"keys": [keys[kid].public_jwk(with_alg=with_alg)
+                          for kid, (_, _, with_alg) in MATRIX_KEYS.items()]}
+    issuer = {"iss": ISS, "jwks": published, "algorithms": sorted(ASYMMETRIC_ALGORITHMS)}
+    app = create_app(public_base_url=BASE, auth_disabled=False,
+                     database_url=sqlite_url(tmp_path_factory.mktemp("matrix")),
+                     trusted_issuers_json=json.dumps([issuer]))
+    yield MatrixApp(app.test_client(), keys)
+    app.extensions["cds_db"].dispose()
+
+
+def _attacker_key(alg: str) -> Any:
+    """A private key an attacker could sign `alg` with (not the issuer's)."""
+    if alg[:2] in ("RS", "PS"):
+        return rsa_key("attacker").private
+    if alg == "EdDSA":
+        return ed25519_key("attacker").private
+    return ec_key("attacker", "ES512" if alg == "ES521" else alg).private
+
+
+def matrix_token(alg: str, key: SigningKey, payload: dict[str, Any]) -> str:
+    """A token with header alg naming key's kid: signed with the issuer's own private key when
+    that key can make such a signature at all (so only the algorithm check can refuse it), else
+    with an attacker's key of the type the algorithm needs; HS256 keyed with the public key;
+    none unsigned."""
+    if alg == "none":
+        return unsigned_token(payload, key.kid)
+    if alg == "HS256":
+        return hs256_token(key.public_pem(), payload, key.kid)
+    headers = {"typ": "JWT", "kid": key.kid}
+    try:
+        return jwt.encode(payload, key.private, algorithm=alg, headers=headers)
+    except (TypeError, ValueError, jwt.PyJWTError):  # the issuer's key cannot sign this alg
+        return jwt.encode(payload, _attacker_key(alg), algorithm=alg, headers=headers)
+
+
+def refusals(client: Any) -> dict[str, float]:
+    """cds_auth_failures_total by reason, read from /metrics as Prometheus does."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {s.labels["reason"]: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "cds_auth_failures_total"}
+
+
+def assert_refused_and_counted(client: Any, authorization: str, reason: str,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    """A bare 401, one log line with `reason`, and cds_auth_failures_total{reason} up by one."""
+    before = refusals(client)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cds_service.auth"):
+        response = client.get(DISCOVERY, headers={"Authorization": authorization})
+    assert response.status_code == 401, response.get_json()
+    assert [getattr(r, "reason", None) for r in caplog.records
+            if r.getMessage() == "EHR token refused"] == [reason]
+    after = refusals(client)
+    assert {r: after[r] - before.get(r, 0.0) for r in after if after[r] != before.get(r, 0.0)} \
+        == {reason: 1.0}
+
+
+@pytest.mark.parametrize(("alg", "kid"), MATRIX, ids=[_matrix_id(a, k) for a, k in MATRIX])
+def test_each_algorithm_against_each_key_type(matrix_app: MatrixApp, alg: str, kid: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Only an algorithm the named key can verify (and that its JWK's alg allows) verifies; every
+    other pairing is a 401 counted as `alg`, never a 500 (PyJWT raises TypeError when handed a key
+    of the wrong type, so the pairing is checked before any signature is)."""
+    token = matrix_token(alg, matrix_app.keys[kid], claims(ISS, BASE + DISCOVERY, time.time()))
+    if (alg, kid) in VERIFIES:
+        response = matrix_app.client.get(DISCOVERY, headers=bearer(token))
+        assert response.status_code == 200, response.get_json()
+    else:
+        assert_refused_and_counted(matrix_app.client, f"Bearer {token}", "alg", caplog)
+
+
+# --- time claims that are not finite numbers ----------------------------------------------------
+
+TOO_MANY_DIGITS = "1" + "0" * 5000  # beyond Python's integer parsing limit: not even JSON to us
+BAD_TIME_CLAIMS = [
+    ("iat NaN is refused (comparisons with NaN are all false)", "iat", "NaN", "iat-invalid"),
+    ("nbf NaN is refused", "nbf", "NaN", "nbf-invalid"),
+    ("exp NaN is refused (it was a 500)", "exp", "NaN", "exp-invalid"),
+    ("exp Infinity is refused", "exp", "Infinity", "exp-invalid"),
+    ("iat -Infinity is refused", "iat", "-Infinity", "iat-invalid"),
+    ("nbf -Infinity is refused", "nbf", "-Infinity", "nbf-invalid"),
+    ("nbf Infinity is refused", "nbf", "Infinity", "nbf-invalid"),
+    ("exp 1e400 (infinite as a float) is refused", "exp", "1e400", "exp-invalid"),
+    ("exp as a 400-digit integer is refused (it was a 500)", "exp", "1" + "0" * 400,
+     "exp-invalid"),
+    ("iat as a 5000-digit integer is refused", "iat", TOO_MANY_DIGITS, "malformed"),
+    ("exp as a numeric string is refused", "exp", '"1900000000"', "exp-invalid"),
+    ("iat true is refused", "iat", "true", "iat-invalid"),
+    ("nbf false is refused", "nbf", "false", "nbf-invalid"),
+    ("exp null is refused", "exp", "null", "exp-invalid"),
+]
+
+
+@pytest.mark.parametrize(("case", "claim", "literal", "reason"), BAD_TIME_CLAIMS,
+                         ids=[c[0] for c in BAD_TIME_CLAIMS])
+def test_a_time_claim_that_is_not_a_finite_number_is_refused(
+    matrix_app: MatrixApp, case: str, claim: str, literal: str, reason: str,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """A correctly signed token whose exp, iat or nbf is NaN, infinite, too large, or not a number
+    at all is a 401 with its own counted reason. The payload is written and signed by hand: the
+    literal NaN is exactly what the token carries."""
+    key = matrix_app.keys["ec-p384-es384"]
+    payload = payload_text(claims(ISS, BASE + DISCOVERY, time.time()), **{claim: literal})
+    assert f'"{claim}":{literal}' in payload
+    assert_refused_and_counted(matrix_app.client, f"Bearer {sign_text(key, payload)}", reason,
+                               caplog)
+
+
+def test_a_hand_signed_token_with_finite_times_verifies(matrix_app: MatrixApp) -> None:
+    """The control for the table above: the same hand-made signing with ordinary numbers is
+    accepted, so the refusals are about the values."""
+    key = matrix_app.keys["ec-p384-es384"]
+    now = int(time.time())
+    payload = payload_text(claims(ISS, BASE + DISCOVERY, now), nbf=str(now - 5))
+    response = matrix_app.client.get(DISCOVERY, headers=bearer(sign_text(key, payload)))
+    assert response.status_code == 200
 
 
 # --- the verifier alone: the real Sandbox token, key rotation, replicas ----------
