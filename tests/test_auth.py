@@ -8,9 +8,11 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -586,6 +588,172 @@ def test_an_allow_listed_jku_is_where_keys_come_from(tmp_path: Path,
     with pytest.raises(AuthFailure, match="no-key-source"):
         verifier.verify(f"Bearer {key.sign(claims(ISS, BASE + CALL, clock.now))}", CALL)
     assert jwks_server.hits == {"/ehr/jwks.json": 1}
+
+
+# --- key fetching with a deadline: a slow key server costs a call its budget, never a worker ----
+
+SLOW_SERVERS = [
+    ("a key server trickling its body a byte every half second", "body"),
+    ("a key server trickling its headers a byte every half second", "headers"),
+]
+MARGIN = 5.0
+"""Generous: these tests show a bound of seconds where there was none, not a speed."""
+
+
+@pytest.mark.parametrize(("case", "mode"), SLOW_SERVERS, ids=[c[0] for c in SLOW_SERVERS])
+def test_a_slow_key_server_costs_a_call_no_more_than_the_deadline(
+    tmp_path: Path, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture, case: str,
+    mode: str
+) -> None:
+    """A token with a made-up kid (no valid signature needed) makes the service fetch the
+    issuer's keys: the call is a counted 401 jwks-unavailable within the deadline, the service
+    hangs up on the key server by then, and the next such call does not fetch again."""
+    jwks_server.documents["/slow.json"] = jwks(ec_key("published"))
+    jwks_server.slow["/slow.json"] = mode
+    deadline = 1.0
+    app = create_app(public_base_url=BASE, database_url=sqlite_url(tmp_path), auth_disabled=False,
+                     http_allowed_hosts=("127.0.0.1",), jwks_deadline_seconds=deadline,
+                     trusted_issuers_json=json.dumps([{"iss": ISS,
+                                                       "jwks_url": jwks_server.url("/slow.json")}]))
+    client = app.test_client()
+    try:
+        made_up = f"Bearer {ec_key('made-up').sign(claims(ISS, BASE + DISCOVERY, time.time()))}"
+        started = time.monotonic()
+        assert_refused_and_counted(client, made_up, "jwks-unavailable", caplog)
+        assert time.monotonic() - started < deadline + MARGIN
+        hung_up = jwks_server.wait_for_hangup(timeout=deadline + MARGIN)
+        assert hung_up is not None and hung_up - started < deadline + MARGIN
+        assert_refused_and_counted(client, made_up, "jwks-unavailable", caplog)
+        assert jwks_server.hits == {"/slow.json": 1}
+    finally:
+        app.extensions["cds_db"].dispose()
+
+
+def deadline_verifier(tmp_path: Path, issuers: list[dict[str, Any]], clock: FrozenClock,
+                      deadline: float) -> Verifier:
+    engine = create_engine(sqlite_url(tmp_path))
+    create_schema(engine)
+    return Verifier(parse_trusted_issuers(issuers, http_allowed_hosts=("127.0.0.1",)),
+                    DatabaseJtiStore(engine, clock), BASE, clock, jwks_deadline=deadline)
+
+
+def outcome(verifier: Verifier, authorization: str) -> str:
+    try:
+        verifier.verify(authorization, DISCOVERY)
+    except AuthFailure as failure:
+        return failure.reason
+    return "verified"
+
+
+CONCURRENT = [
+    ("eight calls with made-up kids while the key server trickles are refused by the deadline",
+     "body", False, 1.0, "jwks-unavailable"),
+    ("eight calls signed with the issuer's key while the key server is slow all verify",
+     "delay", True, 3.0, "verified"),
+]
+
+
+@pytest.mark.parametrize(("case", "mode", "genuine", "deadline", "expected"), CONCURRENT,
+                         ids=[c[0] for c in CONCURRENT])
+def test_concurrent_calls_needing_the_same_keys_share_one_fetch(
+    tmp_path: Path, jwks_server: JwksServer, case: str, mode: str, genuine: bool,
+    deadline: float, expected: str
+) -> None:
+    """Calls that arrive while the keys are being fetched wait for that one fetch (each up to its
+    own budget) instead of starting their own: the key server is asked once."""
+    key = ec_key("current")
+    jwks_server.documents["/jwks.json"] = jwks(key)
+    jwks_server.slow["/jwks.json"] = mode
+    clock = FrozenClock(time.time())
+    issuers = [{"iss": ISS, "jwks_url": jwks_server.url("/jwks.json")}]
+    verifier = deadline_verifier(tmp_path, issuers, clock, deadline)
+    signer = key if genuine else ec_key("made-up")
+    tokens = [f"Bearer {signer.sign(claims(ISS, BASE + DISCOVERY, clock.now))}" for _ in range(8)]
+    start = threading.Barrier(len(tokens))
+
+    def timed(token: str) -> tuple[str, float]:
+        start.wait()
+        began = time.monotonic()
+        return outcome(verifier, token), time.monotonic() - began
+
+    with ThreadPoolExecutor(len(tokens)) as pool:
+        results = list(pool.map(timed, tokens))
+    assert [reason for reason, _ in results] == [expected] * len(tokens)
+    assert max(took for _, took in results) < deadline + MARGIN
+    assert jwks_server.hits == {"/jwks.json": 1}
+
+
+KEPT_WORKING = [
+    ("another issuer's key server trickles", "https://slow-ehr.example.org", "/slow.json"),
+    ("the same issuer's key server trickles a refetch for a made-up kid", ISS, "/jwks.json"),
+]
+
+
+@pytest.mark.parametrize(("case", "slow_iss", "slow_path"), KEPT_WORKING,
+                         ids=[c[0] for c in KEPT_WORKING])
+def test_cached_keys_keep_working_while_a_key_server_trickles(
+    tmp_path: Path, jwks_server: JwksServer, case: str, slow_iss: str, slow_path: str
+) -> None:
+    """While a fetch is stuck on a trickling key server, tokens signed with keys already cached
+    verify at once: they do not wait for it (the stuck call is still waiting when they are
+    done)."""
+    key = ec_key("cached")
+    jwks_server.documents["/jwks.json"] = jwks(key)
+    jwks_server.documents["/slow.json"] = jwks(ec_key("slow-issuer-key"))
+    issuers = [{"iss": ISS, "jwks_url": jwks_server.url("/jwks.json")}]
+    if slow_iss != ISS:
+        issuers.append({"iss": slow_iss, "jwks_url": jwks_server.url(slow_path)})
+    clock = FrozenClock(time.time())
+    verifier = deadline_verifier(tmp_path, issuers, clock, deadline=3.0)
+
+    def token(signer: SigningKey, iss: str = ISS) -> str:
+        return f"Bearer {signer.sign(claims(iss, BASE + DISCOVERY, clock.now))}"
+
+    assert outcome(verifier, token(key)) == "verified"  # the keys are now cached
+    jwks_server.slow[slow_path] = "body"
+    clock.now += 120  # a refetch for an unknown kid is due again
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(outcome, verifier, token(ec_key("made-up"), slow_iss))
+        while jwks_server.hits.get(slow_path, 0) < (2 if slow_iss == ISS else 1):
+            assert not stuck.done(), stuck.result()
+            time.sleep(0.02)
+        assert [outcome(verifier, token(key)) for _ in range(5)] == ["verified"] * 5
+        assert not stuck.done()
+        assert stuck.result() == "jwks-unavailable"
+
+
+def test_made_up_kids_cannot_make_the_service_hammer_or_wait_on_the_key_server(
+    tmp_path: Path, jwks_server: JwksServer
+) -> None:
+    """After a failed fetch the next is 10 s away, after a good one 60 s: a flood of made-up kids
+    in between is refused from what is known, without asking (or waiting for) the key server."""
+    key = ec_key("current")
+    jwks_server.documents["/jwks.json"] = jwks(key)
+    jwks_server.slow["/jwks.json"] = "body"
+    clock = FrozenClock(time.time())
+    issuers = [{"iss": ISS, "jwks_url": jwks_server.url("/jwks.json")}]
+    verifier = deadline_verifier(tmp_path, issuers, clock, deadline=1.0)
+
+    def flood(n: int) -> set[str]:
+        """n calls, each with a kid never published."""
+        payload = claims(ISS, BASE + DISCOVERY, clock.now)
+        return {outcome(verifier, f"Bearer {ec_key(f'made-up-{i}').sign(payload)}")
+                for i in range(n)}
+
+    assert flood(20) == {"jwks-unavailable"}
+    assert jwks_server.hits == {"/jwks.json": 1}
+    clock.now += 5
+    assert flood(20) == {"jwks-unavailable"}
+    assert jwks_server.hits == {"/jwks.json": 1}  # a failed fetch: the next one 10 s later
+
+    del jwks_server.slow["/jwks.json"]  # the key server recovers
+    clock.now += 5
+    assert outcome(verifier, f"Bearer {key.sign(claims(ISS, BASE + DISCOVERY, clock.now))}") \
+        == "verified"
+    assert jwks_server.hits == {"/jwks.json": 2}
+    clock.now += 50
+    assert flood(20) == {"unknown-kid"}
+    assert jwks_server.hits == {"/jwks.json": 2}  # a good fetch: the next one 60 s later
 
 
 def test_two_replicas_sharing_a_database_refuse_each_others_replays(tmp_path: Path) -> None:
