@@ -495,12 +495,14 @@ class Verifier:
         issuer's own source. A jku that is not allow-listed is refused without any fetch."""
         if jku is not None and (not isinstance(jku, str) or jku not in issuer.allowed_jku):
             raise AuthFailure("jku", issuer.iss)
+        url = jku if isinstance(jku, str) else issuer.jwks_url
         if issuer.jwks is not None:
             key = self._pinned[issuer.iss].get(kid)
-        elif isinstance(jku, str):
-            key = self.source(jku).key(kid, wait_until)
-        elif issuer.jwks_url is not None:
-            key = self.source(issuer.jwks_url).key(kid, wait_until)
+        elif url is not None:
+            try:
+                key = self.source(url).key(kid, wait_until)
+            except AuthFailure as failure:  # sources are shared by URL: name the issuer here
+                raise AuthFailure(failure.reason, issuer.iss) from None
         else:
             raise AuthFailure("no-key-source", issuer.iss)
         if key is None:
