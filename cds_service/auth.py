@@ -43,6 +43,7 @@ RETRY_INTERVAL_SECONDS = 10.0
 """After a failed fetch, the next attempt waits this long: a slow or broken key server (or a
 flood of made-up kids) costs at most one fetch, and one deadline of waiting, per interval."""
 JWKS_DEADLINE_SECONDS = 2.0
+"""Default of Settings.jwks_deadline_seconds: a JWKS fetch's deadline and a call's wait for keys."""
 MAX_TOKEN_LIFETIME_SECONDS = 3600
 """exp - iat above this is refused: the replay store only has to remember jti for an hour."""
 MAX_JWKS_BYTES = 256 * 1024
