@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,11 +23,12 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import jwt
-import requests
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from sqlalchemy import Connection, delete, insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .config import Settings
+from .deadline_fetch import FetchFailed, fetch
 from .storage import seen_jti
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,12 @@ Clock = Callable[[], float]
 
 LEEWAY_SECONDS = 60
 REFETCH_INTERVAL_SECONDS = 60.0
+"""After a successful JWKS fetch, an unknown kid refetches at most this often (per URL)."""
+RETRY_INTERVAL_SECONDS = 10.0
+"""After a failed fetch, the next attempt waits this long: a slow or broken key server (or a
+flood of made-up kids) costs at most one fetch, and one deadline of waiting, per interval."""
+JWKS_DEADLINE_SECONDS = 2.0
+"""Default of Settings.jwks_deadline_seconds: a JWKS fetch's deadline and a call's wait for keys."""
 MAX_TOKEN_LIFETIME_SECONDS = 3600
 """exp - iat above this is refused: the replay store only has to remember jti for an hour."""
 MAX_JWKS_BYTES = 256 * 1024
@@ -48,8 +56,8 @@ ISSUER_FIELDS = frozenset({"iss", "jwks_url", "jwks", "jwks_file", "allowed_jku"
 REASONS = (
     "no-trusted-issuers", "missing-header", "not-bearer", "malformed", "untrusted-iss", "alg",
     "typ", "kid-missing", "jku", "no-key-source", "jwks-unavailable", "unknown-kid",
-    "bad-signature", "aud", "exp-missing", "expired", "iat-missing", "iat-future", "lifetime",
-    "not-yet-valid", "jti-missing", "tenant", "replay",
+    "bad-signature", "aud", "exp-missing", "exp-invalid", "expired", "iat-missing", "iat-invalid",
+    "iat-future", "lifetime", "nbf-invalid", "not-yet-valid", "jti-missing", "tenant", "replay",
 )
 """Every label an `AuthFailure` can carry (a fixed set, so a metric can count them)."""
 
@@ -267,50 +275,86 @@ def _keys_by_kid(doc: Any) -> dict[str, PublicKey]:
     return keys
 
 
+class _Fetch:
+    """One JWKS fetch in flight; the requests that need its result wait on `done`."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
 @dataclass
 class JwksSource:
-    """The keys behind one JWKS URL, cached; an unknown kid refetches at most once per interval."""
+    """The keys behind one JWKS URL, cached. An unknown kid refetches at most once per interval
+    (a shorter one after a failed fetch); at most one fetch is in flight, in its own thread under
+    one overall deadline, and a request waits for it only until its own budget runs out."""
 
     url: str
     clock: Clock
-    timeout: tuple[float, float] = (1.0, 2.0)
+    deadline: float = JWKS_DEADLINE_SECONDS
     interval: float = REFETCH_INTERVAL_SECONDS
+    retry_interval: float = RETRY_INTERVAL_SECONDS
     fetches: int = 0
     _keys: dict[str, PublicKey] = field(default_factory=dict)
-    _last_fetch: float | None = None
+    _last_attempt: float | None = None
+    _last_ok: bool = False
+    _in_flight: _Fetch | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def key(self, kid: str) -> PublicKey | None:
+    def key(self, kid: str, wait_until: float) -> PublicKey | None:
+        """The key for kid (None: not published), fetching the JWKS when kid is unknown and a
+        fetch is due. Waits for the fetch until `wait_until` (time.monotonic()) at the latest,
+        then raises jwks-unavailable rather than holding the worker."""
         with self._lock:
-            if kid not in self._keys and (self._last_fetch is None
-                                          or self.clock() - self._last_fetch >= self.interval):
-                self._last_fetch = self.clock()
+            known = self._keys.get(kid)
+            if known is not None:
+                return known
+            in_flight = self._in_flight
+            if in_flight is None and self._fetch_due():
+                in_flight = self._in_flight = _Fetch()
+                self._last_attempt = self.clock()
                 self.fetches += 1
-                fetched = self._fetch()
-                if fetched is not None:
-                    self._keys = fetched
-                elif not self._keys:
-                    raise AuthFailure("jwks-unavailable")
+                threading.Thread(target=self._run, args=(in_flight,), name="jwks-fetch",
+                                 daemon=True).start()
+            if in_flight is None:  # not due: answer from what the last fetch found
+                if self._last_ok:
+                    return None
+                raise AuthFailure("jwks-unavailable")
+        if not in_flight.done.wait(max(0.0, wait_until - time.monotonic())) or not in_flight.ok:
+            raise AuthFailure("jwks-unavailable")
+        with self._lock:
             return self._keys.get(kid)
 
-    def _fetch(self) -> dict[str, PublicKey] | None:
-        """GET the JWKS (no redirects, short timeouts, size-capped); None when it cannot be had."""
+    def _fetch_due(self) -> bool:
+        if self._last_attempt is None:
+            return True
+        return self.clock() - self._last_attempt >= (
+            self.interval if self._last_ok else self.retry_interval)
+
+    def _run(self, in_flight: _Fetch) -> None:
+        keys: dict[str, PublicKey] | None = None
         try:
-            with requests.get(self.url, timeout=self.timeout, allow_redirects=False, stream=True,
-                              headers={"Accept": "application/json"}) as response:
-                if response.status_code != 200:
-                    log.warning("JWKS %s answered HTTP %s", self.url, response.status_code)
-                    return None
-                body = bytearray()
-                for chunk in response.iter_content(65536):
-                    body.extend(chunk)
-                    if len(body) > MAX_JWKS_BYTES:
-                        log.warning("JWKS %s is larger than %d bytes", self.url, MAX_JWKS_BYTES)
-                        return None
-            return _keys_by_kid(json.loads(bytes(body)))
-        except (requests.RequestException, ValueError) as exc:
+            keys = self._fetch()
+        except Exception as exc:  # a bug: keep the fetch from staying "in flight" forever
+            log.error("JWKS %s fetch failed: %s", self.url, type(exc).__name__)
+        finally:
+            with self._lock:
+                if keys is not None:
+                    self._keys = keys
+                self._last_ok = in_flight.ok = keys is not None
+                self._in_flight = None
+            in_flight.done.set()
+
+    def _fetch(self) -> dict[str, PublicKey] | None:
+        """GET the JWKS within the deadline (no redirects, size-capped); None when it cannot be
+        had."""
+        try:
+            return _keys_by_kid(json.loads(fetch(self.url, self.deadline, MAX_JWKS_BYTES)))
+        except FetchFailed as failed:
+            log.warning("JWKS %s could not be fetched: %s", self.url, failed)
+        except (ValueError, RecursionError) as exc:  # not JSON, or nested beyond reason
             log.warning("JWKS %s could not be fetched: %s", self.url, type(exc).__name__)
-            return None
+        return None
 
 
 # --- replay store --------------------------------------------------------------------------------
@@ -374,7 +418,32 @@ def _utc(seconds: float) -> datetime:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite JSON number, else None: Python's JSON parser admits NaN and Infinity (every
+    comparison with NaN is false), integers too large for a float, and true/false are not times."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+_EC_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+
+
+def _key_fits(alg: str, key: Any) -> bool:
+    """Whether alg can be verified with this key at all: RS*/PS* an RSA key, ES* an EC key on the
+    curve the algorithm names, EdDSA an Ed25519/Ed448 key. A JWK need not name its alg, and PyJWT
+    raises TypeError (not a PyJWTError) for a key of the wrong type, so this is checked first."""
+    if alg[:2] in ("RS", "PS"):
+        return isinstance(key, rsa.RSAPublicKey)
+    if alg in _EC_CURVES:
+        return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve,
+                                                                         _EC_CURVES[alg])
+    if alg == "EdDSA":
+        return isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey))
+    return False
 
 
 class Verifier:
@@ -382,7 +451,7 @@ class Verifier:
 
     def __init__(self, issuers: Sequence[TrustedIssuer], jti_store: JtiStore, public_base_url: str,
                  clock: Clock = time.time, leeway: int = LEEWAY_SECONDS,
-                 http_timeout: tuple[float, float] = (1.0, 2.0)) -> None:
+                 jwks_deadline: float = JWKS_DEADLINE_SECONDS) -> None:
         if not issuers:
             raise AuthConfigError("no trusted issuers")
         self.issuers = {issuer.iss: issuer for issuer in issuers}
@@ -390,7 +459,7 @@ class Verifier:
         self.public_base_url = public_base_url.rstrip("/")
         self.clock = clock
         self.leeway = leeway
-        self.http_timeout = http_timeout
+        self.jwks_deadline = jwks_deadline
         self._pinned = {i.iss: _keys_by_kid(i.jwks) for i in issuers if i.jwks is not None}
         self._sources: dict[str, JwksSource] = {}
         self._sources_lock = threading.Lock()
@@ -399,11 +468,12 @@ class Verifier:
         """One cache (and one refetch budget) per JWKS URL, shared by every issuer using it."""
         with self._sources_lock:
             if url not in self._sources:
-                self._sources[url] = JwksSource(url, self.clock, self.http_timeout)
+                self._sources[url] = JwksSource(url, self.clock, self.jwks_deadline)
             return self._sources[url]
 
     def verify(self, authorization: str | None, path: str) -> dict[str, Any]:
         """The verified claims of the bearer token for a call to `path`, or AuthFailure."""
+        wait_until = time.monotonic() + self.jwks_deadline  # this call's budget for keys
         if not authorization:
             raise AuthFailure("missing-header")
         scheme, _, token = authorization.strip().partition(" ")
@@ -433,8 +503,8 @@ class Verifier:
         if not isinstance(kid, str) or not kid:
             raise AuthFailure("kid-missing", iss)
 
-        key = self._key(issuer, header.get("jku"), kid)
-        if key.alg is not None and key.alg != alg:
+        key = self._key(issuer, header.get("jku"), kid, wait_until)
+        if (key.alg is not None and key.alg != alg) or not _key_fits(alg, key.key):
             raise AuthFailure("alg", iss)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -444,24 +514,26 @@ class Verifier:
                          "verify_jti": False})
         except jwt.InvalidSignatureError:
             raise AuthFailure("bad-signature", iss) from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, TypeError, ValueError):
             raise AuthFailure("malformed", iss) from None
         if claims.get("iss") != iss:  # the verified payload must name the issuer we routed by
             raise AuthFailure("untrusted-iss", iss)
         self._check_claims(issuer, claims, path)
         return claims
 
-    def _key(self, issuer: TrustedIssuer, jku: Any, kid: str) -> PublicKey:
+    def _key(self, issuer: TrustedIssuer, jku: Any, kid: str, wait_until: float) -> PublicKey:
         """The key for kid: an allow-listed jku (fetched unless keys are pinned), else the
         issuer's own source. A jku that is not allow-listed is refused without any fetch."""
         if jku is not None and (not isinstance(jku, str) or jku not in issuer.allowed_jku):
             raise AuthFailure("jku", issuer.iss)
+        url = jku if isinstance(jku, str) else issuer.jwks_url
         if issuer.jwks is not None:
             key = self._pinned[issuer.iss].get(kid)
-        elif isinstance(jku, str):
-            key = self.source(jku).key(kid)
-        elif issuer.jwks_url is not None:
-            key = self.source(issuer.jwks_url).key(kid)
+        elif url is not None:
+            try:
+                key = self.source(url).key(kid, wait_until)
+            except AuthFailure as failure:  # sources are shared by URL: name the issuer here
+                raise AuthFailure(failure.reason, issuer.iss) from None
         else:
             raise AuthFailure("no-key-source", issuer.iss)
         if key is None:
@@ -476,20 +548,27 @@ class Verifier:
         if not any(isinstance(a, str) and (a == expected or a in issuer.audiences)
                    for a in audiences):
             raise AuthFailure("aud", iss)
-        exp, iat = _number(claims.get("exp")), _number(claims.get("iat"))
-        if exp is None:
+        if "exp" not in claims:
             raise AuthFailure("exp-missing", iss)
+        exp = _number(claims["exp"])
+        if exp is None:
+            raise AuthFailure("exp-invalid", iss)
         if now > exp + leeway:
             raise AuthFailure("expired", iss)
-        if iat is None:
+        if "iat" not in claims:
             raise AuthFailure("iat-missing", iss)
+        iat = _number(claims["iat"])
+        if iat is None:
+            raise AuthFailure("iat-invalid", iss)
         if iat > now + leeway:
             raise AuthFailure("iat-future", iss)
         if exp - iat > MAX_TOKEN_LIFETIME_SECONDS:
             raise AuthFailure("lifetime", iss)
         if "nbf" in claims:
             nbf = _number(claims["nbf"])
-            if nbf is None or nbf > now + leeway:
+            if nbf is None:
+                raise AuthFailure("nbf-invalid", iss)
+            if nbf > now + leeway:
                 raise AuthFailure("not-yet-valid", iss)
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
@@ -508,4 +587,5 @@ def build_verifier(settings: Settings, database: _Transactional,
     issuers = load_trusted_issuers(settings)
     if not issuers:
         return None
-    return Verifier(issuers, DatabaseJtiStore(database, clock), settings.public_base_url, clock)
+    return Verifier(issuers, DatabaseJtiStore(database, clock), settings.public_base_url, clock,
+                    jwks_deadline=settings.jwks_deadline_seconds)

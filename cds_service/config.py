@@ -45,6 +45,9 @@ class Settings:
     fhir_connect_timeout_seconds: float = 1.0
     fhir_page_cap: int = 20
     """At most this many `next` pages are followed per prefetch key."""
+    jwks_deadline_seconds: float = 2.0
+    """One overall deadline for fetching an issuer's JWKS (connect, TLS, headers, body); a call
+    needing keys waits at most this long for them, then gets 401 (reason jwks-unavailable)."""
     trusted_issuers_file: str = ""
     """JSON file describing trusted EHR issuers (see README, EHR authentication)."""
     trusted_issuers_json: str = ""

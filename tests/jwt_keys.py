@@ -1,7 +1,8 @@
 """Test keys and tokens for EHR authentication: keys are generated here, never copied from anywhere.
 
-Also builds the forged tokens PyJWT refuses to make (alg none, HMAC keyed with a public key) and a
-small real JWKS server on 127.0.0.1 that counts how often each path is fetched.
+Also builds the forged tokens PyJWT refuses to make (alg none, HMAC keyed with a public key, a
+payload holding NaN) and a small real JWKS server on 127.0.0.1 that counts how often each path is
+fetched and can answer slowly (a byte every half second).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +20,7 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,12 @@ class SigningKey:
     alg: str
     private: Any
 
-    def public_jwk(self) -> dict[str, Any]:
+    def public_jwk(self, with_alg: bool = True) -> dict[str, Any]:
+        """The public JWK; `alg` is optional in a JWKS, so it can be left out."""
         algorithm = jwt.get_algorithm_by_name(self.alg)
         jwk: dict[str, Any] = json.loads(algorithm.to_jwk(self.private.public_key()))
-        return {**jwk, "kid": self.kid, "use": "sig", "alg": self.alg}
+        jwk.pop("alg", None)
+        return {**jwk, "kid": self.kid, "use": "sig", **({"alg": self.alg} if with_alg else {})}
 
     def public_pem(self) -> bytes:
         return bytes(self.private.public_key().public_bytes(
@@ -46,8 +50,16 @@ class SigningKey:
         return jwt.encode(claims, self.private, algorithm=self.alg, headers=fields)
 
 
-def ec_key(kid: str) -> SigningKey:
-    return SigningKey(kid, "ES384", ec.generate_private_key(ec.SECP384R1()))
+EC_CURVES: dict[str, ec.EllipticCurve] = {"ES256": ec.SECP256R1(), "ES256K": ec.SECP256K1(),
+                                          "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}
+
+
+def ec_key(kid: str, alg: str = "ES384") -> SigningKey:
+    return SigningKey(kid, alg, ec.generate_private_key(EC_CURVES[alg]))
+
+
+def ed25519_key(kid: str) -> SigningKey:
+    return SigningKey(kid, "EdDSA", ed25519.Ed25519PrivateKey.generate())
 
 
 def rsa_key(kid: str) -> SigningKey:
@@ -87,6 +99,22 @@ def hs256_token(secret: bytes, payload: dict[str, Any], kid: str) -> str:
     return f"{signing_input}.{_b64(signature)}"
 
 
+def payload_text(payload: dict[str, Any], **literals: str) -> str:
+    """The payload as JSON text, with the given members written literally: `NaN`, `Infinity`,
+    `1e400`, a 400-digit integer... (what a careful JSON encoder refuses or rewrites)."""
+    members = [f"{json.dumps(k)}:{json.dumps(v)}" for k, v in payload.items() if k not in literals]
+    members += [f"{json.dumps(k)}:{text}" for k, text in literals.items()]
+    return "{" + ",".join(members) + "}"
+
+
+def sign_text(key: SigningKey, payload: str) -> str:
+    """A JWT signed by hand over exactly this payload text (typ JWT, the key's alg and kid)."""
+    header = _segment({"alg": key.alg, "typ": "JWT", "kid": key.kid})
+    signing_input = f"{header}.{_b64(payload.encode())}"
+    signature = jwt.get_algorithm_by_name(key.alg).sign(signing_input.encode(), key.private)
+    return f"{signing_input}.{_b64(signature)}"
+
+
 def with_payload(token: str, **changes: Any) -> str:
     """The token with its payload edited and the original signature kept (tampering)."""
     header, payload, signature = token.split(".")
@@ -94,24 +122,55 @@ def with_payload(token: str, **changes: Any) -> str:
     return f"{header}.{_segment({**doc, **changes})}.{signature}"
 
 
+TRICKLE_SECONDS = 0.5
+"""A slow key server sends one byte per this interval."""
+DELAY_SECONDS = 0.5
+
+
 class JwksServer:
-    """A real HTTP server on 127.0.0.1 serving JWKS documents by path, counting the fetches."""
+    """A real HTTP server on 127.0.0.1 serving JWKS documents by path, counting the fetches.
+    A path in `slow` answers slowly: "delay" waits DELAY_SECONDS and then answers at once;
+    "body" sends the headers, then the body a byte at a time; "headers" trickles everything.
+    `hangups` records (time.monotonic()) each time a client hung up on a slow answer."""
 
     def __init__(self) -> None:
         self.documents: dict[str, dict[str, Any]] = {}
+        self.slow: dict[str, str] = {}
         self.hits: dict[str, int] = {}
+        self.hangups: list[float] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # http.server's naming
-                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                with outer.lock:
+                    outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
                 doc = outer.documents.get(self.path)
                 body = json.dumps(doc if doc is not None else {"error": "not found"}).encode()
-                self.send_response(200 if doc is not None else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                status = "200 OK" if doc is not None else "404 Not Found"
+                head = (f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                mode = outer.slow.get(self.path)
+                try:
+                    if mode == "delay" and outer.stopping.wait(DELAY_SECONDS):
+                        return
+                    if mode == "headers":
+                        self.trickle(head + body)
+                    elif mode == "body":
+                        self.wfile.write(head)
+                        self.trickle(body)
+                    else:
+                        self.wfile.write(head + body)
+                except OSError:
+                    with outer.lock:
+                        outer.hangups.append(time.monotonic())
+
+            def trickle(self, data: bytes) -> None:
+                for i in range(len(data)):
+                    if outer.stopping.wait(TRICKLE_SECONDS):
+                        return
+                    self.wfile.write(data[i:i + 1])
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -123,11 +182,19 @@ class JwksServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
 
+    def wait_for_hangup(self, timeout: float) -> float | None:
+        """When a client first hung up on a slow answer, waiting up to `timeout` s for it."""
+        give_up = time.monotonic() + timeout
+        while not self.hangups and time.monotonic() < give_up:
+            time.sleep(0.05)
+        return self.hangups[0] if self.hangups else None
+
     def __enter__(self) -> JwksServer:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()  # slow answers stop at their next byte
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)

@@ -8,13 +8,16 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import requests
 from fixture_requests import fixture_request
@@ -23,17 +26,22 @@ from jwt_keys import (
     SigningKey,
     claims,
     ec_key,
+    ed25519_key,
     hs256_token,
     jwks,
+    payload_text,
     rsa_key,
+    sign_text,
     unsigned_token,
     with_payload,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from served import free_port, stop, wait_until_serving
 from sqlalchemy import create_engine, func, select
 
 from cds_service.app import create_app
 from cds_service.auth import (
+    ASYMMETRIC_ALGORITHMS,
     AuthConfigError,
     AuthFailure,
     DatabaseJtiStore,
@@ -298,6 +306,166 @@ def test_an_invalid_issuer_configuration_stops_the_app_from_being_built(tmp_path
                                                      "algorithms": ["HS256"]}]))
 
 
+# --- every algorithm against every key type: a 401 with a counted reason, never a 500 ----------
+
+MATRIX_KEYS = {  # kid -> (what the issuer publishes, its signing key, alg in the JWK?)
+    "rsa": ("an RSA key without alg", lambda: rsa_key("rsa"), False),
+    "rsa-rs384": ("an RSA key with alg RS384", lambda: rsa_key("rsa-rs384"), True),
+    "ec-p256": ("a P-256 EC key without alg", lambda: ec_key("ec-p256", "ES256"), False),
+    "ec-p384": ("a P-384 EC key without alg", lambda: ec_key("ec-p384", "ES384"), False),
+    "ec-p384-es384": ("a P-384 EC key with alg ES384", lambda: ec_key("ec-p384-es384"), True),
+    "ec-p521": ("a P-521 EC key without alg", lambda: ec_key("ec-p521", "ES512"), False),
+    "ed25519": ("an Ed25519 key without alg", lambda: ed25519_key("ed25519"), False),
+    "ed25519-eddsa": ("an Ed25519 key with alg EdDSA", lambda: ed25519_key("ed25519-eddsa"), True),
+}
+MATRIX_ALGORITHMS = ["HS256", "none", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                     "ES256", "ES256K", "ES384", "ES512", "ES521", "EdDSA"]
+VERIFIES = {
+    ("RS256", "rsa"), ("RS384", "rsa"), ("RS512", "rsa"),
+    ("PS256", "rsa"), ("PS384", "rsa"), ("PS512", "rsa"),
+    ("RS384", "rsa-rs384"),
+    ("ES256", "ec-p256"), ("ES384", "ec-p384"), ("ES384", "ec-p384-es384"), ("ES512", "ec-p521"),
+    ("EdDSA", "ed25519"), ("EdDSA", "ed25519-eddsa"),
+}
+"""The only combinations that verify: the key type (and EC curve) the algorithm needs, and the
+JWK's own alg when it names one. The issuer allows every asymmetric algorithm, so the key is what
+decides."""
+MATRIX = [(alg, kid) for alg in MATRIX_ALGORITHMS for kid in MATRIX_KEYS]
+
+
+def _matrix_id(alg: str, kid: str) -> str:
+    outcome = "verifies" if (alg, kid) in VERIFIES else "is refused"
+    return f"{alg} naming {MATRIX_KEYS[kid][0]} {outcome}"
+
+
+@dataclass(frozen=True)
+class MatrixApp:
+    client: Any
+    keys: dict[str, SigningKey]
+
+
+@pytest.fixture(scope="module")
+def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MatrixApp]:
+    keys = {kid: make() for kid, (_, make, _) in MATRIX_KEYS.items()}
+    published = {"keys": [keys[kid].public_jwk(with_alg=with_alg)
+                          for kid, (_, _, with_alg) in MATRIX_KEYS.items()]}
+    issuer = {"iss": ISS, "jwks": published, "algorithms": sorted(ASYMMETRIC_ALGORITHMS)}
+    app = create_app(public_base_url=BASE, auth_disabled=False,
+                     database_url=sqlite_url(tmp_path_factory.mktemp("matrix")),
+                     trusted_issuers_json=json.dumps([issuer]))
+    yield MatrixApp(app.test_client(), keys)
+    app.extensions["cds_db"].dispose()
+
+
+def _attacker_key(alg: str) -> Any:
+    """A private key an attacker could sign `alg` with (not the issuer's)."""
+    if alg[:2] in ("RS", "PS"):
+        return rsa_key("attacker").private
+    if alg == "EdDSA":
+        return ed25519_key("attacker").private
+    return ec_key("attacker", "ES512" if alg == "ES521" else alg).private
+
+
+def matrix_token(alg: str, key: SigningKey, payload: dict[str, Any]) -> str:
+    """A token with header alg naming key's kid: signed with the issuer's own private key when
+    that key can make such a signature at all (so only the algorithm check can refuse it), else
+    with an attacker's key of the type the algorithm needs; HS256 keyed with the public key;
+    none unsigned."""
+    if alg == "none":
+        return unsigned_token(payload, key.kid)
+    if alg == "HS256":
+        return hs256_token(key.public_pem(), payload, key.kid)
+    headers = {"typ": "JWT", "kid": key.kid}
+    try:
+        return jwt.encode(payload, key.private, algorithm=alg, headers=headers)
+    except (TypeError, ValueError, jwt.PyJWTError):  # the issuer's key cannot sign this alg
+        return jwt.encode(payload, _attacker_key(alg), algorithm=alg, headers=headers)
+
+
+def refusals(client: Any) -> dict[str, float]:
+    """cds_auth_failures_total by reason, read from /metrics as Prometheus does."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {s.labels["reason"]: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "cds_auth_failures_total"}
+
+
+def assert_refused_and_counted(client: Any, authorization: str, reason: str,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    """A bare 401, one log line with `reason`, and cds_auth_failures_total{reason} up by one."""
+    before = refusals(client)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cds_service.auth"):
+        response = client.get(DISCOVERY, headers={"Authorization": authorization})
+    assert response.status_code == 401, response.get_json()
+    assert [getattr(r, "reason", None) for r in caplog.records
+            if r.getMessage() == "EHR token refused"] == [reason]
+    after = refusals(client)
+    assert {r: after[r] - before.get(r, 0.0) for r in after if after[r] != before.get(r, 0.0)} \
+        == {reason: 1.0}
+
+
+@pytest.mark.parametrize(("alg", "kid"), MATRIX, ids=[_matrix_id(a, k) for a, k in MATRIX])
+def test_each_algorithm_against_each_key_type(matrix_app: MatrixApp, alg: str, kid: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Only an algorithm the named key can verify (and that its JWK's alg allows) verifies; every
+    other pairing is a 401 counted as `alg`, never a 500 (PyJWT raises TypeError when handed a key
+    of the wrong type, so the pairing is checked before any signature is)."""
+    token = matrix_token(alg, matrix_app.keys[kid], claims(ISS, BASE + DISCOVERY, time.time()))
+    if (alg, kid) in VERIFIES:
+        response = matrix_app.client.get(DISCOVERY, headers=bearer(token))
+        assert response.status_code == 200, response.get_json()
+    else:
+        assert_refused_and_counted(matrix_app.client, f"Bearer {token}", "alg", caplog)
+
+
+# --- time claims that are not finite numbers ----------------------------------------------------
+
+TOO_MANY_DIGITS = "1" + "0" * 5000  # beyond Python's integer parsing limit: not even JSON to us
+BAD_TIME_CLAIMS = [
+    ("iat NaN is refused (comparisons with NaN are all false)", "iat", "NaN", "iat-invalid"),
+    ("nbf NaN is refused", "nbf", "NaN", "nbf-invalid"),
+    ("exp NaN is refused (it was a 500)", "exp", "NaN", "exp-invalid"),
+    ("exp Infinity is refused", "exp", "Infinity", "exp-invalid"),
+    ("iat -Infinity is refused", "iat", "-Infinity", "iat-invalid"),
+    ("nbf -Infinity is refused", "nbf", "-Infinity", "nbf-invalid"),
+    ("nbf Infinity is refused", "nbf", "Infinity", "nbf-invalid"),
+    ("exp 1e400 (infinite as a float) is refused", "exp", "1e400", "exp-invalid"),
+    ("exp as a 400-digit integer is refused (it was a 500)", "exp", "1" + "0" * 400,
+     "exp-invalid"),
+    ("iat as a 5000-digit integer is refused", "iat", TOO_MANY_DIGITS, "malformed"),
+    ("exp as a numeric string is refused", "exp", '"1900000000"', "exp-invalid"),
+    ("iat true is refused", "iat", "true", "iat-invalid"),
+    ("nbf false is refused", "nbf", "false", "nbf-invalid"),
+    ("exp null is refused", "exp", "null", "exp-invalid"),
+]
+
+
+@pytest.mark.parametrize(("case", "claim", "literal", "reason"), BAD_TIME_CLAIMS,
+                         ids=[c[0] for c in BAD_TIME_CLAIMS])
+def test_a_time_claim_that_is_not_a_finite_number_is_refused(
+    matrix_app: MatrixApp, case: str, claim: str, literal: str, reason: str,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """A correctly signed token whose exp, iat or nbf is NaN, infinite, too large, or not a number
+    at all is a 401 with its own counted reason. The payload is written and signed by hand: the
+    literal NaN is exactly what the token carries."""
+    key = matrix_app.keys["ec-p384-es384"]
+    payload = payload_text(claims(ISS, BASE + DISCOVERY, time.time()), **{claim: literal})
+    assert f'"{claim}":{literal}' in payload
+    assert_refused_and_counted(matrix_app.client, f"Bearer {sign_text(key, payload)}", reason,
+                               caplog)
+
+
+def test_a_hand_signed_token_with_finite_times_verifies(matrix_app: MatrixApp) -> None:
+    """The control for the table above: the same hand-made signing with ordinary numbers is
+    accepted, so the refusals are about the values."""
+    key = matrix_app.keys["ec-p384-es384"]
+    now = int(time.time())
+    payload = payload_text(claims(ISS, BASE + DISCOVERY, now), nbf=str(now - 5))
+    response = matrix_app.client.get(DISCOVERY, headers=bearer(sign_text(key, payload)))
+    assert response.status_code == 200
+
+
 # --- the verifier alone: the real Sandbox token, key rotation, replicas ----------
 
 
@@ -420,6 +588,172 @@ def test_an_allow_listed_jku_is_where_keys_come_from(tmp_path: Path,
     with pytest.raises(AuthFailure, match="no-key-source"):
         verifier.verify(f"Bearer {key.sign(claims(ISS, BASE + CALL, clock.now))}", CALL)
     assert jwks_server.hits == {"/ehr/jwks.json": 1}
+
+
+# --- key fetching with a deadline: a slow key server costs a call its budget, never a worker ----
+
+SLOW_SERVERS = [
+    ("a key server trickling its body a byte every half second", "body"),
+    ("a key server trickling its headers a byte every half second", "headers"),
+]
+MARGIN = 5.0
+"""Generous: these tests show a bound of seconds where there was none, not a speed."""
+
+
+@pytest.mark.parametrize(("case", "mode"), SLOW_SERVERS, ids=[c[0] for c in SLOW_SERVERS])
+def test_a_slow_key_server_costs_a_call_no_more_than_the_deadline(
+    tmp_path: Path, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture, case: str,
+    mode: str
+) -> None:
+    """A token with a made-up kid (no valid signature needed) makes the service fetch the
+    issuer's keys: the call is a counted 401 jwks-unavailable within the deadline, the service
+    hangs up on the key server by then, and the next such call does not fetch again."""
+    jwks_server.documents["/slow.json"] = jwks(ec_key("published"))
+    jwks_server.slow["/slow.json"] = mode
+    deadline = 1.0
+    app = create_app(public_base_url=BASE, database_url=sqlite_url(tmp_path), auth_disabled=False,
+                     http_allowed_hosts=("127.0.0.1",), jwks_deadline_seconds=deadline,
+                     trusted_issuers_json=json.dumps([{"iss": ISS,
+                                                       "jwks_url": jwks_server.url("/slow.json")}]))
+    client = app.test_client()
+    try:
+        made_up = f"Bearer {ec_key('made-up').sign(claims(ISS, BASE + DISCOVERY, time.time()))}"
+        started = time.monotonic()
+        assert_refused_and_counted(client, made_up, "jwks-unavailable", caplog)
+        assert time.monotonic() - started < deadline + MARGIN
+        hung_up = jwks_server.wait_for_hangup(timeout=deadline + MARGIN)
+        assert hung_up is not None and hung_up - started < deadline + MARGIN
+        assert_refused_and_counted(client, made_up, "jwks-unavailable", caplog)
+        assert jwks_server.hits == {"/slow.json": 1}
+    finally:
+        app.extensions["cds_db"].dispose()
+
+
+def deadline_verifier(tmp_path: Path, issuers: list[dict[str, Any]], clock: FrozenClock,
+                      deadline: float) -> Verifier:
+    engine = create_engine(sqlite_url(tmp_path))
+    create_schema(engine)
+    return Verifier(parse_trusted_issuers(issuers, http_allowed_hosts=("127.0.0.1",)),
+                    DatabaseJtiStore(engine, clock), BASE, clock, jwks_deadline=deadline)
+
+
+def outcome(verifier: Verifier, authorization: str) -> str:
+    try:
+        verifier.verify(authorization, DISCOVERY)
+    except AuthFailure as failure:
+        return failure.reason
+    return "verified"
+
+
+CONCURRENT = [
+    ("eight calls with made-up kids while the key server trickles are refused by the deadline",
+     "body", False, 1.0, "jwks-unavailable"),
+    ("eight calls signed with the issuer's key while the key server is slow all verify",
+     "delay", True, 3.0, "verified"),
+]
+
+
+@pytest.mark.parametrize(("case", "mode", "genuine", "deadline", "expected"), CONCURRENT,
+                         ids=[c[0] for c in CONCURRENT])
+def test_concurrent_calls_needing_the_same_keys_share_one_fetch(
+    tmp_path: Path, jwks_server: JwksServer, case: str, mode: str, genuine: bool,
+    deadline: float, expected: str
+) -> None:
+    """Calls that arrive while the keys are being fetched wait for that one fetch (each up to its
+    own budget) instead of starting their own: the key server is asked once."""
+    key = ec_key("current")
+    jwks_server.documents["/jwks.json"] = jwks(key)
+    jwks_server.slow["/jwks.json"] = mode
+    clock = FrozenClock(time.time())
+    issuers = [{"iss": ISS, "jwks_url": jwks_server.url("/jwks.json")}]
+    verifier = deadline_verifier(tmp_path, issuers, clock, deadline)
+    signer = key if genuine else ec_key("made-up")
+    tokens = [f"Bearer {signer.sign(claims(ISS, BASE + DISCOVERY, clock.now))}" for _ in range(8)]
+    start = threading.Barrier(len(tokens))
+
+    def timed(token: str) -> tuple[str, float]:
+        start.wait()
+        began = time.monotonic()
+        return outcome(verifier, token), time.monotonic() - began
+
+    with ThreadPoolExecutor(len(tokens)) as pool:
+        results = list(pool.map(timed, tokens))
+    assert [reason for reason, _ in results] == [expected] * len(tokens)
+    assert max(took for _, took in results) < deadline + MARGIN
+    assert jwks_server.hits == {"/jwks.json": 1}
+
+
+KEPT_WORKING = [
+    ("another issuer's key server trickles", "https://slow-ehr.example.org", "/slow.json"),
+    ("the same issuer's key server trickles a refetch for a made-up kid", ISS, "/jwks.json"),
+]
+
+
+@pytest.mark.parametrize(("case", "slow_iss", "slow_path"), KEPT_WORKING,
+                         ids=[c[0] for c in KEPT_WORKING])
+def test_cached_keys_keep_working_while_a_key_server_trickles(
+    tmp_path: Path, jwks_server: JwksServer, case: str, slow_iss: str, slow_path: str
+) -> None:
+    """While a fetch is stuck on a trickling key server, tokens signed with keys already cached
+    verify at once: they do not wait for it (the stuck call is still waiting when they are
+    done)."""
+    key = ec_key("cached")
+    jwks_server.documents["/jwks.json"] = jwks(key)
+    jwks_server.documents["/slow.json"] = jwks(ec_key("slow-issuer-key"))
+    issuers = [{"iss": ISS, "jwks_url": jwks_server.url("/jwks.json")}]
+    if slow_iss != ISS:
+        issuers.append({"iss": slow_iss, "jwks_url": jwks_server.url(slow_path)})
+    clock = FrozenClock(time.time())
+    verifier = deadline_verifier(tmp_path, issuers, clock, deadline=3.0)
+
+    def token(signer: SigningKey, iss: str = ISS) -> str:
+        return f"Bearer {signer.sign(claims(iss, BASE + DISCOVERY, clock.now))}"
+
+    assert outcome(verifier, token(key)) == "verified"  # the keys are now cached
+    jwks_server.slow[slow_path] = "body"
+    clock.now += 120  # a refetch for an unknown kid is due again
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(outcome, verifier, token(ec_key("made-up"), slow_iss))
+        while jwks_server.hits.get(slow_path, 0) < (2 if slow_iss == ISS else 1):
+            assert not stuck.done(), stuck.result()
+            time.sleep(0.02)
+        assert [outcome(verifier, token(key)) for _ in range(5)] == ["verified"] * 5
+        assert not stuck.done()
+        assert stuck.result() == "jwks-unavailable"
+
+
+def test_made_up_kids_cannot_make_the_service_hammer_or_wait_on_the_key_server(
+    tmp_path: Path, jwks_server: JwksServer
+) -> None:
+    """After a failed fetch the next is 10 s away, after a good one 60 s: a flood of made-up kids
+    in between is refused from what is known, without asking (or waiting for) the key server."""
+    key = ec_key("current")
+    jwks_server.documents["/jwks.json"] = jwks(key)
+    jwks_server.slow["/jwks.json"] = "body"
+    clock = FrozenClock(time.time())
+    issuers = [{"iss": ISS, "jwks_url": jwks_server.url("/jwks.json")}]
+    verifier = deadline_verifier(tmp_path, issuers, clock, deadline=1.0)
+
+    def flood(n: int) -> set[str]:
+        """n calls, each with a kid never published."""
+        payload = claims(ISS, BASE + DISCOVERY, clock.now)
+        return {outcome(verifier, f"Bearer {ec_key(f'made-up-{i}').sign(payload)}")
+                for i in range(n)}
+
+    assert flood(20) == {"jwks-unavailable"}
+    assert jwks_server.hits == {"/jwks.json": 1}
+    clock.now += 5
+    assert flood(20) == {"jwks-unavailable"}
+    assert jwks_server.hits == {"/jwks.json": 1}  # a failed fetch: the next one 10 s later
+
+    del jwks_server.slow["/jwks.json"]  # the key server recovers
+    clock.now += 5
+    assert outcome(verifier, f"Bearer {key.sign(claims(ISS, BASE + DISCOVERY, clock.now))}") \
+        == "verified"
+    assert jwks_server.hits == {"/jwks.json": 2}
+    clock.now += 50
+    assert flood(20) == {"unknown-kid"}
+    assert jwks_server.hits == {"/jwks.json": 2}  # a good fetch: the next one 60 s later
 
 
 def test_two_replicas_sharing_a_database_refuse_each_others_replays(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from served import free_port, stop, wait_until_serving
 
 from cds_service.app import create_app
+from cds_service.auth import REASONS
 from cds_service.cli import prepare_metrics_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +159,8 @@ def test_feedback_outcomes_are_counted() -> None:
 
 
 def test_auth_failures_are_counted_by_reason(tmp_path: Path) -> None:
-    """Every refusal reason is a series from the start; refusals add to their own reason."""
+    """Every refusal reason (REASONS) is a series from the start; refusals add to their own
+    reason."""
     key = ec_key("metrics")
     base = "https://cds.example.org"
     app = create_app(public_base_url=base, database_url=f"sqlite:///{tmp_path}/db.sqlite3",
@@ -166,7 +168,9 @@ def test_auth_failures_are_counted_by_reason(tmp_path: Path) -> None:
                                                        "jwks": jwks(key)}]))
     client = app.test_client()
     before = samples(client)
-    assert ("cds_auth_failures_total", frozenset({("reason", "replay")})) in before
+    assert {reason for reason in REASONS
+            if ("cds_auth_failures_total", frozenset({("reason", reason)})) in before} \
+        == set(REASONS)
     token = key.sign(claims("https://ehr.example.org", base + "/cds-services", time.time()))
     headers = {"Authorization": f"Bearer {token}"}
     codes = [client.get("/cds-services", headers=headers).status_code,
