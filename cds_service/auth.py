@@ -72,18 +72,24 @@ REASON_MEANINGS = {
     "kid-missing": "no `kid` in the header",
     "jku": "header `jku` is not in the issuer's `allowed_jku` (it is never fetched)",
     "no-key-source": "the issuer has only `allowed_jku` and the token carries no `jku`",
-    "jwks-unavailable": "the issuer's JWKS cannot be fetched and no key of it is cached",
+    "jwks-unavailable": "the issuer's JWKS cannot be fetched within `CDS_JWKS_DEADLINE_SECONDS` "
+                        "(or failed less than "
+                        f"{RETRY_INTERVAL_SECONDS:g} s ago) and no key of it is cached",
     "unknown-kid": "no key with this `kid` (an unknown `kid` refetches the JWKS at most every "
                    f"{REFETCH_INTERVAL_SECONDS:g} s per JWKS URL)",
     "bad-signature": "the signature does not verify with the key",
     "aud": "`aud` is neither the URL called (`CDS_PUBLIC_BASE_URL` + path) nor one of the issuer's "
            "`audiences`",
-    "exp-missing": "no numeric `exp`",
+    "exp-missing": "no `exp`",
+    "exp-invalid": "`exp` is not a finite number (NaN, Infinity, a string, a boolean, null or too "
+                   "large)",
     "expired": f"`exp` is more than {LEEWAY_SECONDS} s in the past",
-    "iat-missing": "no numeric `iat`",
+    "iat-missing": "no `iat`",
+    "iat-invalid": "`iat` is not a finite number",
     "iat-future": f"`iat` is more than {LEEWAY_SECONDS} s in the future",
     "lifetime": f"`exp - iat` is more than {MAX_TOKEN_LIFETIME_SECONDS} s",
-    "not-yet-valid": f"`nbf` is not a number or more than {LEEWAY_SECONDS} s in the future",
+    "nbf-invalid": "`nbf` is present and is not a finite number",
+    "not-yet-valid": f"`nbf` is more than {LEEWAY_SECONDS} s in the future",
     "jti-missing": "no `jti`",
     "tenant": "the issuer is configured with a `tenant` and the token's `tenant` differs",
     "replay": "this issuer's `jti` was accepted before (a token is good for one call)",
