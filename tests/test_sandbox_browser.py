@@ -55,7 +55,8 @@ SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 SANDBOX_JWKS = SANDBOX_DIR / ".well-known" / "jwks.json"
 PLANNED_START = "12072026"
 """12/07/2026 typed into the Start Date field: the fixture's T0 (its data are dated from it)."""
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = 90_000
+"""For every wait on the page: generous, as CI machines can be slow."""
 
 CARD = ".MuiCard-root"
 SUMMARY_IN_CARD = ".MuiCardContent-root > p.MuiTypography-root"
@@ -100,13 +101,13 @@ class Screen:
 
 @dataclass
 class Journey:
+    """The servers of one journey and everything the tests read back from it."""
+
     service_url: str
     database_url: str
     log: Path
     fhir: SandboxFhirServer
     screens: dict[str, Screen] = field(default_factory=dict)
-    blocked: list[str] = field(default_factory=list)
-    """Requests the browser tried to send beyond 127.0.0.1 (aborted)."""
     feedback_status: list[int] = field(default_factory=list)
     log_lines: list[dict[str, Any]] = field(default_factory=list)
     """The service's JSON log lines, as they stood at the end of the journey."""
@@ -192,7 +193,7 @@ def override(page: Any, journey: Journey, service_id: str, summary: str, reason:
         page.get_by_role("menuitem", name=f"Override: {reason}").click()
     journey.feedback_status.append(feedback.value.status)
     try:
-        shown.wait_for(state="detached", timeout=10_000)
+        shown.wait_for(state="detached", timeout=30_000)
     except PlaywrightTimeout:
         return False
     return True
@@ -202,13 +203,15 @@ def walk_through(page: Any, journey: Journey, screenshots: Path) -> None:
     """Rx View, then Rx Sign, as a prescriber would."""
     from playwright.sync_api import expect
 
+    picker = card(page, PICKER_CARD)
+    picker.wait_for()  # the patient is loaded and the services were called
     page.get_by_role("button", name="CDS Developer Panel").click()  # the clinician's view only
     page.get_by_label("Start Date").click()
     page.keyboard.type(PLANNED_START)
-    expect(page.get_by_label("Start Date")).to_have_value("12/07/2026")
-    card(page, PICKER_CARD).get_by_role("button", name="Order Lemtrada").click()
-    expect(card(page, CHECKLIST)).to_have_count(1)
-    expect(card(page, PICKER_CARD)).to_have_count(0)
+    expect(page.get_by_label("Start Date")).to_have_value("12/07/2026", timeout=TIMEOUT_MS)
+    picker.get_by_role("button", name="Order Lemtrada").click()
+    expect(card(page, CHECKLIST)).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(picker).to_have_count(0, timeout=TIMEOUT_MS)
     screen = read_screen(page)
     page.screenshot(path=str(screenshots / "rx-view.png"))
     card(page, CHECKLIST).screenshot(path=str(screenshots / "rx-view-checklist.png"))
@@ -224,7 +227,7 @@ def walk_through(page: Any, journey: Journey, screenshots: Path) -> None:
 
     page.get_by_role("button", name="Rx Sign").click()
     page.get_by_role("button", name="Sign Order").click()
-    expect(card(page, CHECKLIST)).to_have_count(1)
+    expect(card(page, CHECKLIST)).to_have_count(1, timeout=TIMEOUT_MS)
     screen = read_screen(page)
     page.screenshot(path=str(screenshots / "rx-sign.png"))
     screen.overridden_card_left = override(
@@ -264,8 +267,7 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
                 def local_only(route: Any) -> None:
                     if urlsplit(route.request.url).hostname == "127.0.0.1":
                         route.continue_()
-                    else:
-                        result.blocked.append(route.request.url)
+                    else:  # e.g. the Sandbox's default discovery endpoint
                         route.abort()
 
                 context.route("**/*", local_only)
@@ -394,11 +396,10 @@ def test_the_sandbox_prefetched_every_template_through_the_fhir_server(journey: 
 
 
 @pytest.mark.browser
-def test_every_sandbox_call_carried_an_accepted_token_and_nothing_left_127_0_0_1(
-        journey: Journey) -> None:
+def test_every_sandbox_call_carried_a_token_the_service_accepted(journey: Journey) -> None:
     """Authentication was on: the Sandbox's ES384 tokens (discovery, hooks, feedback) were
-    verified with the pinned key and none was refused; the same calls without a token are
-    refused; and the browser sent nothing beyond 127.0.0.1."""
+    verified with the pinned key and none was refused, while the same calls without a token
+    are refused."""
     refused = [line for line in journey.log_lines if line.get("message") == "EHR token refused"]
     assert refused == []
     assert journey.feedback_status == [200, 200, 200]
@@ -406,4 +407,3 @@ def test_every_sandbox_call_carried_an_accepted_token_and_nothing_left_127_0_0_1
     unsigned = requests.post(f"{journey.service_url}/cds-services/lemtrada-order-select",
                              json=fixture_request(FIXTURE), timeout=10)
     assert (discovery.status_code, unsigned.status_code) == (401, 401)
-    assert not any(urlsplit(url).hostname == "127.0.0.1" for url in journey.blocked)
