@@ -12,7 +12,9 @@
   Once the draft order is Lemtrada it answers no cards.
 - `StaticSite`: the prebuilt Sandbox (or any folder) as static files.
 
-Each records the requests it received *before* answering them, so a test never counts early.
+The FHIR server and the picker record each request *before* answering it, so a test never
+counts early.
+
 By hand (see docs/sandbox.md):
 
     python tests/sandbox_servers.py    # FHIR :8081, picker :8082, Sandbox :8083; prints the URL
@@ -24,7 +26,7 @@ import argparse
 import json
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -76,7 +78,8 @@ class _Base:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> Callable[..., BaseHTTPRequestHandler]:
+        """The request handler class (or factory) for this server."""
         raise NotImplementedError
 
     @property
@@ -105,13 +108,6 @@ class _Base:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-    def __enter__(self) -> _Base:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class _JsonHandler(BaseHTTPRequestHandler):
@@ -261,7 +257,7 @@ class SandboxFhirServer(_Base):
                      "entry": [{"fullUrl": f"{self.base_url}/{r['resourceType']}/{r.get('id')}",
                                 "resource": r, "search": {"mode": "match"}} for r in found]}
 
-    def handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> Callable[..., BaseHTTPRequestHandler]:
         server = self
 
         class Handler(_JsonHandler):
@@ -355,7 +351,7 @@ class LemtradaPicker(_Base):
             return 200, {"cards": [picker_card(patient_id)]}
         return 404, _outcome("not-found", f"{method} {path}")
 
-    def handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> Callable[..., BaseHTTPRequestHandler]:
         server = self
 
         class Handler(_JsonHandler):
@@ -387,12 +383,12 @@ class StaticSite(_Base):
         super().__init__(port)
         self.directory = directory
 
-    def handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> Callable[..., BaseHTTPRequestHandler]:
         class Handler(SimpleHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
                 pass
 
-        return partial(Handler, directory=str(self.directory))  # type: ignore[return-value]
+        return partial(Handler, directory=str(self.directory))
 
 
 SCREENS = {"rx-view": "order-select", "rx-sign": "order-sign"}
