@@ -205,6 +205,7 @@ def walk_through(page: Any, journey: Journey, screenshots: Path) -> None:
 
     picker = card(page, PICKER_CARD)
     picker.wait_for()  # the patient is loaded and the services were called
+    page.wait_for_load_state("networkidle")  # no older hook answer still on its way
     page.get_by_role("button", name="CDS Developer Panel").click()  # the clinician's view only
     page.get_by_label("Start Date").click()
     page.keyboard.type(PLANNED_START)
