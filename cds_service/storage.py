@@ -2,6 +2,7 @@
 
 A SQLite file by default; PostgreSQL (or any SQLAlchemy URL) when several replicas share state.
 No patient data is stored: cards are recorded by uuid, service, topic, indicator and hookInstance.
+Rows are kept for a configured retention only (see retention.py).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ metadata = MetaData()
 
 
 class FreeText(TypeDecorator[str]):
-    """Text a client sent (feedback, hookInstance): any length, and NUL, which PostgreSQL text
-    cannot hold, stored as U+FFFD, so that valid input never becomes a 503 on one backend only."""
+    """Text a client sent (feedback, hookInstance): lengths are bounded where requests are read
+    (hook_request, feedback); NUL, which PostgreSQL text cannot hold, is stored as U+FFFD, so that
+    valid input never becomes a 503 on one backend only."""
 
     impl = Text
     cache_ok = True
@@ -59,7 +61,7 @@ issued_cards = Table(
     Column("topic", String(100), nullable=False, index=True),
     Column("indicator", String(16), nullable=False),
     Column("hook_instance", FreeText, nullable=False),
-    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False, index=True),  # retention
 )
 
 feedback = Table(
@@ -77,7 +79,7 @@ feedback = Table(
     Column("override_reason_display", FreeText, nullable=True),
     Column("override_comment", FreeText, nullable=True),
     Column("outcome_timestamp", FreeText, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),  # retention
 )
 
 seen_jti = Table(
@@ -161,6 +163,10 @@ def create_schema(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                {"key": SCHEMA_LOCK_KEY})
         metadata.create_all(connection)
+        # create_all skips the indexes of tables that exist: add those of newer versions.
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                connection.execute(CreateIndex(index, if_not_exists=True))
 
 
 class Database:
