@@ -7,6 +7,7 @@ Rows are kept for a configured retention only (see retention.py).
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 import threading
@@ -29,16 +30,18 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
     from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
+log = logging.getLogger(__name__)
 metadata = MetaData()
 
 
@@ -163,10 +166,21 @@ def create_schema(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                {"key": SCHEMA_LOCK_KEY})
         metadata.create_all(connection)
-        # create_all skips the indexes of tables that exist: add those of newer versions.
+        # create_all skips the indexes of tables that exist: add those of newer versions. Only
+        # missing ones: CREATE INDEX, even IF NOT EXISTS, needs the table's owner, and the
+        # service may run as a user that may only read and write.
+        inspector = inspect(connection)
         for table in metadata.sorted_tables:
+            present = {index["name"] for index in inspector.get_indexes(table.name)}
             for index in table.indexes:
-                connection.execute(CreateIndex(index, if_not_exists=True))
+                if index.name not in present:
+                    try:
+                        with connection.begin_nested():
+                            connection.execute(CreateIndex(index))
+                    except DBAPIError as exc:  # an optimisation: never stop storage for it
+                        log.warning("index %s is missing and this database user cannot create "
+                                    "it (%s); let the tables' owner start the service once",
+                                    index.name, type(exc.orig).__name__)
 
 
 class Database:

@@ -18,13 +18,14 @@ import pytest
 import test_postgres_storage as storage_tests
 from fixture_requests import fixture_request
 from jwt_keys import claims, ec_key, jwks
-from sqlalchemy import insert, select
+from sqlalchemy import create_engine, insert, inspect, select, text
+from sqlalchemy.engine import make_url
 
 from cds_service.app import create_app
 from cds_service.auth import LEEWAY_SECONDS, DatabaseJtiStore, Verifier, parse_trusted_issuers
 from cds_service.config import Settings
 from cds_service.retention import BATCH_ROWS, Pruner, prune
-from cds_service.storage import Database, feedback, issued_cards, seen_jti
+from cds_service.storage import Database, create_schema, feedback, issued_cards, seen_jti
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
@@ -212,3 +213,63 @@ def test_automatic_pruning_can_be_turned_off(url: str) -> None:
     app.extensions["cds_pruner"].wait()
     assert count(url, "issued_cards", "WHERE hook_instance = 'hook-0'") == 1
     db.dispose()
+
+
+def index_names(db_url: str, table: str) -> set[str]:
+    engine = create_engine(db_url)
+    try:
+        return {str(index["name"]) for index in inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
+def test_an_older_database_gets_the_retention_indexes_on_first_use(url: str) -> None:
+    """Tables created by a version without the issued_at / received_at indexes get them."""
+    engine = create_engine(url)
+    create_schema(engine)
+    with engine.begin() as connection:
+        connection.execute(text("DROP INDEX ix_issued_cards_issued_at"))
+        connection.execute(text("DROP INDEX ix_feedback_received_at"))
+    engine.dispose()
+    assert "ix_issued_cards_issued_at" not in index_names(url, "issued_cards")
+    db = Database(url)
+    with db.begin():
+        pass
+    db.dispose()
+    assert "ix_issued_cards_issued_at" in index_names(url, "issued_cards")
+    assert "ix_feedback_received_at" in index_names(url, "feedback")
+
+
+@pytest.mark.postgres
+def test_a_database_user_that_may_only_read_and_write_stores_and_prunes(
+        postgres: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The deployment guide's least-privilege user (tables created by the owner, by a version
+    without one of the retention indexes): it cannot add the index, says so once, and stores
+    and prunes all the same."""
+    owner_url = postgres.create_database()
+    try:
+        db = Database(owner_url)
+        with db.begin() as connection:
+            connection.execute(text("CREATE ROLE cds_rw LOGIN"))
+            connection.execute(text("GRANT SELECT, INSERT, DELETE ON feedback, issued_cards, "
+                                    "seen_jti TO cds_rw"))
+            connection.execute(text("GRANT USAGE ON SEQUENCE feedback_id_seq TO cds_rw"))
+            connection.execute(text("DROP INDEX ix_feedback_received_at"))
+        db.dispose()
+        limited_url = make_url(owner_url).set(username="cds_rw").render_as_string(
+            hide_password=False)
+        limited = Database(limited_url)
+        add_feedback(limited, 500 * DAY)
+        assert prune(limited, Settings(), NOW).feedback == 1
+        limited.dispose()
+        assert "index ix_feedback_received_at is missing" in caplog.text
+    finally:
+        engine = create_engine(owner_url)
+        with engine.begin() as connection:
+            connection.execute(text("DROP OWNED BY cds_rw"))
+        engine.dispose()
+        postgres.drop_database(owner_url)
+        admin = create_engine(make_url(owner_url).set(database="postgres"))
+        with admin.begin() as connection:
+            connection.execute(text("DROP ROLE IF EXISTS cds_rw"))
+        admin.dispose()
