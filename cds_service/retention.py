@@ -101,6 +101,10 @@ class Pruner:
         interval = self.settings.prune_interval_seconds
         if self.database is None or interval <= 0 or self._clock() - self._last < interval:
             return
+        if self.database.in_memory:
+            # Bounded by the process's life; and its one shared connection must not be used by
+            # a second background thread (a pool reset there would roll back another's write).
+            return
         with self._lock:
             started = self._clock()
             if started - self._last < interval or (self._thread and self._thread.is_alive()):

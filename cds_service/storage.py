@@ -196,6 +196,13 @@ class Database:
         self._lock = threading.Lock()
 
     @property
+    def in_memory(self) -> bool:
+        """An in-memory SQLite database (tests): one connection shared by every thread, and
+        nothing outlives the process."""
+        parsed = make_url(self.url)
+        return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+    @property
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
