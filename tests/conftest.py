@@ -4,8 +4,9 @@ Every request made through Flask's test client (`app.test_client()`, any test) h
 checked against `openapi.yaml`: the path, method and status must be documented, the content type
 must be one the document lists, and the JSON body must validate (Draft 2020-12, formats checked)
 against the documented schema. A path that does not exist may answer only 404 (or 401 when
-authentication runs first), and a documented path may refuse an undocumented method only with 405;
-both with an OperationOutcome. A violation fails the test that received the response.
+authentication runs first), and a documented path may refuse an undocumented method only with 405
+(carrying an `Allow` header); both with an OperationOutcome. A violation fails the test that
+received the response.
 """
 
 from __future__ import annotations
