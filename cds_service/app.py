@@ -18,6 +18,7 @@ from .feedback import CardAudit
 from .fhir.client import FhirClient
 from .http_api import api, register_error_handlers
 from .observability import AUTH_FAILURES, initialise_labels
+from .retention import Pruner
 from .storage import init_storage
 
 auth_log = logging.getLogger("cds_service.auth")
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["cds_fetcher"] = FhirClient(settings)  # prefetch fallback (fhirServer)
     database = init_storage(app, settings)  # connects lazily: starts while the database is down
     app.extensions["cds_audit"] = CardAudit(database)
+    app.extensions["cds_pruner"] = Pruner(database, settings)  # retention, off the request path
     # Load terminology and policy at start-up, never per request.
     all_value_sets()
     load_policy()

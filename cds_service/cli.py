@@ -185,6 +185,40 @@ def _feedback_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    """Delete issued-card rows and feedback past their retention, and expired JWT ids."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .config import Settings
+    from .retention import prune
+    from .storage import Database
+
+    settings = Settings.from_env()
+    database = Database(args.database_url or settings.database_url,
+                        settings.database_lock_timeout_seconds)
+    try:
+        pruned = prune(database, settings, datetime.now(UTC))
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"error: cannot prune the database: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+    if args.json:
+        sys.stdout.write(orjson.dumps({"deleted": pruned.as_json()},
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        keep = {"issued cards": settings.audit_retention_days,
+                "feedback items": settings.feedback_retention_days}
+        counts = {"issued cards": pruned.issued_cards, "feedback items": pruned.feedback}
+        for what, days in keep.items():
+            after = f"older than {days} days" if days > 0 else "(kept forever: retention 0)"
+            print(f"deleted {counts[what]} {what} {after}")
+        print(f"deleted {pruned.seen_jti} expired JWT ids")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     """Report every problem of a hook request file; exit 1 when there are errors."""
     from .conformance import Problem, counts, validate_request
@@ -277,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "configured default)")
     report.add_argument("--json", action="store_true", help="machine-readable output")
     report.set_defaults(func=_feedback_report)
+    prune = sub.add_parser("prune", help="delete issued-card rows and feedback past their "
+                           "retention (CDS_AUDIT_RETENTION_DAYS, CDS_FEEDBACK_RETENTION_DAYS) and "
+                           "expired JWT ids")
+    prune.add_argument("--database-url", help="SQLAlchemy URL (default: CDS_DATABASE_URL or the "
+                       "configured default)")
+    prune.add_argument("--json", action="store_true", help="machine-readable output")
+    prune.set_defaults(func=_prune)
     validate = sub.add_parser("validate", help="report every problem of a hook request an EHR "
                               "would send, with its JSON path (exit 1 on errors)")
     validate.add_argument("request", help="path to a CDS Hooks request JSON file")

@@ -54,6 +54,17 @@ class Settings:
     """The same JSON inline (environment CDS_TRUSTED_ISSUERS_JSON)."""
     cors_allowed_origins: tuple[str, ...] = ("*",)
     """Origins allowed by CORS; '*' for any (bearer tokens, no cookies)."""
+    audit_retention_days: int = 400
+    """Issued-card audit rows older than this are deleted (0: kept forever). 400 days: a year
+    (alemtuzumab's second course follows the first by 12 months, so the report can compare both
+    courses' cards) plus a month for the yearly review."""
+    feedback_retention_days: int = 400
+    """Feedback older than this (by arrival) is deleted (0: kept forever); the same 400 days, so
+    feedback is not kept longer than the card it joins to. Free-text override comments may hold
+    what a clinician typed: they must not be kept indefinitely."""
+    prune_interval_seconds: float = 3600.0
+    """Each process deletes expired rows (audit, feedback, seen JWT ids) at most this often, on a
+    background thread started by a request (0: only `cds-service prune`)."""
 
     def __post_init__(self) -> None:
         # The defaults that depend on where the user's state lives are filled in here, once.

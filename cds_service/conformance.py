@@ -14,12 +14,12 @@ will have to fetch or cannot fetch (and will then answer 412 for an alemtuzumab 
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from .domain.terminology import known_systems
 from .fhir.models import LENIENT_DEFAULTS, validation_problem
+from .hook_request import hook_instance_problem, is_uuid
 from .services import PREFETCH_TYPES
 
 Level = Literal["error", "warning"]
@@ -128,11 +128,12 @@ def _envelope(doc: dict[str, Any], out: _Collector) -> str | None:
         out.error("$.hookInstance", "required")
     elif not isinstance(instance, str):
         out.error("$.hookInstance", f"must be a string (a UUID), not {_type_name(instance)}")
-    else:
-        try:
-            uuid.UUID(instance)
-        except ValueError:
-            out.error("$.hookInstance", f"not a UUID: {instance!r}")
+    elif (problem := hook_instance_problem(instance)) is not None:
+        out.error("$.hookInstance", f"{problem}: the service answers 400")
+    elif not is_uuid(instance):
+        out.warning("$.hookInstance", f"not a UUID: {instance!r} (CDS Hooks requires one; the "
+                                      "service accepts it and counts it in "
+                                      "cds_hook_instance_not_uuid_total)")
     if "context" not in doc or doc["context"] is None:
         out.error("$.context", "required")
     elif not isinstance(doc["context"], dict):

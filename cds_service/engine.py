@@ -76,14 +76,18 @@ def find_order(request: HookRequest, fetcher: Fetcher | None) -> AlemtuzumabOrde
         return scan_orders(request.hook, drafts, request.selections, request.prefetch,
                            read).order
     except UnreadableOrder as exc:
-        raise BadRequest(f"The draft order {exc.order} cannot be evaluated: {exc.detail}.",
+        # exc.order is the sender's reference: named by its JSON path only (never echoed).
+        raise BadRequest(f"A draft order under review cannot be evaluated: {exc.detail}.",
                          ["context.draftOrders"]) from None
 
 
 def read_medications(request: HookRequest, references: tuple[str, ...],
                      fetcher: Fetcher | None) -> list[dict[str, Any]]:
     """The referenced Medications, read from the request's fhirServer."""
-    names = ", ".join(references)
+    # Counted, never quoted: the references are the sender's text.
+    names = "the Medication it references" if len(references) == 1 else \
+        f"the {len(references)} Medications they reference"
+    are = "is" if len(references) == 1 else "are"
     base = (request.fhir_server or "").rstrip("/")
     queries: dict[str, str] = {}
     for i, reference in enumerate(references):
@@ -93,9 +97,9 @@ def read_medications(request: HookRequest, references: tuple[str, ...],
             queries[f"medication-{i}"] = relative
     if fetcher is None or not base or len(queries) < len(references):
         raise PreconditionFailed(
-            f"The medication of an order under review cannot be identified: {names} is not in "
-            "draftOrders, prefetch or contained resources, and it cannot be read from the "
-            "request's fhirServer. Include the Medication in draftOrders.",
+            f"The medication of an order under review cannot be identified: {names} {are} not in "
+            "draftOrders, prefetch or contained resources (medicationReference), and cannot be "
+            "read from the request's fhirServer. Include the Medication in draftOrders.",
             ["context.draftOrders"])
     try:
         fetched = fetcher(request, queries)

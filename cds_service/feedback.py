@@ -36,14 +36,24 @@ RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 UNKNOWN_CARD = "(unknown card)"
 
+# Limits on what a feedback post may hold (characters / items). Generous for any real EHR (coded
+# reasons are short; a comment of 10,000 characters is several pages), but one post can no longer
+# store megabytes per row. README "Feedback" lists them.
+MAX_ITEMS_PER_POST = 1000
+MAX_SUGGESTIONS_PER_ITEM = 100
+MAX_SYSTEM_CHARS = 1024
+MAX_CODE_CHARS = 1024
+MAX_TEXT_CHARS = 10_000
+MAX_TIMESTAMP_CHARS = 128
+
 _CODING: dict[str, Any] = {
     "type": "object",
     # The Sandbox sends reason without display, so display is optional.
     "required": ["system", "code"],
     "properties": {
-        "system": {"type": "string", "minLength": 1},
-        "code": {"type": "string", "minLength": 1},
-        "display": {"type": "string"},
+        "system": {"type": "string", "minLength": 1, "maxLength": MAX_SYSTEM_CHARS},
+        "code": {"type": "string", "minLength": 1, "maxLength": MAX_CODE_CHARS},
+        "display": {"type": "string", "maxLength": MAX_TEXT_CHARS},
     },
 }
 
@@ -56,25 +66,28 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
         "feedback": {
             "type": "array",
             "minItems": 1,  # an empty post is a client bug; openapi.yaml says the same
+            "maxItems": MAX_ITEMS_PER_POST,
             "items": {
                 "type": "object",
                 "required": ["card", "outcome", "outcomeTimestamp"],
                 "properties": {
-                    "card": {"type": "string", "pattern": UUID_PATTERN},
+                    "card": {"type": "string", "pattern": UUID_PATTERN, "maxLength": 36},
                     "outcome": {"enum": ["accepted", "overridden"]},
                     "acceptedSuggestions": {
                         "type": "array",
+                        "maxItems": MAX_SUGGESTIONS_PER_ITEM,
                         "items": {
                             "type": "object",
                             "required": ["id"],
-                            "properties": {"id": {"type": "string", "pattern": UUID_PATTERN}},
+                            "properties": {"id": {"type": "string", "pattern": UUID_PATTERN,
+                                                  "maxLength": 36}},
                         },
                     },
                     "overrideReason": {
                         "type": "object",
                         "properties": {
                             "reason": _CODING,
-                            "userComment": {"type": "string"},
+                            "userComment": {"type": "string", "maxLength": MAX_TEXT_CHARS},
                         },
                         "anyOf": [
                             {"required": ["reason"]},
@@ -82,7 +95,8 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
                              "properties": {"userComment": {"minLength": 1}}},
                         ],
                     },
-                    "outcomeTimestamp": {"type": "string", "format": "date-time"},
+                    "outcomeTimestamp": {"type": "string", "format": "date-time",
+                                         "maxLength": MAX_TIMESTAMP_CHARS},
                 },
                 # accepted -> at least one accepted suggestion (CDS Hooks 2.0 "Feedback").
                 "if": {"required": ["outcome"], "properties": {"outcome": {"const": "accepted"}}},
@@ -104,13 +118,27 @@ def _is_rfc3339(value: object) -> bool:
     it)."""
     if not isinstance(value, str):
         return True
-    if not RFC3339.match(value):
-        return False
     try:
-        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        canonical_timestamp(value)
     except ValueError:
         return False
     return True
+
+
+def canonical_timestamp(value: str) -> str:
+    """An RFC 3339 date-time as the same instant in UTC, `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (trailing
+    zeros dropped, digits beyond the microsecond too): `Z`, `+00:00`, `.5` and `.500` then name one
+    feedback item. ValueError when it is not an RFC 3339 date-time with an offset."""
+    match = RFC3339.match(value)
+    if not match or len(value) > MAX_TIMESTAMP_CHARS:
+        raise ValueError("not an RFC 3339 date-time")
+    fraction = match.group(1) or ""
+    text = value[:19] + fraction[:7] + value[match.end(1) if match.group(1) else 19:]
+    instant = datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
+    out = instant.strftime("%Y-%m-%dT%H:%M:%S")
+    if instant.microsecond:
+        out += f".{instant.microsecond:06d}".rstrip("0")
+    return out + "Z"
 
 
 _VALIDATOR = Draft202012Validator(FEEDBACK_SCHEMA, format_checker=_FORMATS)
@@ -156,18 +184,32 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     if error.validator == "anyOf" and error.absolute_path and \
             error.absolute_path[-1] == "overrideReason":
         return path, "an override reason needs a reason (a Coding) or a non-empty userComment"
-    if error.validator == "pattern" and error.validator_value == UUID_PATTERN:
+    if error.validator == "pattern" and error.validator_value == UUID_PATTERN or (
+            error.validator == "maxLength" and error.validator_value == 36):
         return path, "must be a UUID"
     if error.validator == "format":
         return path, "must be an RFC 3339 date-time with a time zone, e.g. 2021-12-11T10:05:31Z"
+    if error.validator in ("maxLength", "maxItems"):
+        limit = error.validator_value
+        unit = "characters" if error.validator == "maxLength" else "items"
+        return path, f"longer than the limit of {limit} {unit}"
     if error.validator == "enum":
         allowed = cast("list[Any]", error.validator_value)  # set by validation, as above
         return path, f"must be one of {', '.join(map(str, allowed))}"
-    return path, error.message
+    # Never jsonschema's own message: it quotes the posted value.
+    if error.validator == "type":
+        return path, f"must be of type {error.validator_value}"
+    if error.validator == "minLength":
+        return path, "must not be empty"
+    if error.validator == "minItems":
+        return path, f"needs at least {error.validator_value} item(s)"
+    return path, f"is not valid ({error.validator})"
 
 
 def fingerprint(service_id: str, item: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of (service id, item as posted)."""
+    """sha256 of the canonical JSON of (service id, item): callers pass canonical values (uuids
+    lower-cased, suggestions sorted, the timestamp in UTC), so the same item posted with an
+    upper-case uuid or `+00:00` instead of `Z` is stored once."""
     canonical = orjson.dumps([service_id, item], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
@@ -184,16 +226,25 @@ def validate_feedback(service_id: str, body: Any) -> list[FeedbackItem]:
     items = []
     for raw in body["feedback"]:
         reason = (raw.get("overrideReason") or {}).get("reason") or {}
+        canonical = {
+            "card": raw["card"].lower(),
+            "outcome": raw["outcome"],
+            "acceptedSuggestions": sorted({s["id"].lower()
+                                           for s in raw.get("acceptedSuggestions", ())}),
+            "reason": [reason.get("system"), reason.get("code"), reason.get("display")],
+            "comment": (raw.get("overrideReason") or {}).get("userComment"),
+            "outcomeTimestamp": canonical_timestamp(raw["outcomeTimestamp"]),
+        }
         items.append(FeedbackItem(
-            card=raw["card"].lower(),
-            outcome=raw["outcome"],
-            accepted_suggestions=tuple(s["id"].lower() for s in raw.get("acceptedSuggestions", ())),
+            card=canonical["card"],
+            outcome=canonical["outcome"],
+            accepted_suggestions=tuple(canonical["acceptedSuggestions"]),
             reason_system=reason.get("system"),
             reason_code=reason.get("code"),
             reason_display=reason.get("display"),
-            comment=(raw.get("overrideReason") or {}).get("userComment"),
-            outcome_timestamp=raw["outcomeTimestamp"],
-            fingerprint=fingerprint(service_id, raw),
+            comment=canonical["comment"],
+            outcome_timestamp=canonical["outcomeTimestamp"],
+            fingerprint=fingerprint(service_id, canonical),
         ))
     return items
 

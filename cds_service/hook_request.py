@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,26 @@ HOOK_CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "order-select": ("patientId", "draftOrders", "selections"),
     "order-sign": ("patientId", "draftOrders"),
 }
+
+HOOK_INSTANCE_MAX_CHARS = 128
+"""A hookInstance is a UUID (36 characters); anything longer than this, or outside printable ASCII,
+is refused: it is logged with every hook call and stored with every issued card."""
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def hook_instance_problem(value: str) -> str | None:
+    """Why a hookInstance is refused (400), or None. Shared with `cds-service validate`."""
+    if len(value) > HOOK_INSTANCE_MAX_CHARS:
+        return f"longer than {HOOK_INSTANCE_MAX_CHARS} characters (a UUID has 36)"
+    if not _PRINTABLE_ASCII.fullmatch(value):
+        return "holds characters outside printable ASCII (a UUID is hexadecimal digits and '-')"
+    return None
+
+
+def is_uuid(value: str) -> bool:
+    """The form CDS Hooks gives hookInstance; other short values are accepted and counted."""
+    return bool(_UUID.fullmatch(value))
 
 
 @dataclass(frozen=True)
@@ -72,10 +93,13 @@ def read_hook_request(doc: Any, expected_hook: str) -> HookRequest:
         raise BadRequest("The request body must be a JSON object.")
     hook = _require(doc, "hook", str, "hook")
     hook_instance = _require(doc, "hookInstance", str, "hookInstance")
+    problem = hook_instance_problem(hook_instance)
+    if problem:
+        raise BadRequest(f"Field 'hookInstance' is {problem}.", ["hookInstance"])
     context = _require(doc, "context", dict, "context")
     if hook != expected_hook:
-        raise BadRequest(f"This service answers the '{expected_hook}' hook, not '{hook}'.",
-                         ["hook"])
+        raise BadRequest(f"This service answers the '{expected_hook}' hook; the request's 'hook' "
+                         "names another.", ["hook"])
     for field in HOOK_CONTEXT_FIELDS.get(hook, ()):
         kind: type = list if field == "selections" else dict if field == "draftOrders" else str
         _require(context, field, kind, f"context.{field}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from .cards import card_topic
 from .domain.terminology import all_value_sets
@@ -24,8 +24,14 @@ from .errors import (
     operation_outcome,
 )
 from .feedback import accept_feedback, utc_now
-from .hook_request import parse_json, read_hook_request
-from .observability import FEEDBACK, HOOK_LATENCY, metrics_exposition, record_hook
+from .hook_request import is_uuid, parse_json, read_hook_request
+from .observability import (
+    FEEDBACK,
+    HOOK_INSTANCE_NOT_UUID,
+    HOOK_LATENCY,
+    metrics_exposition,
+    record_hook,
+)
 from .services import SERVICES, SERVICES_BY_ID
 
 log = logging.getLogger(__name__)
@@ -51,12 +57,14 @@ def discovery() -> Response:
 def call_service(service_id: str) -> Response:
     service = SERVICES_BY_ID.get(service_id)
     if service is None:
-        raise NotFound(f"No CDS service with id '{service_id}'.")
+        raise NotFound("No CDS service with this id.")
     started = time.perf_counter()
     hook_instance: str | None = None
     try:
         hook_request = read_hook_request(parse_json(request.get_data(cache=False)), service.hook)
         hook_instance = hook_request.hook_instance
+        if not is_uuid(hook_instance):
+            HOOK_INSTANCE_NOT_UUID.inc()
         fetcher = current_app.extensions.get("cds_fetcher")
         result = answer(hook_request, service, today(), fetcher)
     except ServiceError as exc:
@@ -67,6 +75,7 @@ def call_service(service_id: str) -> Response:
     if audit is not None:
         audit.submit(service.id, hook_request.hook_instance, cards, utc_now())
     record_hook(service.id, cards, result.origin)
+    _prune_when_due()
     _log_hook(service.id, hook_instance, 200, started, dataOrigin=result.origin,
               topics=[f"{card_topic(card)}:{card.get('indicator')}" for card in cards])
     return json_response(result.body)
@@ -86,7 +95,7 @@ def _log_hook(service_id: str, hook_instance: str | None, status: int, started: 
 def post_feedback(service_id: str) -> Response:
     """Store feedback (400 if invalid, 503 if the database is unavailable); the body is `{}`."""
     if service_id not in SERVICES_BY_ID:
-        raise NotFound(f"No CDS service with id '{service_id}'.")
+        raise NotFound("No CDS service with this id.")
     database = current_app.extensions.get("cds_db")
     if database is None:
         raise Unavailable("Feedback storage is not configured.")
@@ -99,10 +108,18 @@ def post_feedback(service_id: str) -> Response:
     except Unavailable:
         FEEDBACK.labels(outcome="unavailable").inc()
         raise
+    _prune_when_due()
     FEEDBACK.labels(outcome="stored").inc(stored)
     FEEDBACK.labels(outcome="duplicate").inc(items - stored)
     log.info("feedback stored", extra={"service": service_id, "items": items, "new": stored})
     return json_response({})
+
+
+def _prune_when_due() -> None:
+    """Start the retention prune when it is due (returns at once; the prune runs on a thread)."""
+    pruner = current_app.extensions.get("cds_pruner")
+    if pruner is not None:
+        pruner.poke()
 
 
 @api.get("/healthz", provide_automatic_options=False)
@@ -154,7 +171,10 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> Response:
         code = {404: "not-found", 405: "not-supported"}.get(exc.code or 500, "processing")
         body = operation_outcome("error", code, exc.description or exc.name)
-        return json_response(body, exc.code or 500)
+        response = json_response(body, exc.code or 500)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # RFC 9110 15.5.6
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

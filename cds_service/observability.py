@@ -63,6 +63,14 @@ FEEDBACK = Counter(
 AUTH_FAILURES = Counter("cds_auth_failures", "EHR JWTs refused, by reason.", ["reason"])
 AUDIT_DROPPED = Counter("cds_card_audit_dropped",
                         "Issued-card audit rows dropped (database unavailable or queue full).")
+HOOK_INSTANCE_NOT_UUID = Counter(
+    "cds_hook_instance_not_uuid",
+    "Hook calls accepted whose hookInstance is not a UUID (CDS Hooks types it as one; a short "
+    "printable value is answered anyway, and counted here to find the integration).")
+PRUNED = Counter("cds_pruned_rows",
+                 "Rows removed by retention pruning, by table (issued_cards, feedback, seen_jti).",
+                 ["table"])
+PRUNED_TABLES = ("issued_cards", "feedback", "seen_jti")
 
 FEEDBACK_OUTCOMES = ("stored", "duplicate", "invalid", "unavailable")
 FETCH_OUTCOMES = ("ok", "failed", "unfinished")
@@ -79,6 +87,8 @@ def initialise_labels(auth_reasons: Iterable[str]) -> None:
         FHIR_FETCHES.labels(outcome=outcome)
     for origin in PREFETCH_ORIGINS:
         PREFETCH_KEYS.labels(origin=origin)
+    for table in PRUNED_TABLES:
+        PRUNED.labels(table=table)
 
 
 def origin_label(origin: str) -> str:

@@ -2,10 +2,12 @@
 
 A SQLite file by default; PostgreSQL (or any SQLAlchemy URL) when several replicas share state.
 No patient data is stored: cards are recorded by uuid, service, topic, indicator and hookInstance.
+Rows are kept for a configured retention only (see retention.py).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 import threading
@@ -28,22 +30,25 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
     from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
+log = logging.getLogger(__name__)
 metadata = MetaData()
 
 
 class FreeText(TypeDecorator[str]):
-    """Text a client sent (feedback, hookInstance): any length, and NUL, which PostgreSQL text
-    cannot hold, stored as U+FFFD, so that valid input never becomes a 503 on one backend only."""
+    """Text a client sent (feedback, hookInstance): lengths are bounded where requests are read
+    (hook_request, feedback); NUL, which PostgreSQL text cannot hold, is stored as U+FFFD, so that
+    valid input never becomes a 503 on one backend only."""
 
     impl = Text
     cache_ok = True
@@ -59,7 +64,7 @@ issued_cards = Table(
     Column("topic", String(100), nullable=False, index=True),
     Column("indicator", String(16), nullable=False),
     Column("hook_instance", FreeText, nullable=False),
-    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False, index=True),  # retention
 )
 
 feedback = Table(
@@ -77,7 +82,7 @@ feedback = Table(
     Column("override_reason_display", FreeText, nullable=True),
     Column("override_comment", FreeText, nullable=True),
     Column("outcome_timestamp", FreeText, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),  # retention
 )
 
 seen_jti = Table(
@@ -171,6 +176,21 @@ def create_schema(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                {"key": SCHEMA_LOCK_KEY})
         metadata.create_all(connection)
+        # create_all skips the indexes of tables that exist: add those of newer versions. Only
+        # missing ones: CREATE INDEX, even IF NOT EXISTS, needs the table's owner, and the
+        # service may run as a user that may only read and write.
+        inspector = inspect(connection)
+        for table in metadata.sorted_tables:
+            present = {index["name"] for index in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in present:
+                    try:
+                        with connection.begin_nested():
+                            connection.execute(CreateIndex(index))
+                    except DBAPIError as exc:  # an optimisation: never stop storage for it
+                        log.warning("index %s is missing and this database user cannot create "
+                                    "it (%s); let the tables' owner start the service once",
+                                    index.name, type(exc.orig).__name__)
 
 
 class Database:
@@ -184,6 +204,13 @@ class Database:
         self._engine: Engine | None = None
         self._schema_ready = False
         self._lock = threading.Lock()
+
+    @property
+    def in_memory(self) -> bool:
+        """An in-memory SQLite database (tests): one connection shared by every thread, and
+        nothing outlives the process."""
+        parsed = make_url(self.url)
+        return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
     @property
     def engine(self) -> Engine:

@@ -4,8 +4,9 @@ Every request made through Flask's test client (`app.test_client()`, any test) h
 checked against `openapi.yaml`: the path, method and status must be documented, the content type
 must be one the document lists, and the JSON body must validate (Draft 2020-12, formats checked)
 against the documented schema. A path that does not exist may answer only 404 (or 401 when
-authentication runs first), and a documented path may refuse an undocumented method only with 405;
-both with an OperationOutcome. A violation fails the test that received the response.
+authentication runs first), and a documented path may refuse an undocumented method only with 405
+(carrying an `Allow` header); both with an OperationOutcome. A violation fails the test that
+received the response.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class Contract:
             if status not in ("401", "405"):
                 return [f"{method} {item.template} is not documented, so it may only answer 405 "
                         f"(got {status})"]
-            return self._outcome_problems(response)
+            return self._allow_problems(response) + self._outcome_problems(response)
         documented = operation.get(status) or operation.get(f"{status[0]}XX") or operation.get(
             "default")
         if documented is None:
@@ -136,6 +137,16 @@ class Contract:
                 return out + ["the text body is not UTF-8"]
             return out + [error.message for error in validator.iter_errors(text)]
         return out + self._body_problems(validator, data)
+
+    def _allow_problems(self, response: TestResponse) -> list[str]:
+        """A 405 names the methods the path supports (components/headers/Allow)."""
+        if response.status_code != 405:
+            return []
+        schema = self.document["components"]["headers"]["Allow"]["schema"]
+        if "Allow" not in response.headers:
+            return ["a 405 without an Allow header"]
+        return [f"header Allow: {error.message}" for error in
+                self._validator(schema).iter_errors(response.headers["Allow"])]
 
     def _outcome_problems(self, response: TestResponse) -> list[str]:
         if response.mimetype != "application/json":

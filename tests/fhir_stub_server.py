@@ -122,10 +122,13 @@ class FhirStub:
 
             def do_GET(self) -> None:  # http.server's naming
                 started = time.monotonic()
+                recorded = False
                 try:
                     if stub._socket_fault(self):
                         return
                     status, body, ctype = stub._answer(self.path, self.headers.get("Authorization"))
+                    # Recorded before answering: a client holding its answer finds it recorded.
+                    recorded = stub._record(self, started)
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(len(body)))
@@ -134,11 +137,8 @@ class FhirStub:
                 except OSError:
                     pass  # the client gave up (deadline): expected in fault tests
                 finally:
-                    parts = urlsplit(self.path)
-                    with stub._lock:
-                        stub.requests.append(Recorded(parts.path, parse_qs(parts.query),
-                                                      self.headers.get("Authorization"),
-                                                      started, time.monotonic()))
+                    if not recorded:
+                        stub._record(self, started)
 
             def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
                 pass
@@ -171,6 +171,14 @@ class FhirStub:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _record(self, handler: BaseHTTPRequestHandler, started: float) -> bool:
+        parts = urlsplit(handler.path)
+        with self._lock:
+            self.requests.append(Recorded(parts.path, parse_qs(parts.query),
+                                          handler.headers.get("Authorization"),
+                                          started, time.monotonic()))
+        return True
 
     # -- observations for tests ---------------------------------------------------------------
 

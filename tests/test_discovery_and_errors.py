@@ -91,11 +91,12 @@ def test_malformed_requests_get_an_operation_outcome(
 
 
 def test_unknown_service_is_404_with_an_operation_outcome(client: FlaskClient) -> None:
-    """A service id we do not offer answers 404 and names the id."""
+    """A service id we do not offer answers 404 saying so, without repeating the id sent."""
     response = client.post("/cds-services/no-such-service",
                            json=fixture_request("eligible_patient_at_order_select"))
     assert response.status_code == 404
-    assert "no-such-service" in response.get_json()["issue"][0]["diagnostics"]
+    assert response.get_json()["issue"][0]["diagnostics"] == "No CDS service with this id."
+    assert "no-such-service" not in response.get_data(as_text=True)
 
 
 def test_wrong_method_is_405_with_an_operation_outcome(client: FlaskClient) -> None:

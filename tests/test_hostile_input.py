@@ -345,7 +345,7 @@ CASES: list[Any] = [
     pytest.param(Case(lambda: b'{"hook": "order-sign", ' + encode(CLEAN_SELECT)[1:], SameCards()),
                  id="two hook keys: the last one (order-select) wins"),
     pytest.param(Case(lambda: encode(CLEAN_SELECT)[:-1] + b', "hook": "order-sign"}',
-                      Refused(400, "order-sign")),
+                      Refused(400, "names another")),
                  id="two hook keys: a last order-sign is refused by the order-select service"),
     pytest.param(Case(lambda: encode(CLEAN_SELECT)[:-1] + b', "prefetch": {}}',
                       Refused(412, "not prefetched")),
@@ -360,8 +360,12 @@ CASES: list[Any] = [
                       memory_per_byte=20),
                  id="a 5 MB note on the order answers the same cards in bounded memory"),
     pytest.param(Case(lambda: encode({"feedback": [feedback_item(overrideReason={
-        "userComment": "y" * 5_000_000})]}), FeedbackStored(), url=FEEDBACK, memory_per_byte=20),
-                 id="feedback with a 5 MB comment is stored in bounded memory"),
+        "userComment": "y" * 5_000_000})]}), Refused(400, "limit of 10000 characters"),
+        url=FEEDBACK, memory_per_byte=20),
+                 id="feedback with a 5 MB comment is refused as over the limit in bounded memory"),
+    pytest.param(Case(lambda: encode({"feedback": [feedback_item(overrideReason={
+        "userComment": "y" * 10_000})]}), FeedbackStored(), url=FEEDBACK),
+                 id="feedback with a comment of 10,000 characters is stored"),
     pytest.param(Case(replaced(b'"value": 12', b'"value": 1e400'), Refused(400, BAD_JSON)),
                  id="a dose of 1e400 is refused as beyond a double"),
     pytest.param(Case(replaced(b'"value": 12', b'"value": -1e400'), Refused(400, BAD_JSON)),

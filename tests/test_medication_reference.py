@@ -131,8 +131,8 @@ CASES: list[Any] = [
                  Expect(200, "Medication in the FHIR server", read_from_server=True),
                  id="an absolute reference to the fhirServer is read the same way"),
     pytest.param(lambda doc, url: without_medication(doc),
-                 Expect(412, mentions=REFERENCE),
-                 id="an unidentifiable order without a fhirServer is a 412 naming the reference"),
+                 Expect(412, mentions="the Medication it references is not in"),
+                 id="an unidentifiable order without a fhirServer is a 412 naming no reference"),
     pytest.param(lambda doc, url: {**on_server()(doc, url),
                                    "fhirServer": "https://fhir.elsewhere.example.org/r4"},
                  Expect(412, mentions="cannot be identified"),
@@ -150,8 +150,7 @@ CASES: list[Any] = [
 
 
 def reads_of_medication(stub: FhirStub, wait: bool) -> list[Any]:
-    """The stub's Medication reads (it records a request just after answering it, so when one
-    is expected, wait a moment for the record)."""
+    """The stub's Medication reads (waiting a moment when one is expected)."""
     deadline = time.monotonic() + (2.0 if wait else 0.0)
     while True:
         reads = [r for r in stub.requests if "/Medication/" in r.path]
@@ -183,6 +182,7 @@ def test_where_the_ordered_medication_is_found(stubs: Callable[..., FhirStub],
     else:
         assert body["resourceType"] == "OperationOutcome"
         assert expect.mentions in body["issue"][0]["diagnostics"]
+        assert REFERENCE not in body["issue"][0]["diagnostics"], "the sender's value is echoed"
         assert body["issue"][0]["expression"] == ["context.draftOrders"]
     medication_reads = reads_of_medication(stub, wait=expect.read_from_server)
     assert bool(medication_reads) is expect.read_from_server

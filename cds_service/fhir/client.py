@@ -2,7 +2,9 @@
 
 Safety properties, because the EHR's token is a credential for a patient's whole record:
 - the token is sent only to an allow-listed fhirServer (https, or plain http for listed hosts) and
-  to `next` links on that server's origin; redirects are never followed; cookies are never kept;
+  to `next` links under that fhirServer; URLs are compared by parsed, once-decoded path segments,
+  and any dot segment, encoded slash, doubled slash, backslash or userinfo is refused, never
+  resolved; redirects are never followed; cookies are never kept;
 - the token is never logged, stored or written into an error message;
 - one overall deadline bounds every hook call; keys are fetched concurrently;
 - anything that is not a clean FHIR answer (HTTP error, not JSON, wrong resource, an
@@ -16,9 +18,10 @@ import re
 import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 import orjson
 import requests
@@ -53,18 +56,83 @@ class _Deadline:
         return self.at - time.monotonic()
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
+class UrlRefused(ValueError):
+    """A URL the EHR's token must not be sent to; the message names the problem, never the URL."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """A URL as the allow-list compares it: scheme, host and port exactly, path by segments."""
+
+    scheme: str
+    host: str
+    port: int | None
+    segments: tuple[str, ...]
+    """Path segments, each percent-decoded once (a trailing slash adds none)."""
+    has_query: bool
+
+    def origin(self) -> tuple[str, str, int | None]:
+        return self.scheme, self.host, self.port
+
+    def under(self, prefix: Location) -> bool:
+        """Same origin, and the prefix's path segments start this path (so /fhir does not admit
+        /fhir-admin, and nothing admits what a server would resolve elsewhere)."""
+        return (self.origin() == prefix.origin()
+                and self.segments[:len(prefix.segments)] == prefix.segments)
+
+
+_HOST = re.compile(r"^[a-z0-9.\-:]+$")
+
+
+def _segment(raw: str) -> str:
+    """One path segment percent-decoded once; refused when a server could read it as something
+    other than a plain name: a dot segment (also encoded, also Tomcat's `..;x`), an encoded slash
+    or backslash, a percent sign left after decoding (double encoding), or anything outside
+    printable ASCII (overlong UTF-8 dots, control characters)."""
+    decoded = unquote_to_bytes(raw)
+    if any(b < 0x21 or b > 0x7E for b in decoded):
+        raise UrlRefused("has a path segment outside printable ASCII")
+    if b"/" in decoded or b"\\" in decoded:
+        raise UrlRefused("has an encoded slash or backslash in its path")
+    if b"%" in decoded:
+        raise UrlRefused("has a double-encoded path")
+    if decoded.split(b";", 1)[0] in (b".", b".."):
+        raise UrlRefused("has a dot segment ('.' or '..') in its path")
+    return decoded.decode("ascii")
+
+
+def parse_location(url: str) -> Location:
+    """Parse a URL the way the allow-list compares it, or raise UrlRefused. Dot segments are
+    refused, not resolved: `requests` would resolve them before sending, so a text prefix check
+    could be escaped (`<allowed>/../admin`)."""
+    if "\\" in url:
+        raise UrlRefused("contains a backslash")
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in url):
+        raise UrlRefused("is not a valid URL")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        raise UrlRefused("is not a valid URL") from None
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise UrlRefused("carries credentials in its URL")
     scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORT.get(scheme)
-
-
-def _under_prefix(url: str, prefix: str) -> bool:
-    """url starts with prefix at a path boundary (so https://a.org does not admit https://a.org.evil)."""
-    if not url.startswith(prefix):
-        return False
-    rest = url[len(prefix):]
-    return prefix.endswith("/") or rest == "" or rest[0] in "/?"
+    host = (parts.hostname or "").lower()
+    if scheme not in _DEFAULT_PORT:
+        raise UrlRefused("is not https")
+    if not host or not _HOST.match(host):
+        raise UrlRefused("is not a valid URL")
+    raw_segments = parts.path.split("/")
+    if raw_segments[0] != "":
+        raise UrlRefused("is not a valid URL")
+    raw_segments = raw_segments[1:]
+    if raw_segments and raw_segments[-1] == "":
+        raw_segments.pop()  # one trailing slash
+    if "" in raw_segments:
+        raise UrlRefused("has an empty path segment (a doubled slash)")
+    return Location(scheme, host, port or _DEFAULT_PORT[scheme],
+                    tuple(_segment(s) for s in raw_segments),
+                    bool(parts.query or parts.fragment or url.endswith(("?", "#"))))
 
 
 class FhirClient:
@@ -80,28 +148,46 @@ class FhirClient:
         session.mount("http://", adapter)
         session.headers.update({"Accept": FHIR_JSON})
         self.session = session
+        self.allowed = _allowed_prefixes(settings.fhir_server_allowlist)
+        self.http_hosts = frozenset(h.lower() for h in settings.http_allowed_hosts)
 
     # -- allow-list ---------------------------------------------------------------------------
 
+    def check_url(self, url: str) -> Location:
+        """The parsed URL when the EHR's token may be sent to it; UrlRefused saying why not."""
+        location = parse_location(url)
+        if location.scheme != "https" and location.host not in self.http_hosts:
+            raise UrlRefused("is not https")
+        if not any(location.under(prefix) for prefix in self.allowed):
+            raise UrlRefused("is not on this service's allow-list")
+        return location
+
     def server_problem(self, url: str) -> str | None:
-        """Why this URL may not be called with an EHR token, or None when it may."""
+        """Why this fhirServer may not be called with an EHR token, or None when it may."""
         try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises ValueError on a malformed port
-        except ValueError:
-            return "is not a valid URL"
-        scheme = parts.scheme.lower()
-        if parts.username is not None or parts.password is not None:
-            return "carries credentials in its URL"
-        if scheme == "http":
-            if (parts.hostname or "").lower() not in {h.lower() for h in
-                                                      self.settings.http_allowed_hosts}:
-                return "is not https"
-        elif scheme != "https":
-            return "is not https"
-        if not any(_under_prefix(url, p) for p in self.settings.fhir_server_allowlist):
-            return "is not on this service's allow-list"
+            location = self.check_url(url)
+        except UrlRefused as exc:
+            return str(exc)
+        if location.has_query:
+            return "has a query or fragment (it must be the server's base URL)"
         return None
+
+    def _next_url(self, server: Location, current: str, link: str) -> str | None:
+        """The absolute URL of a `next` link when it is on fhirServer (same origin, under its
+        path); None when it points elsewhere. A link crafted to escape (dot segments, encoded
+        slashes, backslashes, credentials) fails the key: its own text is checked before urljoin,
+        which would resolve a relative `..` out of sight."""
+        try:
+            if "\\" in link:
+                raise UrlRefused("contains a backslash")
+            for raw in urlsplit(link).path.split("/"):
+                if raw:
+                    _segment(raw)
+            url = urljoin(current, link)
+            location = parse_location(url)
+        except UrlRefused as exc:
+            raise KeyFailed(f"a next link {exc}; not followed") from None
+        return url if location.under(server) else None
 
     # -- Fetcher ------------------------------------------------------------------------------
 
@@ -117,6 +203,7 @@ class FhirClient:
             raise PreconditionFailed(
                 f"The fhirServer {problem}, so it was not called; required data could not be "
                 f"obtained: {', '.join(keys)}.", expression)
+        server = parse_location(base)
         token = None
         if request.fhir_authorization:
             value = request.fhir_authorization.get("access_token")
@@ -125,7 +212,8 @@ class FhirClient:
         pool = ThreadPoolExecutor(max_workers=max(1, len(keys)), thread_name_prefix="fhir-fetch")
         try:
             futures: dict[Future[Fetched], str] = {
-                pool.submit(self._obtain, base, queries[k], pages.get(k), token, deadline): k
+                pool.submit(self._obtain, server, base, queries[k], pages.get(k), token,
+                            deadline): k
                 for k in keys
             }
             done, _ = wait(futures, timeout=max(0.0, deadline.remaining()),
@@ -167,12 +255,12 @@ class FhirClient:
 
     # -- one key ------------------------------------------------------------------------------
 
-    def _obtain(self, base: str, query: str, first_page: dict[str, Any] | None,
+    def _obtain(self, server: Location, base: str, query: str, first_page: dict[str, Any] | None,
                 token: str | None, deadline: _Deadline) -> Fetched:
         if first_page is not None:
-            url = urljoin(base + "/", next_link(first_page) or "")
-            if self._same_origin(base, url):
-                return Fetched(self._complete(base, first_page, url, token, deadline),
+            url = self._next_url(server, base + "/", next_link(first_page) or "")
+            if url is not None:
+                return Fetched(self._complete(server, first_page, url, token, deadline),
                                "prefetch + fhirServer pages")
             origin = "fhirServer (prefetch paginated on another origin)"
         else:
@@ -181,28 +269,32 @@ class FhirClient:
             raise KeyFailed("the query is not a FHIR read or search")
         path = query.split("?", 1)[0]
         expected = "Bundle" if "?" in query else path.split("/", 1)[0]
-        value = self._get(f"{base}/{query}", token, deadline)
+        url = f"{base}/{query}"
+        value = self._get(url, token, deadline)
         if value.get("resourceType") != expected:
             raise KeyFailed(f"the FHIR server answered a {value.get('resourceType')}, "
                             f"not a {expected}")
         if expected == "Bundle":
             nxt = next_link(value)
             if nxt is not None:
-                value = self._complete(base, value, urljoin(base + "/", nxt), token, deadline)
+                value = self._complete(server, value, self._follow(server, base + "/", nxt),
+                                       token, deadline)
         return Fetched(value, origin)
 
-    def _same_origin(self, base: str, url: str) -> bool:
-        return _origin(url) == _origin(base) and self.server_problem(url) is None
+    def _follow(self, server: Location, current: str, link: str) -> str:
+        """A next link of the server's own pages: followed only on fhirServer."""
+        url = self._next_url(server, current, link)
+        if url is None:
+            raise KeyFailed("a next link points outside the FHIR server; not followed")
+        return url
 
-    def _complete(self, base: str, first: dict[str, Any], url: str, token: str | None,
+    def _complete(self, server: Location, first: dict[str, Any], url: str, token: str | None,
                   deadline: _Deadline) -> dict[str, Any]:
-        """Follow `next` links (same origin, page cap) and merge all entries into one Bundle."""
+        """Follow `next` links (on fhirServer, page cap) and merge all entries into one Bundle."""
         entries = _entries(first)
         followed = 0
         next_url: str | None = url
         while next_url is not None:
-            if not self._same_origin(base, next_url):
-                raise KeyFailed("a next link points outside the FHIR server; not followed")
             if followed >= self.settings.fhir_page_cap:
                 raise KeyFailed(f"more than {self.settings.fhir_page_cap} pages")
             page = self._get(next_url, token, deadline)
@@ -211,13 +303,17 @@ class FhirClient:
                 raise KeyFailed(f"a next page is a {page.get('resourceType')}, not a Bundle")
             entries.extend(_entries(page))
             nxt = next_link(page)
-            next_url = urljoin(next_url, nxt) if nxt else None
+            next_url = self._follow(server, next_url, nxt) if nxt else None
         merged = {k: v for k, v in first.items() if k not in ("link", "entry")}
         merged["entry"] = entries
         return merged
 
     def _get(self, url: str, token: str | None, deadline: _Deadline) -> dict[str, Any]:
         """GET one FHIR resource as JSON within the deadline; any problem is a KeyFailed."""
+        try:  # the one place the token is sent: every URL is checked here, whoever built it
+            self.check_url(url)
+        except UrlRefused as exc:
+            raise KeyFailed(f"a URL to fetch {exc}; not called") from None
         remaining = deadline.remaining()
         if remaining <= 0:
             raise KeyFailed(f"the deadline of {deadline.seconds:g} s passed")
@@ -262,3 +358,19 @@ def _entries(bundle: dict[str, Any]) -> list[Any]:
     if not isinstance(entries, list):
         raise KeyFailed("the Bundle's entry is not an array")
     return list(entries)
+
+
+def _allowed_prefixes(entries: tuple[str, ...]) -> tuple[Location, ...]:
+    """The allow-list, parsed once; an unusable entry admits nothing (logged at start-up)."""
+    prefixes = []
+    for number, entry in enumerate(entries, start=1):
+        try:
+            prefix = parse_location(entry)
+        except UrlRefused as exc:
+            log.error("fhir_server_allowlist entry %d %s: ignored", number, exc)
+            continue
+        if prefix.has_query:
+            log.error("fhir_server_allowlist entry %d has a query or fragment: ignored", number)
+            continue
+        prefixes.append(prefix)
+    return tuple(prefixes)
