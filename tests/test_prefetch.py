@@ -124,7 +124,10 @@ def test_prefetch_with_more_pages_than_the_cap_is_a_412(stubs, make_app):
     paged = paginate(full, stub, {"observations": "Observation"}, 2)
     response = app.test_client().post(URL, json=with_server(paged, stub.base_url))
     assert response.status_code == 412
-    assert response.get_json()["issue"][0]["expression"] == ["prefetch.observations"]
+    issue = response.get_json()["issue"][0]
+    assert issue["expression"] == ["prefetch.observations"]
+    assert "observations: more than 3 pages (the page cap, CDS_FHIR_PAGE_CAP)" in (
+        issue["diagnostics"])
     assert len(stub.requests) == 3
 
 
@@ -277,3 +280,11 @@ def test_fixture_builder_fills_the_observation_keys_as_the_templates_ask():
     assert {"patient", *builder.PREFETCH_TYPES} == set(_templates())
     flagged = {code for vs in OBSERVATION_VALUE_SETS for code in value_set(vs).outside_laboratory}
     assert builder.outside_laboratory_codes() == flagged
+
+
+@pytest.mark.parametrize("key", ["observations", "observationsByCode"])
+def test_readme_shows_the_observation_queries_as_served(key):
+    """The README's table of what the EHR is asked for quotes each Observation query exactly."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = f"| `{key}` | `{_templates()[key].replace('|', chr(92) + '|')}` |"
+    assert row in readme
