@@ -55,13 +55,6 @@ MAX_PREFETCH_URL_CHARS = 2000
 proxies commonly refuse longer URLs. tests/test_prefetch.py holds every template to it."""
 
 
-def observation_codes() -> list[str]:
-    """Every LOINC code the rules read (not sent to the EHR: the laboratory key lists no codes)."""
-    codes = {code for vs_id in OBSERVATION_VALUE_SETS for system, code in value_set(vs_id).codes
-             if system == LOINC}
-    return sorted(codes)
-
-
 def outside_laboratory_codes() -> list[str]:
     """LOINC codes of tests that may be filed outside the laboratory category: asked for by code."""
     codes = {code for vs_id in OBSERVATION_VALUE_SETS
