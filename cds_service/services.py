@@ -12,7 +12,10 @@ from .domain.fhirdata import LOINC
 from .domain.rules import RULES
 from .domain.terminology import value_set
 
-# LOINC value sets whose Observations the rules read: the prefetch asks for exactly these.
+# LOINC value sets whose Observations the rules read. The service picks these codes out of what it
+# is sent (PatientRecord indexes by code; rules read only their value sets), so the prefetch asks
+# for laboratory Observations without listing codes, plus, by code, only the few concepts flagged
+# as possibly filed outside the laboratory category (terminology.OUTSIDE_LABORATORY_EXT).
 OBSERVATION_VALUE_SETS: tuple[str, ...] = (
     "vzv-igg-loinc",
     "tb-screening-loinc",
@@ -38,6 +41,7 @@ PREFETCH_TYPES: dict[str, str] = {
     "patient": "Patient",
     "conditions": "Condition",
     "observations": "Observation",
+    "observationsByCode": "Observation",
     "immunizations": "Immunization",
     "medicationStatements": "MedicationStatement",
     "medicationRequests": "MedicationRequest",
@@ -46,9 +50,15 @@ PREFETCH_TYPES: dict[str, str] = {
 }
 
 
-def observation_codes() -> list[str]:
-    codes = {code for vs_id in OBSERVATION_VALUE_SETS for system, code in value_set(vs_id).codes
-             if system == LOINC}
+MAX_PREFETCH_URL_CHARS = 2000
+"""Longest URL-encoded prefetch query allowed (64-character patient id substituted): EHRs and
+proxies commonly refuse longer URLs. tests/test_prefetch.py holds every template to it."""
+
+
+def outside_laboratory_codes() -> list[str]:
+    """LOINC codes of tests that may be filed outside the laboratory category: asked for by code."""
+    codes = {code for vs_id in OBSERVATION_VALUE_SETS
+             for system, code in value_set(vs_id).outside_laboratory if system == LOINC}
     return sorted(codes)
 
 
@@ -57,13 +67,19 @@ def prefetch_templates() -> Mapping[str, str]:
     """The FHIR queries an EHR should prefetch (or the service fetches itself).
 
     Built once per process (the value sets do not change at run time), not on every hook call;
-    read-only so that no caller can alter what every later call sees."""
+    read-only so that no caller can alter what every later call sees.
+
+    Observations come through two keys so that no URL grows with the value sets: `observations`
+    asks for every laboratory result (no codes listed; the service keeps the codes it knows), and
+    `observationsByCode` for the few tests a clinic may file under another category or none.
+    A result filed both ways arrives twice and counts once (PatientRecord.build)."""
     patient = "{{context.patientId}}"
-    loinc = ",".join(f"{LOINC}|{code}" for code in observation_codes())
+    outside = ",".join(f"{LOINC}|{code}" for code in outside_laboratory_codes())
     return MappingProxyType({
         "patient": f"Patient/{patient}",
         "conditions": f"Condition?patient={patient}",
-        "observations": f"Observation?patient={patient}&code={loinc}",
+        "observations": f"Observation?patient={patient}&category=laboratory",
+        "observationsByCode": f"Observation?patient={patient}&code={outside}",
         "immunizations": f"Immunization?patient={patient}",
         "medicationStatements": f"MedicationStatement?patient={patient}",
         "medicationRequests": f"MedicationRequest?patient={patient}",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import pathlib
 import re
@@ -41,9 +42,12 @@ HOOK_INSTANCE_NAMESPACE = uuid.uuid5(
 )
 
 # Prefetch key -> FHIR resource type collected into a searchset Bundle (plus "patient").
+# The same keys as cds_service/services.py prefetch_templates(); the two Observation keys hold what
+# an EHR answers for their queries (see SELECTS).
 PREFETCH_TYPES = {
     "conditions": "Condition",
     "observations": "Observation",
+    "observationsByCode": "Observation",
     "immunizations": "Immunization",
     "medicationStatements": "MedicationStatement",
     "medicationRequests": "MedicationRequest",
@@ -51,6 +55,47 @@ PREFETCH_TYPES = {
     "allergies": "AllergyIntolerance",
 }
 PREFETCH_KEYS = ("patient", *PREFETCH_TYPES)
+
+VALUESETS_DIR = HERE.parent / "cds_service" / "terminology" / "valuesets"
+OUTSIDE_LABORATORY_EXT = (
+    "https://cds-service.example.org/fhir/StructureDefinition/may-be-filed-outside-laboratory"
+)
+
+
+@functools.cache
+def outside_laboratory_codes() -> frozenset[tuple[str, str]]:
+    """(system, code) of the value-set concepts flagged as possibly filed outside the laboratory:
+    the codes of the observationsByCode query."""
+    out = set()
+    for path in sorted(VALUESETS_DIR.glob("*.json")):
+        doc = orjson.loads(path.read_bytes())
+        for include in doc.get("compose", {}).get("include", []):
+            for concept in include.get("concept", []):
+                if any(e.get("url") == OUTSIDE_LABORATORY_EXT and e.get("valueBoolean") is True
+                       for e in concept.get("extension", [])):
+                    out.add((include["system"], concept["code"]))
+    return frozenset(out)
+
+
+def _codings(res: dict, element: str) -> list[dict]:
+    value = res.get(element)
+    concepts = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+    return [c for concept in concepts for c in concept.get("coding", [])]
+
+
+def is_laboratory(res: dict) -> bool:
+    """Matches `category=laboratory` (a token search without a system: any system)."""
+    return any(c.get("code") == "laboratory" for c in _codings(res, "category"))
+
+
+def has_outside_laboratory_code(res: dict) -> bool:
+    """Matches `code=system|code,...` with the flagged codes."""
+    wanted = outside_laboratory_codes()
+    return any((c.get("system"), c.get("code")) in wanted for c in _codings(res, "code"))
+
+
+# Prefetch key -> which resources of its type the EHR's answer holds (absent: all of them).
+SELECTS = {"observations": is_laboratory, "observationsByCode": has_outside_laboratory_code}
 
 SCENARIO_FIELDS = {
     "name", "description", "hook", "base", "overlays", "orders", "selections", "t0",
@@ -193,7 +238,9 @@ def build_request(s: dict) -> dict:
 
     prefetch: dict = {"patient": patient}
     for key, rt in PREFETCH_TYPES.items():
-        prefetch[key] = searchset(by_type[rt])
+        select = SELECTS.get(key)
+        prefetch[key] = searchset([(url, res) for url, res in by_type[rt]
+                                   if select is None or select(res)])
     for key in s["prefetch_null"]:
         prefetch[key] = None
     for key in s["prefetch_omit"]:

@@ -7,8 +7,9 @@ Reusable by any test or benchmark:
         ...                                        # stub.requests records every call
 
 It answers `GET /fhir/Patient/<id>` and `GET /fhir/<Type>?patient=<id>` (Observation also with
-`code=system|code,...`), pages search results by `_count` (or `page_size`) with absolute `next`
-links, checks `Authorization: Bearer <token>`, and injects one fault at a time (`fault=`):
+`code=system|code,...` or `category=[system|]code,...`), pages search results by `_count` (or
+`page_size`) with absolute `next` links, checks `Authorization: Bearer <token>`, and injects one
+fault at a time (`fault=`):
 "500", "401", "invalid-json", "operation-outcome", "slow" (sleeps `delay_seconds` longer than any
 test deadline), "next-elsewhere" (search pages carry a `next` link to `next_elsewhere`), "html"
 (a 200 HTML login page), "huge" (a valid Bundle padded to `huge_bytes`), "wrong-types" (a
@@ -70,7 +71,16 @@ def _refers_to(resource: dict[str, Any], patient_id: str) -> bool:
 
 
 def _has_code(resource: dict[str, Any], tokens: list[str]) -> bool:
-    codings = (resource.get("code") or {}).get("coding") or []
+    return _matches((resource.get("code") or {}).get("coding") or [], tokens)
+
+
+def _has_category(resource: dict[str, Any], tokens: list[str]) -> bool:
+    categories = resource.get("category") or []
+    return _matches([c for cat in categories for c in (cat.get("coding") or [])], tokens)
+
+
+def _matches(codings: list[dict[str, Any]], tokens: list[str]) -> bool:
+    """A FHIR token search: any coding matches any `[system|]code` token."""
     for token in tokens:
         system, bar, code = token.rpartition("|")
         for coding in codings:
@@ -273,6 +283,9 @@ class FhirStub:
         if "code" in query:
             tokens = [t for value in query["code"] for t in value.split(",")]
             matches = [r for r in matches if _has_code(r, tokens)]
+        if "category" in query:
+            tokens = [t for value in query["category"] for t in value.split(",")]
+            matches = [r for r in matches if _has_category(r, tokens)]
         count = int(query["_count"][0]) if "_count" in query else self.page_size
         offset = int((query.get("_offset") or ["0"])[0])
         page = matches[offset:offset + count] if count else matches

@@ -112,6 +112,7 @@ def _stripped(request: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(request)
     prefetch = out["prefetch"]
     for key, keep in (("observations", lambda r: not _decisive_observation(r)),
+                      ("observationsByCode", lambda r: not _decisive_observation(r)),
                       ("medicationStatements", lambda r: not _dmt_use(r)),
                       ("medicationRequests", lambda r: not _dmt_use(r))):
         bundle = prefetch[key]

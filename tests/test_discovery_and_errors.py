@@ -42,15 +42,21 @@ def test_prefetch_templates_use_only_the_patient_id_token(client: FlaskClient) -
             assert tokens == {"context.patientId"}, template
 
 
-def test_observation_prefetch_asks_only_for_the_loinc_codes_the_checks_read(
+def test_observation_prefetch_asks_for_laboratory_results_and_by_code_for_tests_filed_elsewhere(
         client: FlaskClient) -> None:
-    """The Observation search lists exactly the LOINC codes of the value sets the rules read."""
+    """Laboratory results are asked for without codes; by code only the concepts the value sets
+    flag as possibly filed outside the laboratory (a skin test read in clinic, a urine hCG)."""
     service = client.get("/cds-services").get_json()["services"][0]
-    query = service["prefetch"]["observations"]
-    listed = {c.split("|")[1] for c in query.split("code=")[1].split(",")}
-    expected = {code for vs in OBSERVATION_VALUE_SETS for _, code in value_set(vs).codes}
-    assert listed == expected
-    assert all(c.startswith("http://loinc.org|") for c in query.split("code=")[1].split(","))
+    assert service["prefetch"]["observations"] == (
+        "Observation?patient={{context.patientId}}&category=laboratory")
+    query = service["prefetch"]["observationsByCode"]
+    listed = query.split("code=")[1].split(",")
+    flagged = {f"{system}|{code}" for vs in OBSERVATION_VALUE_SETS
+               for system, code in value_set(vs).outside_laboratory}
+    assert set(listed) == flagged
+    assert {"http://loinc.org|1648-5", "http://loinc.org|2106-3"} <= flagged
+    every_code = {code for vs in OBSERVATION_VALUE_SETS for code in value_set(vs).codes}
+    assert len(flagged) < len(every_code) / 10
 
 
 BAD_BODIES = [

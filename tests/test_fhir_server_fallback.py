@@ -22,8 +22,8 @@ SERVICE_URL = {
     "order-sign": "/cds-services/lemtrada-order-sign",
 }
 ALL_KEYS = sorted(f"prefetch.{k}" for k in (
-    "patient", "conditions", "observations", "immunizations", "medicationStatements",
-    "medicationRequests", "medicationAdministrations", "allergies"))
+    "patient", "conditions", "observations", "observationsByCode", "immunizations",
+    "medicationStatements", "medicationRequests", "medicationAdministrations", "allergies"))
 TOKEN = "stub-token"
 
 
@@ -81,7 +81,7 @@ def test_request_without_prefetch_gets_the_same_cards_from_the_fhir_server(stubs
     response = post(client, without_prefetch(full, stub.base_url, TOKEN))
     assert response.status_code == 200, response.get_data(as_text=True)[:1000]
     assert response.get_json() == expected
-    assert len(stub.requests) == 8
+    assert len(stub.requests) == len(ALL_KEYS)
     assert {r.authorization for r in stub.requests} == {f"Bearer {TOKEN}"}
 
 
@@ -98,7 +98,7 @@ def test_request_without_prefetch_follows_the_servers_pages(stubs, make_client):
 
 
 def test_missing_keys_are_fetched_concurrently(stubs, make_client):
-    """The eight keys are fetched at the same time, not one after another."""
+    """The keys are fetched at the same time, not one after another."""
     full = fixture_request("eligible_patient_at_order_select")
     stub = stubs(full, delay_seconds=0.3)
     client = make_client(stub.base_url)
@@ -222,3 +222,99 @@ def test_fhir_server_with_credentials_in_its_url_is_never_called(stubs, make_cli
     assert response.status_code == 412
     assert "secret" not in response.get_data(as_text=True)
     assert stub.requests == []
+
+
+# -- Observations filed outside the laboratory (prefetch keys observations / observationsByCode) --
+
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+NEGATIVE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": "NEG"}]}
+
+
+def observation(rid: str, loinc: str, category: str | None, patient_id: str) -> dict[str, Any]:
+    """A final result read as negative, 17 days before the fixtures' planned start."""
+    resource: dict[str, Any] = {
+        "resourceType": "Observation", "id": rid, "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2026-11-20", "interpretation": [NEGATIVE],
+    }
+    if category is not None:
+        resource["category"] = [{"coding": [{"system": CATEGORY, "code": category}]}]
+    return resource
+
+
+def topics(body: dict[str, Any]) -> dict[str, str]:
+    return {card["source"]["topic"]["code"]: card["indicator"] for card in body["cards"]}
+
+
+SKIN_TEST_CASES = [
+    ("a skin test filed as a clinic exam clears the TB check", "exam"),
+    ("a skin test filed without a category clears the TB check", None),
+    ("a skin test filed as a laboratory result clears the TB check", "laboratory"),
+]
+
+
+@pytest.mark.parametrize(("case", "category"), SKIN_TEST_CASES, ids=[c for c, _ in SKIN_TEST_CASES])
+def test_skin_test_filed_outside_the_laboratory_arrives_and_is_used(stubs, make_client, case,
+                                                                     category):
+    """A tuberculin skin test (LOINC 1648-5) read in clinic reaches the TB check whatever its
+    category: the observationsByCode key asks for it by code."""
+    full = fixture_request("tb_screening_missing")
+    stub = stubs(full)
+    stub.by_type["Observation"].append(
+        observation("tst-read-in-clinic", "1648-5", category, full["context"]["patientId"]))
+    client = make_client(stub.base_url)
+    assert topics(cards_with_full_prefetch(client, full))["tb-screening"] == "warning"
+    response = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    body = response.get_json()
+    assert "tb-screening" not in topics(body)
+    checklist = next(card["detail"] for card in body["cards"]
+                     if card["source"]["topic"]["code"] == "eligibility-summary")
+    assert "(LOINC 1648-5) negative on 2026-11-20 (Observation/tst-read-in-clinic" in checklist
+    by_code = [r.query["code"][0] for r in stub.requests if "code" in r.query]
+    assert len(by_code) == 1 and "http://loinc.org|1648-5" in by_code[0].split(",")
+
+
+def test_laboratory_key_alone_does_not_bring_a_skin_test_read_in_clinic(stubs, make_client):
+    """The control: with observationsByCode prefetched empty, the laboratory search (the only
+    one sent) does not return the clinic's skin test, so the TB check stays a warning."""
+    full = fixture_request("tb_screening_missing")
+    stub = stubs(full)
+    stub.by_type["Observation"].append(
+        observation("tst-read-in-clinic", "1648-5", "exam", full["context"]["patientId"]))
+    client = make_client(stub.base_url)
+    request_json = without_prefetch(full, stub.base_url, TOKEN)
+    request_json["prefetch"] = {
+        "observationsByCode": {"resourceType": "Bundle", "type": "searchset", "entry": []}}
+    response = post(client, request_json)
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    assert topics(response.get_json())["tb-screening"] == "warning"
+    assert [r.query.get("category") for r in stub.requests
+            if r.path == "/fhir/Observation"] == [["laboratory"]]
+
+
+UNRELATED_CASES = [
+    ("a cholesterol result", "2093-3"),
+    ("a hemoglobin A1c result", "4548-4"),
+]
+
+
+@pytest.mark.parametrize(("case", "loinc"), UNRELATED_CASES, ids=[c for c, _ in UNRELATED_CASES])
+def test_laboratory_result_with_an_unrelated_code_changes_nothing(stubs, make_client, case,
+                                                                   loinc):
+    """The laboratory key brings every result; one no check reads leaves the response as is."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    client = make_client(stub.base_url)
+    without = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    assert without.status_code == 200, without.get_data(as_text=True)[:1000]
+    stub.by_type["Observation"].append(
+        observation("unrelated-lab", loinc, "laboratory", full["context"]["patientId"]))
+    response = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    assert response.get_json() == without.get_json()
+    served = stub.first_page("Observation", full["context"]["patientId"], 1000,
+                             category="laboratory")
+    assert "unrelated-lab" in {e["resource"]["id"] for e in served["entry"]}

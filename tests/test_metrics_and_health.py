@@ -29,6 +29,7 @@ from served import free_port, stop, wait_until_serving
 from cds_service.app import create_app
 from cds_service.auth import REASONS
 from cds_service.cli import prepare_metrics_dir
+from cds_service.services import prefetch_templates
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECT = "/cds-services/lemtrada-order-select"
@@ -111,7 +112,7 @@ def test_cards_are_counted_by_service_topic_and_indicator() -> None:
     assert value(after, "cds_hook_request_duration_seconds_count", **latency) - value(
         before, "cds_hook_request_duration_seconds_count", **latency) == 1
     assert value(after, "cds_prefetch_keys_total", origin="prefetch") - value(
-        before, "cds_prefetch_keys_total", origin="prefetch") == 8
+        before, "cds_prefetch_keys_total", origin="prefetch") == len(prefetch_templates())
 
 
 def test_fhir_server_fetches_and_failures_are_counted(stubs: Callable[..., FhirStub]) -> None:
@@ -129,10 +130,11 @@ def test_fhir_server_fetches_and_failures_are_counted(stubs: Callable[..., FhirS
     delta = {outcome: value(after, "cds_fhir_fetches_total", outcome=outcome)
              - value(before, "cds_fhir_fetches_total", outcome=outcome)
              for outcome in ("ok", "failed", "unfinished")}
-    assert delta["ok"] == 8
-    assert delta["failed"] >= 1 and delta["failed"] + delta["unfinished"] == 8
+    keys = len(prefetch_templates())
+    assert delta["ok"] == keys
+    assert delta["failed"] >= 1 and delta["failed"] + delta["unfinished"] == keys
     assert value(after, "cds_prefetch_keys_total", origin="fhir-server") - value(
-        before, "cds_prefetch_keys_total", origin="fhir-server") == 8
+        before, "cds_prefetch_keys_total", origin="fhir-server") == keys
 
 
 def feedback_body(card: str, outcome: str = "overridden") -> dict[str, Any]:

@@ -7,10 +7,12 @@ fetched from fhirServer; null -> no data; impossible -> 412 naming the keys.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import pathlib
 from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fhir_stub_server import FhirStub
@@ -59,8 +61,19 @@ def paginate(request_json: dict[str, Any], pager: FhirStub, keys: dict[str, str]
     out = copy.deepcopy(request_json)
     patient = out["context"]["patientId"]
     for key, resource_type in keys.items():
-        out["prefetch"][key] = pager.first_page(resource_type, patient, page_size)
+        out["prefetch"][key] = pager.first_page(resource_type, patient, page_size,
+                                                **template_params(key))
     return out
+
+
+def template_params(key: str) -> dict[str, str]:
+    """The search parameters of a key's template other than the patient (e.g. category)."""
+    from cds_service.services import prefetch_templates
+
+    _, _, query = prefetch_templates()[key].partition("?")
+    params = dict(part.split("=", 1) for part in query.split("&"))
+    params.pop("patient")
+    return params
 
 
 def test_paginated_prefetch_is_completed_from_the_fhir_server(stubs, make_app):
@@ -111,7 +124,10 @@ def test_prefetch_with_more_pages_than_the_cap_is_a_412(stubs, make_app):
     paged = paginate(full, stub, {"observations": "Observation"}, 2)
     response = app.test_client().post(URL, json=with_server(paged, stub.base_url))
     assert response.status_code == 412
-    assert response.get_json()["issue"][0]["expression"] == ["prefetch.observations"]
+    issue = response.get_json()["issue"][0]
+    assert issue["expression"] == ["prefetch.observations"]
+    assert "observations: more than 3 pages (the page cap, CDS_FHIR_PAGE_CAP)" in (
+        issue["diagnostics"])
     assert len(stub.requests) == 3
 
 
@@ -172,6 +188,7 @@ def test_origin_records_where_each_key_came_from(stubs, make_app):
         "patient": "prefetch",
         "conditions": "prefetch + fhirServer pages",
         "observations": "fhirServer",
+        "observationsByCode": "prefetch",
         "immunizations": "fhirServer",
         "medicationStatements": "prefetch",
         "medicationRequests": "prefetch",
@@ -207,3 +224,67 @@ def test_unknown_template_token_is_a_400():
     assert caught.value.expression == ["context.encounterId"]
     assert render_template("Condition?patient={{context.patientId}}", {"patientId": "123"}) == (
         "Condition?patient=123")
+
+
+# -- what the EHR is asked for: short URLs, each result counted once -----------------------------
+
+MAX_URL_CHARS = 2000
+LONGEST_PATIENT_ID = "Pat-" + "0123456789abcdef." * 3 + "9" * 9
+"""64 characters, the most an R4 id may have."""
+
+
+def _templates() -> dict[str, str]:
+    from cds_service.services import prefetch_templates
+
+    return dict(prefetch_templates())
+
+
+@pytest.mark.parametrize("key", sorted(_templates()),
+                         ids=[f"the {k} query fits in a URL" for k in sorted(_templates())])
+def test_every_prefetch_query_fits_in_a_url(key):
+    """Rendered with a 64-character patient id and every character but letters, digits and
+    `-._~` percent-encoded, each query is at most 2,000 characters (URL caps of EHRs, proxies)."""
+    from cds_service.fhir.prefetch import render_template
+    from cds_service.services import MAX_PREFETCH_URL_CHARS
+
+    assert len(LONGEST_PATIENT_ID) == 64
+    rendered = render_template(_templates()[key], {"patientId": LONGEST_PATIENT_ID})
+    assert LONGEST_PATIENT_ID in rendered
+    assert len(quote(rendered, safe="")) <= MAX_PREFETCH_URL_CHARS == MAX_URL_CHARS
+
+
+def test_a_result_sent_under_both_observation_keys_counts_once(make_app):
+    """An EHR may answer both keys with one result (a laboratory result with a flagged code):
+    the copies are one resource, so an unreadable HIV result is named once, not twice."""
+    request_json = fixture_request("unreadable_hiv_result")
+    twice = copy.deepcopy(request_json)
+    laboratory = request_json["prefetch"]["observations"]
+    twice["prefetch"]["observationsByCode"] = copy.deepcopy(laboratory)
+    app = make_app()
+    body = expected_body(app, twice)
+    assert body == expected_body(app, request_json)
+    hiv = next(card for card in body["cards"] if card["source"]["topic"]["code"] == "hiv-screening")
+    assert hiv["detail"].count("Observation/hiv-ag-ab-unreadable") == 1
+
+
+def test_fixture_builder_fills_the_observation_keys_as_the_templates_ask():
+    """fhir_fixtures/build_requests.py keeps its own copy of the keys and of the flagged codes."""
+    from cds_service.domain.terminology import value_set
+    from cds_service.services import OBSERVATION_VALUE_SETS
+
+    spec = importlib.util.spec_from_file_location(
+        "build_requests", ROOT / "fhir_fixtures" / "build_requests.py")
+    assert spec is not None and spec.loader is not None
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert {"patient", *builder.PREFETCH_TYPES} == set(_templates())
+    flagged = {code for vs in OBSERVATION_VALUE_SETS for code in value_set(vs).outside_laboratory}
+    assert builder.outside_laboratory_codes() == flagged
+
+
+@pytest.mark.parametrize("key", ["observations", "observationsByCode"])
+def test_readme_shows_the_observation_queries_as_served(key):
+    """The README's table of what the EHR is asked for quotes each Observation query exactly."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = f"| `{key}` | `{_templates()[key].replace('|', chr(92) + '|')}` |"
+    assert row in readme

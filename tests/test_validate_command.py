@@ -27,7 +27,7 @@ FIXTURES = sorted(p.stem for p in REQUESTS.glob("*.json"))
 # Fixtures that are broken on purpose -> the exact (level, path) of their errors.
 DELIBERATELY_BROKEN: dict[str, set[tuple[str, str]]] = {
     # status is the number 12345 and valueCodeableConcept a bare string.
-    "unreadable_hiv_result": {("error", "$.prefetch.observations.entry[50].resource")},
+    "unreadable_hiv_result": {("error", "$.prefetch.observations.entry[32].resource")},
 }
 # Fixtures whose lenient parts must show up as warnings (and not as errors).
 EXPECTED_WARNINGS: dict[str, set[str]] = {
@@ -271,7 +271,7 @@ def test_cli_json_output_for_machines() -> None:
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["errors"] == 1
-    assert report["problems"][0]["path"] == "$.prefetch.observations.entry[50].resource"
+    assert report["problems"][0]["path"] == "$.prefetch.observations.entry[32].resource"
     assert report["problems"][0]["level"] == "error"
 
 

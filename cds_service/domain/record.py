@@ -133,6 +133,20 @@ def canonical_order(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _same_resource(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Both are one resource: same type, same non-empty id, same content. Copies that differ in
+    anything (two versions, two id-less results) stay apart, as they always did."""
+    rid = a.get("id")
+    if not isinstance(rid, str) or not rid or b.get("id") != rid:
+        return False
+    if a.get("resourceType") != b.get("resourceType"):
+        return False
+    try:
+        return a == b
+    except RecursionError:  # nested too deeply to compare: keep both
+        return False
+
+
 @dataclass
 class PatientRecord:
     """What the EHR told us about one patient, indexed by type and by code."""
@@ -164,6 +178,7 @@ class PatientRecord:
 
         Resources are indexed in a canonical order (see `canonical_order`), so evidence lists and
         "first found" choices never depend on how the EHR or the FHIR server ordered or paged them.
+        A resource sent twice (same type, id and content, e.g. under two prefetch keys) counts once.
         """
         record = cls(patient_id=patient_id, no_data=frozenset(no_data))
         found: list[dict[str, Any]] = []
@@ -177,8 +192,12 @@ class PatientRecord:
                         if isinstance(full_url, str) and isinstance(resource, dict):
                             record.by_full_url[full_url] = resource
             found.extend(iter_resources(value))
+        previous: dict[str, Any] | None = None
         for resource in canonical_order(found):
+            if previous is not None and _same_resource(previous, resource):
+                continue  # one result arriving through two keys (laboratory and by code)
             record.add(resource)
+            previous = resource
         return record
 
     def add(self, resource: dict[str, Any]) -> None:

@@ -19,6 +19,10 @@ BASE_URL = "https://cds-service.example.org/fhir"
 INGREDIENT_EXT = f"{BASE_URL}/StructureDefinition/ingredient"
 NAME_MATCH_EXT = f"{BASE_URL}/StructureDefinition/name-match"
 SOURCE_EXT = f"{BASE_URL}/StructureDefinition/source"
+OUTSIDE_LABORATORY_EXT = f"{BASE_URL}/StructureDefinition/may-be-filed-outside-laboratory"
+"""Concept-level flag (valueBoolean true): a test often done and filed outside the laboratory
+(a tuberculin skin test read in clinic, a point-of-care urine hCG), so its Observation may carry
+no `laboratory` category and must be asked for by code as well (see services.prefetch_templates)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class ValueSet:
     names: tuple[tuple[str, str], ...] = ()
     """(name as written, ingredient) pairs for text matching."""
     name_pattern: re.Pattern[str] | None = field(default=None, hash=False, compare=False)
+    outside_laboratory: frozenset[Code] = frozenset()
+    """Codes flagged as possibly filed outside the laboratory category (OUTSIDE_LABORATORY_EXT)."""
 
     def __contains__(self, code: object) -> bool:
         return code in self.codes
@@ -74,6 +80,7 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
     codes: set[Code] = set()
     displays: dict[Code, str] = {}
     ingredient_of_code: dict[Code, str] = {}
+    outside_laboratory: set[Code] = set()
     for include in doc.get("compose", {}).get("include", []):
         system = include["system"]
         for concept in include.get("concept", []):
@@ -82,6 +89,9 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
             displays[code] = concept.get("display", concept["code"])
             for ext in _ext_value(concept.get("extension"), INGREDIENT_EXT):
                 ingredient_of_code[code] = ext["valueString"].casefold()
+            if any(ext.get("valueBoolean") is True
+                   for ext in _ext_value(concept.get("extension"), OUTSIDE_LABORATORY_EXT)):
+                outside_laboratory.add(code)
     names: list[tuple[str, str]] = []
     for ext in _ext_value(doc.get("extension"), NAME_MATCH_EXT):
         parts = {e["url"]: e["valueString"] for e in ext.get("extension", [])}
@@ -100,6 +110,7 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
         ingredient_of_code=ingredient_of_code,
         names=tuple(names),
         name_pattern=pattern,
+        outside_laboratory=frozenset(outside_laboratory),
     )
 
 

@@ -296,7 +296,9 @@ class FhirClient:
         next_url: str | None = url
         while next_url is not None:
             if followed >= self.settings.fhir_page_cap:
-                raise KeyFailed(f"more than {self.settings.fhir_page_cap} pages")
+                # Never a partial read: the rules cannot tell a cut history from a short one.
+                raise KeyFailed(f"more than {self.settings.fhir_page_cap} pages (the page cap, "
+                                "CDS_FHIR_PAGE_CAP)")
             page = self._get(next_url, token, deadline)
             followed += 1
             if page.get("resourceType") != "Bundle":
