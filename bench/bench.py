@@ -216,12 +216,12 @@ def wait_for(port: int, path: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"server on {port} did not start")
 
 
-def start_gunicorn(app_spec: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    gunicorn = Path(sys.executable).parent / "gunicorn"
+def start_floor(port: int) -> subprocess.Popen[bytes]:
+    """The floor app under the same server as `cds-service serve` (bench/floor_serve.py)."""
     return subprocess.Popen(
-        [str(gunicorn), "--workers", "2", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-         app_spec],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [sys.executable, str(ROOT / "bench" / "floor_serve.py"), str(port), "2"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "CDS_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @dataclass
@@ -299,7 +299,7 @@ def over_http(size_mb: float, total: int) -> list[tuple[str, str, LoadResult, Lo
         [str(Path(sys.executable).parent / "cds-service"), "serve", "--no-auth", "--workers", "2",
          "--port", str(service_port)],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    floor = start_gunicorn("bench.floor_app:app", floor_port, {"PYTHONPATH": str(ROOT)})
+    floor = start_floor(floor_port)
     try:
         wait_for(service_port, "/cds-services")
         wait_for(floor_port, "/cds-services")

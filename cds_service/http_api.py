@@ -25,7 +25,13 @@ from .errors import (
 )
 from .feedback import accept_feedback, utc_now
 from .hook_request import parse_json, read_hook_request
-from .observability import FEEDBACK, HOOK_LATENCY, metrics_exposition, record_hook
+from .observability import (
+    FEEDBACK,
+    HOOK_LATENCY,
+    loggable,
+    metrics_exposition,
+    record_hook,
+)
 from .services import SERVICES, SERVICES_BY_ID
 
 log = logging.getLogger(__name__)
@@ -78,7 +84,7 @@ def _log_hook(service_id: str, hook_instance: str | None, status: int, started: 
     seconds = time.perf_counter() - started
     HOOK_LATENCY.labels(service=service_id, status=str(status)).observe(seconds)
     log.info("hook answered" if status == 200 else "hook refused", extra={
-        "hookInstance": hook_instance, "service": service_id, "status": status,
+        "hookInstance": loggable(hook_instance), "service": service_id, "status": status,
         "durationMs": round(seconds * 1000, 2), **fields})
 
 

@@ -175,23 +175,6 @@ def safe_log_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
-def route_label(path: str) -> str:
-    """The path as an access log may show it: one of this service's routes, or a placeholder
-    (a path a client made up may hold a name or an MRN)."""
-    from .services import SERVICES_BY_ID
-
-    if path in ("/cds-services", "/healthz", "/readyz", "/metrics"):
-        return path
-    parts = path.split("/")
-    if len(parts) in (3, 4) and parts[1] == "cds-services":
-        service = parts[2] if parts[2] in SERVICES_BY_ID else "(unknown service)"
-        if len(parts) == 3:
-            return f"/cds-services/{service}"
-        if parts[3] == "feedback":
-            return f"/cds-services/{service}/feedback"
-    return "(other path)"
-
-
 try:
     from gunicorn.glogging import Logger as _GunicornLogger
     from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
@@ -232,6 +215,8 @@ class SafeGunicornLogger(_GunicornLogger):  # type: ignore[misc]
         request line, query string, header or client address."""
         if not self.access_log.isEnabledFor(logging.DEBUG):
             return
+        from .observability import route_label  # not at import: see cli._serve and metrics
+
         method = str(environ.get("REQUEST_METHOD", ""))
         status = str(getattr(resp, "status", "") or "").split(" ", 1)[0]
         self.access_log.debug("http request", extra={
