@@ -14,12 +14,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+from fhir_stub_server import FhirStub, without_prefetch
 from served import free_port, stop, wait_until_serving
 from slow_clients import SlowClients, honest_calls
 
@@ -30,13 +32,30 @@ DEADLINE = 10.0  # seconds per honest call: generous, warm calls take millisecon
 KEEPALIVE = 5  # the shipped default (CDS_KEEPALIVE_SECONDS)
 
 
+FHIR_DEADLINE = 2.0
+
+
 @pytest.fixture(scope="module")
-def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """`cds-service serve --no-auth` with its defaults (2 workers), from a temporary folder."""
+def fhir_servers() -> Iterator[tuple[FhirStub, FhirStub]]:
+    """A FHIR server answering each request after 0.2 s, and one stalled for 30 s."""
+    request = orjson.loads(REQUEST.read_bytes())
+    with FhirStub(request, delay_seconds=0.2) as answering, \
+            FhirStub(request, delay_seconds=30.0) as stalled:
+        yield answering, stalled
+
+
+@pytest.fixture(scope="module")
+def port(tmp_path_factory: pytest.TempPathFactory,
+         fhir_servers: tuple[FhirStub, FhirStub]) -> Iterator[int]:
+    """`cds-service serve --no-auth` with its defaults (2 workers), from a temporary folder,
+    allowed to fetch from the two FHIR stubs."""
     folder = tmp_path_factory.mktemp("served")
     port = free_port()
     log = (folder / "server.log").open("wb")
-    env = {**os.environ, "CDS_DATABASE_URL": f"sqlite:///{folder}/db.sqlite3"}
+    env = {**os.environ, "CDS_DATABASE_URL": f"sqlite:///{folder}/db.sqlite3",
+           "CDS_FHIR_SERVER_ALLOWLIST": ",".join(s.base_url for s in fhir_servers),
+           "CDS_HTTP_ALLOWED_HOSTS": "127.0.0.1",
+           "CDS_FHIR_DEADLINE_SECONDS": str(FHIR_DEADLINE)}
     for name in ("CDS_WORKERS", "CDS_KEEPALIVE_SECONDS", "CDS_WORKER_CONNECTIONS"):
         env.pop(name, None)
     proc = subprocess.Popen(
@@ -100,3 +119,56 @@ def test_an_honest_client_keeps_its_connection_alive_across_calls(port: int) -> 
         assert sockets[0] is not None and all(s is sockets[0] for s in sockets)
     finally:
         conn.close()
+
+
+def post_json(port: int, doc: object) -> tuple[int, dict[str, object]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE + FHIR_DEADLINE)
+    try:
+        conn.request("POST", SELECT, body=orjson.dumps(doc),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, orjson.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_the_fhir_fallback_fetches_concurrently_inside_a_gevent_worker(
+        port: int, fhir_servers: tuple[FhirStub, FhirStub]) -> None:
+    """With no prefetch, the keys are fetched from the FHIR server at the same time (the FHIR
+    client's thread pool runs as greenlets) and the cards are built from them."""
+    answering, _ = fhir_servers
+    status, body = post_json(port, without_prefetch(orjson.loads(REQUEST.read_bytes()),
+                                                    answering.base_url))
+    assert status == 200, body
+    assert body["cards"]
+    assert answering.max_concurrent() > 1
+
+
+def test_a_stalled_fhir_server_costs_its_own_calls_the_deadline_and_no_one_else_anything(
+        port: int, fhir_servers: tuple[FhirStub, FhirStub]) -> None:
+    """Four hook calls (two per worker) whose FHIR server never answers each get a 412 at the
+    FHIR deadline; health checks sent while they wait are answered before any of them (with
+    sync workers they queued behind the stalled calls)."""
+    _, stalled = fhir_servers
+    finished: list[tuple[int, float, float]] = []  # status, seconds taken, when it finished
+    lock = threading.Lock()
+
+    def stalled_call() -> None:
+        started = time.monotonic()
+        status, _ = post_json(port, without_prefetch(orjson.loads(REQUEST.read_bytes()),
+                                                     stalled.base_url))
+        with lock:
+            finished.append((status, time.monotonic() - started, time.monotonic()))
+
+    callers = [threading.Thread(target=stalled_call) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    time.sleep(0.5)  # the calls are in the workers, waiting for the FHIR server
+    health = honest_calls(port, [("GET", "/healthz", None)] * 4, DEADLINE, parallel=1)
+    health_done = time.monotonic()
+    for caller in callers:
+        caller.join(timeout=DEADLINE + FHIR_DEADLINE)
+    assert health.failures == [] and health.answered == 4
+    assert [status for status, _, _ in finished] == [412] * 4
+    assert all(seconds < FHIR_DEADLINE + DEADLINE for _, seconds, _ in finished)
+    assert health_done < min(when for _, _, when in finished)
