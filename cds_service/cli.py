@@ -52,6 +52,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging()
     log = logging.getLogger("cds_service.serve")
+    if args.keepalive <= 0:
+        # It also bounds the time to send a request's headers: 0 would leave that unbounded.
+        log.error("the keep-alive timeout (--keepalive, CDS_KEEPALIVE_SECONDS) must be positive")
+        return 2
     if args.no_auth:
         log.warning("serving WITHOUT EHR authentication (--no-auth): for local use only")
         settings = Settings.from_env(auth_disabled=True)

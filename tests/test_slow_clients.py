@@ -172,3 +172,13 @@ def test_a_stalled_fhir_server_costs_its_own_calls_the_deadline_and_no_one_else_
     assert [status for status, _, _ in finished] == [412] * 4
     assert all(seconds < FHIR_DEADLINE + DEADLINE for _, seconds, _ in finished)
     assert health_done < min(when for _, _, when in finished)
+
+
+def test_serve_refuses_a_keepalive_of_zero_which_would_unbound_the_header_read(
+        tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "serve", "--no-auth", "--keepalive", "0",
+         "--port", str(free_port())],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "keep-alive timeout" in result.stderr
