@@ -21,7 +21,7 @@ def main() -> int:
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 
     def load_app() -> object:
-        from bench.floor_app import app
+        from floor_app import app  # this script's folder is first on sys.path
 
         return app
 
