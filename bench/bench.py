@@ -6,11 +6,14 @@ so the numbers mean the same on a slow or a fast machine:
 - in process: the whole handling of a request (parse, envelope check, order detection, record,
   rules, cards, serialisation) for an order of another drug and for alemtuzumab at several
   prefetch sizes;
-- over HTTP: gunicorn with 2 workers on 127.0.0.1 under a bounded load at 8 connections, side by
-  side with a minimal Flask app that only parses the body (the framework's floor);
+- over HTTP: `cds-service serve` (gunicorn, 2 gevent workers) on 127.0.0.1 under a bounded load at
+  8 connections, side by side with a minimal Flask app that only parses the body under the same
+  server (the framework's floor), with a new connection per call and with kept-alive ones;
+- slow clients: honest calls alone and beside 100 connections trickling header bytes;
 - FHIR-server fallback: every prefetch key missing, a stub FHIR server adding latency per response.
 
-Run `make bench` (full sizes) or `python bench/bench.py --smoke` (tiny, what CI runs).
+Run `make bench` (full sizes) or `python bench/bench.py --smoke` (tiny, what CI runs);
+`--only SECTION` runs one section and prints its table without writing the report.
 Benchmarks are not tests: nothing here asserts a time.
 """
 
