@@ -28,6 +28,8 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+from gunicorn.glogging import Logger as _GunicornLogger
+from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 
 from .cors import CorsPolicy
 from .errors import operation_outcome
@@ -106,34 +108,41 @@ class Refusal:
 def refusal(exc: BaseException) -> Refusal:
     """The answer to a request gunicorn could not hand to the app. The text is fixed per kind of
     error: it never repeats what the client sent (gunicorn's own messages do)."""
-    from gunicorn.http import errors as e
-
-    if isinstance(exc, (e.InvalidResponseHeader, e.InvalidResponseHeaderName)):
+    if isinstance(exc, _kinds("InvalidResponseHeader", "InvalidResponseHeaderName")):
         pass  # the app's fault, not the client's: a 500 below
-    elif isinstance(exc, e.LimitRequestLine):
+    elif isinstance(exc, _kinds("LimitRequestLine")):
         return Refusal(414, "URI Too Long", "too-long",
                        "The request line is longer than this server accepts.")
-    elif isinstance(exc, e.LimitRequestHeaders):
+    elif isinstance(exc, _kinds("LimitRequestHeaders")):
         return Refusal(431, "Request Header Fields Too Large", "too-long",
                        "The request has too many header fields or one that is too large.")
-    elif isinstance(exc, (e.InvalidRequestLine, e.InvalidRequestMethod, e.InvalidHTTPVersion)):
+    elif isinstance(exc, _kinds("InvalidRequestLine", "InvalidRequestMethod",
+                                "InvalidHTTPVersion")):
         return Refusal(400, "Bad Request", "structure", "The request line is not valid HTTP/1.1.")
-    elif isinstance(exc, (e.InvalidHeader, e.InvalidHeaderName, e.ObsoleteFolding,
-                          e.InvalidSchemeHeaders)):
+    elif isinstance(exc, _kinds("InvalidHeader", "InvalidHeaderName", "ObsoleteFolding",
+                                "InvalidSchemeHeaders")):
         return Refusal(400, "Bad Request", "structure", "A request header is malformed.")
-    elif isinstance(exc, (e.InvalidChunkSize, e.ChunkMissingTerminator, e.InvalidChunkExtension)):
+    elif isinstance(exc, _kinds("InvalidChunkSize", "ChunkMissingTerminator",
+                                "InvalidChunkExtension")):
         return Refusal(400, "Bad Request", "structure", "The chunked request body is malformed.")
-    elif isinstance(exc, e.UnsupportedTransferCoding):
+    elif isinstance(exc, _kinds("UnsupportedTransferCoding")):
         return Refusal(501, "Not Implemented", "not-supported",
                        "The request's transfer coding is not supported.")
-    elif isinstance(exc, e.ExpectationFailed):
+    elif isinstance(exc, _kinds("ExpectationFailed")):
         return Refusal(417, "Expectation Failed", "not-supported",
                        "The request's Expect header is not supported.")
-    elif isinstance(exc, (e.InvalidProxyLine, e.InvalidProxyHeader, e.ForbiddenProxyRequest,
-                          e.InvalidH2CPreface)):
+    elif isinstance(exc, _kinds("InvalidProxyLine", "InvalidProxyHeader",
+                                "ForbiddenProxyRequest", "InvalidH2CPreface")):
         return Refusal(400, "Bad Request", "structure", "The request is not valid HTTP/1.1.")
     return Refusal(500, "Internal Server Error", "exception",
                    "Internal error; the request was not evaluated.")
+
+
+def _kinds(*names: str) -> tuple[type[BaseException], ...]:
+    """gunicorn's parse errors of these names (the ones this gunicorn version has)."""
+    from gunicorn.http import errors
+
+    return tuple(getattr(errors, name) for name in names if hasattr(errors, name))
 
 
 def refusal_response(refused: Refusal, cors: CorsPolicy, origin: str | None) -> bytes:
@@ -174,13 +183,6 @@ def safe_log_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
-
-try:
-    from gunicorn.glogging import Logger as _GunicornLogger
-    from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
-except ImportError:  # pragma: no cover - gunicorn and gevent are dependencies of the package
-    _GunicornLogger = object
-    _GeventWorker = object
 
 
 class SafeGunicornLogger(_GunicornLogger):  # type: ignore[misc]
