@@ -6,11 +6,14 @@ so the numbers mean the same on a slow or a fast machine:
 - in process: the whole handling of a request (parse, envelope check, order detection, record,
   rules, cards, serialisation) for an order of another drug and for alemtuzumab at several
   prefetch sizes;
-- over HTTP: gunicorn with 2 workers on 127.0.0.1 under a bounded load at 8 connections, side by
-  side with a minimal Flask app that only parses the body (the framework's floor);
+- over HTTP: `cds-service serve` (gunicorn, 2 gevent workers) on 127.0.0.1 under a bounded load at
+  8 connections, side by side with a minimal Flask app that only parses the body under the same
+  server (the framework's floor), with a new connection per call and with kept-alive ones;
+- slow clients: honest calls alone and beside 100 connections trickling header bytes;
 - FHIR-server fallback: every prefetch key missing, a stub FHIR server adding latency per response.
 
-Run `make bench` (full sizes) or `python bench/bench.py --smoke` (tiny, what CI runs).
+Run `make bench` (full sizes) or `python bench/bench.py --smoke` (tiny, what CI runs);
+`--only SECTION` runs one section and prints its table without writing the report.
 Benchmarks are not tests: nothing here asserts a time.
 """
 
@@ -220,12 +223,12 @@ def wait_for(port: int, path: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"server on {port} did not start")
 
 
-def start_gunicorn(app_spec: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    gunicorn = Path(sys.executable).parent / "gunicorn"
+def start_floor(port: int) -> subprocess.Popen[bytes]:
+    """The floor app under the same server as `cds-service serve` (bench/floor_serve.py)."""
     return subprocess.Popen(
-        [str(gunicorn), "--workers", "2", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-         app_spec],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [sys.executable, str(ROOT / "bench" / "floor_serve.py"), str(port), "2"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "CDS_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @dataclass
@@ -244,13 +247,19 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1e3
 
 
-def load_test(port: int, path: str, body: bytes, total: int, connections: int = 8) -> LoadResult:
-    """A fixed number of POSTs over `connections` keep-alive connections."""
+def load_test(port: int, path: str, body: bytes, total: int, connections: int = 8,
+              keepalive: bool = True) -> LoadResult:
+    """A fixed number of POSTs over `connections` client connections: kept alive between calls
+    (when the server allows it), or closed after every call (`keepalive=False`: a new TCP
+    connection per call, as with a server that closes every connection)."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
     per_conn = [total // connections + (1 if i < total % connections else 0)
                 for i in range(connections)]
+    headers = {"Content-Type": "application/json"}
+    if not keepalive:
+        headers["Connection"] = "close"
 
     def worker(count: int) -> None:
         nonlocal errors
@@ -260,7 +269,7 @@ def load_test(port: int, path: str, body: bytes, total: int, connections: int = 
         for _ in range(count):
             start = time.perf_counter()
             try:
-                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                conn.request("POST", path, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
                 if response.status != 200:
@@ -284,7 +293,7 @@ def load_test(port: int, path: str, body: bytes, total: int, connections: int = 
     return LoadResult(total, time.perf_counter() - start, latencies, errors)
 
 
-def over_http(size_mb: float, total: int) -> list[tuple[str, LoadResult, LoadResult]]:
+def over_http(size_mb: float, total: int) -> list[tuple[str, str, LoadResult, LoadResult]]:
     base = load(ALEMTUZUMAB_BASE)
     request = scaled(base, int(size_mb * 1e6), f"Patient/{base['context']['patientId']}")
     other = copy.deepcopy(request)
@@ -297,7 +306,7 @@ def over_http(size_mb: float, total: int) -> list[tuple[str, LoadResult, LoadRes
         [str(Path(sys.executable).parent / "cds-service"), "serve", "--no-auth", "--workers", "2",
          "--port", str(service_port)],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    floor = start_gunicorn("bench.floor_app:app", floor_port, {"PYTHONPATH": str(ROOT)})
+    floor = start_floor(floor_port)
     try:
         wait_for(service_port, "/cds-services")
         wait_for(floor_port, "/cds-services")
@@ -307,14 +316,56 @@ def over_http(size_mb: float, total: int) -> list[tuple[str, LoadResult, LoadRes
             body = orjson.dumps(doc)
             load_test(service_port, path, body, 16)  # warm both workers
             load_test(floor_port, path, body, 16)
-            mine = load_test(service_port, path, body, total)
-            theirs = load_test(floor_port, path, body, total)
-            out.append((f"{label} {len(body) / 1e6:.1f} MB", mine, theirs))
+            for keepalive in (False, True):
+                mode = "keep-alive" if keepalive else "new connection per call"
+                mine = load_test(service_port, path, body, total, keepalive=keepalive)
+                theirs = load_test(floor_port, path, body, total, keepalive=keepalive)
+                out.append((f"{label} {len(body) / 1e6:.1f} MB", mode, mine, theirs))
         return out
     finally:
         for proc in (service, floor):
             proc.terminate()
             proc.wait(timeout=10)
+
+
+# -- slow clients ------------------------------------------------------------------------------
+
+@dataclass
+class SlowClientsResult:
+    label: str
+    honest: Any  # slow_clients.HonestCalls
+    calls: int
+    reopened: int
+
+
+def slow_clients(slow: int, hook_calls: int, timeout: float) -> list[SlowClientsResult]:
+    """Honest calls (hook calls and /healthz, 4 at a time, each on a new connection) answered
+    by `cds-service serve` alone, then beside `slow` connections trickling header bytes."""
+    from slow_clients import SlowClients, honest_calls  # type: ignore[import-not-found]
+
+    port = free_port()
+    env = {"CDS_DATABASE_URL": f"sqlite:///{ROOT}/var/bench.sqlite3"}
+    service = subprocess.Popen(
+        [str(Path(sys.executable).parent / "cds-service"), "serve", "--no-auth", "--workers", "2",
+         "--port", str(port)],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    body = orjson.dumps(load("eligible_patient_at_order_select"))
+    calls: list[tuple[str, str, bytes | None]] = [
+        ("POST", "/cds-services/lemtrada-order-select", body)] * hook_calls
+    calls += [("GET", "/healthz", None)] * max(1, hook_calls // 4)
+    out = []
+    try:
+        wait_for(port, "/cds-services")
+        honest_calls(port, calls[:8], timeout)  # warm both workers
+        out.append(SlowClientsResult("no slow clients", honest_calls(port, calls, timeout),
+                                     len(calls), 0))
+        with SlowClients(port, slow, interval=0.5, max_seconds=timeout * len(calls) + 60) as attack:
+            result = honest_calls(port, calls, timeout)
+        out.append(SlowClientsResult(f"{slow} slow clients", result, len(calls), attack.reopened))
+        return out
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
 
 
 # -- FHIR-server fallback ----------------------------------------------------------------------
@@ -393,13 +444,61 @@ def plot(rows: list[Row], path: Path) -> None:
     fig.savefig(path)
 
 
+def http_section(smoke: bool) -> str:
+    lines = []
+    for label, mode, mine, floor in over_http(0.3 if smoke else 1.3, 40 if smoke else 400):
+        lines.append([label, mode, f"{mine.throughput:.1f}", f"{floor.throughput:.1f}",
+                      f"{100 * mine.throughput / floor.throughput:.0f}%",
+                      f"{mine.pct(0.5):.1f}", f"{floor.pct(0.5):.1f}",
+                      f"{mine.pct(0.5) / floor.pct(0.5):.1f}",
+                      f"{mine.pct(0.99):.1f}", f"{floor.pct(0.99):.1f}",
+                      str(mine.errors + floor.errors)])
+    return table(["case", "clients", "req/s service", "req/s floor", "service / floor",
+                  "p50 ms", "floor p50 ms", "p50 / floor p50", "p99 ms", "floor p99 ms",
+                  "errors"], lines)
+
+
+def slow_clients_section(smoke: bool) -> str:
+    timeout = 10.0
+    rows = slow_clients(20 if smoke else 100, 8 if smoke else 20, timeout)
+    return table(["case", "honest calls", f"answered within {timeout:g} s", "median ms",
+                  "p95 ms", "max ms", "slow sockets reopened after the server closed them"],
+                 [[r.label, str(r.calls), str(r.honest.answered), f"{r.honest.median_ms:.1f}",
+                   f"{r.honest.pct_ms(0.95):.1f}", f"{r.honest.pct_ms(1.0):.1f}",
+                   str(r.reopened)] for r in rows])
+
+
+SECTIONS = ("in-process", "http", "slow-clients", "fallback")
+
+
+def only(section: str, smoke: bool) -> int:
+    """One section's table on stdout (for before/after comparisons on a shared machine)."""
+    if section == "in-process":
+        rows = in_process([0.1, 0.3] if smoke else [0.2, 1.3, 10.0], 5 if smoke else 41)
+        print(table(["case", "median ms", "parse median ms", "ratio to parse"],
+                    [[r.case, f"{r.work.median_ms:.2f}", f"{r.parse.median_ms:.2f}",
+                      f"{r.ratio:.2f}"] for r in rows]))
+    elif section == "http":
+        print(http_section(smoke))
+    elif section == "slow-clients":
+        print(slow_clients_section(smoke))
+    else:
+        print(fhir_fallback(0.05, 3 if smoke else 15))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, few runs (CI)")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--only", choices=SECTIONS,
+                        help="run one section and print its table; the report file is not "
+                             "written")
     args = parser.parse_args()
+    if args.only:
+        return only(args.only, args.smoke)
 
     sizes = [0.1, 0.3] if args.smoke else [0.2, 1.3, 10.0]
     runs = 5 if args.smoke else 41
@@ -444,21 +543,22 @@ def main() -> int:
         sections += [f"![time against prefetch size]({png.name})", ""]
 
     if not args.no_http:
-        http_rows = over_http(0.3 if args.smoke else 1.3, 40 if args.smoke else 400)
-        lines = []
-        for label, mine, floor in http_rows:
-            lines.append([label, f"{mine.throughput:.1f}", f"{floor.throughput:.1f}",
-                          f"{100 * mine.throughput / floor.throughput:.0f}%",
-                          f"{mine.pct(0.5):.1f}", f"{mine.pct(0.99):.1f}", f"{floor.pct(0.99):.1f}",
-                          str(mine.errors + floor.errors)])
-        http_table = table(["case", "req/s service", "req/s floor", "service / floor",
-                            "p50 ms", "p99 ms", "floor p99 ms", "errors"], lines)
+        http_table = http_section(args.smoke)
         print("\n" + http_table)
         sections += ["## Over HTTP (gunicorn, 2 workers, 127.0.0.1, 8 connections)", "",
-                     "The floor is a minimal Flask app under the same gunicorn settings that only "
+                     "The floor is a minimal Flask app under the same server settings that only "
                      "parses the same body with orjson and answers `{\"cards\": []}` "
-                     "(`bench/floor_app.py`). Targets: >= 70% of the floor's throughput; "
-                     "p99 < 100 ms for the 1.3 MB alemtuzumab request.", "", http_table, ""]
+                     "(`bench/floor_app.py`). Each case runs twice: the clients open a new "
+                     "connection per call, then keep their connections alive. Targets: >= 70% "
+                     "of the floor's throughput; p99 < 100 ms for the 1.3 MB alemtuzumab "
+                     "request.", "", http_table, ""]
+        slow_table = slow_clients_section(args.smoke)
+        print("\n" + slow_table)
+        sections += ["## Slow clients", "",
+                     "Honest calls (hook calls and `/healthz`, 4 at a time, each on a new "
+                     "connection) to `cds-service serve`, alone and beside connections that "
+                     "trickle a request header one byte every 0.5 s and never finish it "
+                     "(reopened when the server closes them).", "", slow_table, ""]
 
     fallback = fhir_fallback(0.05, 3 if args.smoke else 15)
     if fallback is not None:

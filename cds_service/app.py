@@ -17,7 +17,7 @@ from .errors import Unauthorized, Unavailable
 from .feedback import CardAudit
 from .fhir.client import FhirClient
 from .http_api import api, register_error_handlers
-from .observability import AUTH_FAILURES, initialise_labels
+from .observability import AUTH_FAILURES, initialise_labels, loggable, route_label
 from .retention import Pruner
 from .storage import init_storage
 
@@ -102,9 +102,11 @@ def install_auth(app: Flask, settings: Settings) -> None:
             verifier.verify(request.headers.get("Authorization"), request.path)
         except AuthFailure as failure:
             AUTH_FAILURES.labels(reason=failure.reason).inc()
-            # The reason label and claimed issuer only: never the token.
+            # The reason label, the claimed issuer (bounded and escaped: unverified, chosen by
+            # the sender) and the route: never the token, nor a path the sender made up.
             auth_log.info("EHR token refused", extra={
-                "reason": failure.reason, "iss": failure.iss, "path": request.path})
+                "reason": failure.reason, "iss": loggable(failure.iss),
+                "path": route_label(request.path)})
             raise Unauthorized() from None
         except ReplayStoreUnavailable:
             raise Unavailable("The service cannot verify EHR tokens at the moment.") from None

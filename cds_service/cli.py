@@ -33,18 +33,29 @@ def prepare_metrics_dir() -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # gevent workers: patch the standard library before anything imports ssl, requests or
+    # threading, gunicorn included (cds_service/server.py says why).
+    from gevent import monkey
+
+    monkey.patch_all()
+    from .server import ServerOptions, run
+
     if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         print("WARNING: metrics imported before PROMETHEUS_MULTIPROC_DIR was set: /metrics will "
               "show one worker's samples only.", file=sys.stderr)
     prepare_metrics_dir()
     import logging
 
-    from .app import create_app
     from .config import Settings
-    from .observability import configure_logging, logging_config, worker_exited
+    from .cors import CorsPolicy
+    from .observability import configure_logging, worker_exited
 
     configure_logging()
     log = logging.getLogger("cds_service.serve")
+    if args.keepalive <= 0:
+        # It also bounds the time to send a request's headers: 0 would leave that unbounded.
+        log.error("the keep-alive timeout (--keepalive, CDS_KEEPALIVE_SECONDS) must be positive")
+        return 2
     if args.no_auth:
         log.warning("serving WITHOUT EHR authentication (--no-auth): for local use only")
         settings = Settings.from_env(auth_disabled=True)
@@ -66,23 +77,17 @@ def _serve(args: argparse.Namespace) -> int:
     from .storage import database_name
 
     log.info("database: %s", database_name(settings.database_url))
-    from gunicorn.app.base import BaseApplication
 
-    class _Gunicorn(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{args.host}:{args.port}")
-            self.cfg.set("workers", args.workers)
-            self.cfg.set("accesslog", None)  # the app logs one JSON line per hook call
-            self.cfg.set("logconfig_dict", logging_config())
-            self.cfg.set("child_exit", lambda _server, worker: worker_exited(worker.pid))
-            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
-                # Unused, and one fixed path per user would be shared by every server on a host.
-                self.cfg.set("control_socket_disable", True)
+    def load_app() -> Any:
+        """Runs in each worker at boot (after gevent's patching), before it accepts."""
+        from .app import create_app
 
-        def load(self) -> Any:
-            return create_app(settings)
+        return create_app(settings)
 
-    _Gunicorn().run()
+    run(load_app, ServerOptions(
+        host=args.host, port=args.port, workers=args.workers,
+        keepalive_seconds=args.keepalive, worker_connections=args.worker_connections,
+        cors=CorsPolicy(settings.cors_allowed_origins), on_worker_exit=worker_exited))
     return 0
 
 
@@ -288,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="port (env CDS_PORT)")
     serve.add_argument("--workers", type=int, default=int(os.environ.get("CDS_WORKERS", "2")),
                        help="gunicorn worker processes (env CDS_WORKERS)")
+    serve.add_argument("--keepalive", type=int,
+                       default=int(os.environ.get("CDS_KEEPALIVE_SECONDS", "5")),
+                       help="seconds an idle connection is kept open, and the most a client may "
+                            "take to send a request's headers (env CDS_KEEPALIVE_SECONDS)")
+    serve.add_argument("--worker-connections", type=int,
+                       default=int(os.environ.get("CDS_WORKER_CONNECTIONS", "1000")),
+                       help="open connections per worker (env CDS_WORKER_CONNECTIONS)")
     serve.add_argument("--no-auth", action="store_true",
                        help="run without EHR (JWT) authentication: for local use and tests only")
     serve.set_defaults(func=_serve)

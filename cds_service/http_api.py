@@ -29,6 +29,7 @@ from .observability import (
     FEEDBACK,
     HOOK_INSTANCE_NOT_UUID,
     HOOK_LATENCY,
+    loggable,
     metrics_exposition,
     record_hook,
 )
@@ -87,7 +88,7 @@ def _log_hook(service_id: str, hook_instance: str | None, status: int, started: 
     seconds = time.perf_counter() - started
     HOOK_LATENCY.labels(service=service_id, status=str(status)).observe(seconds)
     log.info("hook answered" if status == 200 else "hook refused", extra={
-        "hookInstance": hook_instance, "service": service_id, "status": status,
+        "hookInstance": loggable(hook_instance), "service": service_id, "status": status,
         "durationMs": round(seconds * 1000, 2), **fields})
 
 

@@ -159,6 +159,42 @@ def _frames_and_types(exc_type: type[BaseException] | None, exc_value: BaseExcep
     return lines
 
 
+def loggable(value: object, limit: int = 128) -> str | None:
+    """A client-chosen value (hookInstance, an unverified `iss`) as a log line may carry it: at
+    most `limit` characters of it, anything but printable ASCII escaped (no control characters,
+    no look-alike text), a longer value cut with the count of characters left out."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    escaped = "".join(map(_escape, text[:limit]))
+    if len(text) > limit:
+        escaped += f"...(+{len(text) - limit} characters)"
+    return escaped
+
+
+def _escape(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    return char if " " <= char <= "~" else char.encode("unicode_escape").decode("ascii")
+
+
+def route_label(path: str) -> str:
+    """The path as a log line may show it: one of this service's routes, or a placeholder (a path
+    a client made up may hold a name or an MRN)."""
+    from .services import SERVICES_BY_ID
+
+    if path in ("/cds-services", "/healthz", "/readyz", "/metrics"):
+        return path
+    parts = path.split("/")
+    if len(parts) in (3, 4) and parts[1] == "cds-services":
+        service = parts[2] if parts[2] in SERVICES_BY_ID else "(unknown service)"
+        if len(parts) == 3:
+            return f"/cds-services/{service}"
+        if parts[3] == "feedback":
+            return f"/cds-services/{service}/feedback"
+    return "(other path)"
+
+
 LOG_FIELDS = ("levelname", "name", "process", "message")
 
 
@@ -184,7 +220,8 @@ def logging_config(level: str | None = None) -> dict[str, Any]:
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+            # gunicorn's access lines (cds_service.server: route, status, duration) are DEBUG.
+            "gunicorn.access": {"level": level, "handlers": [], "propagate": True},
             "urllib3": quiet, "sqlalchemy": quiet, "werkzeug": quiet,
         },
     }

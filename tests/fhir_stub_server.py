@@ -155,6 +155,9 @@ class FhirStub:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            # A real FHIR server's listen queue, not socketserver's 5: a gevent worker opens all
+            # of a call's connections in the same instant, and a dropped SYN costs 1 s.
+            request_queue_size = 128
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client hanging up mid-answer is not a test failure

@@ -26,7 +26,7 @@ def wait_until_serving(proc: subprocess.Popen[bytes] | subprocess.Popen[str], ur
             response = requests.get(url, timeout=2)
             if response.status_code == status:
                 return response
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or still warming
             pass
         assert proc.poll() is None, f"the server exited at start-up: {why_exited()}"
         assert time.monotonic() < deadline, f"{url} did not answer {status} in {timeout:g} s"
@@ -41,3 +41,21 @@ def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def raw_exchange(port: int, payload: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str],
+                                                                            bytes]:
+    """Send bytes as they are (malformed HTTP included) on a new connection and read the answer
+    until the server closes it: (status, headers with lower-case names, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split(" ")[1]), headers, body

@@ -301,3 +301,44 @@ def test_by_default_a_page_on_any_origin_gets_its_cards(setup: Setup, browser: A
     result, console = run_page(browser, setup.other_site, setup.open)
     assert result["discovery"]["status"] == 200, (result, console)
     assert result["service"]["status"] == 200 and result["service"]["cards"] >= 1, result
+
+
+OVERSIZED_CALL = """async (api) => {
+  try {
+    const response = await fetch(api + "/cds-services", {
+      headers: {"Authorization": "Bearer " + "a".repeat(9000)}});
+    const body = await response.json();
+    return {status: response.status, resourceType: body.resourceType,
+            codes: body.issue.map(issue => issue.code)};
+  } catch (error) {
+    return {error: String(error)};
+  }
+}"""
+
+
+@pytest.mark.browser
+def test_a_header_too_large_for_the_server_reaches_the_page_as_a_431_operation_outcome(
+        setup: Setup, browser: Any) -> None:
+    """gunicorn refuses an 8 KB+ header line before the app; with any origin allowed, the page
+    still reads the status and the OperationOutcome (the refusal carries CORS headers)."""
+    page = browser.new_page()
+    try:
+        page.goto(f"{setup.other_site.origin}/index.html?api={setup.open.url}")
+        result = page.evaluate(OVERSIZED_CALL, setup.open.url)
+    finally:
+        page.close()
+    assert result == {"status": 431, "resourceType": "OperationOutcome", "codes": ["too-long"]}
+
+
+@pytest.mark.browser
+def test_with_listed_origins_a_refusal_before_the_headers_are_read_is_a_network_error(
+        setup: Setup, browser: Any) -> None:
+    """The documented limit: the server cannot know the Origin of a request it refused before
+    reading its headers, so with a list of origins the browser sees no allowed origin."""
+    page = browser.new_page()
+    try:
+        page.goto(f"{setup.allowed_site.origin}/index.html?api={setup.strict.url}")
+        result = page.evaluate(OVERSIZED_CALL, setup.strict.url)
+    finally:
+        page.close()
+    assert "error" in result, result

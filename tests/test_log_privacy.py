@@ -15,6 +15,9 @@ import dataclasses
 import io
 import json
 import logging
+import os
+import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -25,10 +28,11 @@ from typing import Any
 import pytest
 from fhir_stub_server import FhirStub, without_prefetch
 from jwt_keys import claims, ec_key, jwks
+from served import free_port, raw_exchange, stop, wait_until_serving
 
 from cds_service.app import create_app
 from cds_service.domain import evaluate as evaluate_module
-from cds_service.observability import configure_logging, logging_config
+from cds_service.observability import configure_logging, loggable, logging_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "https://cds.example.org"
@@ -180,3 +184,107 @@ def test_every_log_line_is_one_json_object_with_level_logger_and_time(
     assert line["dataOrigin"]["patient"] == "prefetch"
     assert "eligibility-summary:info" in line["topics"] or any(
         t.startswith("eligibility-summary:") for t in line["topics"])
+
+
+# -- a served instance: gunicorn's own lines too -------------------------------------------------
+
+MRN_PATH = "/cds-services/Jane-Doe-MRN-12345"
+PATIENT_VALUES = {"name in a path": "Jane-Doe", "MRN in a path": "MRN-12345",
+                  "birth date in a query": "1970-01-01"}
+
+
+def test_a_served_instance_logs_no_token_or_patient_data_from_any_layer(tmp_path: Path) -> None:
+    """`cds-service serve` at DEBUG with authentication on, sent what gunicorn refuses (a
+    malformed header line carrying a JWT, a request line holding a name, an MRN and a birth
+    date, a garbage request line, oversized lines, a header cut off mid-token) and what the app
+    refuses: no captured stderr line, from gunicorn, the app or a library, holds the JWT or the
+    patient's values, and every line is one JSON object."""
+    key = ec_key("served-log-test")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "CDS_LOG_LEVEL": "DEBUG", "CDS_PUBLIC_BASE_URL": base,
+           "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+           "CDS_TRUSTED_ISSUERS_JSON": json.dumps([{"iss": ISS, "jwks": jwks(key)}])}
+    env.pop("CDS_TRUSTED_ISSUERS_FILE", None)
+    jwt = key.sign(claims(ISS, base + SELECT, time.time()))
+    unused_jwt = key.sign(claims(ISS, base + SELECT, time.time()))
+    mrn_jwt = key.sign(claims(ISS, base + MRN_PATH, time.time()))
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port),
+             "--workers", "1"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_serving(proc, base + "/healthz", why_exited=log_path.read_text)
+            statuses = served_traffic(port, jwt, unused_jwt, mrn_jwt)
+        finally:
+            stop(proc)
+    assert statuses == {"signed hook call": 200, "malformed header line with a JWT": 400,
+                        "patient data in the request line, no token": 401,
+                        "patient data in the request line, signed": 404,
+                        "garbage request line with patient data": 400,
+                        "request line too long": 414, "header line too long": 431}
+    lines = log_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    messages = {r["message"] for r in records}
+    # The capture works: gunicorn's, the app's and the access lines are all there.
+    assert {"hook answered", "EHR token refused", "request refused by the HTTP server",
+            "http request"} <= messages
+    # gunicorn's message for the header cut off quotes the bytes it had read: withheld.
+    assert "Ignored premature client disconnection. NoMoreData (message withheld)" in messages
+    assert {r.get("status") for r in records if r["message"] == "request refused by the HTTP "
+            "server"} == {400, 414, 431}
+    assert {r["route"] for r in records if r["message"] == "http request"} >= {
+        SELECT, "/cds-services/(unknown service)"}
+    secrets = {"JWT": jwt, "JWT signature": jwt.rsplit(".", 1)[1],
+               "unused JWT": unused_jwt, "unused JWT signature": unused_jwt.rsplit(".", 1)[1],
+               "JWT for the MRN path": mrn_jwt, **PATIENT_VALUES}
+    leaks = {name: [line for line in lines if secret in line] for name, secret in secrets.items()}
+    assert {name: found for name, found in leaks.items() if found} == {}
+
+
+def served_traffic(port: int, jwt: str, unused_jwt: str, mrn_jwt: str) -> dict[str, int]:
+    """The requests of the served leak test, by name, with the status each got."""
+    host = b"Host: 127.0.0.1\r\nConnection: close\r\n"
+    body = (ROOT / "fhir_fixtures/requests/eligible_patient_at_order_select.json").read_bytes()
+    patient_line = f"GET {MRN_PATH}?dob=1970-01-01 HTTP/1.1\r\n".encode()
+    sent = {
+        "signed hook call": (f"POST {SELECT} HTTP/1.1\r\nAuthorization: Bearer {jwt}\r\n"
+                             f"Content-Type: application/json\r\nContent-Length: {len(body)}"
+                             "\r\n").encode() + host + b"\r\n" + body,
+        "malformed header line with a JWT": (f"POST {SELECT} HTTP/1.1\r\n".encode() + host
+                                             + f"Authorization Bearer {unused_jwt}\r\n\r\n"
+                                             .encode()),
+        "patient data in the request line, no token": patient_line + host + b"\r\n",
+        "patient data in the request line, signed": (
+            patient_line.replace(b"GET", b"POST") + host
+            + f"Authorization: Bearer {mrn_jwt}\r\nContent-Length: 2\r\n\r\n{{}}".encode()),
+        "garbage request line with patient data": b"Jane-Doe MRN-12345 1970-01-01\r\n" + host
+                                                  + b"\r\n",
+        "request line too long": (f"GET {MRN_PATH}?dob=1970-01-01&pad={'x' * 5000} HTTP/1.1"
+                                  "\r\n").encode() + host + b"\r\n",
+        "header line too long": (f"GET {MRN_PATH} HTTP/1.1\r\n".encode() + host
+                                 + f"X-Token: {unused_jwt * 40}\r\n\r\n".encode()),
+    }
+    # First (so it is logged long before the server stops): a header cut off in the middle of
+    # the token, the connection then closed (no answer).
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET /cds-services HTTP/1.1\r\nAuthorization: Bearer {unused_jwt}"
+                     .encode())
+    return {name: raw_exchange(port, payload)[0] for name, payload in sent.items()}
+
+
+@pytest.mark.parametrize(("value", "logged"), [
+    pytest.param(None, None, id="nothing stays nothing"),
+    pytest.param("6b3c1c9e-3f0a-4c55-9b7e-3f9f1b2a4c10", "6b3c1c9e-3f0a-4c55-9b7e-3f9f1b2a4c10",
+                 id="a UUID is logged as it is"),
+    pytest.param("a\nfake log line\x1b[31m", "a\\nfake log line\\x1b[31m",
+                 id="control characters are escaped, so no line or colour can be forged"),
+    pytest.param("Jos\u00e9\u202e", "Jos\\xe9\\u202e", id="non-ASCII is escaped"),
+    pytest.param("x" * 4_000_000, "x" * 128 + "...(+3999872 characters)",
+                 id="a 4 MB value is cut to 128 characters and says how much was left out"),
+    pytest.param(12345, "12345", id="a value that is not a string is logged as its repr"),
+])
+def test_client_chosen_values_are_bounded_and_escaped_before_they_are_logged(
+        value: object, logged: str | None) -> None:
+    assert loggable(value) == logged
