@@ -331,6 +331,9 @@ class FreshStart:
     """From starting the process to the first 200 from /readyz."""
     first_ms: float
     second_ms: float
+    unseen_ms: float
+    """The same request with every prefetched resource changed (meta.versionId): a record the
+    validation cache has not seen, on the now warm worker."""
     warm_ms: float
     """Median of the warm calls that followed (the same request again)."""
 
@@ -370,6 +373,20 @@ def wait_until_ready(port: int, process: subprocess.Popen[bytes], timeout: float
     raise RuntimeError(f"cds-service on {port} was not ready within {timeout:g} s")
 
 
+def unseen_record(request: dict[str, Any]) -> dict[str, Any]:
+    """The request with every prefetched resource given a meta.versionId: the same cards, but
+    nothing the validation cache has seen (as for another patient)."""
+    out = copy.deepcopy(request)
+    for value in out["prefetch"].values():
+        if not isinstance(value, dict):
+            continue
+        resources = [e["resource"] for e in value.get("entry", [])] \
+            if value.get("resourceType") == "Bundle" else [value]
+        for resource in resources:
+            resource["meta"] = {"versionId": "bench-unseen"}
+    return out
+
+
 def first_calls(starts: int, warm_runs: int) -> list[FreshStart]:
     """Start `cds-service serve` (one worker) afresh `starts` times; time its first alemtuzumab
     calls once /readyz says it is ready, then the same call warm."""
@@ -377,6 +394,7 @@ def first_calls(starts: int, warm_runs: int) -> list[FreshStart]:
 
     request = load(ALEMTUZUMAB_BASE)
     path, body = f"/cds-services/lemtrada-{request['hook']}", orjson.dumps(request)
+    unseen = orjson.dumps(unseen_record(request))
     out: list[FreshStart] = []
     for _ in range(starts):
         with tempfile.TemporaryDirectory(prefix="cds-bench-") as state:
@@ -392,6 +410,7 @@ def first_calls(starts: int, warm_runs: int) -> list[FreshStart]:
                 wait_until_ready(port, process)
                 ready = time.perf_counter() - started
                 first, second = post_ms(port, path, body), post_ms(port, path, body)
+                other = post_ms(port, path, unseen)
                 warm = [post_ms(port, path, body) for _ in range(warm_runs)]
             finally:
                 process.terminate()
@@ -400,29 +419,33 @@ def first_calls(starts: int, warm_runs: int) -> list[FreshStart]:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-            out.append(FreshStart(ready, first, second, statistics.median(warm)))
+            out.append(FreshStart(ready, first, second, other, statistics.median(warm)))
     return out
 
 
 def first_call_section(runs: list[FreshStart], warm_runs: int) -> list[str]:
     """The report's section: one row per fresh start, then the medians and the ratio."""
     rows = [[str(i + 1), f"{r.ready_s:.2f}", f"{r.first_ms:.1f}", f"{r.second_ms:.1f}",
-             f"{r.warm_ms:.1f}", f"{r.first_ms / r.warm_ms:.2f}"] for i, r in enumerate(runs)]
+             f"{r.unseen_ms:.1f}", f"{r.warm_ms:.1f}", f"{r.first_ms / r.warm_ms:.2f}"]
+            for i, r in enumerate(runs)]
     first = statistics.median(r.first_ms for r in runs)
     warm = statistics.median(r.warm_ms for r in runs)
     rows.append(["median", f"{statistics.median(r.ready_s for r in runs):.2f}", f"{first:.1f}",
-                 f"{statistics.median(r.second_ms for r in runs):.1f}", f"{warm:.1f}",
+                 f"{statistics.median(r.second_ms for r in runs):.1f}",
+                 f"{statistics.median(r.unseen_ms for r in runs):.1f}", f"{warm:.1f}",
                  f"**{first / warm:.2f}**"])
     size_kb = len(orjson.dumps(load(ALEMTUZUMAB_BASE))) / 1e3
     return [FIRST_CALL_HEADING, "",
             f"`cds-service serve --workers 1` started afresh {len(runs)} times on 127.0.0.1 "
             "(a new SQLite database each time); once `/readyz` answered 200, the alemtuzumab "
             f"request `{ALEMTUZUMAB_BASE}` ({size_kb:.0f} kB) "
-            f"was posted twice, then {warm_runs} times more (warm: their median). Every call "
-            "opens a new connection. The first call also validates a record not seen before "
-            "(see *cold* above). Target: first call <= 3 x a warm call.", "",
+            "was posted twice, then once with every prefetched resource changed (*unseen "
+            f"record*: what a new patient costs a warm worker), then {warm_runs} times more "
+            "(warm: their median). Every call opens a new connection. The first call also "
+            "validates a record not seen before, so *unseen record* is the most it can be "
+            "brought down to. Target: first call <= 3 x a warm call.", "",
             table(["start", "ready after s", "first call ms", "second call ms",
-                   "warm median ms", "first / warm"], rows), ""]
+                   "unseen record ms", "warm median ms", "first / warm"], rows), ""]
 
 
 # -- FHIR-server fallback ----------------------------------------------------------------------
