@@ -95,16 +95,19 @@ def with_payload(token: str, **changes: Any) -> str:
 
 
 class JwksServer:
-    """A real HTTP server on 127.0.0.1 serving JWKS documents by path, counting the fetches."""
+    """A real HTTP server on 127.0.0.1 serving JWKS documents by path, counting the fetches (each
+    counted before it is answered, so a test that has its answer sees it counted)."""
 
     def __init__(self) -> None:
         self.documents: dict[str, dict[str, Any]] = {}
         self.hits: dict[str, int] = {}
+        hits_lock = threading.Lock()  # handler threads run at the same time
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # http.server's naming
-                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                with hits_lock:
+                    outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
                 doc = outer.documents.get(self.path)
                 body = json.dumps(doc if doc is not None else {"error": "not found"}).encode()
                 self.send_response(200 if doc is not None else 404)
