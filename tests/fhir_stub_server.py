@@ -151,6 +151,10 @@ class FhirStub:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            # The service opens one connection per prefetch key at once; with the default backlog
+            # of 5 a busy accept loop left the rest to TCP's SYN retry (1 s, 3 s, ...): a "missed
+            # deadline" on a loaded machine that no real server would cause.
+            request_queue_size = 128
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client hanging up mid-answer is not a test failure
