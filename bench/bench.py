@@ -374,10 +374,10 @@ def wait_until_ready(port: int, process: subprocess.Popen[bytes], timeout: float
 
 
 def unseen_record(request: dict[str, Any]) -> dict[str, Any]:
-    """The request with every prefetched resource given a meta.versionId: the same cards, but
-    nothing the validation cache has seen (as for another patient)."""
+    """The request with every resource (prefetched or drafted) given a meta.versionId: the same
+    cards, but nothing the validation cache has seen (as for another patient)."""
     out = copy.deepcopy(request)
-    for value in out["prefetch"].values():
+    for value in [*out["prefetch"].values(), out["context"]["draftOrders"]]:
         if not isinstance(value, dict):
             continue
         resources = [e["resource"] for e in value.get("entry", [])] \
@@ -439,7 +439,7 @@ def first_call_section(runs: list[FreshStart], warm_runs: int) -> list[str]:
             f"`cds-service serve --workers 1` started afresh {len(runs)} times on 127.0.0.1 "
             "(a new SQLite database each time); once `/readyz` answered 200, the alemtuzumab "
             f"request `{ALEMTUZUMAB_BASE}` ({size_kb:.0f} kB) "
-            "was posted twice, then once with every prefetched resource changed (*unseen "
+            "was posted twice, then once with every resource changed (*unseen "
             f"record*: what a new patient costs a warm worker), then {warm_runs} times more "
             "(warm: their median). Every call opens a new connection. The first call also "
             "validates a record not seen before, so *unseen record* is the most it can be "

@@ -16,6 +16,7 @@ from .feedback import CardAudit
 from .fhir.client import FhirClient
 from .http_api import api, register_error_handlers
 from .observability import AUTH_FAILURES, initialise_labels
+from .services import SERVICES
 from .storage import init_storage
 from .warmup import warm_up
 
@@ -39,11 +40,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["cds_settings"] = settings
     app.extensions["cds_fetcher"] = FhirClient(settings)  # prefetch fallback (fhirServer)
     database = init_storage(app, settings)  # connects lazily: starts while the database is down
-    app.extensions["cds_audit"] = CardAudit(database)
+    app.extensions["cds_audit"] = audit = CardAudit(database)
+    audit.start()  # its writer thread, here rather than in the first hook call
     # Terminology, policy, R4B models and the engine's first run, built here (once per process,
     # in each worker) and never on the first patient's call; /readyz reports it.
     app.extensions["cds_warm"] = warm_up()
-    initialise_labels(REASONS)
+    initialise_labels(REASONS, [service.id for service in SERVICES])  # per worker: files
     app.register_blueprint(api)
     register_error_handlers(app)
     install_auth(app, settings)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
 
 FRESH_PROCESS = """
-import json, pathlib, sys
+import json, pathlib, sys, threading
 from cds_service.app import create_app
 from cds_service.cards import _override_displays
 from cds_service.domain.policy import load_policy
@@ -40,6 +40,7 @@ CACHES = {"value sets": all_value_sets, "policy": load_policy,
 app = create_app(testing=True)
 client = app.test_client()
 ready = client.get("/readyz")
+threads = sorted(t.name for t in threading.enumerate())
 misses = {name: cache.cache_info().misses for name, cache in CACHES.items()}
 imported, statuses = {}, {}
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
@@ -53,6 +54,7 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
         imported[path.stem] = new
 print(json.dumps({
     "ready": [ready.status_code, ready.get_json()],
+    "threads before the first call": threads,
     "statuses": statuses,
     "imported": imported,
     "filled by hook calls": {name: cache.cache_info().misses - misses[name]
@@ -78,6 +80,11 @@ def test_a_fresh_app_is_ready_and_warm(fresh_process: dict[str, Any]) -> None:
     assert status == 200, body
     assert body["checks"]["warm"]["ok"] is True
     assert "synthetic requests evaluated" in body["checks"]["warm"]["detail"]
+
+
+def test_the_card_audit_writer_runs_before_the_first_call(fresh_process: dict[str, Any]) -> None:
+    """The first patient's call does not wait for the audit writer thread to start."""
+    assert "card-audit" in fresh_process["threads before the first call"]
 
 
 def test_no_hook_call_to_a_fresh_app_imports_a_module(fresh_process: dict[str, Any]) -> None:
