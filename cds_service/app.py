@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["cds_warm"] = warm_up()
     initialise_labels(REASONS, [service.id for service in SERVICES])  # per worker: files
     app.register_blueprint(api)
+    # Matching a URL with a variable part compiles its regex: here, not on the first hook call.
+    app.url_map.bind("localhost").match("/cds-services/warm-up", method="POST")
     register_error_handlers(app)
     install_auth(app, settings)
     install_cors(app, CorsPolicy(settings.cors_allowed_origins))
