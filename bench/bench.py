@@ -442,8 +442,8 @@ def first_call_section(runs: list[FreshStart], warm_runs: int) -> list[str]:
             "was posted twice, then once with every resource changed (*unseen "
             f"record*: what a new patient costs a warm worker), then {warm_runs} times more "
             "(warm: their median). Every call opens a new connection. The first call also "
-            "validates a record not seen before, so *unseen record* is the most it can be "
-            "brought down to. Target: first call <= 3 x a warm call.", "",
+            "validates a record not seen before, so *unseen record* is its floor. Target: "
+            "first call <= 3 x a warm call.", "",
             table(["start", "ready after s", "first call ms", "second call ms",
                    "unseen record ms", "warm median ms", "first / warm"], rows), ""]
 
