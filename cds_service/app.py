@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     # Terminology, policy, R4B models and the engine's first run, built here (once per process,
     # in each worker) and never on the first patient's call; /readyz reports it.
     app.extensions["cds_warm"] = warm_up()
-    initialise_labels(REASONS, [service.id for service in SERVICES])  # per worker: files
+    initialise_labels(REASONS, [service.id for service in SERVICES])  # opens the metric files
     app.register_blueprint(api)
     # Matching a URL with a variable part compiles its regex: here, not on the first hook call.
     app.url_map.bind("localhost").match("/cds-services/warm-up", method="POST")
