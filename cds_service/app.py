@@ -11,15 +11,15 @@ from flask import Flask, Response, request
 from .auth import REASONS, AuthFailure, ReplayStoreUnavailable, build_verifier
 from .config import Settings
 from .cors import CorsPolicy
-from .domain.policy import load_policy
-from .domain.terminology import all_value_sets
 from .errors import Unauthorized, Unavailable
 from .feedback import CardAudit
 from .fhir.client import FhirClient
 from .http_api import api, register_error_handlers
 from .observability import AUTH_FAILURES, initialise_labels, loggable, route_label
 from .retention import Pruner
+from .services import SERVICES
 from .storage import init_storage
+from .warmup import warm_up
 
 auth_log = logging.getLogger("cds_service.auth")
 
@@ -41,13 +41,16 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["cds_settings"] = settings
     app.extensions["cds_fetcher"] = FhirClient(settings)  # prefetch fallback (fhirServer)
     database = init_storage(app, settings)  # connects lazily: starts while the database is down
-    app.extensions["cds_audit"] = CardAudit(database)
+    app.extensions["cds_audit"] = audit = CardAudit(database)
+    audit.start()  # its writer thread, here rather than in the first hook call
     app.extensions["cds_pruner"] = Pruner(database, settings)  # retention, off the request path
-    # Load terminology and policy at start-up, never per request.
-    all_value_sets()
-    load_policy()
-    initialise_labels(REASONS)
+    # Terminology, policy, R4B models and the engine's first run, built here (once per process,
+    # in each worker) and never on the first patient's call; /readyz reports it.
+    app.extensions["cds_warm"] = warm_up()
+    initialise_labels(REASONS, [service.id for service in SERVICES])  # opens the metric files
     app.register_blueprint(api)
+    # Matching a URL with a variable part compiles its regex: here, not on the first hook call.
+    app.url_map.bind("localhost").match("/cds-services/warm-up", method="POST")
     register_error_handlers(app)
     install_auth(app, settings)
     install_cors(app, CorsPolicy(settings.cors_allowed_origins))

@@ -355,8 +355,13 @@ class CardAudit:
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.005)
 
+    def start(self) -> None:
+        """Start the writer now (create_app runs in each worker), not in the first hook call;
+        it opens no connection until it has rows to write."""
+        self._ensure_thread()
+
     def _ensure_thread(self) -> None:
-        # Started lazily so that a forking server (gunicorn) starts one writer per worker.
+        # Restarted when needed, so that a process forked after start() gets its own writer.
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="card-audit", daemon=True)

@@ -131,7 +131,8 @@ def healthz() -> Response:
 
 @api.get("/readyz", provide_automatic_options=False)
 def readyz() -> Response:
-    """Readiness: the database answers and the value sets are loaded; 503 names what is not."""
+    """Readiness: the database answers, the value sets are loaded and the warm-up (everything
+    a first hook call would build) is done; 503 names what is not."""
     checks: dict[str, dict[str, Any]] = {}
     database = current_app.extensions.get("cds_db")
     try:
@@ -143,6 +144,9 @@ def readyz() -> Response:
         checks["database"] = {"ok": False, "detail": f"unreachable ({type(exc).__name__})"}
     value_sets = all_value_sets()
     checks["valueSets"] = {"ok": bool(value_sets), "detail": f"{len(value_sets)} loaded"}
+    warm = current_app.extensions.get("cds_warm")
+    checks["warm"] = {"ok": bool(warm and warm.ok),
+                      "detail": warm.detail if warm is not None else "not warmed up"}
     ready = all(check["ok"] for check in checks.values())
     return json_response({"status": "ready" if ready else "not ready", "checks": checks},
                          200 if ready else 503)

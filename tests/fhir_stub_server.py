@@ -5,6 +5,7 @@ Reusable by any test or benchmark:
     with FhirStub(request_json) as stub:          # or: base_url, stop = serve_fixture(request_json)
         request_json = without_prefetch(request_json, stub.base_url, stub.token)
         ...                                        # stub.requests records every call
+                                                   # (as it arrives, before it is answered)
 
 It answers `GET /fhir/Patient/<id>` and `GET /fhir/<Type>?patient=<id>` (Observation also with
 `code=system|code,...` or `category=[system|]code,...`), pages search results by `_count` (or
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import socket
 import struct
 import threading
@@ -37,15 +39,20 @@ FAULTS = ("500", "401", "invalid-json", "operation-outcome", "slow", "next-elsew
 SOCKET_FAULTS = ("trickle", "reset", "hang-up")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Recorded:
-    """One request the stub received (the Authorization header as sent, for token assertions)."""
+    """One request the stub received (the Authorization header as sent, for token assertions).
+
+    Recorded when the request arrives, before any answer: once a client has its response, the
+    request is in `stub.requests` (recording after answering let a test count before the last
+    request was recorded: `assert 7 == 8` on a loaded machine)."""
 
     path: str
     query: dict[str, list[str]]
     authorization: str | None
     started: float
-    finished: float
+    finished: float | None = None
+    """When the answer was ready, just before it was written; None while (or if never) ready."""
 
 
 def _resources(request_json: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -131,14 +138,16 @@ class FhirStub:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # http.server's naming
-                started = time.monotonic()
-                recorded = False
+                parts = urlsplit(self.path)
+                record = Recorded(parts.path, parse_qs(parts.query),
+                                  self.headers.get("Authorization"), time.monotonic())
+                with stub._lock:
+                    stub.requests.append(record)  # before answering (see Recorded)
                 try:
                     if stub._socket_fault(self):
                         return
                     status, body, ctype = stub._answer(self.path, self.headers.get("Authorization"))
-                    # Recorded before answering: a client holding its answer finds it recorded.
-                    recorded = stub._record(self, started)
+                    record.finished = time.monotonic()  # before the client can see the answer
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(len(body)))
@@ -146,17 +155,15 @@ class FhirStub:
                     self.wfile.write(body)
                 except OSError:
                     pass  # the client gave up (deadline): expected in fault tests
-                finally:
-                    if not recorded:
-                        stub._record(self, started)
 
             def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
                 pass
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
-            # A real FHIR server's listen queue, not socketserver's 5: a gevent worker opens all
-            # of a call's connections in the same instant, and a dropped SYN costs 1 s.
+            # The service opens one connection per prefetch key at once; with the default backlog
+            # of 5 a busy accept loop left the rest to TCP's SYN retry (1 s, 3 s, ...): a "missed
+            # deadline" on a loaded machine that no real server would cause.
             request_queue_size = 128
 
             def handle_error(self, request: Any, client_address: Any) -> None:
@@ -185,20 +192,16 @@ class FhirStub:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _record(self, handler: BaseHTTPRequestHandler, started: float) -> bool:
-        parts = urlsplit(handler.path)
-        with self._lock:
-            self.requests.append(Recorded(parts.path, parse_qs(parts.query),
-                                          handler.headers.get("Authorization"),
-                                          started, time.monotonic()))
-        return True
-
     # -- observations for tests ---------------------------------------------------------------
 
     def max_concurrent(self) -> int:
-        """The largest number of requests that were being answered at the same moment."""
-        events = sorted([(r.started, 1) for r in self.requests]
-                        + [(r.finished, -1) for r in self.requests])
+        """The largest number of requests that were being answered at the same moment (one never
+        answered counts until the end)."""
+        with self._lock:
+            requests = list(self.requests)
+        events = sorted([(r.started, 1) for r in requests]
+                        + [(math.inf if r.finished is None else r.finished, -1)
+                           for r in requests])
         best = now = 0
         for _, step in events:
             now += step

@@ -128,7 +128,8 @@ DELAY_SECONDS = 0.5
 
 
 class JwksServer:
-    """A real HTTP server on 127.0.0.1 serving JWKS documents by path, counting the fetches.
+    """A real HTTP server on 127.0.0.1 serving JWKS documents by path, counting the fetches (each
+    counted before it is answered, so a test that has its answer sees it counted).
     A path in `slow` answers slowly: "delay" waits DELAY_SECONDS and then answers at once;
     "body" sends the headers, then the body a byte at a time; "headers" trickles everything.
     `hangups` records (time.monotonic()) each time a client hung up on a slow answer."""
@@ -175,7 +176,10 @@ class JwksServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # not 5: a concurrent fetch never waits on a SYN retry
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
 

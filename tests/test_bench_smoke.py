@@ -34,7 +34,8 @@ def test_bench_smoke_run_prints_tables_and_writes_the_report(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr[-2000:]
     assert checkout_files() == before  # its database and report live in temporary folders
     report = out.read_text()
-    for heading in ("## In process", "## Over HTTP", "## Slow clients", "## FHIR-server fallback"):
+    for heading in ("## In process", "## Over HTTP", "## Slow clients", "## FHIR-server fallback",
+                    "## First calls after a fresh start"):
         assert heading in report
     assert "| other drug" in result.stdout and "| alemtuzumab" in result.stdout
     assert "| 0 |" in report.split("## Over HTTP")[1].split("##")[0]  # no HTTP errors

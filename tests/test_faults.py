@@ -235,8 +235,11 @@ def test_feedback_interleaved_with_outages_loses_nothing_accepted(
 
 # -- the FHIR server ---------------------------------------------------------------------------
 
-DEADLINE = 0.5
-MARGIN = 1.0
+DEADLINE = 2.0
+"""Long enough for the healthy keys on a loaded machine (the wrong-types case needs them all)."""
+MARGIN = 3.0
+"""Generous: a loaded machine may be late by this much; a service that ignored the deadline
+would wait until the stub stops (the trickle never ends)."""
 TOKEN = "stub-token"
 
 

@@ -75,6 +75,7 @@ def test_health_probes(case: str, path: str, database_url: str, status: int, sta
     assert body["status"] == state
     if path == "/readyz":
         assert body["checks"]["valueSets"]["ok"] is True
+        assert body["checks"]["warm"]["ok"] is True
         assert body["checks"]["database"]["ok"] is (status == 200)
 
 

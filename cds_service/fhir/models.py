@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import typing
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from functools import cache
 from typing import Any
 
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
+from fhir_core.types import FhirBase
 from pydantic import ValidationError
 
 CACHE_SIZE = 65_536
@@ -49,6 +52,33 @@ def is_known_type(resource_type: object) -> bool:
     except (ValueError, KeyError, AttributeError):
         return False
     return True
+
+
+def load_models(resource_types: Iterable[str]) -> int:
+    """Import the R4B models of these resource types and of every element they can contain.
+
+    fhir.resources imports a nested element's model (Quantity, Dosage, ...) only when a resource
+    first carries one; that import, and pydantic building its validator, is most of a fresh
+    process's first hook call. Returns how many models are loaded."""
+    loaded: set[type] = set()
+    pending = [_model(name) for name in resource_types]
+    while pending:
+        model = pending.pop()
+        if model in loaded:
+            continue
+        loaded.add(model)
+        for info in model.model_fields.values():
+            pending.extend(element.get_model_klass() for element in _element_types(info.annotation))
+    return len(loaded)
+
+
+def _element_types(annotation: Any) -> Iterator[Any]:
+    """The fhir_core element types (which name their model by import path) in an annotation."""
+    if isinstance(annotation, type) and issubclass(annotation, FhirBase) \
+            and hasattr(annotation, "_model_klass"):
+        yield annotation
+    for argument in typing.get_args(annotation):
+        yield from _element_types(argument)
 
 
 def clear_validation_cache() -> None:
