@@ -393,7 +393,7 @@ def test_the_attack_run_finds_nothing(served: Served, attack: str,
 
 
 def test_the_server_logged_no_error_and_no_traceback(served: Served) -> None:
-    """After the whole table (it runs first): no 500 was answered and nothing was logged at
+    """After the table (defined above, so run before): no 500 was answered and nothing was logged at
     ERROR (the alg mismatch and exp NaN used to be 500s with tracebacks)."""
     records = [json.loads(line) for line in served.log_lines()]
     assert [r["message"] for r in records if r.get("level") in ("ERROR", "CRITICAL")] == []
