@@ -302,6 +302,17 @@ def request_line_with_patient_data_is_not_logged(served: Served) -> None:
             if any(value in line for value in PATIENT_VALUES)] == []
 
 
+def unverified_iss_is_logged_bounded(served: Served) -> None:
+    """A token from no trusted issuer whose `iss` is 4,000 characters (not signed by anyone the
+    service knows): refused, and the claimed issuer is logged cut to a bound, never verbatim."""
+    claimed = "https://Forged-Issuer-9c2e.example.org/" + "i" * 4000
+    logged_before = served.logged("EHR token refused")
+    refused_and_counted(lambda s: ec_key("forger").sign(
+        claims(claimed, s.base + "/cds-services", time.time())), "untrusted-iss")(served)
+    served.wait_logged("EHR token refused", logged_before)
+    assert [line[:200] for line in served.log_lines() if "i" * 200 in line] == []
+
+
 def method_not_allowed_names_allow(served: Served) -> None:
     response = requests.get(served.base + SELECT, headers=served.signed(SELECT), timeout=DEADLINE)
     assert response.status_code == 405
@@ -376,6 +387,8 @@ ATTACKS: list[tuple[str, Callable[[Served], None]]] = [
      malformed_header_line_with_a_jwt_is_not_logged),
     ("a request line carrying a name, an MRN and a birth date is in no log line",
      request_line_with_patient_data_is_not_logged),
+    ("the unverified iss of a refused token is logged bounded, not verbatim",
+     unverified_iss_is_logged_bounded),
     ("a 405 names the allowed methods in Allow", method_not_allowed_names_allow),
     ("the HTTP server's own 431 is a JSON OperationOutcome with CORS, not HTML",
      oversized_header_is_json_with_cors),
