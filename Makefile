@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test lint venv test-venv fixtures bench soak clean docs
+.PHONY: run test lint venv test-venv fixtures golden bench soak clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: lint
 
 fixtures: $(VENV)/.installed-test
 	$(BIN)/python fhir_fixtures/build_requests.py
+
+# tests/golden: every fixture's answer under both order hooks (a reviewed diff when cards change).
+golden: $(VENV)/.installed-test
+	$(BIN)/python tests/golden_responses.py
 
 # docs/clinical-rules.md from the rule table and policy.toml, and the README's table of token
 # refusal reasons from cds_service.auth (a test fails when either is stale).
