@@ -19,25 +19,25 @@ from typing import Any, Literal
 
 from .domain.terminology import known_systems
 from .fhir.models import LENIENT_DEFAULTS, validation_problem
-from .hook_request import hook_instance_problem, is_uuid
+from .hook_spec import (
+    ORDER_HOOKS,
+    fields_for,
+    has_type,
+    hook_instance_problem,
+    is_missing,
+    is_uuid,
+    json_type,
+)
 from .services import PREFETCH_TYPES
 
 Level = Literal["error", "warning"]
 
-HOOK_CONTEXT: dict[str, tuple[str, ...]] = {
-    # Required context fields per hook (CDS Hooks library: order-select 1.0, order-sign 1.1).
-    "order-select": ("userId", "patientId", "selections", "draftOrders"),
-    "order-sign": ("userId", "patientId", "draftOrders"),
-}
-OPTIONAL_CONTEXT: tuple[str, ...] = ("encounterId",)
+# Presence and JSON types come from hook_spec.FIELDS (shared with the service's request reader);
+# the value forms below are checked here only.
 REFERENCE = re.compile(r"^[\w]+/[\w\-.]+$")
 USER_REFERENCE = re.compile(r"^(Practitioner|PractitionerRole)/[\w\-.]+$")
 PLAIN_ID = re.compile(r"^[\w\-.]+$")
 FHIR_ID_MAX = 64
-AUTHORIZATION_FIELDS: tuple[tuple[str, type], ...] = (
-    ("access_token", str), ("token_type", str), ("expires_in", int), ("scope", str),
-    ("subject", str),
-)
 # Resource types whose codes the checks read, and where the code sits.
 CODED_ELEMENTS: dict[str, tuple[str, ...]] = {
     "MedicationRequest": ("medicationCodeableConcept",),
@@ -75,10 +75,7 @@ def child(path: str, key: str | int) -> str:
 
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return json_type(value)
 
 
 class _Collector:
@@ -103,104 +100,107 @@ def validate_request(doc: Any) -> list[Problem]:
     if isinstance(context, dict):
         _context(context, hook, out)
     prefetch = doc.get("prefetch")
-    if prefetch is not None:
-        if isinstance(prefetch, dict):
-            _prefetch(prefetch, doc.get("fhirServer"), out)
-        else:
-            out.error("$.prefetch", f"must be an object, not {_type_name(prefetch)}")
-    elif isinstance(hook, str) and hook in HOOK_CONTEXT and not doc.get("fhirServer"):
+    if isinstance(prefetch, dict):
+        _prefetch(prefetch, doc.get("fhirServer"), out)
+    elif prefetch is None and hook in ORDER_HOOKS and not doc.get("fhirServer"):
         out.warning("$", "neither prefetch nor fhirServer: the service will answer 412 for an "
                          "alemtuzumab order")
     return out.problems
 
 
+def _fields(holder: dict[str, Any], hook: str | None, parent: str, out: _Collector) -> None:
+    """Presence and JSON type of the rows of hook_spec.FIELDS under `parent`, and of their
+    members: every row the service would refuse with a 400 is an error here."""
+    for field in fields_for(hook, parent):
+        path = f"$.{field.path}"
+        if is_missing(holder, field.name):
+            if field.required:
+                out.error(path, "required" if field.hooks is None else
+                          f"required for the {hook} hook")
+            elif field.required_with is not None and not is_missing(holder, field.required_with):
+                out.error(path, f"required when {field.required_with} is present")
+            continue
+        value = holder[field.name]
+        if not has_type(value, field.json_type):
+            out.error(path, f"must be {_a(field.json_type)}, not {_type_name(value)}")
+            continue
+        if field.items is not None:
+            for i, item in enumerate(value):
+                if not has_type(item, field.items):
+                    out.error(child(path, i), f"must be {_a(field.items)}, not "
+                                              f"{_type_name(item)}")
+        if isinstance(value, dict):
+            _fields(value, hook, field.path, out)
+
+
+def _a(type_name: str) -> str:
+    return f"an {type_name}" if type_name[0] in "aeiou" else f"a {type_name}"
+
+
 def _envelope(doc: dict[str, Any], out: _Collector) -> str | None:
     hook = doc.get("hook")
-    if hook is None:
-        out.error("$.hook", "required")
-    elif not isinstance(hook, str):
-        out.error("$.hook", f"must be a string, not {_type_name(hook)}")
-        hook = None
-    elif hook not in HOOK_CONTEXT:
-        out.error("$.hook", f"this service answers order-select and order-sign, not {hook!r}")
+    known = hook if isinstance(hook, str) and hook in ORDER_HOOKS else None
+    _fields(doc, known, "", out)
+    if isinstance(hook, str) and known is None:
+        out.error("$.hook", f"this service answers {' and '.join(ORDER_HOOKS)}, not {hook!r}")
     instance = doc.get("hookInstance")
-    if instance is None:
-        out.error("$.hookInstance", "required")
-    elif not isinstance(instance, str):
-        out.error("$.hookInstance", f"must be a string (a UUID), not {_type_name(instance)}")
-    elif (problem := hook_instance_problem(instance)) is not None:
-        out.error("$.hookInstance", f"{problem}: the service answers 400")
-    elif not is_uuid(instance):
-        out.warning("$.hookInstance", f"not a UUID: {instance!r} (CDS Hooks requires one; the "
-                                      "service accepts it and counts it in "
-                                      "cds_hook_instance_not_uuid_total)")
-    if "context" not in doc or doc["context"] is None:
-        out.error("$.context", "required")
-    elif not isinstance(doc["context"], dict):
-        out.error("$.context", f"must be an object, not {_type_name(doc['context'])}")
+    if isinstance(instance, str):
+        if (problem := hook_instance_problem(instance)) is not None:
+            out.error("$.hookInstance", f"{problem}: the service answers 400")
+        elif not is_uuid(instance):
+            out.warning("$.hookInstance", f"not a UUID: {instance!r} (CDS Hooks requires one; "
+                                          "the service accepts it and counts it in "
+                                          "cds_hook_instance_not_uuid_total)")
     server = doc.get("fhirServer")
-    if server is not None:
-        if not isinstance(server, str) or not re.match(r"^https?://[^/\s]+", server):
+    if isinstance(server, str):
+        if not re.match(r"^https?://[^/\s]+", server):
             out.error("$.fhirServer", "must be an absolute URL (https)")
         elif server.startswith("http://"):
             out.warning("$.fhirServer", "plain http: the service only calls http servers that are "
                                         "explicitly allowed (CDS Hooks requires TLS)")
     auth = doc.get("fhirAuthorization")
-    if auth is not None:
-        if server is None:
-            out.error("$.fhirServer", "required when fhirAuthorization is present")
-        if not isinstance(auth, dict):
-            out.error("$.fhirAuthorization", f"must be an object, not {_type_name(auth)}")
-        else:
-            for name, kind in AUTHORIZATION_FIELDS:
-                path = child("$.fhirAuthorization", name)
-                value = auth.get(name)
-                if value is None:
-                    out.error(path, "required")
-                elif not isinstance(value, kind) or isinstance(value, bool):
-                    out.error(path, f"must be a {'number' if kind is int else 'string'}, "
-                                    f"not {_type_name(value)}")
-            if isinstance(auth.get("token_type"), str) and auth["token_type"] != "Bearer":
-                out.error("$.fhirAuthorization.token_type", f"must be 'Bearer', not "
-                                                            f"{auth['token_type']!r}")
+    if isinstance(auth, dict) and isinstance(auth.get("token_type"), str) \
+            and auth["token_type"] != "Bearer":
+        out.error("$.fhirAuthorization.token_type", f"must be 'Bearer', not "
+                                                    f"{auth['token_type']!r}")
     return hook if isinstance(hook, str) else None
 
 
 def _context(context: dict[str, Any], hook: str | None, out: _Collector) -> set[str]:
-    for name in HOOK_CONTEXT.get(hook or "", ()):
-        if context.get(name) is None:
-            out.error(child("$.context", name), f"required for the {hook} hook")
+    """The forms of the context values of a hook this service answers (their presence and types
+    are checked by _fields)."""
+    if hook not in ORDER_HOOKS:
+        return set()
     user = context.get("userId")
-    if user is not None and (not isinstance(user, str) or not USER_REFERENCE.match(user)):
+    if isinstance(user, str) and not USER_REFERENCE.match(user):
         out.error("$.context.userId", "must be 'Practitioner/id' or 'PractitionerRole/id', not "
                                       f"{user!r}")
     patient = context.get("patientId")
-    if patient is not None and (not isinstance(patient, str) or not PLAIN_ID.match(patient)):
+    if isinstance(patient, str) and not PLAIN_ID.match(patient):
         out.error("$.context.patientId", f"must be a Patient id (not a reference), not {patient!r}")
     encounter = context.get("encounterId")
-    if encounter is not None and (not isinstance(encounter, str) or not PLAIN_ID.match(encounter)):
+    if isinstance(encounter, str) and not PLAIN_ID.match(encounter):
         out.error("$.context.encounterId", f"must be an Encounter id, not {encounter!r}")
     draft_ids: set[str] = set()
     draft = context.get("draftOrders")
-    if draft is not None:
-        if isinstance(draft, dict) and draft.get("resourceType") == "Bundle":
+    if isinstance(draft, dict):
+        if draft.get("resourceType") == "Bundle":
             draft_ids = _bundle(draft, "$.context.draftOrders", None, out)
         else:
             out.error("$.context.draftOrders", "must be a FHIR Bundle")
             draft = None
     selections = context.get("selections")
-    if selections is not None:
-        if not isinstance(selections, list):
-            out.error("$.context.selections", f"must be an array, not {_type_name(selections)}")
-        else:
-            if not selections:
-                out.error("$.context.selections", "must not be empty")
-            for i, selection in enumerate(selections):
-                path = child("$.context.selections", i)
-                if not isinstance(selection, str) or not REFERENCE.match(selection):
-                    out.error(path, "not a 'Type/id' reference")
-                elif draft is not None and selection not in draft_ids:
-                    out.error(path, f"{selection!r} is not an entry of context.draftOrders")
+    if hook == "order-select" and isinstance(selections, list):
+        if not selections:
+            out.error("$.context.selections", "must not be empty")
+        for i, selection in enumerate(selections):
+            path = child("$.context.selections", i)
+            if not isinstance(selection, str):
+                continue  # reported by _fields
+            if not REFERENCE.match(selection):
+                out.error(path, "not a 'Type/id' reference")
+            elif isinstance(draft, dict) and selection not in draft_ids:
+                out.error(path, f"{selection!r} is not an entry of context.draftOrders")
     return draft_ids
 
 

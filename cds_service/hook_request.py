@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,32 +9,19 @@ import orjson
 
 from .domain.fhirdata import Malformed, codings, parse_date
 from .errors import BadRequest
+from .hook_spec import (
+    ENVELOPE,
+    HOOK_INSTANCE_MAX_CHARS,
+    Field,
+    fields_for,
+    has_type,
+    hook_instance_problem,
+    is_missing,
+    is_uuid,
+)
 
-HOOK_CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    # Fields the evaluation needs; others (userId, encounterId) are read when present.
-    "order-select": ("patientId", "draftOrders", "selections"),
-    "order-sign": ("patientId", "draftOrders"),
-}
-
-HOOK_INSTANCE_MAX_CHARS = 128
-"""A hookInstance is a UUID (36 characters); anything longer than this, or outside printable ASCII,
-is refused: it is logged with every hook call and stored with every issued card."""
-_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def hook_instance_problem(value: str) -> str | None:
-    """Why a hookInstance is refused (400), or None. Shared with `cds-service validate`."""
-    if len(value) > HOOK_INSTANCE_MAX_CHARS:
-        return f"longer than {HOOK_INSTANCE_MAX_CHARS} characters (a UUID has 36)"
-    if not _PRINTABLE_ASCII.fullmatch(value):
-        return "holds characters outside printable ASCII (a UUID is hexadecimal digits and '-')"
-    return None
-
-
-def is_uuid(value: str) -> bool:
-    """The form CDS Hooks gives hookInstance; other short values are accepted and counted."""
-    return bool(_UUID.fullmatch(value))
+__all__ = ["HOOK_INSTANCE_MAX_CHARS", "HookRequest", "hook_instance_problem", "is_uuid",
+           "parse_json", "read_hook_request"]
 
 
 @dataclass(frozen=True)
@@ -72,55 +58,56 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest(f"The request body is not valid JSON ({reason}).") from None
 
 
-def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str) -> Any:
-    if key not in obj or obj[key] is None:
-        raise BadRequest(f"Missing required field '{path}'.", [path])
-    value = obj[key]
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise BadRequest(f"Field '{path}' must be of type {_json_type(names)}.", [path])
+def _check(holder: dict[str, Any], field: Field) -> Any:
+    """The value of one row of hook_spec.FIELDS; a 400 if it is required and missing or if it has
+    the wrong JSON type. Returns None for a tolerated field that is absent."""
+    path = field.path
+    if is_missing(holder, field.name):
+        if field.required:
+            raise BadRequest(f"Missing required field '{path}'.", [path])
+        if field.required_with is not None and not is_missing(holder, field.required_with):
+            raise BadRequest(f"'{field.required_with}' requires '{path}'.", [path])
+        return None
+    value = holder[field.name]
+    if not has_type(value, field.json_type):
+        raise BadRequest(f"Field '{path}' must be of type {field.json_type}.", [path])
+    if field.items is not None and not all(has_type(item, field.items) for item in value):
+        raise BadRequest(f"Every entry of '{path}' must be of type {field.items}.", [path])
     return value
 
 
-def _json_type(python_name: str) -> str:
-    return (python_name.replace("dict", "object").replace("list", "array")
-            .replace("str", "string"))
+def _check_members(holder: dict[str, Any], hook: str | None, parent: str) -> None:
+    for field in fields_for(hook, parent):
+        value = _check(holder, field)
+        if isinstance(value, dict):
+            _check_members(value, hook, field.path)
 
 
 def read_hook_request(doc: Any, expected_hook: str) -> HookRequest:
-    """Check the envelope and the hook context the evaluation depends on."""
+    """Check the request against hook_spec.FIELDS, in its order, and the draft orders the
+    evaluation depends on; the first problem is a 400."""
     if not isinstance(doc, dict):
         raise BadRequest("The request body must be a JSON object.")
-    hook = _require(doc, "hook", str, "hook")
-    hook_instance = _require(doc, "hookInstance", str, "hookInstance")
+    hook_row, instance_row, context_row = ENVELOPE
+    hook = _check(doc, hook_row)
+    hook_instance = _check(doc, instance_row)
     problem = hook_instance_problem(hook_instance)
     if problem:
         raise BadRequest(f"Field 'hookInstance' is {problem}.", ["hookInstance"])
-    context = _require(doc, "context", dict, "context")
+    context = _check(doc, context_row)
     if hook != expected_hook:
         raise BadRequest(f"This service answers the '{expected_hook}' hook; the request's 'hook' "
                          "names another.", ["hook"])
-    for field in HOOK_CONTEXT_FIELDS.get(hook, ()):
-        kind: type = list if field == "selections" else dict if field == "draftOrders" else str
-        _require(context, field, kind, f"context.{field}")
+    _check_members(context, hook, "context")
     if "draftOrders" in context:
         _check_draft_orders(context["draftOrders"])
-    if hook == "order-select" and not all(isinstance(s, str) for s in context["selections"]):
-        raise BadRequest("Every entry of 'context.selections' must be a string like "
-                         "'MedicationRequest/123'.", ["context.selections"])
-    prefetch = doc.get("prefetch")
-    if prefetch is not None and not isinstance(prefetch, dict):
-        raise BadRequest("Field 'prefetch' must be an object.", ["prefetch"])
-    fhir_server = doc.get("fhirServer")
-    if fhir_server is not None and not isinstance(fhir_server, str):
-        raise BadRequest("Field 'fhirServer' must be a string (URL).", ["fhirServer"])
-    authorization = doc.get("fhirAuthorization")
-    if authorization is not None:
-        if not isinstance(authorization, dict):
-            raise BadRequest("Field 'fhirAuthorization' must be an object.", ["fhirAuthorization"])
-        if fhir_server is None:
-            raise BadRequest("'fhirAuthorization' requires 'fhirServer'.", ["fhirServer"])
-    return HookRequest(hook, hook_instance, context, prefetch, fhir_server, authorization, doc)
+    for field in fields_for(hook, ""):
+        if field not in ENVELOPE:
+            value = _check(doc, field)
+            if isinstance(value, dict):
+                _check_members(value, hook, field.path)
+    return HookRequest(hook, hook_instance, context, doc.get("prefetch"), doc.get("fhirServer"),
+                       doc.get("fhirAuthorization"), doc)
 
 
 def _check_draft_orders(bundle: Any) -> None:

@@ -165,7 +165,7 @@ BROKEN: list[tuple[str, Callable[[], Any], str, str, str]] = [
      "error", "$.fhirAuthorization.token_type", "must be 'Bearer'"),
     ("fhirAuthorization whose expires_in is a string",
      lambda: _with_server(_base(), expires_in="300"),
-     "error", "$.fhirAuthorization.expires_in", "must be a number"),
+     "error", "$.fhirAuthorization.expires_in", "must be an integer"),
     ("fhirAuthorization without subject",
      lambda: _delete(_with_server(_base()), ("fhirAuthorization", "subject")),
      "error", "$.fhirAuthorization.subject", "required"),
