@@ -83,8 +83,9 @@ def _mistyped(field: Field) -> Callable[[dict[str, Any]], None]:
 
 
 def _mistyped_item(field: Field) -> Callable[[dict[str, Any]], None]:
-    assert field.items is not None
-    return lambda doc: _holder(doc, field)[field.name].append(WRONG_TYPE[field.items])
+    items = field.items
+    assert items is not None
+    return lambda doc: _holder(doc, field)[field.name].append(WRONG_TYPE[items])
 
 
 def _expect_refused_when_missing(field: Field, doc_has_dependant: bool) -> bool:
