@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,3 +184,23 @@ def test_user_id_is_required_in_both_order_hooks() -> None:
     user = next(f for f in FIELDS if f.path == "context.userId")
     assert user.required and user.json_type == "string"
     assert all(user.applies_to(hook) for hook in ORDER_HOOKS)
+
+
+def _doc_row(field: Field) -> str:
+    kind = f"array of {field.items}s" if field.items else field.json_type
+    if field.required_with is not None:
+        required = f"when `{field.required_with}` is present"
+    else:
+        required = "yes" if field.required else "no"
+    hooks = "every request" if field.hooks is None else ", ".join(
+        h for h in ORDER_HOOKS if h in field.hooks)
+    return f"| `{field.path}` | {kind} | {required} | {hooks} |"
+
+
+def test_docs_conformance_lists_the_table_as_it_is() -> None:
+    """docs/conformance.md shows FIELDS row by row: what an implementer reads is what is used."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "conformance.md").read_text("utf-8")
+    rows = [line for line in doc.splitlines() if line.startswith("| `") and "` | " in line
+            and line.split(" | ")[-1].rstrip(" |") in ("every request", *ORDER_HOOKS,
+                                                       ", ".join(ORDER_HOOKS))]
+    assert rows == [_doc_row(f) for f in FIELDS]
