@@ -20,7 +20,7 @@ from typing import Any, Literal
 from .domain.terminology import known_systems
 from .fhir.models import LENIENT_DEFAULTS, validation_problem
 from .hook_spec import (
-    ORDER_HOOKS,
+    HOOKS,
     fields_for,
     has_type,
     hook_instance_problem,
@@ -102,7 +102,7 @@ def validate_request(doc: Any) -> list[Problem]:
     prefetch = doc.get("prefetch")
     if isinstance(prefetch, dict):
         _prefetch(prefetch, doc.get("fhirServer"), out)
-    elif prefetch is None and hook in ORDER_HOOKS and not doc.get("fhirServer"):
+    elif prefetch is None and hook in HOOKS and not doc.get("fhirServer"):
         out.warning("$", "neither prefetch nor fhirServer: the service will answer 412 for an "
                          "alemtuzumab order")
     return out.problems
@@ -139,10 +139,10 @@ def _a(type_name: str) -> str:
 
 def _envelope(doc: dict[str, Any], out: _Collector) -> str | None:
     hook = doc.get("hook")
-    known = hook if isinstance(hook, str) and hook in ORDER_HOOKS else None
+    known = hook if isinstance(hook, str) and hook in HOOKS else None
     _fields(doc, known, "", out)
     if isinstance(hook, str) and known is None:
-        out.error("$.hook", f"this service answers {' and '.join(ORDER_HOOKS)}, not {hook!r}")
+        out.error("$.hook", f"this service answers {' and '.join(HOOKS)}, not {hook!r}")
     instance = doc.get("hookInstance")
     if isinstance(instance, str):
         if (problem := hook_instance_problem(instance)) is not None:
@@ -169,7 +169,7 @@ def _envelope(doc: dict[str, Any], out: _Collector) -> str | None:
 def _context(context: dict[str, Any], hook: str | None, out: _Collector) -> set[str]:
     """The forms of the context values of a hook this service answers (their presence and types
     are checked by _fields)."""
-    if hook not in ORDER_HOOKS:
+    if hook not in HOOKS:
         return set()
     user = context.get("userId")
     if isinstance(user, str) and not USER_REFERENCE.match(user):

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 JsonType = Literal["string", "object", "array", "integer"]
 
-ORDER_HOOKS: tuple[str, ...] = ("order-select", "order-sign")
+HOOKS: tuple[str, ...] = ("order-select", "order-sign")
 """The hooks this service answers. patient-view (or another hook) is added by naming it here and
 in the `hooks` of the context rows it shares, plus rows of its own."""
 
@@ -58,7 +58,8 @@ class Field:
         return self.hooks is None or hook in self.hooks
 
 
-_ORDER = frozenset(ORDER_HOOKS)
+_ORDER = frozenset({"order-select", "order-sign"})
+"""The order hooks (Hook Library order-select 1.0, order-sign 1.1)."""
 
 FIELDS: tuple[Field, ...] = (
     # The envelope, read before the hook is known (its rows apply to every hook).

@@ -22,7 +22,7 @@ from fixture_requests import fixture_request
 from cds_service.conformance import validate_request
 from cds_service.errors import BadRequest
 from cds_service.hook_request import read_hook_request
-from cds_service.hook_spec import FIELDS, ORDER_HOOKS, Field, JsonType
+from cds_service.hook_spec import FIELDS, HOOKS, Field, JsonType
 
 CLEAN = {"order-select": "eligible_patient_at_order_select",
          "order-sign": "eligible_patient_at_order_sign"}
@@ -97,7 +97,7 @@ def cases() -> list[Any]:
     """(hook, break the request, refused?, path named) for every row, hook and way of breaking."""
     out: list[Any] = []
     for field in FIELDS:
-        for hook in ORDER_HOOKS:
+        for hook in HOOKS:
             if not field.applies_to(hook):
                 continue
             # In the clean request every required_with member (fhirAuthorization) is present.
@@ -172,7 +172,7 @@ def test_reader_and_validate_agree_beyond_the_table(
     assert (by_reader.refused, by_validate.refused) == (refused, refused), (by_reader, by_validate)
 
 
-@pytest.mark.parametrize("hook", ORDER_HOOKS)
+@pytest.mark.parametrize("hook", HOOKS)
 def test_clean_requests_are_accepted_by_both(hook: str) -> None:
     """The starting point of every case above: without it a case could pass for another reason."""
     doc = clean_request(hook)
@@ -183,7 +183,7 @@ def test_user_id_is_required_in_both_order_hooks() -> None:
     """CDS Hooks' order-select and order-sign list userId as REQUIRED; the table says so."""
     user = next(f for f in FIELDS if f.path == "context.userId")
     assert user.required and user.json_type == "string"
-    assert all(user.applies_to(hook) for hook in ORDER_HOOKS)
+    assert all(user.applies_to(hook) for hook in HOOKS)
 
 
 def _doc_row(field: Field) -> str:
@@ -193,7 +193,7 @@ def _doc_row(field: Field) -> str:
     else:
         required = "yes" if field.required else "no"
     hooks = "every request" if field.hooks is None else ", ".join(
-        h for h in ORDER_HOOKS if h in field.hooks)
+        h for h in HOOKS if h in field.hooks)
     return f"| `{field.path}` | {kind} | {required} | {hooks} |"
 
 
@@ -201,6 +201,6 @@ def test_docs_conformance_lists_the_table_as_it_is() -> None:
     """docs/conformance.md shows FIELDS row by row: what an implementer reads is what is used."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "conformance.md").read_text("utf-8")
     rows = [line for line in doc.splitlines() if line.startswith("| `") and "` | " in line
-            and line.split(" | ")[-1].rstrip(" |") in ("every request", *ORDER_HOOKS,
-                                                       ", ".join(ORDER_HOOKS))]
+            and line.split(" | ")[-1].rstrip(" |") in ("every request", *HOOKS,
+                                                       ", ".join(HOOKS))]
     assert rows == [_doc_row(f) for f in FIELDS]
