@@ -115,8 +115,10 @@ def _fields(holder: dict[str, Any], hook: str | None, parent: str, out: _Collect
         path = f"$.{field.path}"
         if is_missing(holder, field.name):
             if field.required:
-                out.error(path, "required" if field.hooks is None else
-                          f"required for the {hook} hook")
+                report = out.warning if field.tolerated else out.error
+                report(path, ("required" if field.hooks is None else
+                              f"required for the {hook} hook")
+                       + ("; the service answers without it" if field.tolerated else ""))
             elif field.required_with is not None and not is_missing(holder, field.required_with):
                 out.error(path, f"required when {field.required_with} is present")
             continue

@@ -63,7 +63,7 @@ def _check(holder: dict[str, Any], field: Field) -> Any:
     the wrong JSON type. Returns None for a tolerated field that is absent."""
     path = field.path
     if is_missing(holder, field.name):
-        if field.required:
+        if field.refused_when_missing:
             raise BadRequest(f"Missing required field '{path}'.", [path])
         if field.required_with is not None and not is_missing(holder, field.required_with):
             raise BadRequest(f"'{field.required_with}' requires '{path}'.", [path])

@@ -11,7 +11,9 @@ prefetch) and the Hook Library's order-select 1.0 / order-sign 1.1 context table
 OPTIONAL (../shared/reference/cds-hooks-essentials.md, ../shared/cdshooks/spec-examples).
 
 A field that is missing (absent or null) when required, or present with the wrong JSON type, is an
-`error` in `validate` and a 400 from the service. The value forms below the type (a `userId` that
+`error` in `validate` and a 400 from the service, except a required field the service never reads
+(`userId`; `fhirAuthorization`'s `expires_in`, `scope` and `subject`): missing, it is a `warning`
+and the call is answered (`tolerated`). The value forms below the type (a `userId` that
 is `Practitioner/id`, a selection that names a draft order, an https `fhirServer`, ...) are checked
 by `validate` only: they are spec errors the service can still answer (docs/conformance.md).
 """
@@ -44,6 +46,14 @@ class Field:
     """For arrays: the JSON type of every item."""
     required_with: str | None = None
     """Required when this other member is present (fhirServer with fhirAuthorization)."""
+    tolerated: bool = False
+    """Required by the spec but not read by the service: when missing, `validate` warns and the
+    service still answers (refusing an EHR's call over it would cost the clinician the cards and
+    help no one). A present value of the wrong type is still refused."""
+
+    @property
+    def refused_when_missing(self) -> bool:
+        return self.required and not self.tolerated
 
     @property
     def parent(self) -> str:
@@ -71,7 +81,7 @@ FIELDS: tuple[Field, ...] = (
     Field("context.draftOrders", "object", required=True, hooks=_ORDER),
     Field("context.selections", "array", required=True, hooks=frozenset({"order-select"}),
           items="string"),
-    Field("context.userId", "string", required=True, hooks=_ORDER),
+    Field("context.userId", "string", required=True, hooks=_ORDER, tolerated=True),
     Field("context.encounterId", "string", hooks=_ORDER),
     # Optional members of the envelope.
     Field("prefetch", "object"),
@@ -79,9 +89,9 @@ FIELDS: tuple[Field, ...] = (
     Field("fhirAuthorization", "object"),
     Field("fhirAuthorization.access_token", "string", required=True),
     Field("fhirAuthorization.token_type", "string", required=True),
-    Field("fhirAuthorization.expires_in", "integer", required=True),
-    Field("fhirAuthorization.scope", "string", required=True),
-    Field("fhirAuthorization.subject", "string", required=True),
+    Field("fhirAuthorization.expires_in", "integer", required=True, tolerated=True),
+    Field("fhirAuthorization.scope", "string", required=True, tolerated=True),
+    Field("fhirAuthorization.subject", "string", required=True, tolerated=True),
     Field("fhirAuthorization.patient", "string"),
 )
 """Every field either reader checks, in the order the service checks them. A member of an object

@@ -90,7 +90,7 @@ def _mistyped_item(field: Field) -> Callable[[dict[str, Any]], None]:
 
 
 def _expect_refused_when_missing(field: Field, doc_has_dependant: bool) -> bool:
-    return field.required or (field.required_with is not None and doc_has_dependant)
+    return field.refused_when_missing or (field.required_with is not None and doc_has_dependant)
 
 
 def cases() -> list[Any]:
@@ -179,11 +179,18 @@ def test_clean_requests_are_accepted_by_both(hook: str) -> None:
     assert reader_verdict(doc, hook) == validate_verdict(doc) == Verdict(False, frozenset())
 
 
-def test_user_id_is_required_in_both_order_hooks() -> None:
-    """CDS Hooks' order-select and order-sign list userId as REQUIRED; the table says so."""
+def test_user_id_is_required_in_both_order_hooks_but_its_absence_costs_no_cards() -> None:
+    """CDS Hooks' order-select and order-sign list userId as REQUIRED; the table says so, and
+    tolerates its absence (the service never reads it): validate warns, the service answers."""
     user = next(f for f in FIELDS if f.path == "context.userId")
-    assert user.required and user.json_type == "string"
+    assert user.required and user.tolerated and user.json_type == "string"
     assert all(user.applies_to(hook) for hook in HOOKS)
+    for hook in HOOKS:
+        doc = clean_request(hook)
+        del doc["context"]["userId"]
+        assert reader_verdict(doc, hook) == validate_verdict(doc) == Verdict(False, frozenset())
+        assert any(p.level == "warning" and p.path == "$.context.userId"
+                   for p in validate_request(doc)), validate_request(doc)
 
 
 def _doc_row(field: Field) -> str:
@@ -191,7 +198,8 @@ def _doc_row(field: Field) -> str:
     if field.required_with is not None:
         required = f"when `{field.required_with}` is present"
     else:
-        required = "yes" if field.required else "no"
+        required = ("yes (missing: a warning; the service answers)" if field.tolerated
+                    else "yes" if field.required else "no")
     hooks = "every request" if field.hooks is None else ", ".join(
         h for h in HOOKS if h in field.hooks)
     return f"| `{field.path}` | {kind} | {required} | {hooks} |"
