@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from .domain.terminology import known_systems
-from .fhir.models import LENIENT_DEFAULTS, validation_problem
 from .hook_request import hook_instance_problem, is_uuid
+from .models import LENIENT_DEFAULTS, validation_problem
 from .services import PREFETCH_TYPES
 
 Level = Literal["error", "warning"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from ..fhir.models import validation_problem
+from ..models import validation_problem
 from .fhirdata import Code, DateSpan, Malformed, codings, concept_words, first_date, reference_of
 from .terminology import ValueSet
 

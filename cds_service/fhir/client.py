@@ -31,8 +31,8 @@ from requests.adapters import HTTPAdapter
 from ..config import Settings
 from ..errors import PreconditionFailed
 from ..hook_request import HookRequest
+from ..models import is_known_type
 from ..observability import FHIR_FETCHES
-from .models import is_known_type
 from .prefetch import Fetched, next_link
 
 log = logging.getLogger(__name__)
