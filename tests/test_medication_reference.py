@@ -182,3 +182,28 @@ def test_where_the_ordered_medication_is_found(stubs: Callable[..., FhirStub],
     assert bool(medication_reads) is expect.read_from_server
     if expect.read_from_server:
         assert {r.authorization for r in medication_reads} == {f"Bearer {TOKEN}"}
+
+
+def test_a_medication_on_the_server_and_missing_prefetch_keys_are_read_in_one_trip(
+        stubs: Callable[..., FhirStub]) -> None:
+    """The Medication of an unidentified order and the keys the EHR did not prefetch are read
+    from the fhirServer together: one call of the FHIR client per hook call, the same cards."""
+    stub = stubs(in_prefetch(BASE))
+    app = create_app(testing=True, fhir_server_allowlist=(stub.base_url,),
+                     http_allowed_hosts=("127.0.0.1",))
+    client = app.extensions["cds_fetcher"]
+    trips: list[list[str]] = []
+
+    def counting(endpoint: Any, queries: Any, pages: Any = None) -> Any:
+        trips.append(sorted(queries))
+        return client(endpoint, queries, pages)
+
+    app.extensions["cds_fetcher"] = counting
+    expected = app.test_client().post(SELECT, json=BASE).get_json()
+    request_json = on_server()(BASE, stub.base_url)
+    del request_json["prefetch"]["conditions"], request_json["prefetch"]["immunizations"]
+    response = app.test_client().post(SELECT, json=request_json)
+    assert response.status_code == 200, response.get_json()
+    assert verdicts(response.get_json()) == verdicts(expected)
+    assert trips == [["conditions", "immunizations", "medication-0"]]
+    assert len(reads_of_medication(stub)) == 1
