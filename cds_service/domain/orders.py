@@ -7,15 +7,15 @@ in the request is looked at.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import Enum
 from functools import cached_property
 from typing import Any
 
-from .fhirdata import Code, Malformed, codings, concept_words, parse_date
-from .record import dosage_starts, find_medication, iter_resources
+from .fhirdata import Code, Malformed, parse_date
+from .record import CONTAINED, dosage_starts, iter_resources, name_medication
 from .terminology import value_set
 
 
@@ -83,6 +83,12 @@ class MedicationSources:
         return [r for value in (self.prefetch or {}).values() for r in iter_resources(value)
                 if r.get("resourceType") == "Medication"]
 
+    def pools(self) -> Iterator[Sequence[dict[str, Any]]]:
+        """The pools in the order they are searched; each built only when it is reached."""
+        yield self.in_drafts
+        yield self.in_prefetch
+        yield self.read
+
 
 UNRESOLVED = "medicationReference display"
 """How an order's medication was read when its reference resolved nowhere (display only)."""
@@ -92,31 +98,21 @@ def _medication_of(request: dict[str, Any],
                    sources: MedicationSources) -> tuple[tuple[Code, ...], str, str]:
     """(codes, words, how) of a request's medication: inline, or the referenced Medication
     (contained for '#id'; else draftOrders, then prefetch, then read from the FHIR server)."""
-    concept = request.get("medicationCodeableConcept")
-    if concept is not None:
-        return tuple(codings(concept)), concept_words(concept), "medicationCodeableConcept"
-    ref = request.get("medicationReference")
-    if not isinstance(ref, dict):
+    named = name_medication(request, sources.pools())
+    if named.inline:
+        return named.codes, named.words, "medicationCodeableConcept"
+    if not isinstance(request.get("medicationReference"), dict):
         return (), "", "no medication"
-    display = ref.get("display") if isinstance(ref.get("display"), str) else ""
-    reference = ref.get("reference")
-    if str(reference).startswith("#"):
-        medication = find_medication(reference, request)
-        where = "the order's contained resources"
-    else:
-        medication = find_medication(reference, request, sources.in_drafts)
-        where = "draftOrders"
-        if medication is None and sources.prefetch:
-            medication = find_medication(reference, request, sources.in_prefetch)
-            where = "prefetch"
-    if medication is None and sources.read:
-        medication = find_medication(reference, request, sources.read)
-        where = "the FHIR server"
-    if medication is None:
-        return (), str(display), UNRESOLVED
-    concept = medication.get("code")
-    words = " | ".join(w for w in (str(display), concept_words(concept)) if w)
-    return tuple(codings(concept)), words, f"medicationReference to Medication in {where}"
+    if named.found_in is None:
+        return (), named.words, UNRESOLVED
+    where = _POOL_NAMES[named.found_in]
+    return named.codes, named.words, f"medicationReference to Medication in {where}"
+
+
+_POOL_NAMES = {CONTAINED: "the order's contained resources", 0: "draftOrders", 1: "prefetch",
+               2: "the FHIR server"}
+"""MedicationSources.pools() in order, as the sentence saying how an order was recognised
+names them."""
 
 
 class UnreadableOrder(ValueError):
