@@ -51,7 +51,9 @@ def answer(request: HookRequest, service: ServiceDefinition, today: date,
     """Cards for one hook request; other drugs get {"cards": []} before any data is read.
 
     The draft orders are scanned once; the FHIR server is reached at most once (`resolve`), for
-    the keys the prefetch lacks and the Medications of orders nobody could identify together."""
+    the keys the prefetch lacks and the Medications of orders nobody could identify together.
+    When such a Medication proves to be another drug the answer is still {"cards": []}, whatever
+    the prefetch lacked (its problem is raised only for the alemtuzumab order)."""
     found = scan(request)
     if found.order is None and not found.unidentified:
         return Answer({"cards": []})

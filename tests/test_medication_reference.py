@@ -207,3 +207,34 @@ def test_a_medication_on_the_server_and_missing_prefetch_keys_are_read_in_one_tr
     assert verdicts(response.get_json()) == verdicts(expected)
     assert trips == [["conditions", "immunizations", "medication-0"]]
     assert len(reads_of_medication(stub)) == 1
+
+
+AMOXICILLIN = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                            "code": "308182", "display": "amoxicillin 500 MG Oral Capsule"}]}
+
+
+@pytest.mark.parametrize("code,status", [
+    pytest.param(AMOXICILLIN, 200,
+                 id="the Medication read names another drug: no cards, the prefetch not judged"),
+    pytest.param(None, 400,
+                 id="the Medication read is Lemtrada: the bad prefetch value is a 400"),
+])
+def test_a_bad_prefetch_value_matters_only_once_the_read_medication_is_alemtuzumab(
+        stubs: Callable[..., FhirStub], code: dict[str, Any] | None, status: int) -> None:
+    """An unidentified order read together with the prefetch: its problems wait for the drug."""
+    served = in_prefetch(BASE)
+    for entry in served["prefetch"]["medicationRequests"]["entry"]:
+        if entry["resource"]["resourceType"] == "Medication" and code is not None:
+            entry["resource"]["code"] = code
+    stub = stubs(served)
+    client = create_app(testing=True, fhir_server_allowlist=(stub.base_url,),
+                        http_allowed_hosts=("127.0.0.1",)).test_client()
+    request_json = on_server()(BASE, stub.base_url)
+    request_json["prefetch"]["conditions"] = "not a resource"
+    response = client.post(SELECT, json=request_json)
+    assert response.status_code == status, response.get_json()
+    if status == 200:
+        assert response.get_json() == {"cards": []}
+    else:
+        assert response.get_json()["issue"][0]["expression"] == ["prefetch.conditions"]
+    assert len(reads_of_medication(stub)) == 1
