@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from cds_service.engine import answer  # noqa: E402
-from cds_service.fhir.models import clear_validation_cache  # noqa: E402
 from cds_service.hook_request import parse_json, read_hook_request  # noqa: E402
+from cds_service.models import clear_validation_cache  # noqa: E402
 from cds_service.services import SERVICES_BY_ID  # noqa: E402
 
 REQUESTS = ROOT / "fhir_fixtures" / "requests"

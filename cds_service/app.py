@@ -17,7 +17,7 @@ from .fhir.client import FhirClient
 from .http_api import api, register_error_handlers
 from .observability import AUTH_FAILURES, initialise_labels, loggable, route_label
 from .retention import Pruner
-from .services import SERVICES
+from .services import SERVICES, SERVICES_BY_ID
 from .storage import init_storage
 from .warmup import warm_up
 
@@ -109,7 +109,7 @@ def install_auth(app: Flask, settings: Settings) -> None:
             # the sender) and the route: never the token, nor a path the sender made up.
             auth_log.info("EHR token refused", extra={
                 "reason": failure.reason, "iss": loggable(failure.iss),
-                "path": route_label(request.path)})
+                "path": route_label(request.path, SERVICES_BY_ID)})
             raise Unauthorized() from None
         except ReplayStoreUnavailable:
             raise Unavailable("The service cannot verify EHR tokens at the moment.") from None

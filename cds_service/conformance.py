@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from .domain.terminology import known_systems
-from .fhir.models import LENIENT_DEFAULTS, validation_problem
 from .hook_spec import (
     HOOKS,
     fields_for,
@@ -28,6 +27,7 @@ from .hook_spec import (
     is_uuid,
     json_type,
 )
+from .models import LENIENT_DEFAULTS, validation_problem
 from .services import PREFETCH_TYPES
 
 Level = Literal["error", "warning"]

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .cards import build_cards
+from .cards import build_cards, card_topic
 from .domain.evaluate import evaluate
 from .domain.findings import Finding
 from .domain.orders import (
-    AlemtuzumabOrder,
     OrderContext,
+    OrderScan,
     UnreadableOrder,
     draft_resources,
     planned_start,
@@ -24,8 +24,9 @@ from .domain.policy import load_policy
 from .domain.record import PatientRecord
 from .domain.reminders import summary_reminders
 from .errors import BadRequest, PreconditionFailed
-from .fhir.prefetch import Fetched, Fetcher, resolve_prefetch
+from .fhir.prefetch import MEDICATION_KEY, Endpoint, Fetcher, resolve
 from .hook_request import HookRequest
+from .origin import Origin
 from .services import PREFETCH_TYPES, ServiceDefinition, prefetch_templates
 
 
@@ -36,20 +37,48 @@ class Answer:
     body: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
     order: OrderContext | None = None
-    origin: dict[str, str] = field(default_factory=dict)
+    origin: dict[str, Origin] = field(default_factory=dict)
     record: PatientRecord | None = None
     reminders: tuple[str, ...] = ()
     """The summary card's reminders (markdown lines), for the CLI to print as they were sent."""
+    topics: tuple[tuple[str, str], ...] = ()
+    """(topic, indicator) of each card, in card order: what logs and metrics count, so they
+    need not read cards themselves."""
 
 
 def answer(request: HookRequest, service: ServiceDefinition, today: date,
            fetcher: Fetcher | None = None) -> Answer:
-    """Cards for one hook request; other drugs get {"cards": []} before any data is read."""
-    order = find_order(request, fetcher)
+    """Cards for one hook request; other drugs get {"cards": []} before any data is read.
+
+    The draft orders are scanned once; the FHIR server is reached at most once (`resolve`), for
+    the keys the prefetch lacks and the Medications of orders nobody could identify together.
+    When such a Medication proves to be another drug the answer is still {"cards": []}, whatever
+    the prefetch lacked (its problem is raised only for the alemtuzumab order)."""
+    found = scan(request)
+    if found.order is None and not found.unidentified:
+        return Answer({"cards": []})
+    endpoint = Endpoint.of(request.fhir_server, request.fhir_authorization)
+    medications = medication_queries(found.unidentified, endpoint, fetcher) \
+        if found.order is None else {}
+    try:
+        data = resolve(request.prefetch, request.context, endpoint, prefetch_templates(),
+                       PREFETCH_TYPES, fetcher, medications)
+    except PreconditionFailed as exc:
+        if not medications:
+            raise
+        raise PreconditionFailed(
+            "The medication of an order under review cannot be identified: reading "
+            f"{_names(found.unidentified)} from the fhirServer failed ({exc.message})",
+            ["context.draftOrders"]) from None
+    try:
+        order = found.identify(data.medications)
+    except UnreadableOrder as exc:
+        raise _unreadable(exc) from None
     if order is None:
         return Answer({"cards": []})
+    if data.problem is not None:
+        raise data.problem
     policy = load_policy()
-    data = resolve_prefetch(request, prefetch_templates(), PREFETCH_TYPES, fetcher)
     record = PatientRecord.build(request.patient_id, data.values, data.no_data)
     t0, t0_source = planned_start(order.request, today)
     context = OrderContext(
@@ -60,52 +89,48 @@ def answer(request: HookRequest, service: ServiceDefinition, today: date,
     reminders = summary_reminders(policy)
     cards = build_cards(findings, context, request.hook_instance, request.patient_id, policy,
                         reminders=reminders)
-    return Answer({"cards": cards}, findings, context, data.origin, record, reminders)
+    topics = tuple((card_topic(card), str(card.get("indicator", ""))) for card in cards)
+    return Answer({"cards": cards}, findings, context, data.origin, record, reminders, topics)
 
 
-def find_order(request: HookRequest, fetcher: Fetcher | None) -> AlemtuzumabOrder | None:
-    """The alemtuzumab order under review. A Medication that no order carries or names is read
-    from the FHIR server (one round trip, within the deadline); without one, or when the read
-    fails, 412: an unidentifiable order could be alemtuzumab, so "no cards" would be a guess."""
-    drafts = request.context.get("draftOrders")
+def scan(request: HookRequest) -> OrderScan:
+    """The draft orders under review, scanned once for the alemtuzumab order."""
     try:
-        scan = scan_orders(request.hook, drafts, request.selections, request.prefetch)
-        if scan.order is not None or not scan.unidentified:
-            return scan.order
-        read = read_medications(request, scan.unidentified, fetcher)
-        return scan_orders(request.hook, drafts, request.selections, request.prefetch,
-                           read).order
+        return scan_orders(request.hook, request.context.get("draftOrders"),
+                           request.selections, request.prefetch)
     except UnreadableOrder as exc:
-        # exc.order is the sender's reference: named by its JSON path only (never echoed).
-        raise BadRequest(f"A draft order under review cannot be evaluated: {exc.detail}.",
-                         ["context.draftOrders"]) from None
+        raise _unreadable(exc) from None
 
 
-def read_medications(request: HookRequest, references: tuple[str, ...],
-                     fetcher: Fetcher | None) -> list[dict[str, Any]]:
-    """The referenced Medications, read from the request's fhirServer."""
-    # Counted, never quoted: the references are the sender's text.
-    names = "the Medication it references" if len(references) == 1 else \
-        f"the {len(references)} Medications they reference"
-    are = "is" if len(references) == 1 else "are"
-    base = (request.fhir_server or "").rstrip("/")
+def _unreadable(exc: UnreadableOrder) -> BadRequest:
+    # exc.order is the sender's reference: named by its JSON path only (never echoed).
+    return BadRequest(f"A draft order under review cannot be evaluated: {exc.detail}.",
+                      ["context.draftOrders"])
+
+
+def medication_queries(references: tuple[str, ...], endpoint: Endpoint,
+                       fetcher: Fetcher | None) -> dict[str, str]:
+    """{fetch key: 'Medication/id'} for the Medications unidentified orders reference on the
+    request's fhirServer. An unidentifiable order could be alemtuzumab, so "no cards" would be a
+    guess: 412 when they cannot all be read."""
+    base = endpoint.base_url.rstrip("/")
     queries: dict[str, str] = {}
     for i, reference in enumerate(references):
         relative = reference[len(base) + 1:] if base and reference.startswith(base + "/") \
             else reference
         if relative.startswith("Medication/"):
-            queries[f"medication-{i}"] = relative
+            queries[f"{MEDICATION_KEY}{i}"] = relative
     if fetcher is None or not base or len(queries) < len(references):
         raise PreconditionFailed(
-            f"The medication of an order under review cannot be identified: {names} {are} not in "
+            f"The medication of an order under review cannot be identified: "
+            f"{_names(references)} {'is' if len(references) == 1 else 'are'} not in "
             "draftOrders, prefetch or contained resources (medicationReference), and cannot be "
             "read from the request's fhirServer. Include the Medication in draftOrders.",
             ["context.draftOrders"])
-    try:
-        fetched = fetcher(request, queries)
-    except PreconditionFailed as exc:
-        raise PreconditionFailed(
-            f"The medication of an order under review cannot be identified: reading {names} "
-            f"from the fhirServer failed ({exc.message})", ["context.draftOrders"]) from None
-    values = [value.value if isinstance(value, Fetched) else value for value in fetched.values()]
-    return [v for v in values if isinstance(v, dict) and v.get("resourceType") == "Medication"]
+    return queries
+
+
+def _names(references: tuple[str, ...]) -> str:
+    # Counted, never quoted: the references are the sender's text.
+    return "the Medication it references" if len(references) == 1 else \
+        f"the {len(references)} Medications they reference"

@@ -12,7 +12,6 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from .cards import card_topic
 from .domain.terminology import all_value_sets
 from .engine import answer
 from .errors import (
@@ -75,10 +74,11 @@ def call_service(service_id: str) -> Response:
     audit = current_app.extensions.get("cds_audit")
     if audit is not None:
         audit.submit(service.id, hook_request.hook_instance, cards, utc_now())
-    record_hook(service.id, cards, result.origin)
+    record_hook(service.id, result.topics, result.origin)
     _prune_when_due()
-    _log_hook(service.id, hook_instance, 200, started, dataOrigin=result.origin,
-              topics=[f"{card_topic(card)}:{card.get('indicator')}" for card in cards])
+    _log_hook(service.id, hook_instance, 200, started,
+              dataOrigin={key: origin.value for key, origin in result.origin.items()},
+              topics=[f"{topic}:{indicator}" for topic, indicator in result.topics])
     return json_response(result.body)
 
 

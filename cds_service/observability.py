@@ -15,7 +15,7 @@ import logging
 import logging.config
 import os
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 from pythonjsonlogger.orjson import OrjsonFormatter
 
-from .cards import card_topic
+from .origin import ORIGIN_LABELS, Origin
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOG_LEVEL_ENV = "CDS_LOG_LEVEL"
@@ -48,7 +48,7 @@ CARDS = Counter("cds_cards", "Cards returned, by service, card topic and indicat
 PREFETCH_KEYS = Counter(
     "cds_prefetch_keys",
     "Prefetch keys used by alemtuzumab calls, by where the data came from "
-    "(prefetch, prefetch-null, fhir-server).",
+    "(prefetch, prefetch-null, fhir-server, fhir-server-paged).",
     ["origin"])
 FHIR_FETCHES = Counter(
     "cds_fhir_fetches",
@@ -74,7 +74,7 @@ PRUNED_TABLES = ("issued_cards", "feedback", "seen_jti")
 
 FEEDBACK_OUTCOMES = ("stored", "duplicate", "invalid", "unavailable")
 FETCH_OUTCOMES = ("ok", "failed", "unfinished")
-PREFETCH_ORIGINS = ("prefetch", "prefetch-null", "fhir-server")
+PREFETCH_ORIGINS = ORIGIN_LABELS
 
 
 def initialise_labels(auth_reasons: Iterable[str], service_ids: Iterable[str] = ()) -> None:
@@ -96,24 +96,14 @@ def initialise_labels(auth_reasons: Iterable[str], service_ids: Iterable[str] = 
         PRUNED.labels(table=table)
 
 
-def origin_label(origin: str) -> str:
-    """The metric label for an `Answer.origin` value ("prefetch (null: no data)" ->
-    prefetch-null)."""
-    if origin.startswith("fhirServer"):
-        return "fhir-server"
-    if "null" in origin:
-        return "prefetch-null"
-    return "prefetch"
-
-
-def record_hook(service_id: str, cards: Iterable[Mapping[str, Any]],
-                origin: Mapping[str, str]) -> None:
-    """Count the cards of one answered hook call and where its prefetch data came from."""
-    for card in cards:
-        CARDS.labels(service=service_id, topic=card_topic(card),
-                     indicator=str(card.get("indicator", ""))).inc()
+def record_hook(service_id: str, topics: Iterable[tuple[str, str]],
+                origin: Mapping[str, Origin]) -> None:
+    """Count the cards of one answered hook call, given as (topic, indicator) pairs, and where
+    its prefetch data came from."""
+    for topic, indicator in topics:
+        CARDS.labels(service=service_id, topic=topic, indicator=indicator).inc()
     for value in origin.values():
-        PREFETCH_KEYS.labels(origin=origin_label(value)).inc()
+        PREFETCH_KEYS.labels(origin=value.label).inc()
 
 
 def metrics_exposition() -> tuple[bytes, str]:
@@ -183,16 +173,15 @@ def _escape(char: str) -> str:
     return char if " " <= char <= "~" else char.encode("unicode_escape").decode("ascii")
 
 
-def route_label(path: str) -> str:
+def route_label(path: str, service_ids: Container[str]) -> str:
     """The path as a log line may show it: one of this service's routes, or a placeholder (a path
-    a client made up may hold a name or an MRN)."""
-    from .services import SERVICES_BY_ID
-
+    a client made up may hold a name or an MRN). `service_ids` come from the caller, so logging
+    stays below the services table."""
     if path in ("/cds-services", "/healthz", "/readyz", "/metrics"):
         return path
     parts = path.split("/")
     if len(parts) in (3, 4) and parts[1] == "cds-services":
-        service = parts[2] if parts[2] in SERVICES_BY_ID else "(unknown service)"
+        service = parts[2] if parts[2] in service_ids else "(unknown service)"
         if len(parts) == 3:
             return f"/cds-services/{service}"
         if parts[3] == "feedback":

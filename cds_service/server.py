@@ -218,12 +218,13 @@ class SafeGunicornLogger(_GunicornLogger):  # type: ignore[misc]
         if not self.access_log.isEnabledFor(logging.DEBUG):
             return
         from .observability import route_label  # not at import: see cli._serve and metrics
+        from .services import SERVICES_BY_ID
 
         method = str(environ.get("REQUEST_METHOD", ""))
         status = str(getattr(resp, "status", "") or "").split(" ", 1)[0]
         self.access_log.debug("http request", extra={
             "method": method if method in KNOWN_METHODS else "(other)",
-            "route": route_label(str(environ.get("PATH_INFO", ""))),
+            "route": route_label(str(environ.get("PATH_INFO", "")), SERVICES_BY_ID),
             "status": int(status) if status.isdigit() else None,
             "durationMs": round(request_time.total_seconds() * 1000, 2),
             "bytes": getattr(resp, "sent", None)})

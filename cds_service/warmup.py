@@ -28,8 +28,8 @@ from .domain.record import READ_TYPES
 from .domain.terminology import ValueSet, all_value_sets, value_set
 from .engine import answer
 from .feedback import validate_feedback
-from .fhir.models import load_models
 from .hook_request import read_hook_request
+from .models import load_models
 from .services import OBSERVATION_VALUE_SETS, PREFETCH_TYPES, SERVICES, prefetch_templates
 
 log = logging.getLogger(__name__)

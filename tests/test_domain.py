@@ -11,6 +11,7 @@ import pytest
 
 from cds_service.domain.fhirdata import CVX, ICD10CM, LOINC, DateSpan, normalise_code, parse_date
 from cds_service.domain.orders import Product, classify, planned_start
+from cds_service.domain.record import CONTAINED, name_medication
 from cds_service.domain.results import Meaning, read_meaning
 from cds_service.domain.terminology import value_set
 
@@ -143,15 +144,41 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_domain_is_pure_and_flask_and_fhir_resources_stay_in_their_layers() -> None:
-    """The domain imports no flask, requests or sqlalchemy; only fhir/models.py imports
+    """The domain imports no flask, requests or sqlalchemy; only models.py imports
     fhir.resources."""
     for path in PACKAGE.rglob("*.py"):
         imported = _imports(path)
         relative = path.relative_to(PACKAGE).as_posix()
         if relative.startswith("domain/"):
             assert not imported & {"flask", "requests", "sqlalchemy", "werkzeug"}, relative
-        if "fhir" in imported and relative != "fhir/models.py":
+        if "fhir" in imported and relative != "models.py":
             pytest.fail(f"{relative} imports fhir.resources")
         if "flask" in imported:
             assert relative in {"http_api.py", "app.py", "cors.py", "auth.py",
                                 "observability.py"}, relative
+
+
+LEMTRADA_MED = {"resourceType": "Medication", "id": "m1",
+                "code": {"coding": [{"system": RXNORM, "code": "1594663"}], "text": "Lemtrada"}}
+NAMED_CASES = [
+    pytest.param({"medicationCodeableConcept": LEMTRADA_MED["code"]}, (), "Lemtrada", None,
+                 id="an inline concept is read as it is"),
+    pytest.param({"medicationReference": {"reference": "#m1"},
+                  "contained": [LEMTRADA_MED]}, (), "Lemtrada", CONTAINED,
+                 id="a contained Medication is found by its local id"),
+    pytest.param({"medicationReference": {"reference": "Medication/m1", "display": "ALEMTUZUMAB"}},
+                 ([], [LEMTRADA_MED]), "ALEMTUZUMAB | Lemtrada", 1,
+                 id="a referenced Medication is found in the first pool holding it"),
+    pytest.param({"medicationReference": {"reference": "Medication/m1", "display": "ALEMTUZUMAB"}},
+                 ([],), "ALEMTUZUMAB", None,
+                 id="a reference resolved nowhere keeps only its display"),
+]
+
+
+@pytest.mark.parametrize("holder,pools,words,found_in", NAMED_CASES)
+def test_one_resolver_names_the_medication_of_orders_history_and_drafts(
+        holder: dict[str, Any], pools: tuple[Any, ...], words: str, found_in: int | None) -> None:
+    """Orders under review, medication history and other drafts share one resolver."""
+    named = name_medication(holder, pools)
+    assert (named.words, named.found_in) == (words, found_in)
+    assert bool(named.codes) is (found_in is not None or "medicationCodeableConcept" in holder)

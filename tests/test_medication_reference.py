@@ -182,3 +182,59 @@ def test_where_the_ordered_medication_is_found(stubs: Callable[..., FhirStub],
     assert bool(medication_reads) is expect.read_from_server
     if expect.read_from_server:
         assert {r.authorization for r in medication_reads} == {f"Bearer {TOKEN}"}
+
+
+def test_a_medication_on_the_server_and_missing_prefetch_keys_are_read_in_one_trip(
+        stubs: Callable[..., FhirStub]) -> None:
+    """The Medication of an unidentified order and the keys the EHR did not prefetch are read
+    from the fhirServer together: one call of the FHIR client per hook call, the same cards."""
+    stub = stubs(in_prefetch(BASE))
+    app = create_app(testing=True, fhir_server_allowlist=(stub.base_url,),
+                     http_allowed_hosts=("127.0.0.1",))
+    client = app.extensions["cds_fetcher"]
+    trips: list[list[str]] = []
+
+    def counting(endpoint: Any, queries: Any, pages: Any = None) -> Any:
+        trips.append(sorted(queries))
+        return client(endpoint, queries, pages)
+
+    app.extensions["cds_fetcher"] = counting
+    expected = app.test_client().post(SELECT, json=BASE).get_json()
+    request_json = on_server()(BASE, stub.base_url)
+    del request_json["prefetch"]["conditions"], request_json["prefetch"]["immunizations"]
+    response = app.test_client().post(SELECT, json=request_json)
+    assert response.status_code == 200, response.get_json()
+    assert verdicts(response.get_json()) == verdicts(expected)
+    assert trips == [["conditions", "immunizations", "medication-0"]]
+    assert len(reads_of_medication(stub)) == 1
+
+
+AMOXICILLIN = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                            "code": "308182", "display": "amoxicillin 500 MG Oral Capsule"}]}
+
+
+@pytest.mark.parametrize("code,status", [
+    pytest.param(AMOXICILLIN, 200,
+                 id="the Medication read names another drug: no cards, the prefetch not judged"),
+    pytest.param(None, 400,
+                 id="the Medication read is Lemtrada: the bad prefetch value is a 400"),
+])
+def test_a_bad_prefetch_value_matters_only_once_the_read_medication_is_alemtuzumab(
+        stubs: Callable[..., FhirStub], code: dict[str, Any] | None, status: int) -> None:
+    """An unidentified order read together with the prefetch: its problems wait for the drug."""
+    served = in_prefetch(BASE)
+    for entry in served["prefetch"]["medicationRequests"]["entry"]:
+        if entry["resource"]["resourceType"] == "Medication" and code is not None:
+            entry["resource"]["code"] = code
+    stub = stubs(served)
+    client = create_app(testing=True, fhir_server_allowlist=(stub.base_url,),
+                        http_allowed_hosts=("127.0.0.1",)).test_client()
+    request_json = on_server()(BASE, stub.base_url)
+    request_json["prefetch"]["conditions"] = "not a resource"
+    response = client.post(SELECT, json=request_json)
+    assert response.status_code == status, response.get_json()
+    if status == 200:
+        assert response.get_json() == {"cards": []}
+    else:
+        assert response.get_json()["issue"][0]["expression"] == ["prefetch.conditions"]
+    assert len(reads_of_medication(stub)) == 1

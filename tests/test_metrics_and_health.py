@@ -138,6 +138,28 @@ def test_fhir_server_fetches_and_failures_are_counted(stubs: Callable[..., FhirS
         before, "cds_prefetch_keys_total", origin="fhir-server") == keys
 
 
+def test_prefetched_first_pages_completed_from_the_fhir_server_are_counted_apart(
+        stubs: Callable[..., FhirStub]) -> None:
+    """A prefetch key whose next pages came from the FHIR server counts as fhir-server-paged,
+    not prefetch (it was parsed back from a free string as prefetch before)."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    client = create_app(testing=True, fhir_server_allowlist=(stub.base_url,),
+                        http_allowed_hosts=("127.0.0.1",)).test_client()
+    paged = json.loads(json.dumps(full))
+    paged["prefetch"]["conditions"] = stub.first_page(
+        "Condition", full["context"]["patientId"], 1)
+    paged |= {"fhirServer": stub.base_url, "fhirAuthorization": {"access_token": "stub-token"}}
+    before = samples(client)
+    assert client.post(SELECT, json=paged).status_code == 200
+    after = samples(client)
+    delta = {origin: value(after, "cds_prefetch_keys_total", origin=origin)
+             - value(before, "cds_prefetch_keys_total", origin=origin)
+             for origin in ("prefetch", "prefetch-null", "fhir-server", "fhir-server-paged")}
+    assert delta == {"prefetch": len(prefetch_templates()) - 1, "prefetch-null": 0,
+                     "fhir-server": 0, "fhir-server-paged": 1}
+
+
 def feedback_body(card: str, outcome: str = "overridden") -> dict[str, Any]:
     return {"feedback": [{"card": card, "outcome": outcome,
                           "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}

@@ -18,7 +18,7 @@ from cds_service.domain.policy import load_policy
 from cds_service.domain.record import PatientRecord
 from cds_service.domain.rules.course import course_days, dose_mg, route_of
 from cds_service.domain.rules.order import check_course_interval
-from cds_service.fhir.models import validation_problem
+from cds_service.models import validation_problem
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",

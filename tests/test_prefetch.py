@@ -172,6 +172,7 @@ def test_origin_records_where_each_key_came_from(stubs, make_app):
     """ResolvedData.origin tells prefetch, fhirServer, completed pages and null apart."""
     from cds_service.engine import answer
     from cds_service.hook_request import read_hook_request
+    from cds_service.origin import Origin
     from cds_service.services import SERVICES_BY_ID
 
     full = fixture_request("eligible_patient_at_order_select")
@@ -185,15 +186,15 @@ def test_origin_records_where_each_key_came_from(stubs, make_app):
     result = answer(hook_request, SERVICES_BY_ID["lemtrada-order-select"], date(2026, 11, 30),
                     app.extensions["cds_fetcher"])
     assert result.origin == {
-        "patient": "prefetch",
-        "conditions": "prefetch + fhirServer pages",
-        "observations": "fhirServer",
-        "observationsByCode": "prefetch",
-        "immunizations": "fhirServer",
-        "medicationStatements": "prefetch",
-        "medicationRequests": "prefetch",
-        "medicationAdministrations": "prefetch",
-        "allergies": "prefetch (null: no data)",
+        "patient": Origin.PREFETCH,
+        "conditions": Origin.FHIR_SERVER_PAGED,
+        "observations": Origin.FHIR_SERVER,
+        "observationsByCode": Origin.PREFETCH,
+        "immunizations": Origin.FHIR_SERVER,
+        "medicationStatements": Origin.PREFETCH,
+        "medicationRequests": Origin.PREFETCH,
+        "medicationAdministrations": Origin.PREFETCH,
+        "allergies": Origin.PREFETCH_NULL,
     }
 
 

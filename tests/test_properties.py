@@ -35,8 +35,8 @@ from patient_strategies import PATIENT_ID, TODAY, Case, Item, cases, noise_items
 from cds_service.app import create_app
 from cds_service.domain.findings import Finding, Status
 from cds_service.engine import Answer, answer
-from cds_service.fhir.models import clear_validation_cache
 from cds_service.hook_request import read_hook_request
+from cds_service.models import clear_validation_cache
 from cds_service.services import PREFETCH_TYPES, SERVICES_BY_ID, prefetch_templates
 
 GENERATED_CASES: dict[str, int] = {

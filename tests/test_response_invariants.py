@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fixture_requests import fixture_request as _request
 
-from cds_service.fhir.models import validation_problem
+from cds_service.models import validation_problem
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REQUESTS = ROOT / "fhir_fixtures" / "requests"

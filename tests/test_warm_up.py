@@ -31,7 +31,7 @@ from cds_service.app import create_app
 from cds_service.cards import _override_displays
 from cds_service.domain.policy import load_policy
 from cds_service.domain.terminology import all_value_sets
-from cds_service.fhir.models import _model
+from cds_service.models import _model
 from cds_service.services import prefetch_templates
 
 CACHES = {"value sets": all_value_sets, "policy": load_policy,

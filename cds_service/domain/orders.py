@@ -7,15 +7,15 @@ in the request is looked at.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import Enum
 from functools import cached_property
 from typing import Any
 
-from .fhirdata import Code, Malformed, codings, concept_words, parse_date
-from .record import dosage_starts, find_medication, iter_resources
+from .fhirdata import Code, Malformed, parse_date
+from .record import CONTAINED, dosage_starts, iter_resources, name_medication
 from .terminology import value_set
 
 
@@ -83,36 +83,36 @@ class MedicationSources:
         return [r for value in (self.prefetch or {}).values() for r in iter_resources(value)
                 if r.get("resourceType") == "Medication"]
 
+    def pools(self) -> Iterator[Sequence[dict[str, Any]]]:
+        """The pools in the order they are searched; each built only when it is reached."""
+        yield self.in_drafts
+        yield self.in_prefetch
+        yield self.read
+
+
+UNRESOLVED = "medicationReference display"
+"""How an order's medication was read when its reference resolved nowhere (display only)."""
+
 
 def _medication_of(request: dict[str, Any],
                    sources: MedicationSources) -> tuple[tuple[Code, ...], str, str]:
     """(codes, words, how) of a request's medication: inline, or the referenced Medication
     (contained for '#id'; else draftOrders, then prefetch, then read from the FHIR server)."""
-    concept = request.get("medicationCodeableConcept")
-    if concept is not None:
-        return tuple(codings(concept)), concept_words(concept), "medicationCodeableConcept"
-    ref = request.get("medicationReference")
-    if not isinstance(ref, dict):
+    named = name_medication(request, sources.pools())
+    if named.inline:
+        return named.codes, named.words, "medicationCodeableConcept"
+    if not isinstance(request.get("medicationReference"), dict):
         return (), "", "no medication"
-    display = ref.get("display") if isinstance(ref.get("display"), str) else ""
-    reference = ref.get("reference")
-    if str(reference).startswith("#"):
-        medication = find_medication(reference, request)
-        where = "the order's contained resources"
-    else:
-        medication = find_medication(reference, request, sources.in_drafts)
-        where = "draftOrders"
-        if medication is None and sources.prefetch:
-            medication = find_medication(reference, request, sources.in_prefetch)
-            where = "prefetch"
-    if medication is None and sources.read:
-        medication = find_medication(reference, request, sources.read)
-        where = "the FHIR server"
-    if medication is None:
-        return (), str(display), "medicationReference display"
-    concept = medication.get("code")
-    words = " | ".join(w for w in (str(display), concept_words(concept)) if w)
-    return tuple(codings(concept)), words, f"medicationReference to Medication in {where}"
+    if named.found_in is None:
+        return (), named.words, UNRESOLVED
+    where = _POOL_NAMES[named.found_in]
+    return named.codes, named.words, f"medicationReference to Medication in {where}"
+
+
+_POOL_NAMES = {CONTAINED: "the order's contained resources", 0: "draftOrders", 1: "prefetch",
+               2: "the FHIR server"}
+"""MedicationSources.pools() in order, as the sentence saying how an order was recognised
+names them."""
 
 
 class UnreadableOrder(ValueError):
@@ -130,6 +130,44 @@ class OrderScan:
 
     order: AlemtuzumabOrder | None
     unidentified: tuple[str, ...] = ()
+    pending: tuple[dict[str, Any], ...] = ()
+    """Orders under review whose medicationReference resolved nowhere in the request, in draft
+    order: the only ones a Medication read from the FHIR server can change."""
+    sources: MedicationSources | None = None
+
+    def identify(self, read: Sequence[dict[str, Any]]) -> AlemtuzumabOrder | None:
+        """The alemtuzumab order once the Medications read from the FHIR server are known (the
+        request is not scanned again: only the pending orders are looked at)."""
+        if self.order is not None or self.sources is None:
+            return self.order
+        sources = MedicationSources(self.sources.drafts, self.sources.prefetch, read)
+        for resource in self.pending:
+            order = _as_lemtrada(resource, *_read_medication(resource, sources))
+            if order is not None:
+                return order
+        return None
+
+
+def _read_medication(resource: dict[str, Any],
+                     sources: MedicationSources) -> tuple[tuple[Code, ...], str, str]:
+    """(codes, words, how) of an order's medication; UnreadableOrder when the Medication it
+    names cannot be read."""
+    try:
+        return _medication_of(resource, sources)
+    except Malformed as exc:
+        raise UnreadableOrder(f"MedicationRequest/{resource.get('id')}",
+                              f"its Medication cannot be read ({exc})") from None
+
+
+def _as_lemtrada(resource: dict[str, Any], codes: tuple[Code, ...], words: str,
+                 how: str) -> AlemtuzumabOrder | None:
+    """The order as an AlemtuzumabOrder when its medication is Lemtrada, else None."""
+    if classify(codes, words) is not Product.LEMTRADA:
+        return None
+    lemtrada = value_set("alemtuzumab-lemtrada-rxnorm")
+    code = lemtrada.matches_any(list(codes))
+    matched = f"RxNorm {code[1]} via {how}" if code else f"name in text via {how}"
+    return AlemtuzumabOrder(resource, matched, codes)
 
 
 def scan_orders(
@@ -137,7 +175,6 @@ def scan_orders(
     draft_orders: Any,
     selections: list[str] | None,
     prefetch: dict[str, Any] | None,
-    read: Sequence[dict[str, Any]] = (),
 ) -> OrderScan:
     """Find the first Lemtrada order under review (order-select: selections only).
 
@@ -145,30 +182,31 @@ def scan_orders(
     without display) is reported, not skipped: it could be the alemtuzumab order. A referenced
     Medication whose code cannot be read raises UnreadableOrder."""
     drafts = draft_resources(draft_orders)
-    sources = MedicationSources(drafts, prefetch, read)
+    sources = MedicationSources(drafts, prefetch)
     wanted = set(selections) if hook == "order-select" and selections is not None else None
     unidentified: list[str] = []
+    pending: list[dict[str, Any]] = []
     for resource in drafts:
         if resource.get("resourceType") != "MedicationRequest":
             continue
         reference = f"MedicationRequest/{resource.get('id')}"
         if wanted is not None and reference not in wanted:
             continue
-        try:
-            codes, words, how = _medication_of(resource, sources)
-        except Malformed as exc:
-            raise UnreadableOrder(reference, f"its Medication cannot be read ({exc})") from None
+        codes, words, how = _read_medication(resource, sources)
+        ref = resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        on_a_server = isinstance(target, str) and bool(target) and not target.startswith("#")
         if not codes and not words.strip():
-            target = (resource.get("medicationReference") or {}).get("reference")
-            if isinstance(target, str) and target and not target.startswith("#"):
-                unidentified.append(target)
+            if on_a_server:
+                unidentified.append(str(target))
+                pending.append(resource)
             continue
-        if classify(codes, words) is Product.LEMTRADA:
-            lemtrada = value_set("alemtuzumab-lemtrada-rxnorm")
-            code = lemtrada.matches_any(list(codes))
-            matched = f"RxNorm {code[1]} via {how}" if code else f"name in text via {how}"
-            return OrderScan(AlemtuzumabOrder(resource, matched, codes))
-    return OrderScan(None, tuple(unidentified))
+        if how == UNRESOLVED and on_a_server:
+            pending.append(resource)  # named by display only: a Medication read may say more
+        order = _as_lemtrada(resource, codes, words, how)
+        if order is not None:
+            return OrderScan(order)
+    return OrderScan(None, tuple(unidentified), tuple(pending), sources)
 
 
 def planned_start(request: dict[str, Any], today: date) -> tuple[date, str]:

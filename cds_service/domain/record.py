@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from ..fhir.models import validation_problem
+from ..models import validation_problem
 from .fhirdata import Code, DateSpan, Malformed, codings, concept_words, first_date, reference_of
 from .terminology import ValueSet
 
@@ -262,20 +262,8 @@ class PatientRecord:
 
     def resolve_medication(self, holder: dict[str, Any]) -> tuple[tuple[Code, ...], str]:
         """Codes and words of the medication a request/statement/administration names."""
-        concept = holder.get("medicationCodeableConcept")
-        if concept is not None:
-            return tuple(codings(concept)), concept_words(concept)
-        ref = holder.get("medicationReference")
-        if not isinstance(ref, dict):
-            return (), ""
-        words = ref.get("display") if isinstance(ref.get("display"), str) else ""
-        medication = find_medication(ref.get("reference"), holder,
-                                     self.by_type.get("Medication", ()), self.by_full_url)
-        if medication is None:
-            return (), str(words)
-        med_concept = medication.get("code")
-        joined = " | ".join(w for w in (str(words), concept_words(med_concept)) if w)
-        return tuple(codings(med_concept)), joined
+        named = name_medication(holder, (self.by_type.get("Medication", ()), self.by_full_url))
+        return named.codes, named.words
 
     def medication_uses(self) -> tuple[list[MedicationUse], list[Unreadable]]:
         """Every medication-history entry, resolved once per record; unreadable ones apart."""
@@ -327,6 +315,53 @@ def dosage_starts(request: dict[str, Any]) -> list[DateSpan]:
                 if span is not None:
                     out.append(span)
     return out
+
+
+@dataclass(frozen=True)
+class NamedMedication:
+    """What a MedicationRequest, Statement or Administration says its medication is."""
+
+    codes: tuple[Code, ...]
+    words: str
+    """Text and displays (the reference's display first), joined, for name matching."""
+    found_in: int | None = None
+    """Which pool held the referenced Medication (its index); CONTAINED for '#id'; None when the
+    medication is inline (medicationCodeableConcept) or the reference resolved nowhere."""
+    inline: bool = False
+
+
+CONTAINED = -1
+
+
+def name_medication(
+    holder: dict[str, Any],
+    pools: Iterable[Iterable[dict[str, Any]] | dict[str, dict[str, Any]]] = (),
+) -> NamedMedication:
+    """The one medication resolver (orders under review, medication history, other drafts):
+    medicationCodeableConcept; else the referenced Medication, contained ('#id') or found in the
+    first of `pools` that holds it (pools are read lazily, in order); else the reference's display.
+    Raises Malformed when the codes cannot be read."""
+    concept = holder.get("medicationCodeableConcept")
+    if concept is not None:
+        return NamedMedication(tuple(codings(concept)), concept_words(concept), inline=True)
+    ref = holder.get("medicationReference")
+    if not isinstance(ref, dict):
+        return NamedMedication((), "")
+    display = str(ref["display"]) if isinstance(ref.get("display"), str) else ""
+    reference = ref.get("reference")
+    medication = find_medication(reference, holder)
+    found_in = CONTAINED if medication is not None else None
+    if medication is None and isinstance(reference, str) and not reference.startswith("#"):
+        for index, pool in enumerate(pools):
+            medication = find_medication(reference, holder, pool)
+            if medication is not None:
+                found_in = index
+                break
+    if medication is None:
+        return NamedMedication((), display)
+    code = medication.get("code")
+    words = " | ".join(w for w in (display, concept_words(code)) if w)
+    return NamedMedication(tuple(codings(code)), words, found_in)
 
 
 def find_medication(

@@ -29,11 +29,10 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from ..config import Settings
-from ..errors import PreconditionFailed
-from ..hook_request import HookRequest
+from ..models import is_known_type
 from ..observability import FHIR_FETCHES
-from .models import is_known_type
-from .prefetch import Fetched, next_link
+from ..origin import Origin
+from .prefetch import Endpoint, Fetched, FetchOutcome, next_link
 
 log = logging.getLogger(__name__)
 
@@ -191,23 +190,19 @@ class FhirClient:
 
     # -- Fetcher ------------------------------------------------------------------------------
 
-    def __call__(self, request: HookRequest, queries: Mapping[str, str],
-                 pages: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Fetched]:
-        """Obtain every key concurrently within the deadline, or raise 412 naming the keys."""
+    def __call__(self, endpoint: Endpoint, queries: Mapping[str, str],
+                 pages: Mapping[str, dict[str, Any]] | None = None) -> FetchOutcome:
+        """Obtain every key concurrently within the deadline; what failed is in the outcome."""
         deadline = _Deadline(self.settings.fhir_deadline_seconds)
         keys = sorted(queries)
-        expression = [f"prefetch.{k}" for k in keys]
-        base = (request.fhir_server or "").rstrip("/")
+        outcome = FetchOutcome(deadline_seconds=deadline.seconds)
+        base = endpoint.base_url.rstrip("/")
         problem = self.server_problem(base) if base else "is missing"
         if problem:
-            raise PreconditionFailed(
-                f"The fhirServer {problem}, so it was not called; required data could not be "
-                f"obtained: {', '.join(keys)}.", expression)
+            outcome.refused = problem
+            return outcome
         server = parse_location(base)
-        token = None
-        if request.fhir_authorization:
-            value = request.fhir_authorization.get("access_token")
-            token = value if isinstance(value, str) and value else None
+        token = endpoint.token
         pages = pages or {}
         pool = ThreadPoolExecutor(max_workers=max(1, len(keys)), thread_name_prefix="fhir-fetch")
         try:
@@ -221,37 +216,27 @@ class FhirClient:
         finally:
             # Never wait for stragglers: their own timeouts are bounded by the same deadline.
             pool.shutdown(wait=False, cancel_futures=True)
-        results: dict[str, Fetched] = {}
-        failures: dict[str, str] = {}
         for future, key in futures.items():
             if future not in done:
                 FHIR_FETCHES.labels(outcome="unfinished").inc()  # deadline, or abandoned
                 continue
             exc = future.exception()
             if exc is None:
-                results[key] = future.result()
+                outcome.results[key] = future.result()
                 FHIR_FETCHES.labels(outcome="ok").inc()
                 continue
             FHIR_FETCHES.labels(outcome="failed").inc()
             if isinstance(exc, KeyFailed):
-                failures[key] = str(exc)
+                outcome.failures[key] = str(exc)
             else:  # a bug, not the server: keep the detail in the log, not in the response
                 log.error("fetching prefetch key %s failed: %s", key, type(exc).__name__)
-                failures[key] = "internal error"
-        if len(results) == len(keys):
-            return results
-        unfinished = [k for k in keys if k not in results and k not in failures]
-        if not failures:
-            for key in unfinished:
-                failures[key] = f"not obtained within the deadline of {deadline.seconds:g} s"
-            unfinished = []
-        log.warning("prefetch fallback failed for %s", ", ".join(sorted({*failures, *unfinished})))
-        detail = "; ".join(f"{k}: {failures[k]}" for k in sorted(failures))
-        if unfinished:
-            detail += "; abandoned after that failure: " + ", ".join(unfinished)
-        raise PreconditionFailed(
-            f"Required data could not be obtained from the FHIR server ({detail}).",
-            [f"prefetch.{k}" for k in sorted({*failures, *unfinished})])
+                outcome.failures[key] = "internal error"
+        outcome.unfinished = [k for k in keys if k not in outcome.results
+                              and k not in outcome.failures]
+        if outcome.failures or outcome.unfinished:
+            log.warning("prefetch fallback failed for %s",
+                        ", ".join(sorted({*outcome.failures, *outcome.unfinished})))
+        return outcome
 
     # -- one key ------------------------------------------------------------------------------
 
@@ -261,10 +246,10 @@ class FhirClient:
             url = self._next_url(server, base + "/", next_link(first_page) or "")
             if url is not None:
                 return Fetched(self._complete(server, first_page, url, token, deadline),
-                               "prefetch + fhirServer pages")
-            origin = "fhirServer (prefetch paginated on another origin)"
+                               Origin.FHIR_SERVER_PAGED)
+            origin = Origin.FHIR_SERVER_OTHER_ORIGIN
         else:
-            origin = "fhirServer"
+            origin = Origin.FHIR_SERVER
         if not QUERY.match(query) or ".." in query.split("?", 1)[0]:
             raise KeyFailed("the query is not a FHIR read or search")
         path = query.split("?", 1)[0]

@@ -23,7 +23,7 @@ from ..fhirdata import (
     reference_of,
 )
 from ..orders import OrderContext, Product, classify
-from ..record import PatientRecord, Unreadable, find_medication
+from ..record import PatientRecord, Unreadable, name_medication
 
 IV_ROUTE = (SNOMED, "47625008")
 ORAL_ROUTE = (SNOMED, "26643006")
@@ -312,18 +312,8 @@ def other_drafts(order: OrderContext) -> list[dict[str, Any]]:
 def draft_medication(request: dict[str, Any],
                      drafts: tuple[dict[str, Any], ...]) -> tuple[list[Any], str]:
     """Codes and words of a draft order's medication: inline, contained or in the draft Bundle."""
-    concept = request.get("medicationCodeableConcept")
-    if concept is not None:
-        return codings(concept), concept_words(concept)
-    ref = request.get("medicationReference")
-    if not isinstance(ref, dict):
-        return [], ""
-    display = ref.get("display") if isinstance(ref.get("display"), str) else ""
-    medication = find_medication(ref.get("reference"), request, drafts)
-    if medication is None:
-        return [], str(display)
-    return codings(medication.get("code")), " | ".join(
-        w for w in (str(display), concept_words(medication.get("code"))) if w)
+    named = name_medication(request, (drafts,))
+    return list(named.codes), named.words
 
 
 def covered_days(request: dict[str, Any]) -> tuple[date | None, date | None]:
