@@ -149,7 +149,8 @@ def test_prefetched_first_pages_completed_from_the_fhir_server_are_counted_apart
     paged = json.loads(json.dumps(full))
     paged["prefetch"]["conditions"] = stub.first_page(
         "Condition", full["context"]["patientId"], 1)
-    paged |= {"fhirServer": stub.base_url, "fhirAuthorization": {"access_token": "stub-token"}}
+    paged |= {"fhirServer": stub.base_url,
+              "fhirAuthorization": without_prefetch(full, stub.base_url)["fhirAuthorization"]}
     before = samples(client)
     assert client.post(SELECT, json=paged).status_code == 200
     after = samples(client)
