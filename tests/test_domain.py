@@ -155,3 +155,20 @@ def test_domain_is_pure_and_flask_and_fhir_resources_stay_in_their_layers() -> N
         if "flask" in imported:
             assert relative in {"http_api.py", "app.py", "cors.py", "auth.py",
                                 "observability.py"}, relative
+
+
+def test_a_finding_under_another_topic_is_reported_unknown_not_passed_on() -> None:
+    """The evaluator asserts each finding carries its rule's topic: a rule answering for another
+    topic gives an 'unknown' warning under its own topic instead of a card under the wrong one."""
+    import dataclasses
+
+    from cds_service.domain.evaluate import _guarded
+    from cds_service.domain.findings import Finding, Severity, Status
+    from cds_service.domain.rules import RULES_BY_TOPIC
+
+    rule = dataclasses.replace(
+        RULES_BY_TOPIC["thyroid-disorder"],
+        check=lambda record, order, policy: Finding("malignancy", Status.MET, Severity.INFO, "ok"))
+    finding = _guarded(rule, None, None, None)  # type: ignore[arg-type]
+    assert (finding.topic, finding.status, finding.severity) == (
+        "thyroid-disorder", Status.UNKNOWN, Severity.WARNING)

@@ -21,7 +21,7 @@ from cds_service.domain.orders import AlemtuzumabOrder, OrderContext
 from cds_service.domain.policy import load_policy
 from cds_service.domain.record import PatientRecord
 from cds_service.domain.rules import RULES_BY_TOPIC
-from cds_service.domain.rules.warnings import icd10_malignant
+from cds_service.domain.rules.conditions import icd10_malignant
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fhir_fixtures"

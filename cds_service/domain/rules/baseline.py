@@ -14,6 +14,7 @@ from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..results import Meaning
 from ..terminology import value_set
+from .base import Rule
 from .labs import lab_results, order_test
 
 BASELINE = "baseline-labs"
@@ -80,6 +81,29 @@ def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Poli
     )
 
 
+BASELINE_LABS_RULE = Rule(
+    topic=BASELINE,
+    title="REMS baseline laboratory tests",
+    logic="Each of CBC with differential, serum creatinine, urinalysis, urine "
+    "protein/creatinine ratio, TSH, ALT, AST and total bilirubin needs a final result within "
+    "the window before T0; one warning lists what is missing, with one lab order per missing "
+    "test.",
+    indicator="warning",
+    source="rems",
+    citation="LEMTRADA REMS (baseline laboratory tests described in the PI before the first "
+    "infusion); PI boxed warning and section 5 (CBC, creatinine, urinalysis, UPCR, thyroid "
+    "function, transaminases and bilirubin before starting)",
+    check=check_baseline_labs,
+    value_sets=("alt-loinc", "ast-loinc", "bilirubin-total-loinc", "cbc-differential-loinc",
+                "result-indeterminate", "result-negative", "result-positive",
+                "serum-creatinine-loinc", "tsh-loinc", "urinalysis-loinc",
+                "urine-protein-creatinine-ratio-loinc"),
+    policy_keys=("baseline_lab_window",),
+    override_reasons=("action-completed", "need-more-info"),
+)
+
+
+
 def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """HBsAg and anti-HBc within the lookback: positive -> warning (reactivation); missing ->
     order."""
@@ -136,3 +160,22 @@ def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Poli
         )
     return Finding(HBV, Status.MET, Severity.INFO, "HBsAg and anti-HBc negative",
                    evidence=tuple(evidence), unreadable=unreadable)
+
+
+HBV_SCREENING_RULE = Rule(
+    topic=HBV,
+    title="Hepatitis B screening",
+    logic="Newest final HBsAg and anti-HBc within the lookback: either positive -> warning "
+    "(reactivation risk, hepatology review); missing, older or indeterminate -> warning with "
+    "a test order for each.",
+    indicator="warning",
+    source="label",
+    citation="PI section 5 (hepatitis B and C: consider screening before initiating; carriers "
+    "risk irreversible liver damage from reactivation)",
+    check=check_hbv_screening,
+    value_sets=("hbv-core-antibody-loinc", "hbv-surface-antigen-loinc", "result-indeterminate",
+                "result-negative", "result-positive"),
+    policy_keys=("screening_lookback",),
+    override_reasons=("action-completed", "need-more-info", "risk-benefit-ratio"),
+)
+

@@ -1,4 +1,7 @@
-"""Shared reading of Condition evidence for the label rules: which diagnoses are current.
+"""Current conditions: the shared reading of Condition evidence, and the checks for a current
+thyroid disorder or malignancy (label section 5).
+
+Which diagnoses are current:
 
 A Condition counts as current when its clinicalStatus is active, recurrence or relapse. A
 Condition without clinicalStatus and without an abatement date could be current, so it counts too
@@ -9,15 +12,22 @@ ones were dropped by PatientRecord.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..fhirdata import Code, Malformed, codings, first_date, normalise_code, reference_of
+from ..fhirdata import ICD10CM, Code, Malformed, codings, first_date, normalise_code, reference_of
+from ..findings import Finding, Severity, Status
+from ..orders import OrderContext
+from ..policy import Policy
 from ..record import PatientRecord, Unreadable
-from ..terminology import ValueSet
+from ..terminology import ValueSet, value_set
+from .base import Rule
 
 CURRENT = frozenset({"active", "recurrence", "relapse"})
+THYROID = "thyroid-disorder"
+MALIGNANCY = "malignancy"
 ABATEMENT = ("abatementDateTime", "abatementPeriod", "abatementAge", "abatementRange",
              "abatementString")
 
@@ -157,3 +167,81 @@ def current_conditions(
         hits.append(ConditionHit(condition, code, _display(condition, code, vs_of), status,
                                  _written(condition, code)))
     return hits, unreadable
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+def check_thyroid_disorder(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Warning for a current thyroid disorder (benefit must justify the risk)."""
+    hits, unreadable = current_conditions(record, [value_set("thyroid-disorder-condition")])
+    if hits:
+        return Finding(
+            THYROID, Status.NOT_MET, Severity.WARNING,
+            f"Current thyroid disorder ({shorten(hits[0].name)}): weigh benefit against risk",
+            explanation=("In patients with an ongoing thyroid disorder, give alemtuzumab only if "
+                         "the potential benefit justifies the potential risks; autoimmune thyroid "
+                         "disease is a frequent adverse effect.",),
+            evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable),
+        )
+    return Finding(THYROID, Status.MET, Severity.INFO, "No current thyroid disorder on file",
+                   unreadable=tuple(unreadable))
+
+
+THYROID_DISORDER_RULE = Rule(
+    topic=THYROID,
+    title="No current thyroid disorder",
+    logic="Current Condition in the thyroid-disorder value set (hypothyroidism, "
+    "hyperthyroidism/Graves, thyroiditis) -> warning.",
+    indicator="warning",
+    source="label",
+    citation="PI section 5 (thyroid disorders: in patients with an ongoing thyroid disorder, "
+    "administer only if the potential benefit justifies the potential risks)",
+    check=check_thyroid_disorder,
+    value_sets=("thyroid-disorder-condition",),
+    override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
+)
+
+
+# ICD-10-CM chapter 2, malignant neoplasms C00-C96 (blocks C00-C75, C7A, C7B, C76-C80, C81-C96;
+# C4A is Merkel cell carcinoma). The malignancy-condition value set lists no C codes (see
+# terminology/README.md), so the chapter is matched here by prefix. D00-D49 (in situ, benign,
+# uncertain behaviour) are not malignancies for this warning.
+_ICD10_MALIGNANT = re.compile(r"^C(?:[0-8]\d|9[0-6]|4A|7A|7B)")
+
+
+def icd10_malignant(code: Code) -> bool:
+    """True for an ICD-10-CM code in C00-C96 (codes are stored upper case without the dot)."""
+    return code[0] == ICD10CM and _ICD10_MALIGNANT.match(code[1]) is not None
+
+
+
+def check_malignancy(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """Warning for a current malignancy: the value set, or any ICD-10-CM code C00-C96."""
+    hits, unreadable = current_conditions(record, [value_set("malignancy-condition")],
+                                          extra_match=icd10_malignant)
+    if hits:
+        return Finding(
+            MALIGNANCY, Status.NOT_MET, Severity.WARNING,
+            f"Current malignancy ({shorten(hits[0].name)}): use Lemtrada with caution",
+            explanation=("Alemtuzumab may increase the risk of malignancies (thyroid cancer, "
+                         "melanoma, lymphoproliferative disorders). Use caution in patients with a "
+                         "pre-existing or ongoing malignancy.",),
+            evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable),
+        )
+    return Finding(MALIGNANCY, Status.MET, Severity.INFO, "No current malignancy on file",
+                   unreadable=tuple(unreadable))
+
+
+MALIGNANCY_RULE = Rule(
+    topic=MALIGNANCY,
+    title="No current malignancy",
+    logic="Current Condition in the malignancy value set, or with any ICD-10-CM code C00-C96 "
+    "(matched by prefix, as the value set lists no C codes) -> warning.",
+    indicator="warning",
+    source="label",
+    citation="Boxed warning and PI section 5 (malignancies: use caution in patients with "
+    "pre-existing or ongoing malignancies)",
+    check=check_malignancy,
+    value_sets=("malignancy-condition",),
+    override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
+)

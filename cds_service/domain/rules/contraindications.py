@@ -11,6 +11,7 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import value_set
+from .base import Rule
 from .conditions import current_conditions, refuted, shorten
 
 HYPERSENSITIVITY = "hypersensitivity"
@@ -106,6 +107,23 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
                    unreadable=tuple(unreadable))
 
 
+HYPERSENSITIVITY_RULE = Rule(
+    topic=HYPERSENSITIVITY,
+    title="No hypersensitivity to alemtuzumab",
+    logic="AllergyIntolerance (clinicalStatus active or not recorded; not refuted or "
+    "entered-in-error) coded with a Lemtrada/Campath/alemtuzumab RxNorm code, or naming "
+    "alemtuzumab, Lemtrada or Campath in its code or reaction substance -> critical.",
+    indicator="critical",
+    source="label",
+    citation="PI section 4 (Contraindications: known hypersensitivity or anaphylactic "
+    "reactions to alemtuzumab or any excipient)",
+    check=check_hypersensitivity,
+    value_sets=("alemtuzumab-allergen",),
+    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
+)
+
+
+
 def check_active_infection(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Critical for a current active TB, HIV, hepatitis B/C or other listed acute infection.
 
@@ -132,3 +150,20 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
     return Finding(ACTIVE_INFECTION, Status.MET, Severity.INFO,
                    "No active TB, HIV, hepatitis B/C or listed acute infection on file",
                    unreadable=tuple(unreadable))
+
+
+ACTIVE_INFECTION_RULE = Rule(
+    topic=ACTIVE_INFECTION,
+    title="No active infection or HIV infection",
+    logic="Current Condition (clinicalStatus active/recurrence/relapse, or not recorded "
+    "without abatement; not refuted) of active tuberculosis, hepatitis B or C, or a listed "
+    "acute infection, or an HIV Condition with any status -> critical.",
+    indicator="critical",
+    source="label",
+    citation="PI section 4 (Contraindications: infection with HIV; active infection)",
+    check=check_active_infection,
+    value_sets=("active-tuberculosis-condition", "acute-infection-condition",
+                "hepatitis-b-condition", "hepatitis-c-condition", "hiv-condition"),
+    override_reasons=("action-completed", "recipient-disagrees-evidence", "risk-benefit-ratio"),
+)
+

@@ -11,6 +11,7 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import MedicationUse, PatientRecord, Unreadable
 from ..terminology import ValueSet, value_set
+from .base import Rule
 
 TOPIC = "prior-dmt"
 
@@ -109,3 +110,22 @@ def check_prior_dmt(record: PatientRecord, order: OrderContext, policy: Policy) 
         evidence=evidence,
         unreadable=tuple(bad),
     )
+
+
+PRIOR_DMT_RULE = Rule(
+    topic=TOPIC,
+    title="Inadequate response to two or more MS therapies",
+    logic="Distinct prior MS DMT ingredients (RxNorm code or name in text; alemtuzumab and "
+    "corticosteroids excluded) in MedicationStatement/Request/Administration; fewer than "
+    "the minimum -> warning listing what was found.",
+    indicator="warning",
+    source="label",
+    citation="PI section 1 (Indications and Usage: generally reserved for inadequate response "
+    "to two or more MS drugs)",
+    check=check_prior_dmt,
+    value_sets=("ms-dmt-rxnorm",),
+    policy_keys=("min_prior_dmts",),
+    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio",
+                      "expert-contradicts"),
+)
+

@@ -11,6 +11,7 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import value_set
+from .base import Rule
 from .conditions import current_conditions, shorten
 
 INDICATION = "indication"
@@ -54,6 +55,24 @@ def check_indication(record: PatientRecord, order: OrderContext, policy: Policy)
                      "relapsing forms of MS in adults.",),
         unreadable=tuple(unreadable),
     )
+
+
+INDICATION_RULE = Rule(
+    topic=INDICATION,
+    title="Relapsing multiple sclerosis",
+    logic="No current MS Condition (ICD-10-CM G35.x, SNOMED CT MS concepts; remission "
+    "counts) -> warning; only primary progressive MS or clinically isolated syndrome -> "
+    "warning (not indicated).",
+    indicator="warning",
+    source="label",
+    citation="PI section 1 (Indications and Usage: relapsing forms of MS in adults; not "
+    "recommended for clinically isolated syndrome)",
+    check=check_indication,
+    value_sets=("clinically-isolated-syndrome-condition", "ms-diagnosis-condition",
+                "ms-primary-progressive-condition"),
+    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
+)
+
 
 
 @dataclass(frozen=True)
@@ -119,3 +138,19 @@ def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Fin
                        evidence=evidence)
     return Finding(AGE, Status.MET, Severity.INFO, f"Adult ({age} years at the planned start)",
                    evidence=evidence)
+
+
+AGE_RULE = Rule(
+    topic=AGE,
+    title="Adult patient (17 or older)",
+    logic="Age at T0 from Patient.birthDate below the pediatric limit -> warning; birthDate "
+    "missing, unreadable or too partial to tell -> warning.",
+    indicator="warning",
+    source="label",
+    citation="PI section 8.4 (Pediatric Use: not recommended below 17 years)",
+    check=check_age,
+    value_sets=(),
+    policy_keys=("pediatric_age",),
+    override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
+)
+

@@ -33,6 +33,10 @@ from .course import (
     route_of,
 )
 
+COURSE_INTERVAL = "course-interval"
+DOSE = "dose"
+PREMEDICATION = "premedication"
+HERPES_PROPHYLAXIS = "herpes-prophylaxis"
 UCUM = "http://unitsofmeasure.org"
 SNOMED_ROUTE_DISPLAY = {IV_ROUTE: "Intravenous route", ORAL_ROUTE: "Oral route"}
 
@@ -56,7 +60,7 @@ def _course_lines(history: History) -> list[str]:
 def check_course_interval(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Critical when a new course starts less than the interval after the prior course's last
     dose."""
-    topic, months = "course-interval", policy["course_interval"]
+    topic, months = COURSE_INTERVAL, policy["course_interval"]
     history = _history(record, order, policy)
     evidence = tuple(_course_lines(history))
     unreadable = tuple(history.unreadable)
@@ -96,13 +100,32 @@ def check_course_interval(record: PatientRecord, order: OrderContext, policy: Po
                    evidence=evidence, unreadable=unreadable)
 
 
+COURSE_INTERVAL_RULE = Rule(
+    topic=COURSE_INTERVAL,
+    title="At least 12 months since the last course",
+    logic="Completed alemtuzumab (not Campath) MedicationAdministration/Statement/Request "
+    "before T0, grouped into courses (doses at most the grouping gap apart); course number = "
+    "prior courses + 1; a start less than the interval after the last dose of the prior course "
+    "-> critical with the earliest allowed start; undated or partially dated doses -> warning.",
+    indicator="critical",
+    source="label",
+    citation="PI section 2 (Recommended Dosage: later courses at least 12 months after the "
+    "last dose of any prior course)",
+    check=check_course_interval,
+    value_sets=("alemtuzumab-lemtrada-rxnorm", "campath-rxnorm"),
+    policy_keys=("course_interval", "course_grouping_gap"),
+    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
+)
+
+
+
 # -- dose, route and days -----------------------------------------------------------------------
 
 
 def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Critical for a dose other than 12 mg/day or a non-IV route; warning for unstated ones and
     for a course length other than 5 (first course) or 3 (later) days."""
-    topic, daily = "dose", policy["daily_dose"]
+    topic, daily = DOSE, policy["daily_dose"]
     request = order.order.request
     dosages = dosage_list(request)
     critical: list[str] = []
@@ -159,6 +182,25 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
     return Finding(topic, Status.MET, Severity.INFO,
                    f"{daily} mg IV daily for {days} days, as for {course}",
                    evidence=tuple(evidence))
+
+
+DOSE_RULE = Rule(
+    topic=DOSE,
+    title="Dose, route and days of the course",
+    logic="Every dosage: dose other than the daily dose (mg, g, or mL read at 10 mg/mL) or a "
+    "route other than IV (SNOMED 47625008 or 'intravenous'/'IV' in text), or IV push/bolus "
+    "-> critical; dose or route missing or unreadable -> warning; days (count, boundsPeriod "
+    "inclusive or boundsDuration) other than 5 for course 1 or 3 for later courses -> warning.",
+    indicator="critical / warning",
+    source="label",
+    citation="PI section 2 (Recommended Dosage: 12 mg/day IV over 4 hours; 5 consecutive days, "
+    "then 3 consecutive days; do not give as IV push or bolus)",
+    check=check_dose,
+    value_sets=("alemtuzumab-lemtrada-rxnorm", "campath-rxnorm"),
+    policy_keys=("daily_dose", "first_course_days", "later_course_days"),
+    override_reasons=("recipient-disagrees-evidence", "expert-contradicts"),
+)
+
 
 
 # -- premedication and herpes prophylaxis --------------------------------------------------------
@@ -220,7 +262,7 @@ def premedication_suggestion(t0: date, policy: Policy) -> Suggestion:
 def check_premedication(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Among the other draft orders, methylprednisolone 1,000 mg IV covering days 1-3 of the
     course."""
-    topic, days, dose = "premedication", policy["premedication_days"], policy["premedication_dose"]
+    topic, days, dose = PREMEDICATION, policy["premedication_days"], policy["premedication_dose"]
     last_needed = order.t0 + timedelta(days=days - 1)
     methylpred = value_set("methylprednisolone-rxnorm")
     gaps: list[str] = []
@@ -263,6 +305,27 @@ def check_premedication(record: PatientRecord, order: OrderContext, policy: Poli
     )
 
 
+PREMEDICATION_RULE = Rule(
+    topic=PREMEDICATION,
+    title="Corticosteroid premedication on days 1-3",
+    logic="Order-sign only: among the other draft MedicationRequests, methylprednisolone "
+    "(RxNorm or name) of at least the premedication dose, IV, from T0 through day 3; another "
+    "corticosteroid asks to confirm equivalence; none -> warning with a methylprednisolone "
+    "1,000 mg IV order for days 1-3.",
+    indicator="warning",
+    source="label",
+    citation="PI section 2 (Recommended Premedication: 1,000 mg methylprednisolone or "
+    "equivalent immediately before infusion on the first 3 days of each course)",
+    check=check_premedication,
+    value_sets=("corticosteroid-rxnorm", "methylprednisolone-rxnorm"),
+    policy_keys=("premedication_dose", "premedication_days"),
+    override_reasons=("indication-order-exists", "patient-contraindication",
+                      "policy-contradicts"),
+    hooks=ORDER_SIGN,
+)
+
+
+
 def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
     """Acyclovir 400 mg by mouth twice daily from day 1 until the prophylaxis end (a new order).
 
@@ -286,7 +349,7 @@ def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
 
 def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Among the other draft orders, an anti-herpes antiviral starting on or before day 1."""
-    topic, months = "herpes-prophylaxis", policy["herpes_prophylaxis_months"]
+    topic, months = HERPES_PROPHYLAXIS, policy["herpes_prophylaxis_months"]
     days, _ = order_days(order.order.request)
     if days is None or days < 1:
         days = _expected_days(_history(record, order, policy), policy)
@@ -327,70 +390,22 @@ def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy:
     )
 
 
-ORDER_RULES: tuple[Rule, ...] = (
-    Rule(
-        topic="course-interval",
-        title="At least 12 months since the last course",
-        logic="Completed alemtuzumab (not Campath) MedicationAdministration/Statement/Request "
-        "before T0, grouped into courses (doses at most the grouping gap apart); course number = "
-        "prior courses + 1; a start less than the interval after the last dose of the prior course "
-        "-> critical with the earliest allowed start; undated or partially dated doses -> warning.",
-        indicator="critical",
-        source="label",
-        citation="PI section 2 (Recommended Dosage: later courses at least 12 months after the "
-        "last dose of any prior course)",
-        check=check_course_interval,
-        policy_keys=("course_interval", "course_grouping_gap"),
-        override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
-    ),
-    Rule(
-        topic="dose",
-        title="Dose, route and days of the course",
-        logic="Every dosage: dose other than the daily dose (mg, g, or mL read at 10 mg/mL) or a "
-        "route other than IV (SNOMED 47625008 or 'intravenous'/'IV' in text), or IV push/bolus "
-        "-> critical; dose or route missing or unreadable -> warning; days (count, boundsPeriod "
-        "inclusive or boundsDuration) other than 5 for course 1 or 3 for later courses -> warning.",
-        indicator="critical / warning",
-        source="label",
-        citation="PI section 2 (Recommended Dosage: 12 mg/day IV over 4 hours; 5 consecutive days, "
-        "then 3 consecutive days; do not give as IV push or bolus)",
-        check=check_dose,
-        policy_keys=("daily_dose", "first_course_days", "later_course_days"),
-        override_reasons=("recipient-disagrees-evidence", "expert-contradicts"),
-    ),
-    Rule(
-        topic="premedication",
-        title="Corticosteroid premedication on days 1-3",
-        logic="Order-sign only: among the other draft MedicationRequests, methylprednisolone "
-        "(RxNorm or name) of at least the premedication dose, IV, from T0 through day 3; another "
-        "corticosteroid asks to confirm equivalence; none -> warning with a methylprednisolone "
-        "1,000 mg IV order for days 1-3.",
-        indicator="warning",
-        source="label",
-        citation="PI section 2 (Recommended Premedication: 1,000 mg methylprednisolone or "
-        "equivalent immediately before infusion on the first 3 days of each course)",
-        check=check_premedication,
-        policy_keys=("premedication_dose", "premedication_days"),
-        override_reasons=("indication-order-exists", "patient-contraindication",
-                          "policy-contradicts"),
-        hooks=ORDER_SIGN,
-    ),
-    Rule(
-        topic="herpes-prophylaxis",
-        title="Antiviral herpes prophylaxis from day 1",
-        logic="Order-sign only: among the other draft MedicationRequests, acyclovir, valacyclovir "
-        "or famciclovir (RxNorm or name) starting on or before T0 (dosage start, else authoredOn) "
-        "and not ending earlier than the prophylaxis months (30 days each) after the last "
-        "infusion (T0 + course days - 1); none -> warning with an acyclovir 400 mg twice-daily "
-        "order.",
-        indicator="warning",
-        source="label",
-        citation="PI section 2 (Herpes Prophylaxis: antiviral prophylaxis from the first day of "
-        "each course, at least 2 months after treatment or until CD4+ >= 200 cells/uL)",
-        check=check_herpes_prophylaxis,
-        policy_keys=("herpes_prophylaxis_months",),
-        override_reasons=("indication-order-exists", "patient-contraindication",
-                          "policy-contradicts"),
-        hooks=ORDER_SIGN,
-    ),
+HERPES_PROPHYLAXIS_RULE = Rule(
+    topic=HERPES_PROPHYLAXIS,
+    title="Antiviral herpes prophylaxis from day 1",
+    logic="Order-sign only: among the other draft MedicationRequests, acyclovir, valacyclovir "
+    "or famciclovir (RxNorm or name) starting on or before T0 (dosage start, else authoredOn) "
+    "and not ending earlier than the prophylaxis months (30 days each) after the last "
+    "infusion (T0 + course days - 1); none -> warning with an acyclovir 400 mg twice-daily "
+    "order.",
+    indicator="warning",
+    source="label",
+    citation="PI section 2 (Herpes Prophylaxis: antiviral prophylaxis from the first day of "
+    "each course, at least 2 months after treatment or until CD4+ >= 200 cells/uL)",
+    check=check_herpes_prophylaxis,
+    value_sets=("alemtuzumab-lemtrada-rxnorm", "campath-rxnorm", "herpes-antiviral-rxnorm"),
+    policy_keys=("herpes_prophylaxis_months",),
+    override_reasons=("indication-order-exists", "patient-contraindication",
+                      "policy-contradicts"),
+    hooks=ORDER_SIGN,
 )

@@ -16,6 +16,7 @@ from ..record import PatientRecord
 from ..results import Meaning
 from ..results import newest as newest_of
 from ..terminology import value_set
+from .base import Rule
 from .conditions import current_conditions
 from .indication import age_at
 from .labs import lab_results, order_test
@@ -87,3 +88,24 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
                      f"cause fetal harm; advise effective {advice}.",),
         evidence=evidence, unreadable=unreadable, suggestions=(suggestion,),
     )
+
+
+PREGNANCY_RULE = Rule(
+    topic=TOPIC,
+    title="Pregnancy excluded, contraception advised",
+    logic="Not recorded as male: newest hCG positive or a current pregnancy Condition -> "
+    "critical. Age at T0 in the reproductive range (or unknown) without a negative hCG within "
+    "the window -> warning with an hCG order. Advice: contraception during and for 4 months "
+    "after each course. Gender missing/unknown/other is treated as possibly female.",
+    indicator="critical / warning",
+    source="label",
+    citation="PI section 8.1 (Pregnancy: may cause fetal harm) and section 8.3 (contraception "
+    "during and for 4 months after each course); test window and age range are local policy",
+    check=check_pregnancy,
+    value_sets=("pregnancy-condition", "pregnancy-test-loinc", "result-indeterminate",
+                "result-negative", "result-positive"),
+    policy_keys=("pregnancy_test_window", "reproductive_age_min", "reproductive_age_max",
+                 "contraception_after_course"),
+    override_reasons=("action-completed", "patient-ineligible", "recipient-disagrees-evidence"),
+)
+

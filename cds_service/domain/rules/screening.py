@@ -12,7 +12,12 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord
 from ..results import LabResult, Meaning
+from .base import Rule
 from .labs import Results, lab_results, order_test
+
+TB = "tb-screening"
+HIV = "hiv-screening"
+HCV = "hcv-screening"
 
 
 def _missing(topic: str, what: str, results: list[Results], lookback: int,
@@ -34,7 +39,7 @@ def _all_unreadable(results: list[Results]) -> tuple:  # type: ignore[type-arg]
 
 def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """TB by IGRA or skin test: positive is critical (exclude active TB, treat latent TB first)."""
-    topic, lookback = "tb-screening", policy["screening_lookback"]
+    topic, lookback = TB, policy["screening_lookback"]
     tb = lab_results(record, "tb-screening-loinc", order.t0, lookback)
     latest = tb.latest
     if latest is None:
@@ -62,9 +67,26 @@ def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Polic
                    evidence=(latest.describe(),), unreadable=tuple(tb.unreadable))
 
 
+TB_SCREENING_RULE = Rule(
+    topic=TB,
+    title="Tuberculosis screening",
+    logic="Newest final IGRA/TST within the lookback: positive -> critical; indeterminate, "
+    "missing or older -> warning with an IGRA order.",
+    indicator="critical / warning",
+    source="label",
+    citation="PI section 2 (tuberculosis screening according to local guidelines) and "
+    "section 4 (active infection)",
+    check=check_tb_screening,
+    value_sets=("result-indeterminate", "result-negative", "result-positive", "tb-screening-loinc"),
+    policy_keys=("screening_lookback",),
+    override_reasons=("action-completed", "need-more-info"),
+)
+
+
+
 def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """HIV-1/2 Ag/Ab or HIV-1 RNA: positive is critical (HIV infection is a contraindication)."""
-    topic, lookback = "hiv-screening", policy["screening_lookback"]
+    topic, lookback = HIV, policy["screening_lookback"]
     screen = lab_results(record, "hiv-screening-loinc", order.t0, lookback)
     rna = lab_results(record, "hiv-rna-loinc", order.t0, lookback, nucleic_acid=True)
     latest = [r for r in (screen.latest, rna.latest) if r is not None]
@@ -94,9 +116,26 @@ def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Poli
                    evidence=tuple(r.describe() for r in latest), unreadable=unreadable)
 
 
+HIV_SCREENING_RULE = Rule(
+    topic=HIV,
+    title="HIV infection excluded",
+    logic="Newest final HIV-1/2 Ag/Ab and HIV-1 RNA within the lookback: positive -> critical "
+    "(contraindication); indeterminate, missing or older -> warning with a test order.",
+    indicator="critical / warning",
+    source="label",
+    citation="PI section 4 (Contraindications: infection with HIV)",
+    check=check_hiv_screening,
+    value_sets=("hiv-rna-loinc", "hiv-screening-loinc", "result-indeterminate", "result-negative",
+                "result-positive"),
+    policy_keys=("screening_lookback",),
+    override_reasons=("action-completed", "need-more-info"),
+)
+
+
+
 def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """HCV RNA detected is critical (active infection); antibody positive without RNA a warning."""
-    topic, lookback = "hcv-screening", policy["screening_lookback"]
+    topic, lookback = HCV, policy["screening_lookback"]
     antibody = lab_results(record, "hcv-antibody-loinc", order.t0, lookback)
     rna = lab_results(record, "hcv-rna-loinc", order.t0, lookback, nucleic_acid=True)
     unreadable = _all_unreadable([antibody, rna])
@@ -138,3 +177,21 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
                        evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))
     return Finding(topic, Status.MET, Severity.INFO, f"HCV antibody negative on {ab.when}",
                    evidence=evidence, unreadable=unreadable)
+
+
+HCV_SCREENING_RULE = Rule(
+    topic=HCV,
+    title="Hepatitis C screening",
+    logic="HCV RNA detected -> critical (active infection); RNA not detected -> met; antibody "
+    "positive or indeterminate without RNA -> warning with an RNA order; missing -> warning.",
+    indicator="critical / warning",
+    source="label",
+    citation="PI section 5 (hepatitis B and C: screen patients at high risk) and section 4 "
+    "(active infection)",
+    check=check_hcv_screening,
+    value_sets=("hcv-antibody-loinc", "hcv-rna-loinc", "result-indeterminate", "result-negative",
+                "result-positive"),
+    policy_keys=("screening_lookback",),
+    override_reasons=("action-completed", "need-more-info"),
+)
+

@@ -9,6 +9,7 @@ from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..results import Meaning
 from ..terminology import value_set
+from .base import Rule
 from .labs import lab_results, order_test
 
 TOPIC = "vzv-immunity"
@@ -86,3 +87,22 @@ def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Polic
         unreadable=tuple(unreadable),
         suggestions=(suggestion,),
     )
+
+
+VZV_IMMUNITY_RULE = Rule(
+    topic=TOPIC,
+    title="Varicella-zoster immunity",
+    logic="Immune if VZV IgG positive, varicella/zoster history (any clinical status) or "
+    "varicella vaccination (CVX 21, 94); IgG negative without vaccination -> warning "
+    "(vaccinate, wait the gap); no evidence -> warning with a VZV IgG order.",
+    indicator="warning",
+    source="label",
+    citation="PI section 2 (Testing and Procedures Prior to Treatment: VZV antibodies, "
+    "vaccination of antibody-negative patients)",
+    check=check_vzv_immunity,
+    value_sets=("result-indeterminate", "result-negative", "result-positive",
+                "varicella-vaccines-cvx", "varicella-zoster-history-condition", "vzv-igg-loinc"),
+    policy_keys=("vaccine_min_gap",),
+    override_reasons=("action-completed", "risk-benefit-ratio"),
+)
+
