@@ -77,7 +77,8 @@ def _source(topic: str, policy: Policy) -> dict[str, Any]:
     return {
         "label": SOURCE_LABELS[key],
         "url": policy.sources[key].url,
-        "topic": _topic_coding(topic, rule.title if rule else "Lemtrada eligibility checklist"),
+        "topic": _topic_coding(topic, rule.titled(policy) if rule
+                               else "Lemtrada eligibility checklist"),
     }
 
 
@@ -197,7 +198,7 @@ def summary_card(findings: list[Finding], order: OrderContext, hook_instance: st
     ]
     for finding in findings:
         rule = RULES_BY_TOPIC.get(finding.topic)
-        title = rule.title if rule else finding.topic
+        title = rule.titled(policy) if rule else finding.topic
         evidence = "; ".join(finding.evidence) or finding.headline
         if finding.unreadable:
             evidence += "; unreadable: " + "; ".join(str(u) for u in finding.unreadable)

@@ -67,7 +67,8 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
     for rule in RULES:
         source = policy.sources[rule.source].title
         lines.append(
-            f"| `{rule.topic}` | {_cell(rule.title)} | {_cell(rule.logic)} | {rule.indicator} | "
+            f"| `{rule.topic}` | {_cell(rule.titled(policy))} | {_cell(rule.logic)} | "
+            f"{rule.indicator} | "
             f"{_cell(_numbers(rule, policy))} | {_cell(f'{source}: {rule.citation}')} | "
             f"{_hooks(rule)} |"
         )
@@ -129,10 +130,12 @@ def render_topic_table() -> str:
     """The README's table of card topics: one row per rule, in table order, then the summary."""
     from .cards import SUMMARY_TOPIC
 
+    policy = load_policy()
     lines = ["| topic | what it checks | indicator | hooks |", "|---|---|---|---|"]
     for rule in RULES:
         hooks = "both" if set(HOOK_ORDER) <= rule.hooks else f"{_hooks(rule)} only"
-        lines.append(f"| `{rule.topic}` | {_cell(rule.title)} | {rule.indicator} | {hooks} |")
+        lines.append(f"| `{rule.topic}` | {_cell(rule.titled(policy))} | {rule.indicator} | "
+                     f"{hooks} |")
     lines.append(f"| `{SUMMARY_TOPIC}` | the checklist of every check, with REMS / "
                  "infusion-setting / 48-month monitoring reminders | worst of the others "
                  "(`info` when none) | both |")

@@ -169,6 +169,8 @@ def test_a_finding_under_another_topic_is_reported_unknown_not_passed_on() -> No
     rule = dataclasses.replace(
         RULES_BY_TOPIC["thyroid-disorder"],
         check=lambda record, order, policy: Finding("malignancy", Status.MET, Severity.INFO, "ok"))
-    finding = _guarded(rule, None, None, None)  # type: ignore[arg-type]
+    from cds_service.domain.policy import load_policy
+
+    finding = _guarded(rule, None, None, load_policy())  # type: ignore[arg-type]
     assert (finding.topic, finding.status, finding.severity) == (
         "thyroid-disorder", Status.UNKNOWN, Severity.WARNING)

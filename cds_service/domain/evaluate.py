@@ -22,13 +22,15 @@ def _guarded(rule: Rule, record: PatientRecord, order: OrderContext, policy: Pol
     except Exception:  # a crashing rule must surface as unknown, not as a 500
         log.exception("rule %s failed", rule.topic)
         return Finding(rule.topic, Status.UNKNOWN, Severity.WARNING,
-                       f"{rule.title}: could not be evaluated from the record; check manually",
+                       f"{rule.titled(policy)}: could not be evaluated from the record; "
+                       "check manually",
                        explanation=("The service could not read the evidence for this check.",))
     if finding.status is Status.MET and finding.unreadable:
         # Unreadable evidence might contradict what was read: never an all-clear.
         return Finding(
             finding.topic, Status.UNKNOWN, Severity.WARNING,
-            f"{rule.title}: {len(finding.unreadable)} record(s) unreadable, confirm manually",
+            f"{rule.titled(policy)}: {len(finding.unreadable)} record(s) unreadable, "
+            "confirm manually",
             explanation=("The readable evidence satisfies this check, but records that may bear on "
                          "it could not be read.",),
             evidence=finding.evidence, unreadable=finding.unreadable,

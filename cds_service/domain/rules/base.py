@@ -24,6 +24,7 @@ class Rule:
 
     topic: str
     title: str
+    """A template: policy numbers are named placeholders (`{course_interval}`), see `titled`."""
     logic: str
     indicator: str
     """The indicator(s) a failing check can carry, for the docs."""
@@ -37,3 +38,7 @@ class Rule:
     override_reasons: tuple[str, ...] = ()
     """Codes of the CDS Hooks non-adherence-reason vocabulary offered when overriding."""
     hooks: frozenset[str] = BOTH_HOOKS
+
+    def titled(self, policy: Policy) -> str:
+        """The title with its policy numbers filled in."""
+        return self.title.format_map(policy.placeholders())

@@ -142,7 +142,7 @@ def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Fin
 
 AGE_RULE = Rule(
     topic=AGE,
-    title="Adult patient (17 or older)",
+    title="Adult patient ({pediatric_age} or older)",
     logic="Age at T0 from Patient.birthDate below the pediatric limit -> warning; birthDate "
     "missing, unreadable or too partial to tell -> warning.",
     indicator="warning",

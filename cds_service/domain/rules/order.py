@@ -102,7 +102,7 @@ def check_course_interval(record: PatientRecord, order: OrderContext, policy: Po
 
 COURSE_INTERVAL_RULE = Rule(
     topic=COURSE_INTERVAL,
-    title="At least 12 months since the last course",
+    title="At least {course_interval} months since the last course",
     logic="Completed alemtuzumab (not Campath) MedicationAdministration/Statement/Request "
     "before T0, grouped into courses (doses at most the grouping gap apart); course number = "
     "prior courses + 1; a start less than the interval after the last dose of the prior course "
@@ -307,7 +307,7 @@ def check_premedication(record: PatientRecord, order: OrderContext, policy: Poli
 
 PREMEDICATION_RULE = Rule(
     topic=PREMEDICATION,
-    title="Corticosteroid premedication on days 1-3",
+    title="Corticosteroid premedication on days 1-{premedication_days}",
     logic="Order-sign only: among the other draft MedicationRequests, methylprednisolone "
     "(RxNorm or name) of at least the premedication dose, IV, from T0 through day 3; another "
     "corticosteroid asks to confirm equivalence; none -> warning with a methylprednisolone "

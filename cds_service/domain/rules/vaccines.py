@@ -90,7 +90,7 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
 
 LIVE_VACCINE_GAP_RULE = Rule(
     topic=TOPIC,
-    title="Live vaccine at least 6 weeks before the start",
+    title="Live vaccine at least {vaccine_min_gap_weeks} weeks before the start",
     logic="Completed Immunization with a live CVX given less than the gap before T0 -> "
     "critical; a CVX of uncertain liveness or an undated live vaccine -> warning.",
     indicator="critical / warning",
@@ -183,7 +183,7 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
 
 NON_LIVE_VACCINE_GAP_RULE = Rule(
     topic=NON_LIVE_GAP,
-    title="Other vaccines at least 6 weeks before the start",
+    title="Other vaccines at least {vaccine_min_gap_weeks} weeks before the start",
     logic="Completed Immunization that is not live, not of doubtful liveness and not a "
     "non-vaccine CVX (Shingrix 187 and JYNNEOS 206 count here) given less than the gap "
     "before T0 -> warning; an undated one -> warning.",
