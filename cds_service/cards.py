@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from .domain import orderables
 from .domain.fhirdata import LOINC
 from .domain.findings import Finding, Severity, Status, Suggestion
 from .domain.orders import OrderContext
@@ -27,7 +28,6 @@ UUID_NAMESPACE = uuid.UUID("6d0f3c1e-9a7b-5c2d-8e4f-1a2b3c4d5e6f")
 MAX_SUMMARY = 139
 SOURCE_LABELS = {"label": "LEMTRADA Prescribing Information", "rems": "LEMTRADA REMS",
                  "local": "LEMTRADA eligibility policy"}
-SNOMED_IV = {"system": "http://snomed.info/sct", "code": "47625008", "display": "Intravenous route"}
 
 
 @cache
@@ -90,8 +90,7 @@ def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, An
     if suggestion.kind == "lab":
         resource: dict[str, Any] = {
             "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
-            "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "108252007",
-                                      "display": "Laboratory procedure"}]}],
+            "category": [{"coding": [orderables.coding("laboratory")]}],
             "code": {"coding": [coding], "text": suggestion.display},
             "subject": subject,
         }

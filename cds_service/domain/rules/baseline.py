@@ -13,23 +13,23 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..results import Meaning
-from ..terminology import value_set
 from .base import Rule
 from .labs import lab_results, order_test
 
 BASELINE = "baseline-labs"
 HBV = "hbv-screening"
 
-# (short name, value set, LOINC code to order when missing)
+# (short name, value set, orderable to suggest when missing: terminology/orderables.json)
 BASELINE_TESTS: tuple[tuple[str, str, str], ...] = (
-    ("CBC with differential", "cbc-differential-loinc", "57021-8"),
-    ("serum creatinine", "serum-creatinine-loinc", "2160-0"),
-    ("urinalysis with cell counts", "urinalysis-loinc", "24356-8"),
-    ("urine protein/creatinine ratio", "urine-protein-creatinine-ratio-loinc", "2890-2"),
-    ("TSH", "tsh-loinc", "3016-3"),
-    ("ALT", "alt-loinc", "1742-6"),
-    ("AST", "ast-loinc", "1920-8"),
-    ("total bilirubin", "bilirubin-total-loinc", "1975-2"),
+    ("CBC with differential", "cbc-differential-loinc", "order-cbc-differential"),
+    ("serum creatinine", "serum-creatinine-loinc", "order-serum-creatinine"),
+    ("urinalysis with cell counts", "urinalysis-loinc", "order-urinalysis"),
+    ("urine protein/creatinine ratio", "urine-protein-creatinine-ratio-loinc",
+     "order-urine-protein-creatinine-ratio"),
+    ("TSH", "tsh-loinc", "order-tsh"),
+    ("ALT", "alt-loinc", "order-alt"),
+    ("AST", "ast-loinc", "order-ast"),
+    ("total bilirubin", "bilirubin-total-loinc", "order-bilirubin-total"),
 )
 
 
@@ -46,7 +46,7 @@ def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Poli
     stale: list[str] = []
     suggestions: list[Suggestion] = []
     unreadable: list[Unreadable] = []
-    for name, vs_id, loinc in BASELINE_TESTS:
+    for name, vs_id, orderable in BASELINE_TESTS:
         results = lab_results(record, vs_id, order.t0, window)
         unreadable.extend(results.unreadable)
         latest = max(results.current, key=lambda r: r.when.earliest) if results.current else None
@@ -58,10 +58,8 @@ def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Poli
         if old is not None:
             stale.append(f"{name}: older than {window} days: {old.test} on {old.when} "
                          f"({old.reference})")
-        suggestions.append(order_test(f"order-{vs_id.removesuffix('-loinc')}", loinc,
-                                      value_set(vs_id).display(("http://loinc.org", loinc)),
-                                      f"Lemtrada REMS baseline: {name} within {window} days "
-                                      "before the first infusion"))
+        suggestions.append(order_test(orderable, f"Lemtrada REMS baseline: {name} within "
+                                      f"{window} days before the first infusion"))
     evidence = tuple(present + stale)
     if not missing:
         return Finding(BASELINE, Status.MET, Severity.INFO,
@@ -110,13 +108,9 @@ def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     lookback = policy["screening_lookback"]
     tests = (
         ("HBsAg", lab_results(record, "hbv-surface-antigen-loinc", order.t0, lookback),
-         order_test("order-hbsag", "5196-1",
-                    "Hepatitis B virus surface Ag [Presence] in Serum or Plasma by Immunoassay",
-                    "Hepatitis B screening before Lemtrada")),
+         order_test("order-hbsag", "Hepatitis B screening before Lemtrada")),
         ("anti-HBc", lab_results(record, "hbv-core-antibody-loinc", order.t0, lookback),
-         order_test("order-anti-hbc", "13952-7",
-                    "Hepatitis B virus core Ab [Presence] in Serum or Plasma by Immunoassay",
-                    "Hepatitis B screening before Lemtrada")),
+         order_test("order-anti-hbc", "Hepatitis B screening before Lemtrada")),
     )
     unreadable = _unique([u for _, r, _ in tests for u in r.unreadable])
     evidence: list[str] = []

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from ..fhirdata import RXNORM, Malformed, add_months, parse_date, reference_of
+from .. import orderables
+from ..fhirdata import Malformed, add_months, parse_date, reference_of
 from ..findings import Finding, Severity, Status, Suggestion
 from ..orders import OrderContext
 from ..policy import Policy
@@ -19,9 +20,7 @@ from ..record import PatientRecord
 from ..terminology import value_set
 from .base import ORDER_SIGN, Rule
 from .course import (
-    IV_ROUTE,
     LEMTRADA_MG_PER_ML,
-    ORAL_ROUTE,
     History,
     covered_days,
     dosage_list,
@@ -38,7 +37,6 @@ DOSE = "dose"
 PREMEDICATION = "premedication"
 HERPES_PROPHYLAXIS = "herpes-prophylaxis"
 UCUM = "http://unitsofmeasure.org"
-SNOMED_ROUTE_DISPLAY = {IV_ROUTE: "Intravenous route", ORAL_ROUTE: "Oral route"}
 
 
 def _history(record: PatientRecord, order: OrderContext, policy: Policy) -> History:
@@ -224,15 +222,18 @@ def _candidates(order: OrderContext, vs_id: str) -> list[tuple[dict[str, Any], s
     return out
 
 
-def _medication_suggestion(key: str, label: str, code: str, display: str, dosage: dict[str, Any],
+def _medication_suggestion(key: str, label: str, dosage: dict[str, Any],
                            reason: str) -> Suggestion:
-    return Suggestion(key=key, label=label, kind="medication", code=(RXNORM, code), display=display,
+    """A new MedicationRequest for the medication `key` of orderables.json (its RxNorm code)."""
+    coding = orderables.coding(key)
+    return Suggestion(key=key, label=label, kind="medication",
+                      code=(coding["system"], coding["code"]), display=coding["display"],
                       details={"dosage": dosage, "reason": reason})
 
 
-def _route(code: tuple[str, str], text: str) -> dict[str, Any]:
-    return {"coding": [{"system": code[0], "code": code[1], "display": SNOMED_ROUTE_DISPLAY[code]}],
-            "text": text}
+def _route(key: str, text: str) -> dict[str, Any]:
+    """A dosage route: the SNOMED CT coding of `key` in orderables.json, with the text shown."""
+    return {"coding": [orderables.coding(key)], "text": text}
 
 
 def _mg(value: int) -> list[dict[str, Any]]:
@@ -249,13 +250,13 @@ def premedication_suggestion(t0: date, policy: Policy) -> Suggestion:
                 f"1-{days} of the course",
         "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": end.isoformat()},
                               "count": days, "frequency": 1, "period": 1, "periodUnit": "d"}},
-        "route": _route(IV_ROUTE, "IV"),
+        "route": _route("intravenous", "IV"),
         "doseAndRate": _mg(dose),
     }
     return _medication_suggestion(
         "order-methylprednisolone",
         f"Order methylprednisolone {dose:,} mg IV daily, {t0} to {end}",
-        "6902", "methylprednisolone", dosage,
+        dosage,
         f"Premedication before alemtuzumab on the first {days} days of the course")
 
 
@@ -337,13 +338,13 @@ def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
                 "after the last infusion and until CD4+ lymphocytes are at least 200 cells/uL",
         "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": until.isoformat()},
                               "frequency": 2, "period": 1, "periodUnit": "d"}},
-        "route": _route(ORAL_ROUTE, "oral"),
+        "route": _route("oral", "oral"),
         "doseAndRate": _mg(400),
     }
     return _medication_suggestion(
         "order-acyclovir",
         f"Order acyclovir 400 mg by mouth twice daily, {t0} to {until} (confirm dose)",
-        "197311", "acyclovir 400 MG Oral Tablet", dosage,
+        dosage,
         "Herpes prophylaxis from the first day of the alemtuzumab course")
 
 

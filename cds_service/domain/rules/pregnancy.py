@@ -69,9 +69,7 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
         return Finding(TOPIC, Status.MET, Severity.INFO,
                        f"Negative hCG on {latest_recent.when}; advise {advice}",
                        evidence=evidence + (f"advice: {advice}",), unreadable=unreadable)
-    suggestion = order_test("order-hcg", "2118-8",
-                            "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma",
-                            "Exclude pregnancy before Lemtrada")
+    suggestion = order_test("order-hcg", "Exclude pregnancy before Lemtrada")
     if latest_recent is not None:
         headline = (f"hCG indeterminate on {latest_recent.when}: repeat before starting; "
                     f"advise {advice}")

@@ -44,10 +44,7 @@ def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Polic
     latest = tb.latest
     if latest is None:
         return _missing(topic, "TB screening (IGRA or skin test)", [tb], lookback,
-                        order_test("order-igra", "71773-6",
-                                   "Mycobacterium tuberculosis stimulated gamma interferon "
-                                   "[Interpretation] in Blood (IGRA)",
-                                   "TB screening before Lemtrada"))
+                        order_test("order-igra", "TB screening before Lemtrada"))
     if latest.meaning is Meaning.POSITIVE:
         return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
                        f"TB screening positive on {latest.when}: exclude active TB, treat latent "
@@ -61,8 +58,9 @@ def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Polic
                        f"TB screening indeterminate on {latest.when}: repeat or evaluate before "
                        "starting",
                        evidence=(latest.describe(),), unreadable=tuple(tb.unreadable),
-                       suggestions=(order_test("order-igra", "71773-6", "IGRA (TB) test",
-                                               "Repeat the indeterminate TB screening"),))
+                       suggestions=(order_test("order-igra",
+                                               "Repeat the indeterminate TB screening",
+                                               display="IGRA (TB) test"),))
     return Finding(topic, Status.MET, Severity.INFO, f"TB screening negative on {latest.when}",
                    evidence=(latest.describe(),), unreadable=tuple(tb.unreadable))
 
@@ -93,9 +91,7 @@ def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     unreadable = _all_unreadable([screen, rna])
     if not latest:
         return _missing(topic, "HIV test", [screen, rna], lookback,
-                        order_test("order-hiv-ag-ab", "56888-1",
-                                   "HIV 1+2 Ab+HIV1 p24 Ag [Presence] in Serum or Plasma by "
-                                   "Immunoassay",
+                        order_test("order-hiv-ag-ab",
                                    "HIV infection is a contraindication to Lemtrada"))
     positive = [r for r in latest if r.meaning is Meaning.POSITIVE]
     if positive:
@@ -110,8 +106,8 @@ def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Poli
                        f"HIV test indeterminate on {unclear[0].when}: confirm HIV status before "
                        "starting",
                        evidence=tuple(r.describe() for r in latest), unreadable=unreadable,
-                       suggestions=(order_test("order-hiv-ag-ab", "56888-1", "HIV-1/2 Ag/Ab test",
-                                               "Confirm HIV status"),))
+                       suggestions=(order_test("order-hiv-ag-ab", "Confirm HIV status",
+                                               display="HIV-1/2 Ag/Ab test"),))
     return Finding(topic, Status.MET, Severity.INFO, "HIV test negative",
                    evidence=tuple(r.describe() for r in latest), unreadable=unreadable)
 
@@ -139,10 +135,7 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     antibody = lab_results(record, "hcv-antibody-loinc", order.t0, lookback)
     rna = lab_results(record, "hcv-rna-loinc", order.t0, lookback, nucleic_acid=True)
     unreadable = _all_unreadable([antibody, rna])
-    rna_order = order_test("order-hcv-rna", "11259-9",
-                           "Hepatitis C virus RNA [Presence] in Serum or Plasma by NAA with "
-                           "probe detection",
-                           "Confirm or exclude active hepatitis C")
+    rna_order = order_test("order-hcv-rna", "Confirm or exclude active hepatitis C")
     r, ab = rna.latest, antibody.latest
     evidence: tuple[str, ...] = tuple(x.describe() for x in (ab, r) if isinstance(x, LabResult))
     if r is not None and r.meaning is Meaning.POSITIVE:
@@ -160,10 +153,7 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
                        evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))
     if ab is None:
         return _missing(topic, "hepatitis C test", [antibody, rna], lookback,
-                        order_test("order-hcv-antibody", "13955-0",
-                                   "Hepatitis C virus Ab [Presence] in Serum or Plasma by "
-                                   "Immunoassay",
-                                   "Hepatitis C screening before Lemtrada"))
+                        order_test("order-hcv-antibody", "Hepatitis C screening before Lemtrada"))
     if ab.meaning is Meaning.POSITIVE:
         return Finding(topic, Status.UNKNOWN, Severity.WARNING,
                        f"HCV antibody positive on {ab.when}, no RNA result: order HCV RNA "

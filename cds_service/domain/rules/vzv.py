@@ -60,9 +60,7 @@ def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Polic
         return Finding(TOPIC, Status.MET, Severity.INFO, "Evidence of VZV immunity on file",
                        evidence=tuple(immune), unreadable=tuple(unreadable))
 
-    suggestion = order_test("order-vzv-igg", "19162-7",
-                            "Varicella zoster virus IgG Ab [Presence] in Serum",
-                            "No evidence of varicella immunity on file")
+    suggestion = order_test("order-vzv-igg", "No evidence of varicella immunity on file")
     if latest is not None and latest.meaning is Meaning.NEGATIVE:
         return Finding(
             TOPIC, Status.NOT_MET, Severity.WARNING,
