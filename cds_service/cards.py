@@ -1,12 +1,16 @@
 """Findings -> CDS Hooks cards: wording, indicator, source and citation, topic, uuids, suggestions.
 
-All presentation lives here. Card and suggestion uuids are uuid5 of the hookInstance and topic, so
+All presentation lives here: the sentences of findings that carry a reason code come from
+wording.toml (every sentence a clinician should review, in one file), filled with the finding's
+facts and the policy numbers. Card and suggestion uuids are uuid5 of the hookInstance and topic, so
 the same request always gives the same cards, and feedback can be joined back to a topic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tomllib
 import uuid
 from collections.abc import Mapping
 from functools import cache
@@ -43,6 +47,39 @@ def _override_displays() -> dict[str, str]:
 
     walk(doc["concept"])
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Wording:
+    """The sentences of one (topic, reason): a summary and the detail's paragraphs."""
+
+    headline: str
+    explanation: tuple[str, ...] = ()
+
+
+ANY_TOPIC = "any"
+
+
+@cache
+def wording_table() -> dict[tuple[str, str], Wording]:
+    """wording.toml as {(topic or 'any', reason): Wording}, read once."""
+    doc = tomllib.loads((resources.files("cds_service") / "wording.toml").read_text(
+        encoding="utf-8"))
+    return {(topic, reason): Wording(entry["headline"], tuple(entry.get("explanation", ())))
+            for topic, reasons in doc.items() for reason, entry in reasons.items()}
+
+
+def worded(finding: Finding, policy: Policy) -> Finding:
+    """The finding with its headline and explanation written from wording.toml (a finding
+    without a reason code is worded by its check and returned as it is)."""
+    if not finding.reason:
+        return finding
+    table = wording_table()
+    entry = table.get((finding.topic, finding.reason)) or table[(ANY_TOPIC, finding.reason)]
+    values = {**policy.placeholders(), **finding.facts}
+    return dataclasses.replace(
+        finding, headline=entry.headline.format_map(values),
+        explanation=tuple(line.format_map(values) for line in entry.explanation))
 
 
 def card_uuid(hook_instance: str, topic: str, part: str = "") -> str:
@@ -223,6 +260,7 @@ def build_cards(findings: list[Finding], order: OrderContext, hook_instance: str
                 patient_id: str, policy: Policy,
                 reminders: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One card per unsatisfied check, most urgent first, then the summary; nothing else."""
+    findings = [worded(f, policy) for f in findings]
     ranked = sorted(
         (f for f in findings if f.shown), key=lambda f: -f.severity
     )  # stable: rule-table order within a severity

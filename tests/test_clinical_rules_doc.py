@@ -100,3 +100,19 @@ def test_each_topic_is_written_in_exactly_one_module(topic: str) -> None:
                             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))))
     assert modules == [RULES_BY_TOPIC[topic].check.__module__.removeprefix("cds_service.")
                        .replace(".", "/") + ".py"]
+
+
+def test_wording_table_names_only_declared_checks_and_fills_every_placeholder() -> None:
+    """Each [topic.reason] of cds_service/wording.toml is a declared topic (or `any`), and its
+    sentences fill from policy numbers plus facts the check gives (no stray placeholder)."""
+    import string
+
+    from cds_service.cards import ANY_TOPIC, wording_table
+
+    policy_names = set(load_policy().placeholders())
+    facts = {"title", "unreadable", "condition"}  # the facts today's reason codes carry
+    for (topic, reason), entry in wording_table().items():
+        assert topic in RULES_BY_TOPIC or topic == ANY_TOPIC, (topic, reason)
+        for text in (entry.headline, *entry.explanation):
+            names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
+            assert names <= policy_names | facts, (topic, reason, names)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fixture_requests import fixture_request as _request
 
+from cds_service.cards import worded
 from cds_service.domain.findings import Finding, Severity, Status
 from cds_service.domain.orders import AlemtuzumabOrder, OrderContext
 from cds_service.domain.policy import load_policy
@@ -241,7 +242,8 @@ def _run(topic: str, resources: list[dict[str, Any]], patient: dict[str, Any] | 
     order = OrderContext(hook="order-select",
                          order=AlemtuzumabOrder({"id": "o1"}, "test", ()),
                          t0=T0, t0_source="test", draft_orders=())
-    return RULES_BY_TOPIC[topic].check(record, order, load_policy())
+    # Worded as on a card: a finding with a reason code gets its sentences from wording.toml.
+    return worded(RULES_BY_TOPIC[topic].check(record, order, load_policy()), load_policy())
 
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN

@@ -23,7 +23,7 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import ValueSet, value_set
-from .base import Rule
+from .base import Check, Rule
 
 CURRENT = frozenset({"active", "recurrence", "relapse"})
 THYROID = "thyroid-disorder"
@@ -171,33 +171,44 @@ def current_conditions(
 
 # -- checks -------------------------------------------------------------------------------------
 
-def check_thyroid_disorder(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """Warning for a current thyroid disorder (benefit must justify the risk)."""
-    hits, unreadable = current_conditions(record, [value_set("thyroid-disorder-condition")])
-    if hits:
-        return Finding(
-            THYROID, Status.NOT_MET, Severity.WARNING,
-            f"Current thyroid disorder ({shorten(hits[0].name)}): weigh benefit against risk",
-            explanation=("In patients with an ongoing thyroid disorder, give alemtuzumab only if "
-                         "the potential benefit justifies the potential risks; autoimmune thyroid "
-                         "disease is a frequent adverse effect.",),
-            evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable),
-        )
-    return Finding(THYROID, Status.MET, Severity.INFO, "No current thyroid disorder on file",
-                   unreadable=tuple(unreadable))
+
+def current_condition_check(topic: str, value_set_id: str,
+                            extra_match: Callable[[Code], bool] | None = None) -> Check:
+    """The shape of a warning for a current Condition in one value set: reason `current` with the
+    first hit's name as {condition}, else `none` (sentences in cds_service/wording.toml)."""
+    def check(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+        hits, unreadable = current_conditions(record, [value_set(value_set_id)],
+                                              extra_match=extra_match)
+        if hits:
+            return Finding(topic, Status.NOT_MET, Severity.WARNING, reason="current",
+                           facts={"condition": shorten(hits[0].name)},
+                           evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable))
+        return Finding(topic, Status.MET, Severity.INFO, reason="none",
+                       unreadable=tuple(unreadable))
+    check.__name__ = check.__qualname__ = f"check_{topic.replace('-', '_')}"
+    check.__doc__ = f"Warning for a current Condition in {value_set_id}."
+    return check
 
 
-THYROID_DISORDER_RULE = Rule(
+# -- checks -------------------------------------------------------------------------------------
+
+def condition_rule(*, topic: str, value_set_id: str, title: str, logic: str, citation: str,
+                   override_reasons: tuple[str, ...], source: str = "label",
+                   extra_match: Callable[[Code], bool] | None = None) -> Rule:
+    """The declaration of a warning for a current Condition in one value set (a table row)."""
+    return Rule(topic=topic, title=title, logic=logic, indicator="warning", source=source,
+                citation=citation, check=current_condition_check(topic, value_set_id, extra_match),
+                value_sets=(value_set_id,), override_reasons=override_reasons)
+
+
+THYROID_DISORDER_RULE = condition_rule(
     topic=THYROID,
+    value_set_id="thyroid-disorder-condition",
     title="No current thyroid disorder",
     logic="Current Condition in the thyroid-disorder value set (hypothyroidism, "
     "hyperthyroidism/Graves, thyroiditis) -> warning.",
-    indicator="warning",
-    source="label",
     citation="PI section 5 (thyroid disorders: in patients with an ongoing thyroid disorder, "
     "administer only if the potential benefit justifies the potential risks)",
-    check=check_thyroid_disorder,
-    value_sets=("thyroid-disorder-condition",),
     override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
 )
 
@@ -214,34 +225,14 @@ def icd10_malignant(code: Code) -> bool:
     return code[0] == ICD10CM and _ICD10_MALIGNANT.match(code[1]) is not None
 
 
-
-def check_malignancy(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """Warning for a current malignancy: the value set, or any ICD-10-CM code C00-C96."""
-    hits, unreadable = current_conditions(record, [value_set("malignancy-condition")],
-                                          extra_match=icd10_malignant)
-    if hits:
-        return Finding(
-            MALIGNANCY, Status.NOT_MET, Severity.WARNING,
-            f"Current malignancy ({shorten(hits[0].name)}): use Lemtrada with caution",
-            explanation=("Alemtuzumab may increase the risk of malignancies (thyroid cancer, "
-                         "melanoma, lymphoproliferative disorders). Use caution in patients with a "
-                         "pre-existing or ongoing malignancy.",),
-            evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable),
-        )
-    return Finding(MALIGNANCY, Status.MET, Severity.INFO, "No current malignancy on file",
-                   unreadable=tuple(unreadable))
-
-
-MALIGNANCY_RULE = Rule(
+MALIGNANCY_RULE = condition_rule(
     topic=MALIGNANCY,
+    value_set_id="malignancy-condition",
+    extra_match=icd10_malignant,
     title="No current malignancy",
     logic="Current Condition in the malignancy value set, or with any ICD-10-CM code C00-C96 "
     "(matched by prefix, as the value set lists no C codes) -> warning.",
-    indicator="warning",
-    source="label",
     citation="Boxed warning and PI section 5 (malignancies: use caution in patients with "
     "pre-existing or ongoing malignancies)",
-    check=check_malignancy,
-    value_sets=("malignancy-condition",),
     override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
 )

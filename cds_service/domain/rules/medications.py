@@ -36,16 +36,9 @@ def check_prior_campath(record: PatientRecord, order: OrderContext, policy: Poli
              f"{m.use.status or 'no status'} {_when(m.use)} ({reference_of(m.use.resource)})"
              for m in matches]
     if found:
-        return Finding(
-            PRIOR_CAMPATH, Status.NOT_MET, Severity.WARNING,
-            "Prior Campath (alemtuzumab) on file: additive, long-lasting immune effects",
-            explanation=("Campath has the same active ingredient as Lemtrada. In patients who "
-                         "received Campath, exercise increased vigilance for additive and "
-                         "long-lasting effects on the immune system.",),
-            evidence=tuple(found), unreadable=tuple(bad),
-        )
-    return Finding(PRIOR_CAMPATH, Status.MET, Severity.INFO, "No prior Campath on file",
-                   unreadable=tuple(bad))
+        return Finding(PRIOR_CAMPATH, Status.NOT_MET, Severity.WARNING, reason="found",
+                       evidence=tuple(found), unreadable=tuple(bad))
+    return Finding(PRIOR_CAMPATH, Status.MET, Severity.INFO, reason="none", unreadable=tuple(bad))
 
 
 PRIOR_CAMPATH_RULE = Rule(
