@@ -153,6 +153,28 @@ def render_value_set_readers() -> str:
     return "\n".join(lines) + "\n"
 
 
+CURL_START = "<!-- readme-curl-output -->"
+CURL_END = "<!-- /readme-curl-output -->"
+
+
+def render_curl_output(readme: str) -> str:
+    """What the README's curl example prints: the service's cards for the fixture it posts."""
+    import json
+    import re
+
+    from .app import create_app
+
+    fixture = re.search(r"--data @(fhir_fixtures/requests/\S+\.json)", readme)
+    if fixture is None:
+        raise ValueError("README.md: the curl example names no fixture")
+    request = json.loads((README_PATH.parent / fixture.group(1)).read_text(encoding="utf-8"))
+    cards = create_app(testing=True).test_client().post(
+        "/cds-services/lemtrada-order-select", json=request).get_json()["cards"]
+    lines = "".join(f'{c["indicator"]} {c["source"]["topic"]["code"]} - {c["summary"]}\n'
+                    for c in cards)
+    return f"```\n{lines}```\n"
+
+
 def readme_with_topics(readme: str) -> str:
     """The README with the text between the topics markers regenerated."""
     return _between(readme, TOPICS_START, TOPICS_END, render_topic_table())
@@ -179,7 +201,8 @@ def readme_with_refusal_reasons(readme: str) -> str:
 
 def _regenerated(readme: str, terminology: str) -> tuple[str, str]:
     """(README.md, terminology/README.md) with every generated block rewritten."""
-    return (readme_with_topics(readme_with_refusal_reasons(readme)),
+    readme = readme_with_topics(readme_with_refusal_reasons(readme))
+    return (_between(readme, CURL_START, CURL_END, render_curl_output(readme)),
             terminology_readme_with_readers(terminology))
 
 
