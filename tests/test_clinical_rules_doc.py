@@ -110,7 +110,8 @@ def test_wording_table_names_only_declared_checks_and_fills_every_placeholder() 
     from cds_service.cards import ANY_TOPIC, wording_table
 
     policy_names = set(load_policy().placeholders())
-    facts = {"title", "unreadable", "condition"}  # the facts today's reason codes carry
+    # The facts that reason codes carry today.
+    facts = {"title", "unreadable", "condition", "why", "age"}
     for (topic, reason), entry in wording_table().items():
         assert topic in RULES_BY_TOPIC or topic == ANY_TOPIC, (topic, reason)
         for text in (entry.headline, *entry.explanation):

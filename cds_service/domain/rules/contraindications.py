@@ -95,15 +95,9 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
         found.append(f"{how}, {status}{', ' + detail if detail else ''}, recorded "
                      f"{when or 'undated'} ({reference_of(allergy)})")
     if found:
-        return Finding(
-            HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL,
-            "Allergy to alemtuzumab on file: Lemtrada is contraindicated",
-            explanation=("Known hypersensitivity or anaphylactic reaction to alemtuzumab (Lemtrada "
-                         "or Campath) or an excipient is a contraindication. Do not start unless "
-                         "the allergy record is shown to be wrong.",),
-            evidence=tuple(found), unreadable=tuple(unreadable),
-        )
-    return Finding(HYPERSENSITIVITY, Status.MET, Severity.INFO, "No allergy to alemtuzumab on file",
+        return Finding(HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL, reason="allergy",
+                       evidence=tuple(found), unreadable=tuple(unreadable))
+    return Finding(HYPERSENSITIVITY, Status.MET, Severity.INFO, reason="none",
                    unreadable=tuple(unreadable))
 
 
