@@ -10,7 +10,7 @@ Order matters: within one indicator, cards appear in table order.
 from __future__ import annotations
 
 from .base import BOTH_HOOKS, ORDER_SIGN, Check, Rule
-from .baseline import BASELINE_LABS_RULE, HBV_SCREENING_RULE
+from .baseline import BASELINE_LABS_RULE
 from .conditions import MALIGNANCY_RULE, THYROID_DISORDER_RULE
 from .contraindications import ACTIVE_INFECTION_RULE, HYPERSENSITIVITY_RULE
 from .dmt import PRIOR_DMT_RULE
@@ -18,7 +18,12 @@ from .indication import AGE_RULE, INDICATION_RULE
 from .medications import CONCURRENT_IMMUNOSUPPRESSION_RULE, PRIOR_CAMPATH_RULE
 from .order import COURSE_INTERVAL_RULE, DOSE_RULE, HERPES_PROPHYLAXIS_RULE, PREMEDICATION_RULE
 from .pregnancy import PREGNANCY_RULE
-from .screening import HCV_SCREENING_RULE, HIV_SCREENING_RULE, TB_SCREENING_RULE
+from .screening import (
+    HBV_SCREENING_RULE,
+    HCV_SCREENING_RULE,
+    HIV_SCREENING_RULE,
+    TB_SCREENING_RULE,
+)
 from .vaccines import LIVE_VACCINE_GAP_RULE, NON_LIVE_VACCINE_GAP_RULE
 from .vzv import VZV_IMMUNITY_RULE
 

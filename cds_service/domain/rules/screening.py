@@ -1,4 +1,4 @@
-"""TB, HIV and hepatitis C results before alemtuzumab (label sections 2, 4 and 5).
+"""TB, HIV, hepatitis C and hepatitis B results before alemtuzumab (label sections 2, 4 and 5).
 
 Each check reads final results within the policy lookback before T0; the newest result of a
 test decides, on the same day the most worrying one. Missing or only older results ask for the
@@ -18,6 +18,7 @@ from .labs import Results, lab_results, order_test
 TB = "tb-screening"
 HIV = "hiv-screening"
 HCV = "hcv-screening"
+HBV = "hbv-screening"
 
 
 def _missing(topic: str, what: str, results: list[Results], lookback: int,
@@ -185,3 +186,74 @@ HCV_SCREENING_RULE = Rule(
     override_reasons=("action-completed", "need-more-info"),
 )
 
+
+def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """HBsAg and anti-HBc within the lookback: positive -> warning (reactivation); missing ->
+    order."""
+    lookback = policy["screening_lookback"]
+    tests = (
+        ("HBsAg", lab_results(record, "hbv-surface-antigen-loinc", order.t0, lookback),
+         order_test("order-hbsag", "Hepatitis B screening before Lemtrada")),
+        ("anti-HBc", lab_results(record, "hbv-core-antibody-loinc", order.t0, lookback),
+         order_test("order-anti-hbc", "Hepatitis B screening before Lemtrada")),
+    )
+    unreadable = tuple(dict.fromkeys([u for _, r, _ in tests for u in r.unreadable]))
+    evidence: list[str] = []
+    positive: list[str] = []
+    unclear: list[str] = []
+    suggestions: list[Suggestion] = []
+    for name, results, suggestion in tests:
+        latest = results.latest
+        if latest is None:
+            old = results.latest_stale
+            if old is not None:
+                evidence.append(f"older than {lookback} days: {old.describe()}")
+            unclear.append(f"{name} missing")
+            suggestions.append(suggestion)
+            continue
+        evidence.append(latest.describe())
+        if latest.meaning is Meaning.POSITIVE:
+            positive.append(name)
+        elif latest.meaning is Meaning.INDETERMINATE:
+            unclear.append(f"{name} indeterminate")
+            suggestions.append(suggestion)
+    if positive:
+        return Finding(
+            HBV, Status.NOT_MET, Severity.WARNING,
+            f"{' and '.join(positive)} positive: hepatitis B reactivation risk, hepatology "
+            "review first",
+            explanation=("Hepatitis B carriers may suffer irreversible liver damage from "
+                         "reactivation under alemtuzumab. Refer to hepatology (consider HBV DNA "
+                         "and antiviral prophylaxis) before starting.",)
+                        + ((f"Also: {', '.join(unclear)}.",) if unclear else ()),
+            evidence=tuple(evidence), unreadable=unreadable, suggestions=tuple(suggestions),
+        )
+    if unclear:
+        return Finding(
+            HBV, Status.UNKNOWN, Severity.WARNING,
+            f"Hepatitis B screening incomplete ({', '.join(unclear)}): order before starting "
+            "Lemtrada",
+            explanation=(f"Both HBsAg and anti-HBc within {lookback} days before the planned "
+                         "start are needed to exclude a carrier state at risk of reactivation.",),
+            evidence=tuple(evidence), unreadable=unreadable, suggestions=tuple(suggestions),
+        )
+    return Finding(HBV, Status.MET, Severity.INFO, "HBsAg and anti-HBc negative",
+                   evidence=tuple(evidence), unreadable=unreadable)
+
+
+HBV_SCREENING_RULE = Rule(
+    topic=HBV,
+    title="Hepatitis B screening",
+    logic="Newest final HBsAg and anti-HBc within the lookback: either positive -> warning "
+    "(reactivation risk, hepatology review); missing, older or indeterminate -> warning with "
+    "a test order for each.",
+    indicator="warning",
+    source="label",
+    citation="PI section 5 (hepatitis B and C: consider screening before initiating; carriers "
+    "risk irreversible liver damage from reactivation)",
+    check=check_hbv_screening,
+    value_sets=("hbv-core-antibody-loinc", "hbv-surface-antigen-loinc", "result-indeterminate",
+                "result-negative", "result-positive"),
+    policy_keys=("screening_lookback",),
+    override_reasons=("action-completed", "need-more-info", "risk-benefit-ratio"),
+)
