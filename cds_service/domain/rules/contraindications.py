@@ -133,16 +133,10 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
     hits.extend(h for h in hiv_hits if id(h.resource) not in seen)
     unreadable.extend(u for u in hiv_bad if u not in unreadable)
     if hits:
-        first = hits[0]
-        return Finding(
-            ACTIVE_INFECTION, Status.NOT_MET, Severity.CRITICAL,
-            f"Active infection on file ({shorten(first.name)}): do not start Lemtrada",
-            explanation=("Active infection and infection with HIV are contraindications. Treat the "
-                         "infection first, or record that the diagnosis is resolved or wrong.",),
-            evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable),
-        )
-    return Finding(ACTIVE_INFECTION, Status.MET, Severity.INFO,
-                   "No active TB, HIV, hepatitis B/C or listed acute infection on file",
+        return Finding(ACTIVE_INFECTION, Status.NOT_MET, Severity.CRITICAL, reason="infection",
+                       facts={"condition": shorten(hits[0].name)},
+                       evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable))
+    return Finding(ACTIVE_INFECTION, Status.MET, Severity.INFO, reason="none",
                    unreadable=tuple(unreadable))
 
 
