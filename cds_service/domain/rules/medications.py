@@ -97,18 +97,10 @@ def check_concurrent_immunosuppression(record: PatientRecord, order: OrderContex
                       f"{until} ({reference_of(use.resource)}; matched by {match.how})"))
     if found:
         names = ", ".join(sorted({i for i, _ in found}))
-        return Finding(
-            CONCURRENT, Status.NOT_MET, Severity.WARNING,
-            f"Still on {shorten(names, 60)} at the planned start: stop or document before Lemtrada",
-            explanation=("Concomitant antineoplastic or immunosuppressive therapy could increase "
-                         "the risk of immunosuppression. Stop the other MS therapy (observing its "
-                         "washout) or record why it continues, and mark ended medications as "
-                         "stopped.",),
-            evidence=tuple(e for _, e in found), unreadable=tuple(bad),
-        )
-    return Finding(CONCURRENT, Status.MET, Severity.INFO,
-                   "No other MS therapy or immunosuppressant running at the planned start",
-                   unreadable=tuple(bad))
+        return Finding(CONCURRENT, Status.NOT_MET, Severity.WARNING, reason="running",
+                       facts={"medications": shorten(names, 60)},
+                       evidence=tuple(e for _, e in found), unreadable=tuple(bad))
+    return Finding(CONCURRENT, Status.MET, Severity.INFO, reason="none", unreadable=tuple(bad))
 
 
 CONCURRENT_IMMUNOSUPPRESSION_RULE = Rule(
