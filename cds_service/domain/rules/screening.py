@@ -21,16 +21,13 @@ HCV = "hcv-screening"
 HBV = "hbv-screening"
 
 
-def _missing(topic: str, what: str, results: list[Results], lookback: int,
+def _missing(topic: str, results: list[Results], lookback: int,
              suggestion: Suggestion) -> Finding:
+    """No result within the lookback: reason `stale` (only older ones) or `missing`."""
     stale = [r.latest_stale for r in results if r.latest_stale is not None]
     evidence = tuple(f"older than {lookback} days: {s.describe()}" for s in stale)
     unreadable = tuple(u for r in results for u in r.unreadable)
-    headline = (f"{what} result older than {lookback // 30} months: repeat before starting Lemtrada"
-                if stale else f"No {what} result on file: order it before starting Lemtrada")
-    return Finding(topic, Status.UNKNOWN, Severity.WARNING, headline,
-                   explanation=(f"No final {what} result dated within {lookback} days before the "
-                                "planned start was found.",),
+    return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="stale" if stale else "missing",
                    evidence=evidence, unreadable=unreadable, suggestions=(suggestion,))
 
 
@@ -44,7 +41,7 @@ def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Polic
     tb = lab_results(record, "tb-screening-loinc", order.t0, lookback)
     latest = tb.latest
     if latest is None:
-        return _missing(topic, "TB screening (IGRA or skin test)", [tb], lookback,
+        return _missing(topic, [tb], lookback,
                         order_test("order-igra", "TB screening before Lemtrada"))
     if latest.meaning is Meaning.POSITIVE:
         return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
@@ -91,7 +88,7 @@ def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     latest = [r for r in (screen.latest, rna.latest) if r is not None]
     unreadable = _all_unreadable([screen, rna])
     if not latest:
-        return _missing(topic, "HIV test", [screen, rna], lookback,
+        return _missing(topic, [screen, rna], lookback,
                         order_test("order-hiv-ag-ab",
                                    "HIV infection is a contraindication to Lemtrada"))
     positive = [r for r in latest if r.meaning is Meaning.POSITIVE]
@@ -153,7 +150,7 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
                        f"HCV RNA indeterminate on {r.when}: repeat before starting Lemtrada",
                        evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))
     if ab is None:
-        return _missing(topic, "hepatitis C test", [antibody, rna], lookback,
+        return _missing(topic, [antibody, rna], lookback,
                         order_test("order-hcv-antibody", "Hepatitis C screening before Lemtrada"))
     if ab.meaning is Meaning.POSITIVE:
         return Finding(topic, Status.UNKNOWN, Severity.WARNING,
