@@ -215,26 +215,17 @@ def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Poli
             unclear.append(f"{name} indeterminate")
             suggestions.append(suggestion)
     if positive:
-        return Finding(
-            HBV, Status.NOT_MET, Severity.WARNING,
-            f"{' and '.join(positive)} positive: hepatitis B reactivation risk, hepatology "
-            "review first",
-            explanation=("Hepatitis B carriers may suffer irreversible liver damage from "
-                         "reactivation under alemtuzumab. Refer to hepatology (consider HBV DNA "
-                         "and antiviral prophylaxis) before starting.",)
-                        + ((f"Also: {', '.join(unclear)}.",) if unclear else ()),
-            evidence=tuple(evidence), unreadable=unreadable, suggestions=tuple(suggestions),
-        )
+        return Finding(HBV, Status.NOT_MET, Severity.WARNING,
+                       reason="positive-and-incomplete" if unclear else "positive",
+                       facts={"positive": " and ".join(positive), "unclear": ", ".join(unclear)},
+                       evidence=tuple(evidence), unreadable=unreadable,
+                       suggestions=tuple(suggestions))
     if unclear:
-        return Finding(
-            HBV, Status.UNKNOWN, Severity.WARNING,
-            f"Hepatitis B screening incomplete ({', '.join(unclear)}): order before starting "
-            "Lemtrada",
-            explanation=(f"Both HBsAg and anti-HBc within {lookback} days before the planned "
-                         "start are needed to exclude a carrier state at risk of reactivation.",),
-            evidence=tuple(evidence), unreadable=unreadable, suggestions=tuple(suggestions),
-        )
-    return Finding(HBV, Status.MET, Severity.INFO, "HBsAg and anti-HBc negative",
+        return Finding(HBV, Status.UNKNOWN, Severity.WARNING, reason="incomplete",
+                       facts={"unclear": ", ".join(unclear)},
+                       evidence=tuple(evidence), unreadable=unreadable,
+                       suggestions=tuple(suggestions))
+    return Finding(HBV, Status.MET, Severity.INFO, reason="negative",
                    evidence=tuple(evidence), unreadable=unreadable)
 
 
