@@ -44,22 +44,18 @@ def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Polic
         return _missing(topic, [tb], lookback,
                         order_test("order-igra", "TB screening before Lemtrada"))
     if latest.meaning is Meaning.POSITIVE:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
-                       f"TB screening positive on {latest.when}: exclude active TB, treat latent "
-                       "TB first",
-                       explanation=("Active tuberculosis is an active infection "
-                                    "(contraindication); latent tuberculosis should be treated "
-                                    "before alemtuzumab.",),
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="positive",
+                       facts={"when": str(latest.when)},
                        evidence=(latest.describe(),), unreadable=tuple(tb.unreadable))
     if latest.meaning is Meaning.INDETERMINATE:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
-                       f"TB screening indeterminate on {latest.when}: repeat or evaluate before "
-                       "starting",
-                       evidence=(latest.describe(),), unreadable=tuple(tb.unreadable),
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="indeterminate",
+                       facts={"when": str(latest.when)}, evidence=(latest.describe(),),
+                       unreadable=tuple(tb.unreadable),
                        suggestions=(order_test("order-igra",
                                                "Repeat the indeterminate TB screening",
                                                display="IGRA (TB) test"),))
-    return Finding(topic, Status.MET, Severity.INFO, f"TB screening negative on {latest.when}",
+    return Finding(topic, Status.MET, Severity.INFO, reason="negative",
+                   facts={"when": str(latest.when)},
                    evidence=(latest.describe(),), unreadable=tuple(tb.unreadable))
 
 
@@ -93,20 +89,17 @@ def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Poli
                                    "HIV infection is a contraindication to Lemtrada"))
     positive = [r for r in latest if r.meaning is Meaning.POSITIVE]
     if positive:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
-                       f"HIV test positive on {positive[0].when}: Lemtrada is contraindicated",
-                       explanation=("HIV infection is a contraindication: alemtuzumab causes "
-                                    "prolonged reductions of CD4+ lymphocyte counts.",),
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="positive",
+                       facts={"when": str(positive[0].when)},
                        evidence=tuple(r.describe() for r in positive), unreadable=unreadable)
     unclear = [r for r in latest if r.meaning is Meaning.INDETERMINATE]
     if unclear:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
-                       f"HIV test indeterminate on {unclear[0].when}: confirm HIV status before "
-                       "starting",
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="indeterminate",
+                       facts={"when": str(unclear[0].when)},
                        evidence=tuple(r.describe() for r in latest), unreadable=unreadable,
                        suggestions=(order_test("order-hiv-ag-ab", "Confirm HIV status",
                                                display="HIV-1/2 Ag/Ab test"),))
-    return Finding(topic, Status.MET, Severity.INFO, "HIV test negative",
+    return Finding(topic, Status.MET, Severity.INFO, reason="negative",
                    evidence=tuple(r.describe() for r in latest), unreadable=unreadable)
 
 
@@ -137,34 +130,28 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     r, ab = rna.latest, antibody.latest
     evidence: tuple[str, ...] = tuple(x.describe() for x in (ab, r) if isinstance(x, LabResult))
     if r is not None and r.meaning is Meaning.POSITIVE:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
-                       f"HCV RNA detected on {r.when}: active hepatitis C, do not start Lemtrada",
-                       explanation=("Active infection is a contraindication; refer for hepatitis C "
-                                    "treatment before alemtuzumab.",),
-                       evidence=evidence, unreadable=unreadable)
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="rna-detected",
+                       facts={"when": str(r.when)}, evidence=evidence, unreadable=unreadable)
     if r is not None and r.meaning is Meaning.NEGATIVE:
-        return Finding(topic, Status.MET, Severity.INFO, f"HCV RNA not detected on {r.when}",
-                       evidence=evidence, unreadable=unreadable)
+        return Finding(topic, Status.MET, Severity.INFO, reason="rna-not-detected",
+                       facts={"when": str(r.when)}, evidence=evidence, unreadable=unreadable)
     if r is not None:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
-                       f"HCV RNA indeterminate on {r.when}: repeat before starting Lemtrada",
-                       evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="rna-indeterminate",
+                       facts={"when": str(r.when)}, evidence=evidence, unreadable=unreadable,
+                       suggestions=(rna_order,))
     if ab is None:
         return _missing(topic, [antibody, rna], lookback,
                         order_test("order-hcv-antibody", "Hepatitis C screening before Lemtrada"))
     if ab.meaning is Meaning.POSITIVE:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
-                       f"HCV antibody positive on {ab.when}, no RNA result: order HCV RNA "
-                       "before starting",
-                       explanation=("A positive antibody needs an HCV RNA test to tell active from "
-                                    "resolved infection; carriers risk reactivation.",),
-                       evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="antibody-positive",
+                       facts={"when": str(ab.when)}, evidence=evidence, unreadable=unreadable,
+                       suggestions=(rna_order,))
     if ab.meaning is Meaning.INDETERMINATE:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING,
-                       f"HCV antibody indeterminate on {ab.when}: order HCV RNA before starting",
-                       evidence=evidence, unreadable=unreadable, suggestions=(rna_order,))
-    return Finding(topic, Status.MET, Severity.INFO, f"HCV antibody negative on {ab.when}",
-                   evidence=evidence, unreadable=unreadable)
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="antibody-indeterminate",
+                       facts={"when": str(ab.when)}, evidence=evidence, unreadable=unreadable,
+                       suggestions=(rna_order,))
+    return Finding(topic, Status.MET, Severity.INFO, reason="antibody-negative",
+                   facts={"when": str(ab.when)}, evidence=evidence, unreadable=unreadable)
 
 
 HCV_SCREENING_RULE = Rule(
