@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..fhirdata import CVX, Code, Malformed, codings, concept_words, first_date, reference_of
-from ..findings import Finding, Severity, Status, met
+from ..findings import Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
@@ -63,29 +63,15 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
     if critical:
         allowed_start = max(a for a, _ in critical)
         first = critical[0][1].split(", ")[0]
-        return Finding(
-            TOPIC, Status.NOT_MET, Severity.CRITICAL,
-            f"Live vaccine {first}: do not start Lemtrada before {allowed_start}",
-            explanation=(
-                f"A live vaccine was given less than {gap} days before the planned start "
-                f"({order.t0}). Postpone the first infusion to {allowed_start} or later.",
-            ),
-            evidence=tuple(e for _, e in critical) + tuple(to_confirm),
-            unreadable=tuple(unreadable),
-        )
+        return Finding(TOPIC, Status.NOT_MET, Severity.CRITICAL, reason="live-vaccine",
+                       facts={"vaccine": first, "allowed_start": allowed_start,
+                              "t0": order.t0.isoformat()},
+                       evidence=tuple(e for _, e in critical) + tuple(to_confirm),
+                       unreadable=tuple(unreadable))
     if to_confirm:
-        return Finding(
-            TOPIC, Status.UNKNOWN, Severity.WARNING,
-            "Vaccine of uncertain liveness within 6 weeks: confirm the product before starting",
-            explanation=(f"A vaccine code that may be a live vaccine was recorded within {gap} "
-                         "days before the planned start; treat it as live unless confirmed "
-                         "otherwise.",),
-            evidence=tuple(to_confirm),
-            unreadable=tuple(unreadable),
-        )
-    finding = met(TOPIC, f"No live vaccine in the {gap} days before the planned start")
-    return Finding(finding.topic, finding.status, finding.severity, finding.headline,
-                   unreadable=tuple(unreadable))
+        return Finding(TOPIC, Status.UNKNOWN, Severity.WARNING, reason="uncertain-liveness",
+                       evidence=tuple(to_confirm), unreadable=tuple(unreadable))
+    return Finding(TOPIC, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable))
 
 
 LIVE_VACCINE_GAP_RULE = Rule(
