@@ -146,24 +146,16 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
         recent.append((allowed.isoformat(), days_before,
                        f"{name} on {when}, {days_before} days before the planned start "
                        f"({reference_of(imm)}); {gap // 7} weeks after it is {allowed}"))
-    if recent or undated:
-        closest = min((d for _, d, _ in recent), default=None)
-        headline = (f"Vaccine given {closest} days before the start: the label asks to complete "
-                    f"immunizations {gap // 7}+ weeks before" if closest is not None
-                    else f"Vaccine with unknown date: confirm it was given {gap // 7}+ weeks "
-                    "before the start")
-        latest_allowed = max((a for a, _, _ in recent), default=None)
-        return Finding(
-            NON_LIVE_GAP, Status.NOT_MET if recent else Status.UNKNOWN, Severity.WARNING, headline,
-            explanation=(f"The label asks to complete any necessary immunizations at least "
-                         f"{gap // 7} weeks before treatment. The response to a vaccine given "
-                         "closer to the infusion may be reduced."
-                         + (f" A start on or after {latest_allowed} keeps the gap."
-                            if latest_allowed else ""),),
-            evidence=tuple(e for _, _, e in recent) + tuple(undated), unreadable=tuple(unreadable),
-        )
-    return Finding(NON_LIVE_GAP, Status.MET, Severity.INFO,
-                   f"No other vaccine in the {gap} days before the planned start",
+    evidence = tuple(e for _, _, e in recent) + tuple(undated)
+    if recent:
+        return Finding(NON_LIVE_GAP, Status.NOT_MET, Severity.WARNING, reason="recent",
+                       facts={"days": min(d for _, d, _ in recent),
+                              "allowed_start": max(a for a, _, _ in recent)},
+                       evidence=evidence, unreadable=tuple(unreadable))
+    if undated:
+        return Finding(NON_LIVE_GAP, Status.UNKNOWN, Severity.WARNING, reason="undated",
+                       evidence=evidence, unreadable=tuple(unreadable))
+    return Finding(NON_LIVE_GAP, Status.MET, Severity.INFO, reason="none",
                    unreadable=tuple(unreadable))
 
 
