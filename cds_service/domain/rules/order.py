@@ -63,38 +63,22 @@ def check_course_interval(record: PatientRecord, order: OrderContext, policy: Po
     evidence = tuple(_course_lines(history))
     unreadable = tuple(history.unreadable)
     if not history.courses:
-        return Finding(topic, Status.MET, Severity.INFO,
-                       "No prior alemtuzumab course on file: this order is course 1",
+        return Finding(topic, Status.MET, Severity.INFO, reason="first-course",
                        unreadable=unreadable)
     last = history.courses[-1].last
     allowed = add_months(last, months)
     if order.t0 < allowed and order.t0 >= add_months(history.courses[-1].last_certain, months):
-        return Finding(
-            topic, Status.UNKNOWN, Severity.WARNING,
-            f"Last alemtuzumab dose only partly dated: confirm it was on or before "
-            f"{add_months(order.t0, -months)}",
-            explanation=(f"A course may start only {months} months after the last dose of the "
-                         "prior course; the recorded date of the last dose is not precise enough "
-                         "to tell.",),
-            evidence=evidence, unreadable=unreadable,
-        )
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="partly-dated",
+                       facts={"latest_allowed_dose": add_months(order.t0, -months).isoformat()},
+                       evidence=evidence, unreadable=unreadable)
     if order.t0 < allowed:
-        gap = (order.t0 - last).days
-        return Finding(
-            topic, Status.NOT_MET, Severity.CRITICAL,
-            f"Course {history.number} starts {gap} days after the last dose ({last}): "
-            f"earliest allowed start {allowed}",
-            explanation=(
-                f"Later courses are given at least {months} months after the last dose of the "
-                f"prior course. The last recorded dose was on {last}; the planned start is "
-                f"{order.t0}. Postpone the course to {allowed} or later, or correct the "
-                "administration record.",
-            ),
-            evidence=evidence, unreadable=unreadable,
-        )
-    return Finding(topic, Status.MET, Severity.INFO,
-                   f"Course {history.number}: last dose {last}, at least {months} months before "
-                   "the start",
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="too-soon",
+                       facts={"course": history.number, "days": (order.t0 - last).days,
+                              "last_dose": last.isoformat(), "allowed_start": allowed.isoformat(),
+                              "t0": order.t0.isoformat()},
+                       evidence=evidence, unreadable=unreadable)
+    return Finding(topic, Status.MET, Severity.INFO, reason="interval-kept",
+                   facts={"course": history.number, "last_dose": last.isoformat()},
                    evidence=evidence, unreadable=unreadable)
 
 
