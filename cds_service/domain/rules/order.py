@@ -147,23 +147,17 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
         warnings.append(f"{days} days ({how}); {course} is {expected} consecutive days")
     elif days is not None:
         evidence.append(f"{days} days ({how}), as for {course}")
-    explanation = (
-        f"Lemtrada is {daily} mg/day by intravenous infusion over 4 hours: "
-        f"{policy['first_course_days']} consecutive days for the first course, "
-        f"{policy['later_course_days']} for later courses. "
-        f"A dose written in mL is read at the only strength, {LEMTRADA_MG_PER_ML} mg/mL.",
-    )
     if critical:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
-                       f"Lemtrada order: {critical[0]}", explanation=explanation,
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="problem",
+                       facts={"problem": critical[0], "mg_per_ml": LEMTRADA_MG_PER_ML},
                        evidence=tuple(critical + warnings + evidence))
     if warnings:
         status = Status.NOT_MET if days is not None and days != expected else Status.UNKNOWN
-        return Finding(topic, status, Severity.WARNING, f"Lemtrada order: {warnings[0]}",
-                       explanation=explanation, evidence=tuple(warnings + evidence))
-    return Finding(topic, Status.MET, Severity.INFO,
-                   f"{daily} mg IV daily for {days} days, as for {course}",
-                   evidence=tuple(evidence))
+        return Finding(topic, status, Severity.WARNING, reason="problem",
+                       facts={"problem": warnings[0], "mg_per_ml": LEMTRADA_MG_PER_ML},
+                       evidence=tuple(warnings + evidence))
+    return Finding(topic, Status.MET, Severity.INFO, reason="as-labelled",
+                   facts={"days": days or 0, "course": course}, evidence=tuple(evidence))
 
 
 DOSE_RULE = Rule(
