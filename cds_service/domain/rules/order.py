@@ -269,19 +269,14 @@ def check_premedication(record: PatientRecord, order: OrderContext, policy: Poli
         elif last is not None and last < last_needed:
             short.append(f"ends {last}, before day {days} ({last_needed})")
         if not short:
-            return Finding(topic, Status.MET, Severity.INFO,
-                           f"Premedication ordered: {name} covers days 1-{days}", evidence=(ref,))
+            return Finding(topic, Status.MET, Severity.INFO, reason="ordered",
+                           facts={"medication": name}, evidence=(ref,))
         gaps.append(f"{ref}: " + "; ".join(short))
-    headline = (f"Premedication order does not cover days 1-{days}: {gaps[0]}" if gaps else
-                f"No methylprednisolone {dose:,} mg IV premedication ordered for days 1-{days}")
-    return Finding(
-        topic, Status.NOT_MET, Severity.WARNING, headline,
-        explanation=(f"Premedicate with {dose:,} mg methylprednisolone (or equivalent) immediately "
-                     f"before the infusion on the first {days} days of each course, from "
-                     f"{order.t0} to {last_needed}.",),
-        evidence=tuple(gaps),
-        suggestions=(premedication_suggestion(order.t0, policy),),
-    )
+    return Finding(topic, Status.NOT_MET, Severity.WARNING,
+                   reason="order-falls-short" if gaps else "not-ordered",
+                   facts={"gap": gaps[0] if gaps else "", "t0": order.t0.isoformat(),
+                          "last_day": last_needed.isoformat()},
+                   evidence=tuple(gaps), suggestions=(premedication_suggestion(order.t0, policy),))
 
 
 PREMEDICATION_RULE = Rule(
@@ -351,22 +346,16 @@ def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy:
         if last is not None and last < minimum:
             short.append(f"ends {last}, before {minimum} ({months} months after the last infusion)")
         if not short:
-            return Finding(topic, Status.MET, Severity.INFO,
-                           f"Herpes prophylaxis ordered: {name} from {first}",
+            return Finding(topic, Status.MET, Severity.INFO, reason="ordered",
+                           facts={"medication": name, "start": str(first)},
                            evidence=(f"{ref}: starts {first} ({how})"
                                      + (f", ends {last}" if last else ", open-ended"),))
         gaps.append(f"{ref}: " + "; ".join(short))
-    headline = (f"Herpes prophylaxis order does not cover the course: {gaps[0]}" if gaps else
-                "No antiviral herpes prophylaxis ordered from day 1 of the course")
-    return Finding(
-        topic, Status.NOT_MET, Severity.WARNING, headline,
-        explanation=(f"Start antiviral herpes prophylaxis on the first day of each course "
-                     f"({order.t0}) and continue for at least {months} months after the last "
-                     f"infusion (to {until}) or until CD4+ lymphocytes are at least 200 "
-                     "cells/uL, whichever is later.",),
-        evidence=tuple(gaps),
-        suggestions=(prophylaxis_suggestion(order.t0, until),),
-    )
+    return Finding(topic, Status.NOT_MET, Severity.WARNING,
+                   reason="order-falls-short" if gaps else "not-ordered",
+                   facts={"gap": gaps[0] if gaps else "", "t0": order.t0.isoformat(),
+                          "until": until.isoformat()},
+                   evidence=tuple(gaps), suggestions=(prophylaxis_suggestion(order.t0, until),))
 
 
 HERPES_PROPHYLAXIS_RULE = Rule(
