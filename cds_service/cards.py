@@ -55,6 +55,8 @@ class Wording:
 
     headline: str
     explanation: tuple[str, ...] = ()
+    short_headline: str = ""
+    """Said instead of `headline` when that would not fit a card summary (139 characters)."""
 
 
 ANY_TOPIC = "any"
@@ -65,7 +67,8 @@ def wording_table() -> dict[tuple[str, str], Wording]:
     """wording.toml as {(topic or 'any', reason): Wording}, read once."""
     doc = tomllib.loads((resources.files("cds_service") / "wording.toml").read_text(
         encoding="utf-8"))
-    return {(topic, reason): Wording(entry["headline"], tuple(entry.get("explanation", ())))
+    return {(topic, reason): Wording(entry["headline"], tuple(entry.get("explanation", ())),
+                                     entry.get("short_headline", ""))
             for topic, reasons in doc.items() for reason, entry in reasons.items()}
 
 
@@ -77,8 +80,11 @@ def worded(finding: Finding, policy: Policy) -> Finding:
     table = wording_table()
     entry = table.get((finding.topic, finding.reason)) or table[(ANY_TOPIC, finding.reason)]
     values = {**policy.placeholders(), **finding.facts}
+    headline = entry.headline.format_map(values)
+    if entry.short_headline and len(headline) > MAX_SUMMARY:
+        headline = entry.short_headline.format_map(values)
     return dataclasses.replace(
-        finding, headline=entry.headline.format_map(values),
+        finding, headline=headline,
         explanation=tuple(line.format_map(values) for line in entry.explanation))
 
 

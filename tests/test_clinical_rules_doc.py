@@ -116,9 +116,9 @@ def test_wording_table_names_only_declared_checks_and_fills_every_placeholder() 
              "when", "t0", "vaccine", "allowed_start", "days",
              "latest_allowed_dose", "course", "last_dose",
              "problem", "mg_per_ml", "medication", "gap", "last_day", "start",
-             "until"}
+             "until", "total", "listed", "missing"}
     for (topic, reason), entry in wording_table().items():
         assert topic in RULES_BY_TOPIC or topic == ANY_TOPIC, (topic, reason)
-        for text in (entry.headline, *entry.explanation):
+        for text in (entry.headline, entry.short_headline, *entry.explanation):
             names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
             assert names <= policy_names | facts, (topic, reason, names)

@@ -59,21 +59,14 @@ def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Poli
                                       f"{window} days before the first infusion"))
     evidence = tuple(present + stale)
     if not missing:
-        return Finding(BASELINE, Status.MET, Severity.INFO,
-                       f"All {len(BASELINE_TESTS)} baseline labs within {window} days",
+        return Finding(BASELINE, Status.MET, Severity.INFO, reason="all-present",
+                       facts={"total": len(BASELINE_TESTS)},
                        evidence=evidence, unreadable=_unique(unreadable))
-    listed = ", ".join(missing)
-    headline = f"Baseline labs missing within {window} days: {listed}"
-    if len(headline) > 139:
-        headline = (f"{len(missing)} of {len(BASELINE_TESTS)} REMS baseline labs missing within "
-                    f"{window} days")
-    return Finding(
-        BASELINE, Status.UNKNOWN, Severity.WARNING, headline,
-        explanation=(f"The Lemtrada REMS asks for the baseline tests of the prescribing "
-                     f"information within {window} days before the infusion. Missing or older: "
-                     f"{listed}.",),
-        evidence=evidence, unreadable=_unique(unreadable), suggestions=tuple(suggestions),
-    )
+    return Finding(BASELINE, Status.UNKNOWN, Severity.WARNING, reason="missing",
+                   facts={"listed": ", ".join(missing), "missing": len(missing),
+                          "total": len(BASELINE_TESTS)},
+                   evidence=evidence, unreadable=_unique(unreadable),
+                   suggestions=tuple(suggestions))
 
 
 BASELINE_LABS_RULE = Rule(
