@@ -78,7 +78,9 @@ def worded(finding: Finding, policy: Policy) -> Finding:
     if not finding.reason:
         return finding
     table = wording_table()
-    entry = table.get((finding.topic, finding.reason)) or table[(ANY_TOPIC, finding.reason)]
+    entry = table.get((finding.topic, finding.reason)) or table.get((ANY_TOPIC, finding.reason))
+    if entry is None:  # a reason without sentences (tests prevent it): say the code, never fail
+        entry = Wording(f"{finding.topic}: {finding.reason} (no wording; check manually)")
     values = {**policy.placeholders(), **finding.facts}
     headline = entry.headline.format_map(values)
     if entry.short_headline and len(headline) > MAX_SUMMARY:

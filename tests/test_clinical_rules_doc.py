@@ -122,3 +122,30 @@ def test_wording_table_names_only_declared_checks_and_fills_every_placeholder() 
         for text in (entry.headline, entry.short_headline, *entry.explanation):
             names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
             assert names <= policy_names | facts, (topic, reason, names)
+
+
+@pytest.mark.parametrize("module", sorted({rule.check.__module__ for rule in RULES}))
+def test_every_reason_code_a_check_module_returns_has_its_sentences(module: str) -> None:
+    """Each reason="..." a rule module writes is worded in wording.toml for a topic it declares
+    (or for any topic), so no card falls back to a bare code."""
+    from cds_service.cards import ANY_TOPIC, wording_table
+
+    path = PACKAGE.parent / (module.replace(".", "/") + ".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    reasons = {value.value for node in ast.walk(tree) if isinstance(node, ast.keyword)
+               and node.arg == "reason"
+               for value in ast.walk(node.value)
+               if isinstance(value, ast.Constant) and isinstance(value.value, str)}
+    topics = {rule.topic for rule in RULES if rule.check.__module__ == module} | {ANY_TOPIC}
+    worded = {reason for topic, reason in wording_table() if topic in topics}
+    assert reasons and reasons <= worded, reasons - worded
+
+
+def test_a_reason_without_sentences_is_shown_as_its_code_not_a_crash() -> None:
+    """A reason code missing from wording.toml still gives a card summary naming the code."""
+    from cds_service.cards import worded
+    from cds_service.domain.findings import Finding, Severity, Status
+
+    finding = Finding("thyroid-disorder", Status.UNKNOWN, Severity.WARNING, reason="no-such")
+    assert worded(finding, load_policy()).headline == (
+        "thyroid-disorder: no-such (no wording; check manually)")

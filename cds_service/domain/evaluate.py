@@ -19,6 +19,8 @@ def _guarded(rule: Rule, record: PatientRecord, order: OrderContext, policy: Pol
         finding = rule.check(record, order, policy)
         if finding.topic != rule.topic:  # a card must carry the topic of the rule that made it
             raise ValueError(f"rule {rule.topic} returned a finding of topic {finding.topic}")
+        if not finding.reason:  # its sentences live in wording.toml under (topic, reason)
+            raise ValueError(f"rule {rule.topic} returned a finding without a reason code")
     except Exception:  # a crashing rule must surface as unknown, not as a 500
         log.exception("rule %s failed", rule.topic)
         return Finding(rule.topic, Status.UNKNOWN, Severity.WARNING, reason="not-evaluated",
