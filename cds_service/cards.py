@@ -1,18 +1,23 @@
 """Findings -> CDS Hooks cards: wording, indicator, source and citation, topic, uuids, suggestions.
 
-All presentation lives here. Card and suggestion uuids are uuid5 of the hookInstance and topic, so
+All presentation lives here: the sentences of findings that carry a reason code come from
+wording.toml (every sentence a clinician should review, in one file), filled with the finding's
+facts and the policy numbers. Card and suggestion uuids are uuid5 of the hookInstance and topic, so
 the same request always gives the same cards, and feedback can be joined back to a topic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tomllib
 import uuid
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from .domain import orderables
 from .domain.fhirdata import LOINC
 from .domain.findings import Finding, Severity, Status, Suggestion
 from .domain.orders import OrderContext
@@ -27,7 +32,6 @@ UUID_NAMESPACE = uuid.UUID("6d0f3c1e-9a7b-5c2d-8e4f-1a2b3c4d5e6f")
 MAX_SUMMARY = 139
 SOURCE_LABELS = {"label": "LEMTRADA Prescribing Information", "rems": "LEMTRADA REMS",
                  "local": "LEMTRADA eligibility policy"}
-SNOMED_IV = {"system": "http://snomed.info/sct", "code": "47625008", "display": "Intravenous route"}
 
 
 @cache
@@ -43,6 +47,47 @@ def _override_displays() -> dict[str, str]:
 
     walk(doc["concept"])
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Wording:
+    """The sentences of one (topic, reason): a summary and the detail's paragraphs."""
+
+    headline: str
+    explanation: tuple[str, ...] = ()
+    short_headline: str = ""
+    """Said instead of `headline` when that would not fit a card summary (139 characters)."""
+
+
+ANY_TOPIC = "any"
+
+
+@cache
+def wording_table() -> dict[tuple[str, str], Wording]:
+    """wording.toml as {(topic or 'any', reason): Wording}, read once."""
+    doc = tomllib.loads((resources.files("cds_service") / "wording.toml").read_text(
+        encoding="utf-8"))
+    return {(topic, reason): Wording(entry["headline"], tuple(entry.get("explanation", ())),
+                                     entry.get("short_headline", ""))
+            for topic, reasons in doc.items() for reason, entry in reasons.items()}
+
+
+def worded(finding: Finding, policy: Policy) -> Finding:
+    """The finding with its headline and explanation written from wording.toml (a finding
+    without a reason code is worded by its check and returned as it is)."""
+    if not finding.reason:
+        return finding
+    table = wording_table()
+    entry = table.get((finding.topic, finding.reason)) or table.get((ANY_TOPIC, finding.reason))
+    if entry is None:  # a reason without sentences (tests prevent it): say the code, never fail
+        entry = Wording(f"{finding.topic}: {finding.reason} (no wording; check manually)")
+    values = {**policy.placeholders(), **finding.facts}
+    headline = entry.headline.format_map(values)
+    if entry.short_headline and len(headline) > MAX_SUMMARY:
+        headline = entry.short_headline.format_map(values)
+    return dataclasses.replace(
+        finding, headline=headline,
+        explanation=tuple(line.format_map(values) for line in entry.explanation))
 
 
 def card_uuid(hook_instance: str, topic: str, part: str = "") -> str:
@@ -77,7 +122,8 @@ def _source(topic: str, policy: Policy) -> dict[str, Any]:
     return {
         "label": SOURCE_LABELS[key],
         "url": policy.sources[key].url,
-        "topic": _topic_coding(topic, rule.title if rule else "Lemtrada eligibility checklist"),
+        "topic": _topic_coding(topic, rule.titled(policy) if rule
+                               else "Lemtrada eligibility checklist"),
     }
 
 
@@ -89,8 +135,7 @@ def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, An
     if suggestion.kind == "lab":
         resource: dict[str, Any] = {
             "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
-            "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "108252007",
-                                      "display": "Laboratory procedure"}]}],
+            "category": [{"coding": [orderables.coding("laboratory")]}],
             "code": {"coding": [coding], "text": suggestion.display},
             "subject": subject,
         }
@@ -197,7 +242,7 @@ def summary_card(findings: list[Finding], order: OrderContext, hook_instance: st
     ]
     for finding in findings:
         rule = RULES_BY_TOPIC.get(finding.topic)
-        title = rule.title if rule else finding.topic
+        title = rule.titled(policy) if rule else finding.topic
         evidence = "; ".join(finding.evidence) or finding.headline
         if finding.unreadable:
             evidence += "; unreadable: " + "; ".join(str(u) for u in finding.unreadable)
@@ -223,6 +268,7 @@ def build_cards(findings: list[Finding], order: OrderContext, hook_instance: str
                 patient_id: str, policy: Policy,
                 reminders: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One card per unsatisfied check, most urgent first, then the summary; nothing else."""
+    findings = [worded(f, policy) for f in findings]
     ranked = sorted(
         (f for f in findings if f.shown), key=lambda f: -f.severity
     )  # stable: rule-table order within a severity

@@ -12,6 +12,7 @@ import re
 import textwrap
 from collections.abc import Iterable
 
+from .cards import worded
 from .domain.findings import Finding, Severity, Status
 from .domain.policy import load_policy
 from .domain.rules.course import prior_courses
@@ -108,7 +109,8 @@ def _result_line(result: Answer, problems: list[Finding]) -> str:
 
 
 def _row(label: str, finding: Finding, width: int) -> list[str]:
-    return _wrap(f"{finding.topic}: {finding.headline}", width, f"{label:<{LABEL}}", " " * LABEL)
+    headline = worded(finding, load_policy()).headline
+    return _wrap(f"{finding.topic}: {headline}", width, f"{label:<{LABEL}}", " " * LABEL)
 
 
 def _field(name: str, value: str, width: int) -> list[str]:

@@ -123,7 +123,9 @@ def _write_stdout(text: str) -> bool:
 def _check(args: argparse.Namespace) -> int:
     import shutil
 
+    from .cards import worded
     from .check_report import critical, render_check
+    from .domain.policy import load_policy
     from .engine import answer
     from .hook_request import parse_json, read_hook_request
     from .services import SERVICES
@@ -160,7 +162,7 @@ def _check(args: argparse.Namespace) -> int:
             "plannedStart": result.order.t0.isoformat() if result.order else None,
             "checks": [{"topic": f.topic, "status": f.status.value,
                         "indicator": f.severity.indicator if f.shown else None,
-                        "summary": f.headline, "evidence": list(f.evidence),
+                        "summary": worded(f, load_policy()).headline, "evidence": list(f.evidence),
                         "unreadable": [str(u) for u in f.unreadable]} for f in result.findings],
             "cards": result.body["cards"],
         }, option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -182,3 +182,40 @@ def test_one_resolver_names_the_medication_of_orders_history_and_drafts(
     named = name_medication(holder, pools)
     assert (named.words, named.found_in) == (words, found_in)
     assert bool(named.codes) is (found_in is not None or "medicationCodeableConcept" in holder)
+
+
+def test_a_finding_under_another_topic_is_reported_unknown_not_passed_on() -> None:
+    """The evaluator asserts each finding carries its rule's topic: a rule answering for another
+    topic gives an 'unknown' warning under its own topic instead of a card under the wrong one."""
+    import dataclasses
+
+    from cds_service.domain.evaluate import _guarded
+    from cds_service.domain.findings import Finding, Severity, Status
+    from cds_service.domain.rules import RULES_BY_TOPIC
+
+    rule = dataclasses.replace(
+        RULES_BY_TOPIC["thyroid-disorder"],
+        check=lambda record, order, policy: Finding("malignancy", Status.MET, Severity.INFO, "ok"))
+    from cds_service.domain.policy import load_policy
+
+    finding = _guarded(rule, None, None, load_policy())  # type: ignore[arg-type]
+    assert (finding.topic, finding.status, finding.severity) == (
+        "thyroid-disorder", Status.UNKNOWN, Severity.WARNING)
+
+
+def test_every_suggested_lab_test_is_read_back_when_resulted() -> None:
+    """Each lab test the service may suggest (terminology/orderables.json) is in a value set a
+    check reads, so its result counts once the test is done instead of being asked for again."""
+    import json
+    from pathlib import Path
+
+    from cds_service.domain.rules import RULES
+    from cds_service.domain.terminology import value_set
+
+    doc = json.loads((Path(__file__).resolve().parent.parent / "cds_service" / "terminology"
+                      / "orderables.json").read_text(encoding="utf-8"))
+    read = [value_set(vs) for rule in RULES for vs in rule.value_sets]
+    not_read = [entry["key"] for entry in doc["labTests"]
+                if not any((entry["coding"]["system"], entry["coding"]["code"]) in vs.codes
+                           for vs in read)]
+    assert not_read == []

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from fixture_requests import fixture_request as _request
 
+from cds_service.cards import worded
 from cds_service.domain.findings import Finding, Severity, Status
 from cds_service.domain.orders import AlemtuzumabOrder, OrderContext
 from cds_service.domain.policy import load_policy
 from cds_service.domain.record import PatientRecord
-from cds_service.domain.rules import RULES_BY_TOPIC
-from cds_service.domain.rules.warnings import icd10_malignant
+from cds_service.domain.rules import RULES, RULES_BY_TOPIC
+from cds_service.domain.rules.conditions import icd10_malignant
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fhir_fixtures"
@@ -57,9 +58,9 @@ SCENARIOS = [
     ("active_breast_cancer_by_icd10_prefix", {"malignancy": "warning", SUMMARY: "warning"}),
     ("resolved_breast_cancer_is_ignored", {SUMMARY: "info"}),
 ]
-LABEL_TOPICS = {"hypersensitivity", "active-infection", "indication", "age", "pregnancy",
-                "baseline-labs", "hbv-screening", "non-live-vaccine-gap", "prior-campath",
-                "concurrent-immunosuppression", "thyroid-disorder", "malignancy"}
+# The label checks added after the core six and before the order checks, in the rule table.
+LABEL_TOPICS = {rule.topic for rule in RULES[6:]
+                if rule.check.__module__ != "cds_service.domain.rules.order"}
 
 
 def _scenario_file() -> list[dict[str, Any]]:
@@ -241,7 +242,8 @@ def _run(topic: str, resources: list[dict[str, Any]], patient: dict[str, Any] | 
     order = OrderContext(hook="order-select",
                          order=AlemtuzumabOrder({"id": "o1"}, "test", ()),
                          t0=T0, t0_source="test", draft_orders=())
-    return RULES_BY_TOPIC[topic].check(record, order, load_policy())
+    # Worded as on a card: a finding with a reason code gets its sentences from wording.toml.
+    return worded(RULES_BY_TOPIC[topic].check(record, order, load_policy()), load_policy())
 
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN

@@ -28,11 +28,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("request, services and presentation: the hook request, the services table, cards, "
      "EHR auth, feedback and audit, retention",
      ("hook_request", "services", "cards", "auth", "feedback", "retention")),
-    ("engine and what runs on it: one hook call, check reports, validation, docs, warm-up, "
+    ("engine and what runs on it: one hook call, check reports, validation, warm-up, "
      "dev issuer",
-     ("engine", "check_report", "conformance", "docs_gen", "dev_issuer", "warmup")),
-    ("entry points: the HTTP layer, the app factory, CORS, the server and the CLI",
-     ("http_api", "app", "cors", "server", "cli")),
+     ("engine", "check_report", "conformance", "dev_issuer", "warmup")),
+    ("entry points: the HTTP layer, the app factory, CORS, the server, the CLI, and the docs "
+     "generator (it runs the app for the README's example answer)",
+     ("http_api", "app", "cors", "server", "cli", "docs_gen")),
 )
 
 

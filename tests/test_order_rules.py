@@ -16,8 +16,15 @@ from fixture_requests import fixture_request
 from cds_service.domain.orders import AlemtuzumabOrder, OrderContext
 from cds_service.domain.policy import load_policy
 from cds_service.domain.record import PatientRecord
+from cds_service.domain.rules import RULES
+from cds_service.domain.rules import order as order_rules
 from cds_service.domain.rules.course import course_days, dose_mg, route_of
-from cds_service.domain.rules.order import check_course_interval
+from cds_service.domain.rules.order import (
+    COURSE_INTERVAL,
+    HERPES_PROPHYLAXIS,
+    PREMEDICATION,
+    check_course_interval,
+)
 from cds_service.models import validation_problem
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -25,9 +32,11 @@ SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",
                "order-sign": "/cds-services/lemtrada-order-sign"}
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
-SUMMARY, INTERVAL, DOSE = "eligibility-summary", "course-interval", "dose"
-PREMED, HERPES = "premedication", "herpes-prophylaxis"
-ORDER_TOPICS = {INTERVAL, DOSE, PREMED, HERPES}
+SUMMARY = "eligibility-summary"
+INTERVAL, DOSE = COURSE_INTERVAL, order_rules.DOSE
+PREMED, HERPES = PREMEDICATION, HERPES_PROPHYLAXIS
+# The checks of the order itself: those declared in rules/order.py.
+ORDER_TOPICS = {rule.topic for rule in RULES if rule.check.__module__ == order_rules.__name__}
 
 # scenario -> EXACT {topic: indicator} of the response.
 SCENARIOS = [

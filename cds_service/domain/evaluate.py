@@ -17,20 +17,21 @@ def _guarded(rule: Rule, record: PatientRecord, order: OrderContext, policy: Pol
     """Run one rule; a rule that cannot read the data answers 'unknown', never an all-clear."""
     try:
         finding = rule.check(record, order, policy)
+        if finding.topic != rule.topic:  # a card must carry the topic of the rule that made it
+            raise ValueError(f"rule {rule.topic} returned a finding of topic {finding.topic}")
+        if not finding.reason:  # its sentences live in wording.toml under (topic, reason)
+            raise ValueError(f"rule {rule.topic} returned a finding without a reason code")
     except Exception:  # a crashing rule must surface as unknown, not as a 500
         log.exception("rule %s failed", rule.topic)
-        return Finding(rule.topic, Status.UNKNOWN, Severity.WARNING,
-                       f"{rule.title}: could not be evaluated from the record; check manually",
-                       explanation=("The service could not read the evidence for this check.",))
+        return Finding(rule.topic, Status.UNKNOWN, Severity.WARNING, reason="not-evaluated",
+                       facts={"title": rule.titled(policy)})
     if finding.status is Status.MET and finding.unreadable:
         # Unreadable evidence might contradict what was read: never an all-clear.
         return Finding(
             finding.topic, Status.UNKNOWN, Severity.WARNING,
-            f"{rule.title}: {len(finding.unreadable)} record(s) unreadable, confirm manually",
-            explanation=("The readable evidence satisfies this check, but records that may bear on "
-                         "it could not be read.",),
             evidence=finding.evidence, unreadable=finding.unreadable,
-            suggestions=finding.suggestions,
+            suggestions=finding.suggestions, reason="met-but-unreadable",
+            facts={"title": rule.titled(policy), "unreadable": len(finding.unreadable)},
         )
     return finding
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
@@ -50,13 +51,19 @@ class Finding:
     topic: str
     status: Status
     severity: Severity
-    headline: str
-    """One sentence (< 140 characters) stating the finding; the card summary."""
+    headline: str = ""
+    """One sentence (< 140 characters) stating the finding; the card summary. Empty when the
+    finding has a `reason`: cds_service/wording.toml then words it (cards.worded)."""
     explanation: tuple[str, ...] = ()
     evidence: tuple[str, ...] = ()
     """What was found, each naming the resource, the code and the date."""
     unreadable: tuple[Unreadable, ...] = ()
     suggestions: tuple[Suggestion, ...] = ()
+    reason: str = ""
+    """Why the check concluded this, as a code: with the topic, the key of its sentences in
+    cds_service/wording.toml."""
+    facts: Mapping[str, str | int] = field(default_factory=dict, hash=False, compare=False)
+    """Named values the sentences of `reason` fill in (policy numbers are filled from policy)."""
 
     @property
     def shown(self) -> bool:

@@ -34,6 +34,16 @@ class Policy:
     def __getitem__(self, key: str) -> int:
         return self.numbers[key].value
 
+    def placeholders(self) -> dict[str, int]:
+        """Named numbers for wording templates: each key, plus `<key>_weeks` and `<key>_months`
+        (whole weeks, 30-day months) for numbers in days."""
+        out = {key: number.value for key, number in self.numbers.items()}
+        for key, number in self.numbers.items():
+            if number.unit == "days":
+                out[f"{key}_weeks"] = number.value // 7
+                out[f"{key}_months"] = number.value // 30
+        return out
+
     def cite(self, key: str) -> str:
         number = self.numbers[key]
         return f"{number.value} {number.unit}: {number.citation}"

@@ -1,4 +1,7 @@
-"""Shared reading of Condition evidence for the label rules: which diagnoses are current.
+"""Current conditions: the shared reading of Condition evidence, and the checks for a current
+thyroid disorder or malignancy (label section 5).
+
+Which diagnoses are current:
 
 A Condition counts as current when its clinicalStatus is active, recurrence or relapse. A
 Condition without clinicalStatus and without an abatement date could be current, so it counts too
@@ -9,15 +12,22 @@ ones were dropped by PatientRecord.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..fhirdata import Code, Malformed, codings, first_date, normalise_code, reference_of
+from ..fhirdata import ICD10CM, Code, Malformed, codings, first_date, normalise_code, reference_of
+from ..findings import Finding, Severity, Status
+from ..orders import OrderContext
+from ..policy import Policy
 from ..record import PatientRecord, Unreadable
-from ..terminology import ValueSet
+from ..terminology import ValueSet, value_set
+from .base import Check, Rule
 
 CURRENT = frozenset({"active", "recurrence", "relapse"})
+THYROID = "thyroid-disorder"
+MALIGNANCY = "malignancy"
 ABATEMENT = ("abatementDateTime", "abatementPeriod", "abatementAge", "abatementRange",
              "abatementString")
 
@@ -157,3 +167,72 @@ def current_conditions(
         hits.append(ConditionHit(condition, code, _display(condition, code, vs_of), status,
                                  _written(condition, code)))
     return hits, unreadable
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+
+def current_condition_check(topic: str, value_set_id: str,
+                            extra_match: Callable[[Code], bool] | None = None) -> Check:
+    """The shape of a warning for a current Condition in one value set: reason `current` with the
+    first hit's name as {condition}, else `none` (sentences in cds_service/wording.toml)."""
+    def check(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+        hits, unreadable = current_conditions(record, [value_set(value_set_id)],
+                                              extra_match=extra_match)
+        if hits:
+            return Finding(topic, Status.NOT_MET, Severity.WARNING, reason="current",
+                           facts={"condition": shorten(hits[0].name)},
+                           evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable))
+        return Finding(topic, Status.MET, Severity.INFO, reason="none",
+                       unreadable=tuple(unreadable))
+    check.__name__ = check.__qualname__ = f"check_{topic.replace('-', '_')}"
+    check.__doc__ = f"Warning for a current Condition in {value_set_id}."
+    return check
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+def condition_rule(*, topic: str, value_set_id: str, title: str, logic: str, citation: str,
+                   override_reasons: tuple[str, ...], source: str = "label",
+                   extra_match: Callable[[Code], bool] | None = None) -> Rule:
+    """The declaration of a warning for a current Condition in one value set (a table row)."""
+    return Rule(topic=topic, title=title, logic=logic, indicator="warning", source=source,
+                citation=citation, check=current_condition_check(topic, value_set_id, extra_match),
+                value_sets=(value_set_id,), override_reasons=override_reasons)
+
+
+THYROID_DISORDER_RULE = condition_rule(
+    topic=THYROID,
+    value_set_id="thyroid-disorder-condition",
+    title="No current thyroid disorder",
+    logic="Current Condition in the thyroid-disorder value set (hypothyroidism, "
+    "hyperthyroidism/Graves, thyroiditis) -> warning.",
+    citation="PI section 5 (thyroid disorders: in patients with an ongoing thyroid disorder, "
+    "administer only if the potential benefit justifies the potential risks)",
+    override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
+)
+
+
+# ICD-10-CM chapter 2, malignant neoplasms C00-C96 (blocks C00-C75, C7A, C7B, C76-C80, C81-C96;
+# C4A is Merkel cell carcinoma). The malignancy-condition value set lists no C codes (see
+# terminology/README.md), so the chapter is matched here by prefix. D00-D49 (in situ, benign,
+# uncertain behaviour) are not malignancies for this warning.
+_ICD10_MALIGNANT = re.compile(r"^C(?:[0-8]\d|9[0-6]|4A|7A|7B)")
+
+
+def icd10_malignant(code: Code) -> bool:
+    """True for an ICD-10-CM code in C00-C96 (codes are stored upper case without the dot)."""
+    return code[0] == ICD10CM and _ICD10_MALIGNANT.match(code[1]) is not None
+
+
+MALIGNANCY_RULE = condition_rule(
+    topic=MALIGNANCY,
+    value_set_id="malignancy-condition",
+    extra_match=icd10_malignant,
+    title="No current malignancy",
+    logic="Current Condition in the malignancy value set, or with any ICD-10-CM code C00-C96 "
+    "(matched by prefix, as the value set lists no C codes) -> warning.",
+    citation="Boxed warning and PI section 5 (malignancies: use caution in patients with "
+    "pre-existing or ongoing malignancies)",
+    override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
+)

@@ -11,6 +11,7 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import value_set
+from .base import Rule
 from .conditions import current_conditions, refuted, shorten
 
 HYPERSENSITIVITY = "hypersensitivity"
@@ -94,16 +95,27 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
         found.append(f"{how}, {status}{', ' + detail if detail else ''}, recorded "
                      f"{when or 'undated'} ({reference_of(allergy)})")
     if found:
-        return Finding(
-            HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL,
-            "Allergy to alemtuzumab on file: Lemtrada is contraindicated",
-            explanation=("Known hypersensitivity or anaphylactic reaction to alemtuzumab (Lemtrada "
-                         "or Campath) or an excipient is a contraindication. Do not start unless "
-                         "the allergy record is shown to be wrong.",),
-            evidence=tuple(found), unreadable=tuple(unreadable),
-        )
-    return Finding(HYPERSENSITIVITY, Status.MET, Severity.INFO, "No allergy to alemtuzumab on file",
+        return Finding(HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL, reason="allergy",
+                       evidence=tuple(found), unreadable=tuple(unreadable))
+    return Finding(HYPERSENSITIVITY, Status.MET, Severity.INFO, reason="none",
                    unreadable=tuple(unreadable))
+
+
+HYPERSENSITIVITY_RULE = Rule(
+    topic=HYPERSENSITIVITY,
+    title="No hypersensitivity to alemtuzumab",
+    logic="AllergyIntolerance (clinicalStatus active or not recorded; not refuted or "
+    "entered-in-error) coded with a Lemtrada/Campath/alemtuzumab RxNorm code, or naming "
+    "alemtuzumab, Lemtrada or Campath in its code or reaction substance -> critical.",
+    indicator="critical",
+    source="label",
+    citation="PI section 4 (Contraindications: known hypersensitivity or anaphylactic "
+    "reactions to alemtuzumab or any excipient)",
+    check=check_hypersensitivity,
+    value_sets=("alemtuzumab-allergen",),
+    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
+)
+
 
 
 def check_active_infection(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
@@ -121,14 +133,25 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
     hits.extend(h for h in hiv_hits if id(h.resource) not in seen)
     unreadable.extend(u for u in hiv_bad if u not in unreadable)
     if hits:
-        first = hits[0]
-        return Finding(
-            ACTIVE_INFECTION, Status.NOT_MET, Severity.CRITICAL,
-            f"Active infection on file ({shorten(first.name)}): do not start Lemtrada",
-            explanation=("Active infection and infection with HIV are contraindications. Treat the "
-                         "infection first, or record that the diagnosis is resolved or wrong.",),
-            evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable),
-        )
-    return Finding(ACTIVE_INFECTION, Status.MET, Severity.INFO,
-                   "No active TB, HIV, hepatitis B/C or listed acute infection on file",
+        return Finding(ACTIVE_INFECTION, Status.NOT_MET, Severity.CRITICAL, reason="infection",
+                       facts={"condition": shorten(hits[0].name)},
+                       evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable))
+    return Finding(ACTIVE_INFECTION, Status.MET, Severity.INFO, reason="none",
                    unreadable=tuple(unreadable))
+
+
+ACTIVE_INFECTION_RULE = Rule(
+    topic=ACTIVE_INFECTION,
+    title="No active infection or HIV infection",
+    logic="Current Condition (clinicalStatus active/recurrence/relapse, or not recorded "
+    "without abatement; not refuted) of active tuberculosis, hepatitis B or C, or a listed "
+    "acute infection, or an HIV Condition with any status -> critical.",
+    indicator="critical",
+    source="label",
+    citation="PI section 4 (Contraindications: infection with HIV; active infection)",
+    check=check_active_infection,
+    value_sets=("active-tuberculosis-condition", "acute-infection-condition",
+                "hepatitis-b-condition", "hepatitis-c-condition", "hiv-condition"),
+    override_reasons=("action-completed", "recipient-disagrees-evidence", "risk-benefit-ratio"),
+)
+

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from .. import orderables
 from ..fhirdata import (
     SNOMED,
     DateSpan,
@@ -25,8 +26,7 @@ from ..fhirdata import (
 from ..orders import OrderContext, Product, classify
 from ..record import PatientRecord, Unreadable, name_medication
 
-IV_ROUTE = (SNOMED, "47625008")
-ORAL_ROUTE = (SNOMED, "26643006")
+IV_ROUTE = orderables.code("intravenous")
 IV_WORDS = re.compile(r"\bintraven|\bi\.?v(?:pb)?\b", re.IGNORECASE)
 PUSH_WORDS = re.compile(r"\bpush\b|\bbolus\b", re.IGNORECASE)
 LEMTRADA_MG_PER_ML = 10

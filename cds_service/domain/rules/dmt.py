@@ -11,6 +11,7 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import MedicationUse, PatientRecord, Unreadable
 from ..terminology import ValueSet, value_set
+from .base import Rule
 
 TOPIC = "prior-dmt"
 
@@ -94,18 +95,28 @@ def check_prior_dmt(record: PatientRecord, order: OrderContext, policy: Policy) 
     evidence = tuple(line for ingredient in sorted(found) for line in found[ingredient])
     count = len(found)
     if count >= needed:
-        return Finding(TOPIC, Status.MET, Severity.INFO,
-                       f"{count} prior MS disease-modifying therapies on file",
+        return Finding(TOPIC, Status.MET, Severity.INFO, reason="enough", facts={"count": count},
                        evidence=evidence, unreadable=tuple(bad))
     names = ", ".join(sorted(found)) or "none"
-    return Finding(
-        TOPIC, Status.NOT_MET, Severity.WARNING,
-        f"{count} prior MS DMT found ({names[:60]}); Lemtrada is generally reserved for {needed}+",
-        explanation=(
-            "The label reserves alemtuzumab for patients with an inadequate response to two or "
-            "more drugs indicated for MS. Document prior therapies (including those given "
-            "elsewhere) or record why alemtuzumab is chosen now.",
-        ),
-        evidence=evidence,
-        unreadable=tuple(bad),
-    )
+    return Finding(TOPIC, Status.NOT_MET, Severity.WARNING, reason="too-few",
+                   facts={"count": count, "names": names[:60]},
+                   evidence=evidence, unreadable=tuple(bad))
+
+
+PRIOR_DMT_RULE = Rule(
+    topic=TOPIC,
+    title="Inadequate response to two or more MS therapies",
+    logic="Distinct prior MS DMT ingredients (RxNorm code or name in text; alemtuzumab and "
+    "corticosteroids excluded) in MedicationStatement/Request/Administration; fewer than "
+    "the minimum -> warning listing what was found.",
+    indicator="warning",
+    source="label",
+    citation="PI section 1 (Indications and Usage: generally reserved for inadequate response "
+    "to two or more MS drugs)",
+    check=check_prior_dmt,
+    value_sets=("ms-dmt-rxnorm",),
+    policy_keys=("min_prior_dmts",),
+    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio",
+                      "expert-contradicts"),
+)
+

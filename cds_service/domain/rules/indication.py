@@ -11,6 +11,7 @@ from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import value_set
+from .base import Rule
 from .conditions import current_conditions, shorten
 
 INDICATION = "indication"
@@ -31,29 +32,32 @@ def check_indication(record: PatientRecord, order: OrderContext, policy: Policy)
     indicated = [h for h in hits if h not in not_indicated]
     evidence = tuple(h.describe() for h in indicated + not_indicated)
     if indicated:
-        return Finding(INDICATION, Status.MET, Severity.INFO,
-                       "Multiple sclerosis diagnosis on file",
+        return Finding(INDICATION, Status.MET, Severity.INFO, reason="ms-on-file",
                        evidence=evidence, unreadable=tuple(unreadable))
     if not_indicated:
-        return Finding(
-            INDICATION, Status.NOT_MET, Severity.WARNING,
-            f"Only {shorten(not_indicated[0].name)} on file: Lemtrada is indicated for "
-            "relapsing MS",
-            explanation=("Lemtrada is indicated for relapsing forms of MS (relapsing-remitting and "
-                         "active secondary progressive disease) in adults. It is not recommended "
-                         "for clinically isolated syndrome and not indicated for primary "
-                         "progressive MS. Record the relapsing diagnosis if that is what the "
-                         "patient has.",),
-            evidence=evidence, unreadable=tuple(unreadable),
-        )
-    return Finding(
-        INDICATION, Status.UNKNOWN, Severity.WARNING,
-        "No active multiple sclerosis diagnosis on file: document relapsing MS",
-        explanation=("No current Condition coded as multiple sclerosis (ICD-10-CM G35, SNOMED CT "
-                     "24700007 or a relapsing subtype) was found. Lemtrada is indicated for "
-                     "relapsing forms of MS in adults.",),
-        unreadable=tuple(unreadable),
-    )
+        return Finding(INDICATION, Status.NOT_MET, Severity.WARNING, reason="not-indicated",
+                       facts={"condition": shorten(not_indicated[0].name)},
+                       evidence=evidence, unreadable=tuple(unreadable))
+    return Finding(INDICATION, Status.UNKNOWN, Severity.WARNING, reason="no-ms-diagnosis",
+                   unreadable=tuple(unreadable))
+
+
+INDICATION_RULE = Rule(
+    topic=INDICATION,
+    title="Relapsing multiple sclerosis",
+    logic="No current MS Condition (ICD-10-CM G35.x, SNOMED CT MS concepts; remission "
+    "counts) -> warning; only primary progressive MS or clinically isolated syndrome -> "
+    "warning (not indicated).",
+    indicator="warning",
+    source="label",
+    citation="PI section 1 (Indications and Usage: relapsing forms of MS in adults; not "
+    "recommended for clinically isolated syndrome)",
+    check=check_indication,
+    value_sets=("clinically-isolated-syndrome-condition", "ms-diagnosis-condition",
+                "ms-primary-progressive-condition"),
+    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
+)
+
 
 
 @dataclass(frozen=True)
@@ -93,29 +97,33 @@ def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Fin
         if record.patient is not None and record.problem(record.patient) is not None:
             unreadable = (Unreadable(reference_of(record.patient),
                                      str(record.problem(record.patient))),)
-        return Finding(AGE, Status.UNKNOWN, Severity.WARNING,
-                       f"Age unknown ({why}): Lemtrada is not recommended under {limit}",
-                       explanation=("The birth date could not be read, so the pediatric limit "
-                                    "could not be checked.",),
-                       unreadable=unreadable)
+        return Finding(AGE, Status.UNKNOWN, Severity.WARNING, reason="unknown",
+                       facts={"why": why}, unreadable=unreadable)
     patient = record.patient
     assert patient is not None
     evidence = (f"birthDate {age.born} ({reference_of(patient)}): {age} years at the planned start "
                 f"{order.t0}",)
     if age.oldest < limit:
-        return Finding(
-            AGE, Status.NOT_MET, Severity.WARNING,
-            f"Patient is {age} years old at the planned start: Lemtrada is not recommended "
-            f"under {limit}",
-            explanation=(f"Safety and effectiveness below {limit} years have not been established; "
-                         "use in pediatric patients is not recommended.",),
-            evidence=evidence,
-        )
+        return Finding(AGE, Status.NOT_MET, Severity.WARNING, reason="under-age",
+                       facts={"age": str(age)}, evidence=evidence)
     if age.youngest < limit:
-        return Finding(AGE, Status.UNKNOWN, Severity.WARNING,
-                       f"Patient may be under {limit} at the planned start (partial birth date)",
-                       explanation=("The birth date is only partly known; confirm the patient is "
-                                    f"{limit} or older.",),
+        return Finding(AGE, Status.UNKNOWN, Severity.WARNING, reason="maybe-under-age",
                        evidence=evidence)
-    return Finding(AGE, Status.MET, Severity.INFO, f"Adult ({age} years at the planned start)",
+    return Finding(AGE, Status.MET, Severity.INFO, reason="adult", facts={"age": str(age)},
                    evidence=evidence)
+
+
+AGE_RULE = Rule(
+    topic=AGE,
+    title="Adult patient ({pediatric_age} or older)",
+    logic="Age at T0 from Patient.birthDate below the pediatric limit -> warning; birthDate "
+    "missing, unreadable or too partial to tell -> warning.",
+    indicator="warning",
+    source="label",
+    citation="PI section 8.4 (Pediatric Use: not recommended below 17 years)",
+    check=check_age,
+    value_sets=(),
+    policy_keys=("pediatric_age",),
+    override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
+)
+

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from ..fhirdata import LOINC, DateSpan, Malformed, codings, reference_of
+from .. import orderables
+from ..fhirdata import DateSpan, Malformed, codings, reference_of
 from ..findings import Suggestion
 from ..record import PatientRecord, Unreadable
 from ..results import LabResult, is_final, newest, read_meaning, result_date, within
@@ -78,7 +79,11 @@ def _result(observation: dict[str, Any], vs: ValueSet, when: DateSpan,
     return LabResult(observation, test, when, meaning, read_from)
 
 
-def order_test(key: str, loinc: str, display: str, why: str) -> Suggestion:
-    """A suggestion to order a lab test by its LOINC code."""
-    return Suggestion(key=key, label=f"Order {display}", kind="lab", code=(LOINC, loinc),
-                      display=display, details={"reason": why})
+def order_test(key: str, why: str, display: str | None = None) -> Suggestion:
+    """A suggestion to order the lab test `key` of terminology/orderables.json (its LOINC code and
+    display there; `display` shortens the label where a check words it differently)."""
+    coding = orderables.coding(key)
+    shown = display or coding["display"]
+    return Suggestion(key=key, label=f"Order {shown}", kind="lab",
+                      code=(coding["system"], coding["code"]), display=shown,
+                      details={"reason": why})

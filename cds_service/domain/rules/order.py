@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from ..fhirdata import RXNORM, Malformed, add_months, parse_date, reference_of
+from .. import orderables
+from ..fhirdata import Malformed, add_months, parse_date, reference_of
 from ..findings import Finding, Severity, Status, Suggestion
 from ..orders import OrderContext
 from ..policy import Policy
@@ -19,9 +20,7 @@ from ..record import PatientRecord
 from ..terminology import value_set
 from .base import ORDER_SIGN, Rule
 from .course import (
-    IV_ROUTE,
     LEMTRADA_MG_PER_ML,
-    ORAL_ROUTE,
     History,
     covered_days,
     dosage_list,
@@ -33,8 +32,11 @@ from .course import (
     route_of,
 )
 
+COURSE_INTERVAL = "course-interval"
+DOSE = "dose"
+PREMEDICATION = "premedication"
+HERPES_PROPHYLAXIS = "herpes-prophylaxis"
 UCUM = "http://unitsofmeasure.org"
-SNOMED_ROUTE_DISPLAY = {IV_ROUTE: "Intravenous route", ORAL_ROUTE: "Oral route"}
 
 
 def _history(record: PatientRecord, order: OrderContext, policy: Policy) -> History:
@@ -56,44 +58,47 @@ def _course_lines(history: History) -> list[str]:
 def check_course_interval(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Critical when a new course starts less than the interval after the prior course's last
     dose."""
-    topic, months = "course-interval", policy["course_interval"]
+    topic, months = COURSE_INTERVAL, policy["course_interval"]
     history = _history(record, order, policy)
     evidence = tuple(_course_lines(history))
     unreadable = tuple(history.unreadable)
     if not history.courses:
-        return Finding(topic, Status.MET, Severity.INFO,
-                       "No prior alemtuzumab course on file: this order is course 1",
+        return Finding(topic, Status.MET, Severity.INFO, reason="first-course",
                        unreadable=unreadable)
     last = history.courses[-1].last
     allowed = add_months(last, months)
     if order.t0 < allowed and order.t0 >= add_months(history.courses[-1].last_certain, months):
-        return Finding(
-            topic, Status.UNKNOWN, Severity.WARNING,
-            f"Last alemtuzumab dose only partly dated: confirm it was on or before "
-            f"{add_months(order.t0, -months)}",
-            explanation=(f"A course may start only {months} months after the last dose of the "
-                         "prior course; the recorded date of the last dose is not precise enough "
-                         "to tell.",),
-            evidence=evidence, unreadable=unreadable,
-        )
+        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="partly-dated",
+                       facts={"latest_allowed_dose": add_months(order.t0, -months).isoformat()},
+                       evidence=evidence, unreadable=unreadable)
     if order.t0 < allowed:
-        gap = (order.t0 - last).days
-        return Finding(
-            topic, Status.NOT_MET, Severity.CRITICAL,
-            f"Course {history.number} starts {gap} days after the last dose ({last}): "
-            f"earliest allowed start {allowed}",
-            explanation=(
-                f"Later courses are given at least {months} months after the last dose of the "
-                f"prior course. The last recorded dose was on {last}; the planned start is "
-                f"{order.t0}. Postpone the course to {allowed} or later, or correct the "
-                "administration record.",
-            ),
-            evidence=evidence, unreadable=unreadable,
-        )
-    return Finding(topic, Status.MET, Severity.INFO,
-                   f"Course {history.number}: last dose {last}, at least {months} months before "
-                   "the start",
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="too-soon",
+                       facts={"course": history.number, "days": (order.t0 - last).days,
+                              "last_dose": last.isoformat(), "allowed_start": allowed.isoformat(),
+                              "t0": order.t0.isoformat()},
+                       evidence=evidence, unreadable=unreadable)
+    return Finding(topic, Status.MET, Severity.INFO, reason="interval-kept",
+                   facts={"course": history.number, "last_dose": last.isoformat()},
                    evidence=evidence, unreadable=unreadable)
+
+
+COURSE_INTERVAL_RULE = Rule(
+    topic=COURSE_INTERVAL,
+    title="At least {course_interval} months since the last course",
+    logic="Completed alemtuzumab (not Campath) MedicationAdministration/Statement/Request "
+    "before T0, grouped into courses (doses at most the grouping gap apart); course number = "
+    "prior courses + 1; a start less than the interval after the last dose of the prior course "
+    "-> critical with the earliest allowed start; undated or partially dated doses -> warning.",
+    indicator="critical",
+    source="label",
+    citation="PI section 2 (Recommended Dosage: later courses at least 12 months after the "
+    "last dose of any prior course)",
+    check=check_course_interval,
+    value_sets=("alemtuzumab-lemtrada-rxnorm", "campath-rxnorm"),
+    policy_keys=("course_interval", "course_grouping_gap"),
+    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
+)
+
 
 
 # -- dose, route and days -----------------------------------------------------------------------
@@ -102,7 +107,7 @@ def check_course_interval(record: PatientRecord, order: OrderContext, policy: Po
 def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Critical for a dose other than 12 mg/day or a non-IV route; warning for unstated ones and
     for a course length other than 5 (first course) or 3 (later) days."""
-    topic, daily = "dose", policy["daily_dose"]
+    topic, daily = DOSE, policy["daily_dose"]
     request = order.order.request
     dosages = dosage_list(request)
     critical: list[str] = []
@@ -142,23 +147,36 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
         warnings.append(f"{days} days ({how}); {course} is {expected} consecutive days")
     elif days is not None:
         evidence.append(f"{days} days ({how}), as for {course}")
-    explanation = (
-        f"Lemtrada is {daily} mg/day by intravenous infusion over 4 hours: "
-        f"{policy['first_course_days']} consecutive days for the first course, "
-        f"{policy['later_course_days']} for later courses. "
-        f"A dose written in mL is read at the only strength, {LEMTRADA_MG_PER_ML} mg/mL.",
-    )
     if critical:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL,
-                       f"Lemtrada order: {critical[0]}", explanation=explanation,
+        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="problem",
+                       facts={"problem": critical[0], "mg_per_ml": LEMTRADA_MG_PER_ML},
                        evidence=tuple(critical + warnings + evidence))
     if warnings:
         status = Status.NOT_MET if days is not None and days != expected else Status.UNKNOWN
-        return Finding(topic, status, Severity.WARNING, f"Lemtrada order: {warnings[0]}",
-                       explanation=explanation, evidence=tuple(warnings + evidence))
-    return Finding(topic, Status.MET, Severity.INFO,
-                   f"{daily} mg IV daily for {days} days, as for {course}",
-                   evidence=tuple(evidence))
+        return Finding(topic, status, Severity.WARNING, reason="problem",
+                       facts={"problem": warnings[0], "mg_per_ml": LEMTRADA_MG_PER_ML},
+                       evidence=tuple(warnings + evidence))
+    return Finding(topic, Status.MET, Severity.INFO, reason="as-labelled",
+                   facts={"days": days or 0, "course": course}, evidence=tuple(evidence))
+
+
+DOSE_RULE = Rule(
+    topic=DOSE,
+    title="Dose, route and days of the course",
+    logic="Every dosage: dose other than the daily dose (mg, g, or mL read at 10 mg/mL) or a "
+    "route other than IV (SNOMED 47625008 or 'intravenous'/'IV' in text), or IV push/bolus "
+    "-> critical; dose or route missing or unreadable -> warning; days (count, boundsPeriod "
+    "inclusive or boundsDuration) other than 5 for course 1 or 3 for later courses -> warning.",
+    indicator="critical / warning",
+    source="label",
+    citation="PI section 2 (Recommended Dosage: 12 mg/day IV over 4 hours; 5 consecutive days, "
+    "then 3 consecutive days; do not give as IV push or bolus)",
+    check=check_dose,
+    value_sets=("alemtuzumab-lemtrada-rxnorm", "campath-rxnorm"),
+    policy_keys=("daily_dose", "first_course_days", "later_course_days"),
+    override_reasons=("recipient-disagrees-evidence", "expert-contradicts"),
+)
+
 
 
 # -- premedication and herpes prophylaxis --------------------------------------------------------
@@ -182,15 +200,18 @@ def _candidates(order: OrderContext, vs_id: str) -> list[tuple[dict[str, Any], s
     return out
 
 
-def _medication_suggestion(key: str, label: str, code: str, display: str, dosage: dict[str, Any],
+def _medication_suggestion(key: str, label: str, dosage: dict[str, Any],
                            reason: str) -> Suggestion:
-    return Suggestion(key=key, label=label, kind="medication", code=(RXNORM, code), display=display,
+    """A new MedicationRequest for the medication `key` of orderables.json (its RxNorm code)."""
+    coding = orderables.coding(key)
+    return Suggestion(key=key, label=label, kind="medication",
+                      code=(coding["system"], coding["code"]), display=coding["display"],
                       details={"dosage": dosage, "reason": reason})
 
 
-def _route(code: tuple[str, str], text: str) -> dict[str, Any]:
-    return {"coding": [{"system": code[0], "code": code[1], "display": SNOMED_ROUTE_DISPLAY[code]}],
-            "text": text}
+def _route(key: str, text: str) -> dict[str, Any]:
+    """A dosage route: the SNOMED CT coding of `key` in orderables.json, with the text shown."""
+    return {"coding": [orderables.coding(key)], "text": text}
 
 
 def _mg(value: int) -> list[dict[str, Any]]:
@@ -207,20 +228,20 @@ def premedication_suggestion(t0: date, policy: Policy) -> Suggestion:
                 f"1-{days} of the course",
         "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": end.isoformat()},
                               "count": days, "frequency": 1, "period": 1, "periodUnit": "d"}},
-        "route": _route(IV_ROUTE, "IV"),
+        "route": _route("intravenous", "IV"),
         "doseAndRate": _mg(dose),
     }
     return _medication_suggestion(
         "order-methylprednisolone",
         f"Order methylprednisolone {dose:,} mg IV daily, {t0} to {end}",
-        "6902", "methylprednisolone", dosage,
+        dosage,
         f"Premedication before alemtuzumab on the first {days} days of the course")
 
 
 def check_premedication(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Among the other draft orders, methylprednisolone 1,000 mg IV covering days 1-3 of the
     course."""
-    topic, days, dose = "premedication", policy["premedication_days"], policy["premedication_dose"]
+    topic, days, dose = PREMEDICATION, policy["premedication_days"], policy["premedication_dose"]
     last_needed = order.t0 + timedelta(days=days - 1)
     methylpred = value_set("methylprednisolone-rxnorm")
     gaps: list[str] = []
@@ -248,19 +269,35 @@ def check_premedication(record: PatientRecord, order: OrderContext, policy: Poli
         elif last is not None and last < last_needed:
             short.append(f"ends {last}, before day {days} ({last_needed})")
         if not short:
-            return Finding(topic, Status.MET, Severity.INFO,
-                           f"Premedication ordered: {name} covers days 1-{days}", evidence=(ref,))
+            return Finding(topic, Status.MET, Severity.INFO, reason="ordered",
+                           facts={"medication": name}, evidence=(ref,))
         gaps.append(f"{ref}: " + "; ".join(short))
-    headline = (f"Premedication order does not cover days 1-{days}: {gaps[0]}" if gaps else
-                f"No methylprednisolone {dose:,} mg IV premedication ordered for days 1-{days}")
-    return Finding(
-        topic, Status.NOT_MET, Severity.WARNING, headline,
-        explanation=(f"Premedicate with {dose:,} mg methylprednisolone (or equivalent) immediately "
-                     f"before the infusion on the first {days} days of each course, from "
-                     f"{order.t0} to {last_needed}.",),
-        evidence=tuple(gaps),
-        suggestions=(premedication_suggestion(order.t0, policy),),
-    )
+    return Finding(topic, Status.NOT_MET, Severity.WARNING,
+                   reason="order-falls-short" if gaps else "not-ordered",
+                   facts={"gap": gaps[0] if gaps else "", "t0": order.t0.isoformat(),
+                          "last_day": last_needed.isoformat()},
+                   evidence=tuple(gaps), suggestions=(premedication_suggestion(order.t0, policy),))
+
+
+PREMEDICATION_RULE = Rule(
+    topic=PREMEDICATION,
+    title="Corticosteroid premedication on days 1-{premedication_days}",
+    logic="Order-sign only: among the other draft MedicationRequests, methylprednisolone "
+    "(RxNorm or name) of at least the premedication dose, IV, from T0 through day 3; another "
+    "corticosteroid asks to confirm equivalence; none -> warning with a methylprednisolone "
+    "1,000 mg IV order for days 1-3.",
+    indicator="warning",
+    source="label",
+    citation="PI section 2 (Recommended Premedication: 1,000 mg methylprednisolone or "
+    "equivalent immediately before infusion on the first 3 days of each course)",
+    check=check_premedication,
+    value_sets=("corticosteroid-rxnorm", "methylprednisolone-rxnorm"),
+    policy_keys=("premedication_dose", "premedication_days"),
+    override_reasons=("indication-order-exists", "patient-contraindication",
+                      "policy-contradicts"),
+    hooks=ORDER_SIGN,
+)
+
 
 
 def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
@@ -274,19 +311,19 @@ def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
                 "after the last infusion and until CD4+ lymphocytes are at least 200 cells/uL",
         "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": until.isoformat()},
                               "frequency": 2, "period": 1, "periodUnit": "d"}},
-        "route": _route(ORAL_ROUTE, "oral"),
+        "route": _route("oral", "oral"),
         "doseAndRate": _mg(400),
     }
     return _medication_suggestion(
         "order-acyclovir",
         f"Order acyclovir 400 mg by mouth twice daily, {t0} to {until} (confirm dose)",
-        "197311", "acyclovir 400 MG Oral Tablet", dosage,
+        dosage,
         "Herpes prophylaxis from the first day of the alemtuzumab course")
 
 
 def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Among the other draft orders, an anti-herpes antiviral starting on or before day 1."""
-    topic, months = "herpes-prophylaxis", policy["herpes_prophylaxis_months"]
+    topic, months = HERPES_PROPHYLAXIS, policy["herpes_prophylaxis_months"]
     days, _ = order_days(order.order.request)
     if days is None or days < 1:
         days = _expected_days(_history(record, order, policy), policy)
@@ -309,88 +346,34 @@ def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy:
         if last is not None and last < minimum:
             short.append(f"ends {last}, before {minimum} ({months} months after the last infusion)")
         if not short:
-            return Finding(topic, Status.MET, Severity.INFO,
-                           f"Herpes prophylaxis ordered: {name} from {first}",
+            return Finding(topic, Status.MET, Severity.INFO, reason="ordered",
+                           facts={"medication": name, "start": str(first)},
                            evidence=(f"{ref}: starts {first} ({how})"
                                      + (f", ends {last}" if last else ", open-ended"),))
         gaps.append(f"{ref}: " + "; ".join(short))
-    headline = (f"Herpes prophylaxis order does not cover the course: {gaps[0]}" if gaps else
-                "No antiviral herpes prophylaxis ordered from day 1 of the course")
-    return Finding(
-        topic, Status.NOT_MET, Severity.WARNING, headline,
-        explanation=(f"Start antiviral herpes prophylaxis on the first day of each course "
-                     f"({order.t0}) and continue for at least {months} months after the last "
-                     f"infusion (to {until}) or until CD4+ lymphocytes are at least 200 "
-                     "cells/uL, whichever is later.",),
-        evidence=tuple(gaps),
-        suggestions=(prophylaxis_suggestion(order.t0, until),),
-    )
+    return Finding(topic, Status.NOT_MET, Severity.WARNING,
+                   reason="order-falls-short" if gaps else "not-ordered",
+                   facts={"gap": gaps[0] if gaps else "", "t0": order.t0.isoformat(),
+                          "until": until.isoformat()},
+                   evidence=tuple(gaps), suggestions=(prophylaxis_suggestion(order.t0, until),))
 
 
-ORDER_RULES: tuple[Rule, ...] = (
-    Rule(
-        topic="course-interval",
-        title="At least 12 months since the last course",
-        logic="Completed alemtuzumab (not Campath) MedicationAdministration/Statement/Request "
-        "before T0, grouped into courses (doses at most the grouping gap apart); course number = "
-        "prior courses + 1; a start less than the interval after the last dose of the prior course "
-        "-> critical with the earliest allowed start; undated or partially dated doses -> warning.",
-        indicator="critical",
-        source="label",
-        citation="PI section 2 (Recommended Dosage: later courses at least 12 months after the "
-        "last dose of any prior course)",
-        check=check_course_interval,
-        policy_keys=("course_interval", "course_grouping_gap"),
-        override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
-    ),
-    Rule(
-        topic="dose",
-        title="Dose, route and days of the course",
-        logic="Every dosage: dose other than the daily dose (mg, g, or mL read at 10 mg/mL) or a "
-        "route other than IV (SNOMED 47625008 or 'intravenous'/'IV' in text), or IV push/bolus "
-        "-> critical; dose or route missing or unreadable -> warning; days (count, boundsPeriod "
-        "inclusive or boundsDuration) other than 5 for course 1 or 3 for later courses -> warning.",
-        indicator="critical / warning",
-        source="label",
-        citation="PI section 2 (Recommended Dosage: 12 mg/day IV over 4 hours; 5 consecutive days, "
-        "then 3 consecutive days; do not give as IV push or bolus)",
-        check=check_dose,
-        policy_keys=("daily_dose", "first_course_days", "later_course_days"),
-        override_reasons=("recipient-disagrees-evidence", "expert-contradicts"),
-    ),
-    Rule(
-        topic="premedication",
-        title="Corticosteroid premedication on days 1-3",
-        logic="Order-sign only: among the other draft MedicationRequests, methylprednisolone "
-        "(RxNorm or name) of at least the premedication dose, IV, from T0 through day 3; another "
-        "corticosteroid asks to confirm equivalence; none -> warning with a methylprednisolone "
-        "1,000 mg IV order for days 1-3.",
-        indicator="warning",
-        source="label",
-        citation="PI section 2 (Recommended Premedication: 1,000 mg methylprednisolone or "
-        "equivalent immediately before infusion on the first 3 days of each course)",
-        check=check_premedication,
-        policy_keys=("premedication_dose", "premedication_days"),
-        override_reasons=("indication-order-exists", "patient-contraindication",
-                          "policy-contradicts"),
-        hooks=ORDER_SIGN,
-    ),
-    Rule(
-        topic="herpes-prophylaxis",
-        title="Antiviral herpes prophylaxis from day 1",
-        logic="Order-sign only: among the other draft MedicationRequests, acyclovir, valacyclovir "
-        "or famciclovir (RxNorm or name) starting on or before T0 (dosage start, else authoredOn) "
-        "and not ending earlier than the prophylaxis months (30 days each) after the last "
-        "infusion (T0 + course days - 1); none -> warning with an acyclovir 400 mg twice-daily "
-        "order.",
-        indicator="warning",
-        source="label",
-        citation="PI section 2 (Herpes Prophylaxis: antiviral prophylaxis from the first day of "
-        "each course, at least 2 months after treatment or until CD4+ >= 200 cells/uL)",
-        check=check_herpes_prophylaxis,
-        policy_keys=("herpes_prophylaxis_months",),
-        override_reasons=("indication-order-exists", "patient-contraindication",
-                          "policy-contradicts"),
-        hooks=ORDER_SIGN,
-    ),
+HERPES_PROPHYLAXIS_RULE = Rule(
+    topic=HERPES_PROPHYLAXIS,
+    title="Antiviral herpes prophylaxis from day 1",
+    logic="Order-sign only: among the other draft MedicationRequests, acyclovir, valacyclovir "
+    "or famciclovir (RxNorm or name) starting on or before T0 (dosage start, else authoredOn) "
+    "and not ending earlier than the prophylaxis months (30 days each) after the last "
+    "infusion (T0 + course days - 1); none -> warning with an acyclovir 400 mg twice-daily "
+    "order.",
+    indicator="warning",
+    source="label",
+    citation="PI section 2 (Herpes Prophylaxis: antiviral prophylaxis from the first day of "
+    "each course, at least 2 months after treatment or until CD4+ >= 200 cells/uL)",
+    check=check_herpes_prophylaxis,
+    value_sets=("alemtuzumab-lemtrada-rxnorm", "campath-rxnorm", "herpes-antiviral-rxnorm"),
+    policy_keys=("herpes_prophylaxis_months",),
+    override_reasons=("indication-order-exists", "patient-contraindication",
+                      "policy-contradicts"),
+    hooks=ORDER_SIGN,
 )

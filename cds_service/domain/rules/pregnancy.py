@@ -16,6 +16,7 @@ from ..record import PatientRecord
 from ..results import Meaning
 from ..results import newest as newest_of
 from ..terminology import value_set
+from .base import Rule
 from .conditions import current_conditions
 from .indication import age_at
 from .labs import lab_results, order_test
@@ -36,7 +37,7 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
     advice = _contraception(policy)
     gender = record.patient.get("gender") if record.patient else None
     if gender == "male":
-        return Finding(TOPIC, Status.MET, Severity.INFO, "Not applicable: patient recorded as male",
+        return Finding(TOPIC, Status.MET, Severity.INFO, reason="male",
                        evidence=("Patient.gender male",))
     tests = lab_results(record, "pregnancy-test-loinc", order.t0, lookback_days=None)
     conditions, bad = current_conditions(record, [value_set("pregnancy-condition")])
@@ -46,44 +47,50 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
                 else [])
     positive += [f"pregnancy: {c.describe()}" for c in conditions]
     if positive:
-        return Finding(
-            TOPIC, Status.NOT_MET, Severity.CRITICAL,
-            "Patient may be pregnant (positive hCG or current pregnancy): do not start Lemtrada",
-            explanation=("Alemtuzumab may cause fetal harm. Exclude pregnancy before each course; "
-                         "a newer negative hCG or a resolved pregnancy record clears this. Advise "
-                         f"effective {advice}.",),
-            evidence=tuple(positive), unreadable=unreadable,
-        )
+        return Finding(TOPIC, Status.NOT_MET, Severity.CRITICAL, reason="may-be-pregnant",
+                       evidence=tuple(positive), unreadable=unreadable)
     age, _ = age_at(record, order.t0)
     who = f"Patient.gender {gender or 'not recorded'}, age {age if age else 'unknown'}"
     if age is not None and (age.youngest > high or age.oldest < low):
-        return Finding(TOPIC, Status.MET, Severity.INFO,
-                       f"Not applicable: outside the reproductive age range {low}-{high}",
+        return Finding(TOPIC, Status.MET, Severity.INFO, reason="outside-age-range",
                        evidence=(who,), unreadable=unreadable)
     recent = [r for r in tests.current if (order.t0 - r.when.earliest).days <= window]
     # Same-day ties go to the most worrying result (a same-day indeterminate is no all-clear).
     latest_recent = newest_of(recent)
     evidence = (who,) + ((f"hCG: {newest.describe()}",) if newest else ())
     if latest_recent is not None and latest_recent.meaning is Meaning.NEGATIVE:
-        return Finding(TOPIC, Status.MET, Severity.INFO,
-                       f"Negative hCG on {latest_recent.when}; advise {advice}",
+        return Finding(TOPIC, Status.MET, Severity.INFO, reason="negative-test",
+                       facts={"when": str(latest_recent.when)},
                        evidence=evidence + (f"advice: {advice}",), unreadable=unreadable)
-    suggestion = order_test("order-hcg", "2118-8",
-                            "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma",
-                            "Exclude pregnancy before Lemtrada")
+    suggestion = order_test("order-hcg", "Exclude pregnancy before Lemtrada")
     if latest_recent is not None:
-        headline = (f"hCG indeterminate on {latest_recent.when}: repeat before starting; "
-                    f"advise {advice}")
+        reason = "indeterminate-test"
     elif gender not in ("female",):
-        headline = (f"Sex not recorded as male and no negative hCG within {window} days: test; "
-                    f"advise {advice}")
+        reason = "no-test-sex-unknown"
     else:
-        headline = f"No negative hCG within {window} days: test before starting; advise {advice}"
-    return Finding(
-        TOPIC, Status.UNKNOWN, Severity.WARNING, headline,
-        explanation=(f"No negative pregnancy test dated within {window} days before the planned "
-                     f"start ({order.t0}) was found for a patient who may be able to become "
-                     f"pregnant (reproductive age {low}-{high} by local policy). Alemtuzumab may "
-                     f"cause fetal harm; advise effective {advice}.",),
-        evidence=evidence, unreadable=unreadable, suggestions=(suggestion,),
-    )
+        reason = "no-test"
+    return Finding(TOPIC, Status.UNKNOWN, Severity.WARNING, reason=reason,
+                   facts={"when": str(latest_recent.when) if latest_recent else "",
+                          "t0": order.t0.isoformat()},
+                   evidence=evidence, unreadable=unreadable, suggestions=(suggestion,))
+
+
+PREGNANCY_RULE = Rule(
+    topic=TOPIC,
+    title="Pregnancy excluded, contraception advised",
+    logic="Not recorded as male: newest hCG positive or a current pregnancy Condition -> "
+    "critical. Age at T0 in the reproductive range (or unknown) without a negative hCG within "
+    "the window -> warning with an hCG order. Advice: contraception during and for 4 months "
+    "after each course. Gender missing/unknown/other is treated as possibly female.",
+    indicator="critical / warning",
+    source="label",
+    citation="PI section 8.1 (Pregnancy: may cause fetal harm) and section 8.3 (contraception "
+    "during and for 4 months after each course); test window and age range are local policy",
+    check=check_pregnancy,
+    value_sets=("pregnancy-condition", "pregnancy-test-loinc", "result-indeterminate",
+                "result-negative", "result-positive"),
+    policy_keys=("pregnancy_test_window", "reproductive_age_min", "reproductive_age_max",
+                 "contraception_after_course"),
+    override_reasons=("action-completed", "patient-ineligible", "recipient-disagrees-evidence"),
+)
+

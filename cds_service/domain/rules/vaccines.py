@@ -1,17 +1,21 @@
-"""Live vaccines within 6 weeks before the planned start (label section 2)."""
+"""Vaccines given too close to the planned start: live ones (label section 5) and all others
+(label section 2)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from ..fhirdata import Malformed, codings, first_date, reference_of
-from ..findings import Finding, Severity, Status, met
+from ..fhirdata import CVX, Code, Malformed, codings, concept_words, first_date, reference_of
+from ..findings import Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import value_set
+from .base import Rule
 
 TOPIC = "live-vaccine-gap"
+NON_LIVE_GAP = "non-live-vaccine-gap"
 
 
 def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
@@ -59,26 +63,115 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
     if critical:
         allowed_start = max(a for a, _ in critical)
         first = critical[0][1].split(", ")[0]
-        return Finding(
-            TOPIC, Status.NOT_MET, Severity.CRITICAL,
-            f"Live vaccine {first}: do not start Lemtrada before {allowed_start}",
-            explanation=(
-                f"A live vaccine was given less than {gap} days before the planned start "
-                f"({order.t0}). Postpone the first infusion to {allowed_start} or later.",
-            ),
-            evidence=tuple(e for _, e in critical) + tuple(to_confirm),
-            unreadable=tuple(unreadable),
-        )
+        return Finding(TOPIC, Status.NOT_MET, Severity.CRITICAL, reason="live-vaccine",
+                       facts={"vaccine": first, "allowed_start": allowed_start,
+                              "t0": order.t0.isoformat()},
+                       evidence=tuple(e for _, e in critical) + tuple(to_confirm),
+                       unreadable=tuple(unreadable))
     if to_confirm:
-        return Finding(
-            TOPIC, Status.UNKNOWN, Severity.WARNING,
-            "Vaccine of uncertain liveness within 6 weeks: confirm the product before starting",
-            explanation=(f"A vaccine code that may be a live vaccine was recorded within {gap} "
-                         "days before the planned start; treat it as live unless confirmed "
-                         "otherwise.",),
-            evidence=tuple(to_confirm),
-            unreadable=tuple(unreadable),
-        )
-    finding = met(TOPIC, f"No live vaccine in the {gap} days before the planned start")
-    return Finding(finding.topic, finding.status, finding.severity, finding.headline,
+        return Finding(TOPIC, Status.UNKNOWN, Severity.WARNING, reason="uncertain-liveness",
+                       evidence=tuple(to_confirm), unreadable=tuple(unreadable))
+    return Finding(TOPIC, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable))
+
+
+LIVE_VACCINE_GAP_RULE = Rule(
+    topic=TOPIC,
+    title="Live vaccine at least {vaccine_min_gap_weeks} weeks before the start",
+    logic="Completed Immunization with a live CVX given less than the gap before T0 -> "
+    "critical; a CVX of uncertain liveness or an undated live vaccine -> warning.",
+    indicator="critical / warning",
+    source="label",
+    citation="PI section 2 (complete immunizations at least 6 weeks before treatment) and "
+    "section 5 (live vaccines)",
+    check=check_live_vaccine_gap,
+    value_sets=("live-vaccines-cvx", "liveness-ambiguous-vaccines-cvx"),
+    policy_keys=("vaccine_min_gap",),
+    override_reasons=("patient-ineligible", "recipient-disagrees-evidence"),
+)
+
+
+def _vaccine_name(imm: dict[str, Any], codes: list[Code]) -> str:
+    cvx = next((c for c in codes if c[0] == CVX), None)
+    lookalikes = value_set("not-live-lookalike-vaccines-cvx")
+    words = [w for w in concept_words(imm.get("vaccineCode")).split(" | ") if w]
+    if cvx is not None and cvx in lookalikes.codes:
+        name = lookalikes.display(cvx)
+    else:
+        name = words[-1] if words else "vaccine"
+    return f"{name} (CVX {cvx[1]})" if cvx else f"{name} (no CVX code: confirm it is not live)"
+
+
+def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
+                               policy: Policy) -> Finding:
+    """Warning when a vaccine that is not live (nor of doubtful liveness) was given inside the gap.
+
+    Live and doubtful vaccines are the live-vaccine-gap rule's; immune globulins, skin tests and
+    'no vaccine' codes (non-vaccine-cvx) are not immunizations for this purpose. A vaccine without
+    a CVX code is counted here.
+    """
+    gap = policy["vaccine_min_gap"]
+    skip = [value_set(v) for v in ("live-vaccines-cvx", "liveness-ambiguous-vaccines-cvx",
+                                    "non-vaccine-cvx")]
+    # (earliest start keeping the gap, days before, evidence)
+    recent: list[tuple[str, int, str]] = []
+    undated: list[str] = []
+    unreadable: list[Unreadable] = list(record.uncoded.get("Immunization", ()))
+    for imm in record.by_type.get("Immunization", ()):
+        if imm.get("status") != "completed":
+            continue
+        try:
+            codes = codings(imm.get("vaccineCode"))
+        except Malformed:
+            continue  # already reported through record.uncoded
+        if any(vs.matches_any(codes) for vs in skip):
+            continue
+        when = first_date(imm, "occurrenceDateTime")
+        name = _vaccine_name(imm, codes)
+        if when is None:
+            problem = record.problem(imm)
+            if problem is not None:
+                unreadable.append(Unreadable(reference_of(imm), problem))
+            else:
+                undated.append(f"{name}, date not recorded ({reference_of(imm)}): confirm when "
+                               "it was given")
+            continue
+        days_before = (order.t0 - when.latest).days
+        if days_before >= gap:
+            continue
+        problem = record.problem(imm)
+        if problem is not None:
+            unreadable.append(Unreadable(reference_of(imm), problem))
+            continue
+        allowed = when.latest + timedelta(days=gap)
+        recent.append((allowed.isoformat(), days_before,
+                       f"{name} on {when}, {days_before} days before the planned start "
+                       f"({reference_of(imm)}); {gap // 7} weeks after it is {allowed}"))
+    evidence = tuple(e for _, _, e in recent) + tuple(undated)
+    if recent:
+        return Finding(NON_LIVE_GAP, Status.NOT_MET, Severity.WARNING, reason="recent",
+                       facts={"days": min(d for _, d, _ in recent),
+                              "allowed_start": max(a for a, _, _ in recent)},
+                       evidence=evidence, unreadable=tuple(unreadable))
+    if undated:
+        return Finding(NON_LIVE_GAP, Status.UNKNOWN, Severity.WARNING, reason="undated",
+                       evidence=evidence, unreadable=tuple(unreadable))
+    return Finding(NON_LIVE_GAP, Status.MET, Severity.INFO, reason="none",
                    unreadable=tuple(unreadable))
+
+
+NON_LIVE_VACCINE_GAP_RULE = Rule(
+    topic=NON_LIVE_GAP,
+    title="Other vaccines at least {vaccine_min_gap_weeks} weeks before the start",
+    logic="Completed Immunization that is not live, not of doubtful liveness and not a "
+    "non-vaccine CVX (Shingrix 187 and JYNNEOS 206 count here) given less than the gap "
+    "before T0 -> warning; an undated one -> warning.",
+    indicator="warning",
+    source="label",
+    citation="PI section 2 (Testing and Procedures Prior to Treatment: complete any necessary "
+    "immunizations at least 6 weeks prior to treatment)",
+    check=check_non_live_vaccine_gap,
+    value_sets=("live-vaccines-cvx", "liveness-ambiguous-vaccines-cvx", "non-vaccine-cvx",
+                "not-live-lookalike-vaccines-cvx"),
+    policy_keys=("vaccine_min_gap",),
+    override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
+)

@@ -9,6 +9,7 @@ from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..results import Meaning
 from ..terminology import value_set
+from .base import Rule
 from .labs import lab_results, order_test
 
 TOPIC = "vzv-immunity"
@@ -23,7 +24,6 @@ def _refuted(condition: dict[str, object]) -> bool:
 
 def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Immunity = positive VZV IgG, varicella/zoster history, or varicella vaccination."""
-    gap_weeks = policy["vaccine_min_gap"] // 7
     igg = lab_results(record, "vzv-igg-loinc", order.t0, lookback_days=None)
     unreadable: list[Unreadable] = list(igg.unreadable)
     immune: list[str] = []
@@ -56,33 +56,33 @@ def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Polic
     if latest is not None and latest.meaning is Meaning.POSITIVE:
         immune.insert(0, f"antibody: {latest.describe()}")
     if immune:
-        return Finding(TOPIC, Status.MET, Severity.INFO, "Evidence of VZV immunity on file",
+        return Finding(TOPIC, Status.MET, Severity.INFO, reason="immune",
                        evidence=tuple(immune), unreadable=tuple(unreadable))
 
-    suggestion = order_test("order-vzv-igg", "19162-7",
-                            "Varicella zoster virus IgG Ab [Presence] in Serum",
-                            "No evidence of varicella immunity on file")
+    suggestion = order_test("order-vzv-igg", "No evidence of varicella immunity on file")
     if latest is not None and latest.meaning is Meaning.NEGATIVE:
-        return Finding(
-            TOPIC, Status.NOT_MET, Severity.WARNING,
-            f"VZV IgG negative, not vaccinated: vaccinate, start Lemtrada {gap_weeks}+ weeks after",
-            explanation=(
-                "The label asks to consider varicella vaccination of antibody-negative patients "
-                f"and to postpone alemtuzumab until {gap_weeks} weeks after the vaccination.",
-            ),
-            evidence=(f"antibody: {latest.describe()}",),
-            unreadable=tuple(unreadable),
-        )
+        return Finding(TOPIC, Status.NOT_MET, Severity.WARNING, reason="antibody-negative",
+                       evidence=(f"antibody: {latest.describe()}",), unreadable=tuple(unreadable))
     evidence = [f"antibody: {latest.describe()}"] if latest else []
-    return Finding(
-        TOPIC, Status.UNKNOWN, Severity.WARNING,
-        "VZV immunity unknown: order a VZV IgG before starting Lemtrada",
-        explanation=(
-            "No positive VZV IgG, no varicella or zoster history and no varicella vaccination "
-            "was found. The label asks to test antibody status when history and vaccination "
-            "are not documented.",
-        ),
-        evidence=tuple(evidence),
-        unreadable=tuple(unreadable),
-        suggestions=(suggestion,),
-    )
+    return Finding(TOPIC, Status.UNKNOWN, Severity.WARNING, reason="unknown",
+                   evidence=tuple(evidence), unreadable=tuple(unreadable),
+                   suggestions=(suggestion,))
+
+
+VZV_IMMUNITY_RULE = Rule(
+    topic=TOPIC,
+    title="Varicella-zoster immunity",
+    logic="Immune if VZV IgG positive, varicella/zoster history (any clinical status) or "
+    "varicella vaccination (CVX 21, 94); IgG negative without vaccination -> warning "
+    "(vaccinate, wait the gap); no evidence -> warning with a VZV IgG order.",
+    indicator="warning",
+    source="label",
+    citation="PI section 2 (Testing and Procedures Prior to Treatment: VZV antibodies, "
+    "vaccination of antibody-negative patients)",
+    check=check_vzv_immunity,
+    value_sets=("result-indeterminate", "result-negative", "result-positive",
+                "varicella-vaccines-cvx", "varicella-zoster-history-condition", "vzv-igg-loinc"),
+    policy_keys=("vaccine_min_gap",),
+    override_reasons=("action-completed", "risk-benefit-ratio"),
+)
+
