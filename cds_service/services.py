@@ -12,29 +12,25 @@ from .domain.fhirdata import LOINC
 from .domain.rules import RULES
 from .domain.terminology import value_set
 
-# LOINC value sets whose Observations the rules read. The service picks these codes out of what it
-# is sent (PatientRecord indexes by code; rules read only their value sets), so the prefetch asks
-# for laboratory Observations without listing codes, plus, by code, only the few concepts flagged
-# as possibly filed outside the laboratory category (terminology.OUTSIDE_LABORATORY_EXT).
-OBSERVATION_VALUE_SETS: tuple[str, ...] = (
-    "vzv-igg-loinc",
-    "tb-screening-loinc",
-    "hiv-screening-loinc",
-    "hiv-rna-loinc",
-    "hcv-antibody-loinc",
-    "hcv-rna-loinc",
-    "hbv-surface-antigen-loinc",
-    "hbv-core-antibody-loinc",
-    "pregnancy-test-loinc",
-    "cbc-differential-loinc",
-    "serum-creatinine-loinc",
-    "urinalysis-loinc",
-    "urine-protein-creatinine-ratio-loinc",
-    "tsh-loinc",
-    "alt-loinc",
-    "ast-loinc",
-    "bilirubin-total-loinc",
-)
+
+def _observation_value_sets() -> tuple[str, ...]:
+    """The value sets of LOINC tests the checks declare they read (Rule.value_sets), in rule
+    order; value sets of LOINC answers (LA codes: Positive, Negative...) name results, not tests."""
+    out: list[str] = []
+    for rule in RULES:
+        for vs_id in rule.value_sets:
+            if vs_id not in out and any(system == LOINC and not code.startswith("LA")
+                                        for system, code in value_set(vs_id).codes):
+                out.append(vs_id)
+    return tuple(out)
+
+
+OBSERVATION_VALUE_SETS: tuple[str, ...] = _observation_value_sets()
+"""LOINC value sets whose Observations the rules read, derived from the rule table. The service
+picks these codes out of what it is sent (PatientRecord indexes by code; rules read only their
+value sets), so the prefetch asks for laboratory Observations without listing codes, plus, by
+code, only the few concepts flagged as possibly filed outside the laboratory category
+(terminology.OUTSIDE_LABORATORY_EXT)."""
 
 # Prefetch key -> (resource type, FHIR query template). Only {{context.patientId}} is used.
 PREFETCH_TYPES: dict[str, str] = {
