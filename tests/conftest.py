@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -24,6 +25,7 @@ import yaml
 from fhir_stub_server import FhirStub
 from flask import Flask
 from flask.testing import FlaskClient
+from golden_responses import TODAY
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -207,14 +209,43 @@ def state_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture()
-def app(tmp_path: Path) -> Flask:
+def database_url(tmp_path: Path) -> str:
+    """A SQLite database of the test's own."""
+    return f"sqlite:///{tmp_path}/db.sqlite3"
+
+
+@pytest.fixture()
+def app(database_url: str) -> Iterator[Flask]:
     """An unauthenticated app with its own SQLite database."""
-    return create_app(testing=True, database_url=f"sqlite:///{tmp_path}/t.sqlite3")
+    app = create_app(testing=True, database_url=database_url)
+    yield app
+    app.extensions["cds_db"].dispose()
 
 
 @pytest.fixture()
 def client(app: Flask) -> FlaskClient:
+    """Flask test client of an unauthenticated app with its own SQLite database."""
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def module_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClient]:
+    """One test client for a whole module (tests that only read answers), with its own SQLite
+    database."""
+    folder = tmp_path_factory.mktemp("module-db")
+    app = create_app(testing=True, database_url=f"sqlite:///{folder}/db.sqlite3")
+    yield app.test_client()
+    app.extensions["cds_db"].dispose()
+
+
+@pytest.fixture(scope="module")
+def frozen_client() -> Iterator[FlaskClient]:
+    """A module's test client on the golden files' date (an order without a start date starts
+    'today'), so the fixtures' answers do not change from day to day."""
+    with mock.patch("cds_service.http_api.today", return_value=TODAY):
+        app = create_app(testing=True)
+        yield app.test_client()
+        app.extensions["cds_db"].dispose()
 
 
 @pytest.fixture()

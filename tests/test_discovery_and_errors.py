@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from fixture_requests import fixture_request
 from flask.testing import FlaskClient
 
-from cds_service.app import create_app
 from cds_service.domain.terminology import value_set
 from cds_service.services import OBSERVATION_VALUE_SETS
-
-
-@pytest.fixture()
-def client(tmp_path: Path) -> FlaskClient:
-    return create_app(testing=True, database_url=f"sqlite:///{tmp_path}/t.sqlite3").test_client()
-
-
 
 
 def test_discovery_lists_both_lemtrada_services(client: FlaskClient) -> None:

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-from unittest import mock
 
 import pytest
-from golden_responses import TODAY, cases, golden_path, render
-
-
-@pytest.fixture(scope="module")
-def frozen_client() -> Iterator[Any]:
-    from cds_service.app import create_app
-
-    with mock.patch("cds_service.http_api.today", return_value=TODAY):
-        yield create_app(testing=True).test_client()
+from golden_responses import cases, golden_path, render
 
 
 @pytest.mark.parametrize(("name", "hook"), cases(), ids=[f"{n} at {h}" for n, h in cases()])

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from fixture_requests import fixture_request as hook_request
-from postgres_server import PostgresServer, PostgresUnavailable, free_port
+from postgres_server import PostgresServer, PostgresUnavailable
+from served import free_port
 from sqlalchemy import create_engine, inspect, select, text
 
 from cds_service.app import create_app

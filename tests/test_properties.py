@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import pytest
 from fhir_stub_server import FhirStub
+from fixture_requests import SERVICE_URL
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, note, settings
@@ -53,8 +54,6 @@ SUMMARY = "eligibility-summary"
 SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 STATUS_RANK = {Status.MET: 0, Status.UNKNOWN: 1, Status.NOT_MET: 1}
 """Met is the only all-clear; unknown and not met are both 'not cleared' (neither is better)."""
-SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",
-               "order-sign": "/cds-services/lemtrada-order-sign"}
 
 
 def _settings(name: str) -> Callable[[Any], Any]:

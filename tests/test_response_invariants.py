@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fixture_requests import SERVICE_URL
 from fixture_requests import fixture_request as _request
 
 from cds_service.fhir.models import validation_problem
@@ -21,32 +22,20 @@ from cds_service.fhir.models import validation_problem
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
 FIXTURES = sorted(p.stem for p in REQUESTS.glob("*.json"))
-SERVICE_URL = {
-    "order-select": "/cds-services/lemtrada-order-select",
-    "order-sign": "/cds-services/lemtrada-order-sign",
-}
 INDICATORS = {"info", "warning", "critical"}
 SELECTION_BEHAVIORS = {"at-most-one", "any"}
 ACTION_TYPES = {"create", "update", "delete"}
 LINK_TYPES = {"absolute", "smart"}
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Flask test client of the service, with its own SQLite file."""
-    from cds_service.app import create_app
-
-    folder = tmp_path_factory.mktemp("invariants")
-    app = create_app(testing=True, database_url=f"sqlite:///{folder}/t.sqlite3")
-    return app.test_client()
 
 
 @pytest.fixture(scope="module")
-def responses(client: Any) -> dict[str, tuple[int, str, bytes]]:
+def responses(module_client: Any) -> dict[str, tuple[int, str, bytes]]:
     """(status, mimetype, body bytes) of the first post of every fixture, posted once per module."""
     out = {}
     for name in FIXTURES:
-        response = client.post(SERVICE_URL[_request(name)["hook"]], json=_request(name))
+        response = module_client.post(SERVICE_URL[_request(name)["hook"]], json=_request(name))
         out[name] = (response.status_code, response.mimetype, response.get_data())
     return out
 
@@ -262,10 +251,10 @@ def test_at_most_one_card_per_topic(responses, name):
 
 
 @every_fixture
-def test_same_request_gives_a_byte_identical_response(client, responses, name):
+def test_same_request_gives_a_byte_identical_response(module_client, responses, name):
     """Posting the same request again gives the same bytes (deterministic uuids and order)."""
     request = _request(name)
-    again = client.post(SERVICE_URL[request["hook"]], json=request)
+    again = module_client.post(SERVICE_URL[request["hook"]], json=request)
     assert (again.status_code, again.mimetype, again.get_data()) == responses[name]
 
 
@@ -278,9 +267,9 @@ ALLOWED_PARAMETER = re.compile(r"^(patient|subject|encounter|code|code:in|catego
                                r"_count|_sort)$")
 
 
-def test_discovery_prefetch_queries_use_the_recommended_fhir_subset(client):
+def test_discovery_prefetch_queries_use_the_recommended_fhir_subset(module_client):
     """Every prefetch template is a read by id or a search with recommended parameters only."""
-    for service in client.get("/cds-services").get_json()["services"]:
+    for service in module_client.get("/cds-services").get_json()["services"]:
         for key, template in service["prefetch"].items():
             if READ.match(template):
                 continue

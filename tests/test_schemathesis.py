@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fixture_requests import SERVICE_URL
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,8 +79,6 @@ FIXTURES = {
     "order-select": "eligible_patient_at_order_select",
     "order-sign": "eligible_patient_at_order_sign",
 }
-SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",
-               "order-sign": "/cds-services/lemtrada-order-sign"}
 DOCS = {hook: json.loads((REQUESTS / f"{name}.json").read_text())
         for hook, name in FIXTURES.items()}
 PATHS = {hook: list(json_paths(doc)) for hook, doc in DOCS.items()}
