@@ -33,8 +33,6 @@ database = storage_tests.database
 count = storage_tests.count
 
 
-
-
 WRONG_METHODS = [
     ("GET on a service answers which methods it takes", "get", CALL, {"OPTIONS", "POST"}),
     ("PUT on feedback", "put", FEEDBACK, {"OPTIONS", "POST"}),

@@ -53,10 +53,6 @@ def rows(url: str, table: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-
-
-
-
 def issue_cards(client: Any, name: str) -> dict[str, dict[str, Any]]:
     """Call the service with a fixture scenario; its cards by topic code."""
     response = client.post(f"/cds-services/{SELECT}", json=hook_request(name))
