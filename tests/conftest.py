@@ -181,6 +181,27 @@ def check_response(response: TestResponse) -> None:
             "openapi.yaml:\n  " + "\n  ".join(problems))
 
 
+WHOLE_MODULE_SLOW = "\npytestmark = pytest.mark.slow\n"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `-m "not slow"` (make test-fast), a test module marked slow as a whole is not even
+    imported: Chromium's driver, hypothesis strategies and schemathesis cost seconds to import."""
+    if (config.getoption("markexpr") == "not slow" and collection_path.suffix == ".py"
+            and collection_path.name.startswith("test_")
+            and WHOLE_MODULE_SLOW in collection_path.read_text(encoding="utf-8")):
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A browser or PostgreSQL test is also slow, so `make test-fast` (-m "not slow") leaves it
+    out without each test repeating both markers."""
+    for item in items:
+        if item.get_closest_marker("browser") or item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def openapi_contract_on_every_response() -> Iterator[None]:
     """Wrap FlaskClient.open for the whole session so every test's responses are checked."""

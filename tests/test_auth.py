@@ -601,6 +601,7 @@ MARGIN = 5.0
 
 
 @pytest.mark.parametrize(("case", "mode"), SLOW_SERVERS, ids=[c[0] for c in SLOW_SERVERS])
+@pytest.mark.slow
 def test_a_slow_key_server_costs_a_call_no_more_than_the_deadline(
     tmp_path: Path, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture, case: str,
     mode: str
@@ -655,6 +656,7 @@ CONCURRENT = [
 
 @pytest.mark.parametrize(("case", "mode", "genuine", "deadline", "expected"), CONCURRENT,
                          ids=[c[0] for c in CONCURRENT])
+@pytest.mark.slow
 def test_concurrent_calls_needing_the_same_keys_share_one_fetch(
     tmp_path: Path, jwks_server: JwksServer, case: str, mode: str, genuine: bool,
     deadline: float, expected: str
@@ -691,6 +693,7 @@ KEPT_WORKING = [
 
 @pytest.mark.parametrize(("case", "slow_iss", "slow_path"), KEPT_WORKING,
                          ids=[c[0] for c in KEPT_WORKING])
+@pytest.mark.slow
 def test_cached_keys_keep_working_while_a_key_server_trickles(
     tmp_path: Path, jwks_server: JwksServer, case: str, slow_iss: str, slow_path: str
 ) -> None:
@@ -722,6 +725,7 @@ def test_cached_keys_keep_working_while_a_key_server_trickles(
         assert stuck.result() == "jwks-unavailable"
 
 
+@pytest.mark.slow
 def test_made_up_kids_cannot_make_the_service_hammer_or_wait_on_the_key_server(
     tmp_path: Path, jwks_server: JwksServer
 ) -> None:
@@ -834,6 +838,7 @@ def cds_service(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
                           text=True, timeout=60, env=env, check=False)
 
 
+@pytest.mark.slow
 def test_serve_refuses_to_start_without_issuers_or_no_auth(tmp_path: Path) -> None:
     """Secure by default: no trusted issuer and no --no-auth is exit 2 with an explanation,
     even when the environment asks for auth to be disabled."""
@@ -852,6 +857,7 @@ def test_the_environment_cannot_switch_authentication_off(
     assert app.test_client().get("/cds-services").status_code == 401
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_bad_issuer_configuration(tmp_path: Path) -> None:
     """A broken configuration stops the server at start-up with the field named."""
     result = cds_service("serve", "--port", "1", env=serve_env(
@@ -860,6 +866,7 @@ def test_serve_refuses_a_bad_issuer_configuration(tmp_path: Path) -> None:
     assert "no key source" in result.stderr
 
 
+@pytest.mark.slow
 def test_serve_with_issuers_starts_and_requires_a_token(tmp_path: Path, keys: Keys) -> None:
     """With trusted issuers configured the real server starts, refuses anonymous calls and
     accepts a signed one."""

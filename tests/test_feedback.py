@@ -205,6 +205,7 @@ def test_unreachable_database_is_503_and_a_retry_succeeds(tmp_path: Path) -> Non
     app.extensions["cds_db"].dispose()
 
 
+@pytest.mark.slow
 def test_locked_database_is_503_and_a_retry_succeeds(client: Any, database_url: str,
                                                      tmp_path: Path) -> None:
     """Another writer holding the SQLite lock past the busy timeout -> 503, then a retry works."""
@@ -266,6 +267,7 @@ def run_report(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
 
 
+@pytest.mark.slow
 def test_feedback_report_counts_per_topic(client: Any, database_url: str) -> None:
     """After two scenarios and their feedback, the report counts issued/accepted/overridden per
     topic."""
@@ -306,6 +308,7 @@ def test_feedback_report_counts_per_topic(client: Any, database_url: str) -> Non
     assert "override reason MEDPREC (medical precaution): 2" in table.stdout
 
 
+@pytest.mark.slow
 def test_feedback_report_on_an_unreachable_database_fails_clearly(tmp_path: Path) -> None:
     """The report says it cannot read the database and exits non-zero (no traceback)."""
     blocker = tmp_path / "mount"

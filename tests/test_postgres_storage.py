@@ -302,6 +302,7 @@ def test_any_jti_a_signed_token_carries_is_remembered_and_refused_on_replay(
 # --- the report ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_feedback_report_and_its_command_read_the_shared_database(
         url: str, database: Database) -> None:
     """Audit and feedback written by the service are counted per topic, in Python and by

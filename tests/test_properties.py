@@ -40,6 +40,10 @@ from cds_service.fhir.models import clear_validation_cache
 from cds_service.hook_request import read_hook_request
 from cds_service.services import PREFETCH_TYPES, SERVICES_BY_ID, prefetch_templates
 
+# Slow: hypothesis generates hundreds of patients per property;
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 GENERATED_CASES: dict[str, int] = {
     "removing supporting evidence never improves a check or lowers an indicator": 300,
     "adding resources that bear on no check never changes the response": 300,

@@ -31,6 +31,9 @@ from schemathesis.specs.openapi.checks import (
 
 from cds_service.app import create_app
 
+# Slow: generated requests from openapi.yaml; `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
