@@ -25,7 +25,7 @@ import yaml
 from fhir_stub_server import FhirStub
 from flask import Flask
 from flask.testing import FlaskClient
-from golden_responses import TODAY
+from golden_responses import TODAY, render
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -259,14 +259,30 @@ def module_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskCli
     app.extensions["cds_db"].dispose()
 
 
-@pytest.fixture(scope="module")
-def frozen_client() -> Iterator[FlaskClient]:
-    """A module's test client on the golden files' date (an order without a start date starts
-    'today'), so the fixtures' answers do not change from day to day."""
-    with mock.patch("cds_service.http_api.today", return_value=TODAY):
-        app = create_app(testing=True)
-        yield app.test_client()
-        app.extensions["cds_db"].dispose()
+class FrozenAnswers:
+    """Each request fixture's answer under a hook, on the golden files' date (an order without a
+    start date starts 'today'), posted once per session: the golden files and the clinical table
+    are two checks of the same answers."""
+
+    def __init__(self) -> None:
+        self.app = create_app(testing=True)
+        self.client = self.app.test_client()
+        self._answers: dict[tuple[str, str], bytes] = {}
+
+    def __call__(self, name: str, hook: str) -> bytes:
+        """The answer as golden_responses.render writes it: {"status": ..., "body": ...}."""
+        if (name, hook) not in self._answers:
+            with mock.patch("cds_service.http_api.today", return_value=TODAY):
+                self._answers[name, hook] = render(self.client, name, hook)
+        return self._answers[name, hook]
+
+
+@pytest.fixture(scope="session")
+def frozen_answer() -> Iterator[FrozenAnswers]:
+    """The answer of a request fixture under a hook on the golden files' date."""
+    answers = FrozenAnswers()
+    yield answers
+    answers.app.extensions["cds_db"].dispose()
 
 
 @pytest.fixture()

@@ -404,6 +404,8 @@ def assert_refused_and_counted(client: Any, authorization: str, reason: str,
         == {reason: 1.0}
 
 
+# Slow: 112 pairings, each signed for real (RSA and PSS included) and counted through /metrics.
+@pytest.mark.slow
 @pytest.mark.parametrize(("alg", "kid"), MATRIX, ids=[_matrix_id(a, k) for a, k in MATRIX])
 def test_each_algorithm_against_each_key_type(matrix_app: MatrixApp, alg: str, kid: str,
                                               caplog: pytest.LogCaptureFixture) -> None:

@@ -16,6 +16,10 @@ import pytest
 from fhir_stub_server import without_prefetch
 from fixture_requests import SERVICE_URL, fixture_request
 
+# Slow: a real FHIR stub server on 127.0.0.1 answers in place of the prefetch;
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ALL_KEYS = sorted(f"prefetch.{k}" for k in (
     "patient", "conditions", "observations", "observationsByCode", "immunizations",
@@ -98,7 +102,6 @@ CONCURRENT_DELAY = 1.0
 deadline (a 412); at the same time about 1 s, which leaves a loaded machine 5 s to spare."""
 
 
-@pytest.mark.slow
 def test_missing_keys_are_fetched_concurrently(stubs, make_client):
     """The keys are fetched at the same time, not one after another."""
     full = fixture_request("eligible_patient_at_order_select")
@@ -162,7 +165,6 @@ FAULT_CASES = [
 
 
 @pytest.mark.parametrize(("case", "options"), FAULT_CASES, ids=[c for c, _ in FAULT_CASES])
-@pytest.mark.slow
 def test_fhir_server_fault_is_a_412_within_the_deadline(stubs, make_client, caplog, case,
                                                        options):
     """A failing FHIR server gives 412 naming the key, within the deadline, leaking no token."""

@@ -19,9 +19,8 @@ import re
 from typing import Any
 
 import pytest
-from fixture_requests import SERVICE_URL
 from fixture_requests import fixture_request as _request
-from golden_responses import HOOKS, under_hook
+from golden_responses import HOOKS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fhir_fixtures"
@@ -64,18 +63,20 @@ def _scenario_names() -> list[str]:
     return [s["name"] for s in SCENARIO_TABLE]
 
 
-def _post(client: Any, name: str, hook: str) -> Any:
-    return client.post(SERVICE_URL[hook], json=under_hook(_request(name), hook))
+def _answer(frozen_answer: Any, name: str, hook: str) -> tuple[int, Any]:
+    """(status, body) of the request sent under `hook` (tests/golden_responses.py:under_hook), as
+    the service answers it on the golden files' date (tests/conftest.py:frozen_answer)."""
+    answer = json.loads(frozen_answer(name, hook))
+    return answer["status"], answer["body"]
 
 
 @pytest.mark.parametrize(("name", "hook", "expected"), CARD_CASES,
                          ids=[f"{name} at {hook}" for name, hook, _ in CARD_CASES])
-def test_scenario_returns_expected_cards(frozen_client, name, hook, expected):
+def test_scenario_returns_expected_cards(frozen_answer, name, hook, expected):
     """The service answers the committed request with exactly the expected topic/indicator cards,
     one card per topic."""
-    response = _post(frozen_client, name, hook)
-    assert response.status_code == 200, response.get_data(as_text=True)[:2000]
-    body = response.get_json()
+    status, body = _answer(frozen_answer, name, hook)
+    assert status == 200, body
     if not expected:
         assert body == {"cards": []}
         return
@@ -88,20 +89,20 @@ def test_scenario_returns_expected_cards(frozen_client, name, hook, expected):
 
 @pytest.mark.parametrize(("name", "hook", "status"), REFUSED_CASES,
                          ids=[f"{name} at {hook}" for name, hook, _ in REFUSED_CASES])
-def test_refused_scenario_returns_error_status(frozen_client, name, hook, status):
+def test_refused_scenario_returns_error_status(frozen_answer, name, hook, status):
     """The service refuses the committed request with the expected HTTP status, not cards."""
-    response = _post(frozen_client, name, hook)
-    assert response.status_code == status, response.get_data(as_text=True)[:2000]
-    assert response.get_json()["resourceType"] == "OperationOutcome"
+    got, body = _answer(frozen_answer, name, hook)
+    assert got == status, body
+    assert body["resourceType"] == "OperationOutcome"
 
 
 @pytest.mark.parametrize(("name", "hook"), [(n, h) for n, h, e in CARD_CASES if e],
                          ids=[f"{n} at {h}" for n, h, e in CARD_CASES if e])
-def test_summary_card_carries_the_worst_indicator_of_the_answer(frozen_client, name, hook):
+def test_summary_card_carries_the_worst_indicator_of_the_answer(frozen_answer, name, hook):
     """In every answer with cards, the service's summary card carries the worst indicator of the
     other cards it sent ("info" when it sent none), so a clinician reading only the summary is
     not told less than the cards below it say."""
-    cards = _post(frozen_client, name, hook).get_json()["cards"]
+    cards = _answer(frozen_answer, name, hook)[1]["cards"]
     indicators = {card["source"]["topic"]["code"]: card["indicator"] for card in cards}
     others = [indicator for topic, indicator in indicators.items() if topic != SUMMARY]
     assert indicators[SUMMARY] == max(others, key=SEVERITY.__getitem__, default="info")
