@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test lint venv test-venv fixtures golden bench soak clean docs
+.PHONY: run test test-fast lint venv test-venv fixtures golden bench soak clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The fast loop while working: every test not marked slow (see README, Commands); no lint. No
+# fast test uses hypothesis or schemathesis, so their pytest plugins are not loaded (~1.5 s).
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not slow" -q -p no:hypothesispytest -p no:schemathesis
 
 fixtures: $(VENV)/.installed-test
 	$(BIN)/python fhir_fixtures/build_requests.py

@@ -101,6 +101,8 @@ SCENARIO_FIELDS = {
     "name", "description", "hook", "base", "overlays", "orders", "selections", "t0",
     "prefetch_null", "prefetch_omit", "bundle_without_type",
 }
+# What the service answers, read by tests/test_scenarios.py: exactly one of the two per scenario.
+EXPECTATION_FIELDS = {"expected_cards", "refused_with"}
 DATE_PLACEHOLDER = re.compile(r"\{\{T0(?:([+-])(\d+)d)?\}\}")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")
 
@@ -171,8 +173,10 @@ def searchset(entries: list[tuple[str, dict]]) -> dict:
 
 def validate_scenario(s: dict) -> None:
     name = s.get("name", "?")
-    unknown = set(s) - SCENARIO_FIELDS
+    unknown = set(s) - SCENARIO_FIELDS - EXPECTATION_FIELDS
     missing = SCENARIO_FIELDS - set(s) - {"selections"}
+    if len(EXPECTATION_FIELDS & set(s)) != 1:
+        missing |= EXPECTATION_FIELDS - set(s)
     if unknown or missing:
         raise FixtureError(
             f"{name}: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}"
@@ -261,10 +265,8 @@ def render(request: dict) -> bytes:
 
 
 def load_scenarios() -> list[dict]:
-    """Scenarios from scenarios.json and any scenarios-<group>.json beside it, in name order."""
-    scenarios = []
-    for path in [SCENARIOS_FILE, *sorted(HERE.glob("scenarios-*.json"))]:
-        scenarios.extend(orjson.loads(path.read_bytes()))
+    """The scenarios of scenarios.json, the one table of scenarios."""
+    scenarios = list(orjson.loads(SCENARIOS_FILE.read_bytes()))
     names = [s.get("name") for s in scenarios]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -24,6 +25,7 @@ import yaml
 from fhir_stub_server import FhirStub
 from flask import Flask
 from flask.testing import FlaskClient
+from golden_responses import TODAY, render
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -179,6 +181,27 @@ def check_response(response: TestResponse) -> None:
             "openapi.yaml:\n  " + "\n  ".join(problems))
 
 
+WHOLE_MODULE_SLOW = "\npytestmark = pytest.mark.slow\n"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `-m "not slow"` (make test-fast), a test module marked slow as a whole is not even
+    imported: Chromium's driver, hypothesis strategies and schemathesis cost seconds to import."""
+    if (config.getoption("markexpr") == "not slow" and collection_path.suffix == ".py"
+            and collection_path.name.startswith("test_")
+            and WHOLE_MODULE_SLOW in collection_path.read_text(encoding="utf-8")):
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A browser or PostgreSQL test is also slow, so `make test-fast` (-m "not slow") leaves it
+    out without each test repeating both markers."""
+    for item in items:
+        if item.get_closest_marker("browser") or item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def openapi_contract_on_every_response() -> Iterator[None]:
     """Wrap FlaskClient.open for the whole session so every test's responses are checked."""
@@ -207,14 +230,59 @@ def state_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture()
-def app(tmp_path: Path) -> Flask:
+def database_url(tmp_path: Path) -> str:
+    """A SQLite database of the test's own."""
+    return f"sqlite:///{tmp_path}/db.sqlite3"
+
+
+@pytest.fixture()
+def app(database_url: str) -> Iterator[Flask]:
     """An unauthenticated app with its own SQLite database."""
-    return create_app(testing=True, database_url=f"sqlite:///{tmp_path}/t.sqlite3")
+    app = create_app(testing=True, database_url=database_url)
+    yield app
+    app.extensions["cds_db"].dispose()
 
 
 @pytest.fixture()
 def client(app: Flask) -> FlaskClient:
+    """Flask test client of an unauthenticated app with its own SQLite database."""
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def module_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClient]:
+    """One test client for a whole module (tests that only read answers), with its own SQLite
+    database."""
+    folder = tmp_path_factory.mktemp("module-db")
+    app = create_app(testing=True, database_url=f"sqlite:///{folder}/db.sqlite3")
+    yield app.test_client()
+    app.extensions["cds_db"].dispose()
+
+
+class FrozenAnswers:
+    """Each request fixture's answer under a hook, on the golden files' date (an order without a
+    start date starts 'today'), posted once per session: the golden files and the clinical table
+    are two checks of the same answers."""
+
+    def __init__(self) -> None:
+        self.app = create_app(testing=True)
+        self.client = self.app.test_client()
+        self._answers: dict[tuple[str, str], bytes] = {}
+
+    def __call__(self, name: str, hook: str) -> bytes:
+        """The answer as golden_responses.render writes it: {"status": ..., "body": ...}."""
+        if (name, hook) not in self._answers:
+            with mock.patch("cds_service.http_api.today", return_value=TODAY):
+                self._answers[name, hook] = render(self.client, name, hook)
+        return self._answers[name, hook]
+
+
+@pytest.fixture(scope="session")
+def frozen_answer() -> Iterator[FrozenAnswers]:
+    """The answer of a request fixture under a hook on the golden files' date."""
+    answers = FrozenAnswers()
+    yield answers
+    answers.app.extensions["cds_db"].dispose()
 
 
 @pytest.fixture()

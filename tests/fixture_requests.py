@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 REQUESTS = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
+SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",
+               "order-sign": "/cds-services/lemtrada-order-sign"}
+"""The path each order hook's request is posted to."""
 
 
 def fixture_request(name: str) -> dict[str, Any]:

@@ -44,6 +44,9 @@ from served import free_port, raw_exchange, stop, wait_until_serving
 from slow_clients import SlowClients
 from test_fhir_allowlist_escapes import stays_under_fhir
 
+# Slow: a real server and the whole attack run; `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 ISS = "https://ehr.example.org"
 SLOW_ISS = "https://slow-ehr.example.org"
 SELECT = "/cds-services/lemtrada-order-select"

@@ -92,7 +92,7 @@ def issuers_json(keys: Keys, server: JwksServer) -> str:
 
 
 @pytest.fixture
-def client(keys: Keys, jwks_server: JwksServer, tmp_path: Path) -> Iterator[Any]:
+def authenticated_client(keys: Keys, jwks_server: JwksServer, tmp_path: Path) -> Iterator[Any]:
     jwks_server.documents["/tenant-jwks.json"] = jwks(keys.tenant)
     app = create_app(public_base_url=BASE, database_url=sqlite_url(tmp_path), auth_disabled=False,
                      http_allowed_hosts=("127.0.0.1",),
@@ -134,14 +134,14 @@ POSITIVE = [
 
 
 @pytest.mark.parametrize(("case", "key", "path", "extra"), POSITIVE, ids=[c[0] for c in POSITIVE])
-def test_a_valid_ehr_token_is_accepted(client: Any, keys: Keys, case: str, key: str, path: str,
-                                       extra: dict[str, Any]) -> None:
+def test_a_valid_ehr_token_is_accepted(authenticated_client: Any, keys: Keys, case: str, key: str,
+                                       path: str, extra: dict[str, Any]) -> None:
     """A correctly signed token for the exact URL called gets the endpoint's normal answer."""
     now = time.time()
     resolved = {k: (now + 30 if v == "now+30" else now if v == "now" else v)
                 for k, v in extra.items()}
     token = getattr(keys, key).sign(claims(ISS, resolved.pop("aud", BASE + path), now, **resolved))
-    response = call(client, path, bearer(token))
+    response = call(authenticated_client, path, bearer(token))
     assert response.status_code == 200, response.get_json()
     if path == DISCOVERY:
         assert {s["id"] for s in response.get_json()["services"]} >= {SERVICE}
@@ -150,11 +150,11 @@ def test_a_valid_ehr_token_is_accepted(client: Any, keys: Keys, case: str, key: 
 
 
 def test_a_token_from_an_issuer_with_a_tenant_is_accepted_for_that_tenant(
-    client: Any, keys: Keys, jwks_server: JwksServer
+    authenticated_client: Any, keys: Keys, jwks_server: JwksServer
 ) -> None:
     """An issuer configured with a tenant and a JWKS URL: its keys are fetched from that URL."""
     token = keys.tenant.sign(claims(TENANT_ISS, BASE + DISCOVERY, time.time(), tenant="hospital-a"))
-    assert call(client, DISCOVERY, bearer(token)).status_code == 200
+    assert call(authenticated_client, DISCOVERY, bearer(token)).status_code == 200
     assert jwks_server.hits == {"/tenant-jwks.json": 1}
 
 
@@ -251,14 +251,14 @@ ATTACKS: list[tuple[str, Attack, str]] = [
 
 
 @pytest.mark.parametrize(("case", "attack", "reason"), ATTACKS, ids=[a[0] for a in ATTACKS])
-def test_an_attack_gets_a_bare_401(client: Any, keys: Keys, jwks_server: JwksServer,
+def test_an_attack_gets_a_bare_401(authenticated_client: Any, keys: Keys, jwks_server: JwksServer,
                                    caplog: pytest.LogCaptureFixture, case: str, attack: Attack,
                                    reason: str) -> None:
     """The client learns nothing but 401; the log names the reason (and never holds the token)."""
-    authorization, path = attack(Ctx(client, keys, jwks_server, time.time()))
+    authorization, path = attack(Ctx(authenticated_client, keys, jwks_server, time.time()))
     headers = {"Authorization": authorization} if authorization is not None else {}
     with caplog.at_level(logging.INFO, logger="cds_service.auth"):
-        response = call(client, path, headers)
+        response = call(authenticated_client, path, headers)
     assert response.status_code == 401
     assert response.get_json() == {"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": "security", "diagnostics": "Unauthorized",
@@ -271,10 +271,10 @@ def test_an_attack_gets_a_bare_401(client: Any, keys: Keys, jwks_server: JwksSer
     assert "/attacker-jwks.json" not in jwks_server.hits  # a jku not allow-listed is never fetched
 
 
-def test_preflight_needs_no_token(client: Any) -> None:
+def test_preflight_needs_no_token(authenticated_client: Any) -> None:
     """A browser's CORS preflight carries no Authorization header and must not be refused."""
-    response = client.options(CALL, headers={"Origin": "https://ehr.example.org",
-                                             "Access-Control-Request-Method": "POST"})
+    response = authenticated_client.options(CALL, headers={
+        "Origin": "https://ehr.example.org", "Access-Control-Request-Method": "POST"})
     assert response.status_code in (200, 204)
 
 
@@ -404,6 +404,8 @@ def assert_refused_and_counted(client: Any, authorization: str, reason: str,
         == {reason: 1.0}
 
 
+# Slow: 112 pairings, each signed for real (RSA and PSS included) and counted through /metrics.
+@pytest.mark.slow
 @pytest.mark.parametrize(("alg", "kid"), MATRIX, ids=[_matrix_id(a, k) for a, k in MATRIX])
 def test_each_algorithm_against_each_key_type(matrix_app: MatrixApp, alg: str, kid: str,
                                               caplog: pytest.LogCaptureFixture) -> None:
@@ -601,6 +603,7 @@ MARGIN = 5.0
 
 
 @pytest.mark.parametrize(("case", "mode"), SLOW_SERVERS, ids=[c[0] for c in SLOW_SERVERS])
+@pytest.mark.slow
 def test_a_slow_key_server_costs_a_call_no_more_than_the_deadline(
     tmp_path: Path, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture, case: str,
     mode: str
@@ -655,6 +658,7 @@ CONCURRENT = [
 
 @pytest.mark.parametrize(("case", "mode", "genuine", "deadline", "expected"), CONCURRENT,
                          ids=[c[0] for c in CONCURRENT])
+@pytest.mark.slow
 def test_concurrent_calls_needing_the_same_keys_share_one_fetch(
     tmp_path: Path, jwks_server: JwksServer, case: str, mode: str, genuine: bool,
     deadline: float, expected: str
@@ -691,6 +695,7 @@ KEPT_WORKING = [
 
 @pytest.mark.parametrize(("case", "slow_iss", "slow_path"), KEPT_WORKING,
                          ids=[c[0] for c in KEPT_WORKING])
+@pytest.mark.slow
 def test_cached_keys_keep_working_while_a_key_server_trickles(
     tmp_path: Path, jwks_server: JwksServer, case: str, slow_iss: str, slow_path: str
 ) -> None:
@@ -722,6 +727,7 @@ def test_cached_keys_keep_working_while_a_key_server_trickles(
         assert stuck.result() == "jwks-unavailable"
 
 
+@pytest.mark.slow
 def test_made_up_kids_cannot_make_the_service_hammer_or_wait_on_the_key_server(
     tmp_path: Path, jwks_server: JwksServer
 ) -> None:
@@ -834,6 +840,7 @@ def cds_service(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
                           text=True, timeout=60, env=env, check=False)
 
 
+@pytest.mark.slow
 def test_serve_refuses_to_start_without_issuers_or_no_auth(tmp_path: Path) -> None:
     """Secure by default: no trusted issuer and no --no-auth is exit 2 with an explanation,
     even when the environment asks for auth to be disabled."""
@@ -852,6 +859,7 @@ def test_the_environment_cannot_switch_authentication_off(
     assert app.test_client().get("/cds-services").status_code == 401
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_bad_issuer_configuration(tmp_path: Path) -> None:
     """A broken configuration stops the server at start-up with the field named."""
     result = cds_service("serve", "--port", "1", env=serve_env(
@@ -860,6 +868,7 @@ def test_serve_refuses_a_bad_issuer_configuration(tmp_path: Path) -> None:
     assert "no key source" in result.stderr
 
 
+@pytest.mark.slow
 def test_serve_with_issuers_starts_and_requires_a_token(tmp_path: Path, keys: Keys) -> None:
     """With trusted issuers configured the real server starts, refuses anonymous calls and
     accepts a signed one."""

@@ -157,6 +157,7 @@ def test_feedback_strings_are_bounded(app: Any, case: str, item: dict[str, Any],
         assert path in response.get_json()["issue"][0]["expression"]
 
 
+@pytest.mark.slow
 def test_a_post_of_1001_items_is_refused_and_1000_are_stored(app: Any) -> None:
     """At most 1,000 items per post (an EHR sends one per card)."""
     client = app.test_client()

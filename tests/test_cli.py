@@ -42,6 +42,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case,scenario,exit_code,says", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_check_prints_the_checklist_and_exits_2_on_critical(
     case: str, scenario: str, exit_code: int, says: str
 ) -> None:
@@ -54,6 +55,7 @@ def test_check_prints_the_checklist_and_exits_2_on_critical(
             assert topic in result.stdout
 
 
+@pytest.mark.slow
 def test_check_json_lists_every_check_with_status() -> None:
     """--json gives machines every check's status, indicator and evidence, plus the cards."""
     result = run("check", "--json", str(REQUESTS / "hiv_test_positive.json"))
@@ -66,6 +68,7 @@ def test_check_json_lists_every_check_with_status() -> None:
     assert any("56888-1" in e for e in hiv["evidence"])
 
 
+@pytest.mark.slow
 def test_check_reports_unreadable_files_clearly(tmp_path: Path) -> None:
     """A file that is not JSON gives a one-line error and exit 1, not a traceback."""
     bad = tmp_path / "bad.json"
@@ -98,6 +101,7 @@ def test_check_names_a_missing_file_of_the_installation_not_the_request(
     assert request not in error
 
 
+@pytest.mark.slow
 def test_check_names_an_unreadable_request_file(tmp_path: Path) -> None:
     """A request file that cannot be read is named, with the reason."""
     absent = tmp_path / "absent.json"
@@ -148,6 +152,7 @@ def test_no_line_is_longer_than_the_terminal(name: str, width: int) -> None:
 
 
 @pytest.mark.parametrize("columns", ["80", "100"], ids=["COLUMNS=80", "COLUMNS=100"])
+@pytest.mark.slow
 def test_the_command_wraps_to_the_columns_it_is_given(columns: str) -> None:
     """The real command reads the terminal width (COLUMNS here): the evidence line that was 162
     characters wide is wrapped, and the longest line uses most of the width."""
@@ -157,6 +162,7 @@ def test_the_command_wraps_to_the_columns_it_is_given(columns: str) -> None:
     assert int(columns) - 15 <= longest <= int(columns)
 
 
+@pytest.mark.slow
 def test_output_to_a_pipe_is_80_columns_wide() -> None:
     """Not a terminal and no COLUMNS: 80 columns."""
     result = check(str(REQUESTS / "second_course_ten_months_after_the_first.json"))
@@ -223,6 +229,7 @@ def test_the_reminders_are_the_summary_cards() -> None:
         assert words in after_checks
 
 
+@pytest.mark.slow
 def test_check_dash_reads_the_request_from_standard_input() -> None:
     """`check -` prints exactly what `check FILE` prints, and exits the same."""
     path = REQUESTS / "live_vaccine_three_weeks_before_start.json"
@@ -233,6 +240,7 @@ def test_check_dash_reads_the_request_from_standard_input() -> None:
     assert "live-vaccine-gap" in from_stdin.stdout
 
 
+@pytest.mark.slow
 def test_a_pipe_closed_early_ends_quietly() -> None:
     """Like `cds-service check FILE | head -1` once head has gone: no traceback, nothing on
     stderr, exit status 141 (128 + SIGPIPE, as a shell reports for any command cut short)."""
@@ -249,6 +257,7 @@ def test_a_pipe_closed_early_ends_quietly() -> None:
     assert result.returncode == 141
 
 
+@pytest.mark.slow
 def test_piping_into_head_shows_the_first_line_without_a_traceback() -> None:
     """The shell pipeline a pharmacist types."""
     result = subprocess.run(
@@ -270,6 +279,7 @@ EXIT_CASES = [
 
 @pytest.mark.parametrize("case,arguments,stdin,exit_code", EXIT_CASES,
                          ids=[c[0] for c in EXIT_CASES])
+@pytest.mark.slow
 def test_exit_status(case: str, arguments: list[str], stdin: str | None, exit_code: int) -> None:
     """0 without a critical finding, 1 for input errors (one line, no traceback), 2 on a critical
     finding."""
@@ -282,6 +292,7 @@ def test_exit_status(case: str, arguments: list[str], stdin: str | None, exit_co
         assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_help_documents_the_exit_status() -> None:
     """`check --help` lists exit statuses 0, 1 and 2."""
     result = run("check", "--help")

@@ -1,23 +1,23 @@
 """docs/conformance.md cannot lie: named tests exist, every in-scope requirement is listed once.
 
-The requirement list is the Inferno CRD test kit's CSV in ../shared (outside this repository); the
-check against it is skipped where that file is absent, the other checks always run.
+The requirement list is the Inferno CRD test kit's CSV, copied unchanged into tests/data/inferno/
+(source and SHA-256 in its SOURCES.md), so every check runs on a clean clone.
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import hashlib
 import pathlib
 import re
 from collections import Counter
 from functools import cache
 
-import pytest
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MATRIX = ROOT / "docs" / "conformance.md"
-CSV = ROOT.parent / "shared" / "cdshooks" / "inferno" / "davinci_crd_test_kit_requirements.csv"
+INFERNO = ROOT / "tests" / "data" / "inferno"
+CSV = INFERNO / "davinci_crd_test_kit_requirements.csv"
 CORE = "cds-hooks_2.0"
 LIBRARY = "cds-hooks-library_1.0.1"
 STATUSES = ("covered", "not applicable", "open")
@@ -99,7 +99,14 @@ def _in_scope(row: dict[str, str]) -> bool:
         f"/{hook}.html" in row["URL"] for hook in ("order-select", "order-sign"))
 
 
-@pytest.mark.skipif(not CSV.is_file(), reason=f"requirement list not present at {CSV}")
+def test_the_requirement_list_is_the_recorded_copy() -> None:
+    """The CSV is byte for byte the copy whose SHA-256 tests/data/inferno/SOURCES.md records."""
+    recorded = re.search(r"^([0-9a-f]{64})  " + re.escape(CSV.name) + "$",
+                         (INFERNO / "SOURCES.md").read_text(encoding="utf-8"), re.M)
+    assert recorded, "SOURCES.md records no SHA-256 for the CSV"
+    assert hashlib.sha256(CSV.read_bytes()).hexdigest() == recorded.group(1)
+
+
 def test_every_in_scope_requirement_appears_exactly_once() -> None:
     """Each CDS-service requirement of both sets (library: order hooks only) is exactly one row."""
     with CSV.open(encoding="utf-8-sig", newline="") as handle:

@@ -16,10 +16,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from jwt_keys import ec_key, jwks
 from served import free_port, stop, wait_until_serving
 from test_installed_wheel import BUILD_INPUTS, WHEEL_BUILD
+
+# Slow: builds the wheel and runs the image's command for real;
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 

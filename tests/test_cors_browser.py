@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from served import free_port
 
 from cds_service.app import create_app
 from cds_service.config import Settings
@@ -137,12 +137,6 @@ async function call(url, init) {
 })();
 </script></body></html>
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -136,6 +136,7 @@ class HandshakeTrickler:
         self.listener.close()
 
 
+@pytest.mark.slow
 def test_a_trickling_tls_handshake_ends_at_the_deadline() -> None:
     """The connection is given up at the deadline in the middle of the handshake; the server sees
     the hang-up."""
@@ -151,6 +152,7 @@ def test_a_trickling_tls_handshake_ends_at_the_deadline() -> None:
         server.close()
 
 
+@pytest.mark.slow
 def test_headers_trickled_over_tls_end_at_the_deadline(tls_server: tuple[JwksServer, Path]) -> None:
     """Once the socket has been handed over to TLS, the watchdog still reaches the connection (it
     holds a duplicate of the socket) and ends the trickle at the deadline."""

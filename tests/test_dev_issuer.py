@@ -25,6 +25,10 @@ from served import free_port, stop, wait_until_serving
 from cds_service.auth import parse_trusted_issuers
 from cds_service.dev_issuer import DEFAULT_ISS
 
+# Slow: the console script and a real server trusting the kit;
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cds-service"
 SELECT = "/cds-services/lemtrada-order-select"

@@ -33,11 +33,6 @@ database = storage_tests.database
 count = storage_tests.count
 
 
-@pytest.fixture(scope="module")
-def client() -> Any:
-    return create_app(testing=True).test_client()
-
-
 WRONG_METHODS = [
     ("GET on a service answers which methods it takes", "get", CALL, {"OPTIONS", "POST"}),
     ("PUT on feedback", "put", FEEDBACK, {"OPTIONS", "POST"}),
@@ -49,10 +44,10 @@ WRONG_METHODS = [
 
 @pytest.mark.parametrize(("case", "method", "path", "allowed"), WRONG_METHODS,
                          ids=[c[0] for c in WRONG_METHODS])
-def test_method_not_allowed_carries_an_allow_header(client: Any, case: str, method: str,
+def test_method_not_allowed_carries_an_allow_header(module_client: Any, case: str, method: str,
                                                     path: str, allowed: set[str]) -> None:
     """RFC 9110: a 405 lists the methods the path supports, as an OperationOutcome."""
-    response = getattr(client, method)(path)
+    response = getattr(module_client, method)(path)
     assert response.status_code == 405
     assert set(response.headers["Allow"].split(", ")) == allowed
     assert response.get_json()["resourceType"] == "OperationOutcome"
@@ -110,11 +105,12 @@ ECHOES = [
 
 
 @pytest.mark.parametrize(("case", "path", "body", "status"), ECHOES, ids=[c[0] for c in ECHOES])
-def test_error_bodies_do_not_repeat_what_the_sender_supplied(client: Any, case: str, path: str,
-                                                            body: Any, status: int) -> None:
+def test_error_bodies_do_not_repeat_what_the_sender_supplied(module_client: Any, case: str,
+                                                            path: str, body: Any,
+                                                            status: int) -> None:
     """The error says what is wrong and where (JSON path), never the sender's value: it may be
     patient data, a token, or megabytes."""
-    response = client.post(path, json=body)
+    response = module_client.post(path, json=body)
     assert response.status_code == status, response.get_data(as_text=True)[:500]
     assert response.get_json()["resourceType"] == "OperationOutcome"
     assert MARKER.lower() not in response.get_data(as_text=True).lower()

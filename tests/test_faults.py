@@ -162,6 +162,7 @@ def cleanup() -> Iterator[list[Callable[[], None]]]:
 
 
 @pytest.mark.parametrize("outage", OUTAGES)
+@pytest.mark.slow
 def test_database_outage_keeps_cards_and_makes_feedback_retry(
         tmp_path: Path, healthy_cards: bytes, cleanup: list[Callable[[], None]],
         outage: Callable[[Path], Outage]) -> None:
@@ -200,6 +201,7 @@ def test_database_outage_keeps_cards_and_makes_feedback_retry(
     assert stored_comments(down.path) == ["during the outage"]
 
 
+@pytest.mark.slow
 def test_feedback_interleaved_with_outages_loses_nothing_accepted(
         tmp_path: Path, cleanup: list[Callable[[], None]]) -> None:
     """Over posts interleaved with lock outages, every 200 is committed and no 503 left a trace."""
@@ -280,6 +282,7 @@ def fetch_threads_left(until: float) -> list[str]:
 
 
 @pytest.mark.parametrize("fault", FHIR_FAULTS)
+@pytest.mark.slow
 def test_fhir_server_fault_is_answered_within_the_deadline(stubs: Any, fault: FhirFault) -> None:
     """A failing FHIR server gives 412 naming the key, or cards that are not an all-clear, in
     time."""

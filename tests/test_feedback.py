@@ -53,20 +53,6 @@ def rows(url: str, table: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> str:
-    return db_url(tmp_path / "db.sqlite3")
-
-
-@pytest.fixture
-def client(database: str) -> Any:
-    app = create_app(testing=True, database_url=database)
-    yield app.test_client()
-    app.extensions["cds_db"].dispose()
-
-
-
-
 def issue_cards(client: Any, name: str) -> dict[str, dict[str, Any]]:
     """Call the service with a fixture scenario; its cards by topic code."""
     response = client.post(f"/cds-services/{SELECT}", json=hook_request(name))
@@ -96,13 +82,13 @@ VALID = [
 
 
 @pytest.mark.parametrize(("name", "item", "stored"), VALID, ids=[v[0] for v in VALID])
-def test_valid_feedback_is_stored(client: Any, database: str, name: str, item: dict[str, Any],
+def test_valid_feedback_is_stored(client: Any, database_url: str, name: str, item: dict[str, Any],
                                   stored: dict[str, Any]) -> None:
     """Valid feedback answers 200 with {} and is stored in the feedback table."""
     response = client.post(FEEDBACK_URL, json={"feedback": [item]})
     assert response.status_code == 200, response.get_json()
     assert response.get_json() == {}
-    [row] = rows(database, "feedback")
+    [row] = rows(database_url, "feedback")
     assert row["card_uuid"] == CARD and row["service_id"] == SELECT
     assert {k: row[k] for k in stored} == stored
 
@@ -144,7 +130,7 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("name", "body", "path"), INVALID, ids=[v[0] for v in INVALID])
-def test_invalid_feedback_is_refused_naming_the_path(client: Any, database: str, name: str,
+def test_invalid_feedback_is_refused_naming_the_path(client: Any, database_url: str, name: str,
                                                       body: Any, path: str) -> None:
     """Invalid feedback gets a 400 OperationOutcome naming the JSON path, and nothing is stored."""
     response = client.post(FEEDBACK_URL, json=body)
@@ -154,7 +140,7 @@ def test_invalid_feedback_is_refused_naming_the_path(client: Any, database: str,
     issue = outcome["issue"][0]
     assert path in issue["expression"]
     assert path in issue["diagnostics"]
-    assert rows(database, "feedback") == []
+    assert rows(database_url, "feedback") == []
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe"],
@@ -174,29 +160,30 @@ def test_feedback_for_an_unknown_service_is_a_404(client: Any) -> None:
     assert response.get_json()["issue"][0]["code"] == "not-found"
 
 
-def test_a_repeated_identical_post_is_stored_once(client: Any, database: str) -> None:
+def test_a_repeated_identical_post_is_stored_once(client: Any, database_url: str) -> None:
     """The EHR retrying the same post (or repeating an item in it) does not double-count."""
     body = {"feedback": [accepted(), overridden(reason=REASON), accepted()]}
     for _ in range(3):
         assert client.post(FEEDBACK_URL, json=body).status_code == 200
-    assert sorted(r["outcome"] for r in rows(database, "feedback")) == ["accepted", "overridden"]
+    stored = sorted(r["outcome"] for r in rows(database_url, "feedback"))
+    assert stored == ["accepted", "overridden"]
 
 
 def test_the_same_card_can_receive_feedback_twice_with_different_outcomes(
-        client: Any, database: str) -> None:
+        client: Any, database_url: str) -> None:
     """Two different feedback items for one card (spec: allowed) are both kept."""
     client.post(FEEDBACK_URL, json={"feedback": [overridden(userComment="later")]})
     client.post(FEEDBACK_URL, json={"feedback": [accepted()]})
-    assert len(rows(database, "feedback")) == 2
+    assert len(rows(database_url, "feedback")) == 2
 
 
-def test_one_bad_item_in_a_batch_stores_none(client: Any, database: str) -> None:
+def test_one_bad_item_in_a_batch_stores_none(client: Any, database_url: str) -> None:
     """All or nothing: one invalid item among three is a 400 naming it, and none are stored."""
     body = {"feedback": [accepted(), {**accepted(), "card": "nope"}, overridden(reason=REASON)]}
     response = client.post(FEEDBACK_URL, json=body)
     assert response.status_code == 400
     assert response.get_json()["issue"][0]["expression"] == ["$.feedback[1].card"]
-    assert rows(database, "feedback") == []
+    assert rows(database_url, "feedback") == []
 
 
 def test_unreachable_database_is_503_and_a_retry_succeeds(tmp_path: Path) -> None:
@@ -218,7 +205,8 @@ def test_unreachable_database_is_503_and_a_retry_succeeds(tmp_path: Path) -> Non
     app.extensions["cds_db"].dispose()
 
 
-def test_locked_database_is_503_and_a_retry_succeeds(client: Any, database: str,
+@pytest.mark.slow
+def test_locked_database_is_503_and_a_retry_succeeds(client: Any, database_url: str,
                                                      tmp_path: Path) -> None:
     """Another writer holding the SQLite lock past the busy timeout -> 503, then a retry works."""
     assert client.post(FEEDBACK_URL, json={"feedback": [overridden(userComment="x")]}).status_code \
@@ -232,19 +220,19 @@ def test_locked_database_is_503_and_a_retry_succeeds(client: Any, database: str,
         holder.execute("ROLLBACK")
         holder.close()
     assert client.post(FEEDBACK_URL, json={"feedback": [accepted()]}).status_code == 200
-    assert len(rows(database, "feedback")) == 2
+    assert len(rows(database_url, "feedback")) == 2
 
 
-def test_issued_cards_are_audited_without_patient_data(client: Any, database: str) -> None:
+def test_issued_cards_are_audited_without_patient_data(client: Any, database_url: str) -> None:
     """Each issued card is recorded by uuid, service, topic, indicator, hookInstance and time
     only."""
     request = hook_request("hiv_test_positive")
     cards = issue_cards(client, "hiv_test_positive")
-    audit = rows(database, "issued_cards")
+    audit = rows(database_url, "issued_cards")
     assert {(r["card_uuid"], r["topic"], r["indicator"]) for r in audit} == {
         (c["uuid"], topic, c["indicator"]) for topic, c in cards.items()}
     assert {r["hook_instance"] for r in audit} == {request["hookInstance"]}
-    engine = create_engine(database)
+    engine = create_engine(database_url)
     columns = {c["name"] for c in inspect(engine).get_columns("issued_cards")}
     engine.dispose()
     assert columns == {"card_uuid", "service_id", "topic", "indicator", "hook_instance",
@@ -253,11 +241,11 @@ def test_issued_cards_are_audited_without_patient_data(client: Any, database: st
     assert not any(patient in str(value) for r in audit for value in r.values())
 
 
-def test_the_same_hook_instance_is_audited_once(client: Any, database: str) -> None:
+def test_the_same_hook_instance_is_audited_once(client: Any, database_url: str) -> None:
     """The EHR repeating a hook call (same hookInstance, same card uuids) records each card once."""
     issue_cards(client, "hiv_test_positive")
     issue_cards(client, "hiv_test_positive")
-    assert len(rows(database, "issued_cards")) == 2
+    assert len(rows(database_url, "issued_cards")) == 2
 
 
 def test_hook_call_still_answers_when_the_audit_database_is_down(
@@ -279,7 +267,8 @@ def run_report(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_feedback_report_counts_per_topic(client: Any, database: str) -> None:
+@pytest.mark.slow
+def test_feedback_report_counts_per_topic(client: Any, database_url: str) -> None:
     """After two scenarios and their feedback, the report counts issued/accepted/overridden per
     topic."""
     tb = issue_cards(client, "tb_screening_missing")
@@ -294,7 +283,7 @@ def test_feedback_report_counts_per_topic(client: Any, database: str) -> None:
     ]}
     assert client.post(FEEDBACK_URL, json=body).status_code == 200
 
-    result = run_report(database, "--json")
+    result = run_report(database_url, "--json")
     assert result.returncode == 0, result.stderr
     topics = {t["topic"]: t for t in json.loads(result.stdout)["topics"]}
     assert topics["tb-screening"] == {"topic": "tb-screening", "issued": 1, "accepted": 1,
@@ -309,7 +298,7 @@ def test_feedback_report_counts_per_topic(client: Any, database: str) -> None:
                                         "overridden": 1, "overrideReasons": {"x": 1},
                                         "comments": 0}
 
-    table = run_report(database)
+    table = run_report(database_url)
     assert table.returncode == 0, table.stderr
     cells = [line.split() for line in table.stdout.splitlines()]
     assert cells[0] == ["topic", "issued", "accepted", "overridden", "comments"]
@@ -319,6 +308,7 @@ def test_feedback_report_counts_per_topic(client: Any, database: str) -> None:
     assert "override reason MEDPREC (medical precaution): 2" in table.stdout
 
 
+@pytest.mark.slow
 def test_feedback_report_on_an_unreachable_database_fails_clearly(tmp_path: Path) -> None:
     """The report says it cannot read the database and exits non-zero (no traceback)."""
     blocker = tmp_path / "mount"

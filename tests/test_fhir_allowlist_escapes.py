@@ -21,6 +21,10 @@ from fixture_requests import fixture_request
 
 from cds_service.services import prefetch_templates
 
+# Slow: a real FHIR stub server on 127.0.0.1 per case, paged;
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 URL = "/cds-services/lemtrada-order-select"
 TOKEN = "stub-token"
 ALL_KEYS = sorted(f"prefetch.{k}" for k in prefetch_templates())

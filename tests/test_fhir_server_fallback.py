@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 from fhir_stub_server import without_prefetch
-from fixture_requests import fixture_request
+from fixture_requests import SERVICE_URL, fixture_request
+
+# Slow: a real FHIR stub server on 127.0.0.1 answers in place of the prefetch;
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SERVICE_URL = {
-    "order-select": "/cds-services/lemtrada-order-select",
-    "order-sign": "/cds-services/lemtrada-order-sign",
-}
 ALL_KEYS = sorted(f"prefetch.{k}" for k in (
     "patient", "conditions", "observations", "observationsByCode", "immunizations",
     "medicationStatements", "medicationRequests", "medicationAdministrations", "allergies"))

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-from unittest import mock
 
 import pytest
-from golden_responses import TODAY, cases, golden_path, render
-
-
-@pytest.fixture(scope="module")
-def frozen_client() -> Iterator[Any]:
-    from cds_service.app import create_app
-
-    with mock.patch("cds_service.http_api.today", return_value=TODAY):
-        yield create_app(testing=True).test_client()
+from golden_responses import cases, golden_path
 
 
 @pytest.mark.parametrize(("name", "hook"), cases(), ids=[f"{n} at {h}" for n, h in cases()])
-def test_the_answer_is_byte_identical_to_its_golden_file(frozen_client: Any, name: str,
+def test_the_answer_is_byte_identical_to_its_golden_file(frozen_answer: Any, name: str,
                                                          hook: str) -> None:
     """A difference is either a regression or a deliberate change: `make golden` regenerates the
     files, and the diff of that commit is reviewed."""
     expected = golden_path(name, hook).read_bytes()
-    assert render(frozen_client, name, hook).decode() == expected.decode()
+    assert frozen_answer(name, hook).decode() == expected.decode()

@@ -193,6 +193,7 @@ PATIENT_VALUES = {"name in a path": "Jane-Doe", "MRN in a path": "MRN-12345",
                   "birth date in a query": "1970-01-01"}
 
 
+@pytest.mark.slow
 def test_a_served_instance_logs_no_token_or_patient_data_from_any_layer(tmp_path: Path) -> None:
     """`cds-service serve` at DEBUG with authentication on, sent what gunicorn refuses (a
     malformed header line carrying a JWT, a request line holding a name, an MRN and a birth

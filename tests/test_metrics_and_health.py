@@ -246,6 +246,7 @@ def gunicorn_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         stop(proc)
 
 
+@pytest.mark.slow
 def test_metrics_under_gunicorn_sum_every_worker(gunicorn_server: tuple[str, Path]) -> None:
     """Calls answered by two different workers are all counted, whichever worker is scraped."""
     base, log_path = gunicorn_server

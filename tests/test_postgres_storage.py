@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from fixture_requests import fixture_request as hook_request
-from postgres_server import PostgresServer, PostgresUnavailable, free_port
+from postgres_server import PostgresServer, PostgresUnavailable
+from served import free_port
 from sqlalchemy import create_engine, inspect, select, text
 
 from cds_service.app import create_app
@@ -301,6 +302,7 @@ def test_any_jti_a_signed_token_carries_is_remembered_and_refused_on_replay(
 # --- the report ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_feedback_report_and_its_command_read_the_shared_database(
         url: str, database: Database) -> None:
     """Audit and feedback written by the service are counted per topic, in Python and by

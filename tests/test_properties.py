@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import pytest
 from fhir_stub_server import FhirStub
+from fixture_requests import SERVICE_URL
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, note, settings
@@ -38,6 +39,10 @@ from cds_service.engine import Answer, answer
 from cds_service.hook_request import read_hook_request
 from cds_service.models import clear_validation_cache
 from cds_service.services import PREFETCH_TYPES, SERVICES_BY_ID, prefetch_templates
+
+# Slow: hypothesis generates hundreds of patients per property;
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
 
 GENERATED_CASES: dict[str, int] = {
     "removing supporting evidence never improves a check or lowers an indicator": 300,
@@ -53,8 +58,6 @@ SUMMARY = "eligibility-summary"
 SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 STATUS_RANK = {Status.MET: 0, Status.UNKNOWN: 1, Status.NOT_MET: 1}
 """Met is the only all-clear; unknown and not met are both 'not cleared' (neither is better)."""
-SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",
-               "order-sign": "/cds-services/lemtrada-order-sign"}
 
 
 def _settings(name: str) -> Callable[[Any], Any]:

@@ -143,6 +143,7 @@ def test_a_verified_token_is_remembered_until_exp_plus_leeway_then_pruned(
     assert count(url, "seen_jti") == 0
 
 
+@pytest.mark.slow
 def test_the_prune_command_reports_what_it_deleted(url: str,
                                                    database: Database) -> None:
     """`cds-service prune --database-url ... --json` deletes with the configured retention."""
@@ -158,6 +159,7 @@ def test_the_prune_command_reports_what_it_deleted(url: str,
     assert (count(url, "issued_cards"), count(url, "feedback")) == (1, 0)
 
 
+@pytest.mark.slow
 def test_the_prune_command_on_an_unreachable_database_exits_1(tmp_path: Path) -> None:
     """A database it cannot open is an error line and exit 1, not a traceback."""
     blocker = tmp_path / "not-a-folder"

@@ -48,6 +48,10 @@ from served import free_port, stop, wait_until_serving
 from cds_service.domain.rules import RULES
 from cds_service.services import prefetch_templates
 
+# Slow: Chromium, the CDS Hooks Sandbox and real servers;
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -1,9 +1,12 @@
-"""End-to-end scenarios: each request in fhir_fixtures/requests/ gets exactly the expected cards.
+"""The clinical table: each request in fhir_fixtures/requests/ gets exactly the expected cards.
 
-The requests are composed by fhir_fixtures/build_requests.py from fhir_fixtures/scenarios.json
-(Synthea R4 base bundles + overlays and draft orders written by this project). Every scenario uses
-T0 = 2026-12-07 (planned first infusion) and carries no fhirServer, so the service can only use the
-prefetch it is given.
+fhir_fixtures/scenarios.json is the one table of scenarios: a name that reads as a clinical
+sentence, a description, the expected cards under each order hook (`expected_cards`: hook ->
+{topic code: indicator}) or the status of a refusal (`refused_with`), and the inputs that
+fhir_fixtures/build_requests.py composes into the request (Synthea R4 base bundles + overlays and
+draft orders written by this project). Every scenario uses T0 = 2026-12-07 (planned first
+infusion) and carries no fhirServer, so the service can only use the prefetch it is given. Each
+request is sent as written and under the other order hook (tests/golden_responses.py:under_hook).
 """
 
 from __future__ import annotations
@@ -13,95 +16,26 @@ import importlib.util
 import json
 import pathlib
 import re
+from typing import Any
 
 import pytest
 from fixture_requests import fixture_request as _request
+from golden_responses import HOOKS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fhir_fixtures"
-
-SERVICE_URL = {
-    "order-select": "/cds-services/lemtrada-order-select",
-    "order-sign": "/cds-services/lemtrada-order-sign",
-}
-
-# Topic codes (card["source"]["topic"]["code"]) and their card["indicator"].
+SCENARIO_TABLE = json.loads((FIXTURES / "scenarios.json").read_text(encoding="utf-8"))
 SUMMARY = "eligibility-summary"
-LIVE = "live-vaccine-gap"
-VZV = "vzv-immunity"
-DMT = "prior-dmt"
-TB = "tb-screening"
-HIV = "hiv-screening"
-HCV = "hcv-screening"
-# Label topics (issue #4) that change existing rows.
-AGE = "age"
-NON_LIVE = "non-live-vaccine-gap"
-PREGNANCY = "pregnancy"
-INDICATION = "indication"
-BASELINE = "baseline-labs"
-HBV = "hbv-screening"
 
-SEVERITY = {"info": 0, "warning": 1, "critical": 2}
-NOTHING_KNOWN = {
-    VZV: "warning", DMT: "warning", TB: "warning", HIV: "warning", HCV: "warning",
-    PREGNANCY: "warning", INDICATION: "warning", BASELINE: "warning", HBV: "warning",
-    SUMMARY: "warning",
-}
-
-# scenario name -> EXACT {topic code: indicator} of the response. The summary's indicator is the
-# worst of the other cards ("info" when there are none); orders for other drugs get no cards at all.
-SCENARIOS = [
-    # Complete evidence: woman of reproductive age, RRMS, 2 prior DMTs, VZV IgG+, IGRA/HIV/HCV/HBV
-    # negative, baseline labs within 30 days, negative hCG within 7 days.
-    ("eligible_patient_at_order_select", {SUMMARY: "info"}),
-    ("eligible_patient_at_order_sign", {SUMMARY: "info"}),
-    ("eligible_adult_man_needs_no_pregnancy_test", {SUMMARY: "info"}),
-    ("eligible_man_with_large_record_at_order_sign", {SUMMARY: "info"}),
-    ("lemtrada_by_medication_reference", {SUMMARY: "info"}),
-    # Vaccines within 6 weeks (42 days) of T0.
-    ("live_vaccine_three_weeks_before_start", {LIVE: "critical", SUMMARY: "critical"}),
-    ("live_vaccine_exactly_42_days_before_start", {SUMMARY: "info"}),
-    # Shingrix is not live (no hard stop), but any vaccine within 6 weeks is a warning.
-    ("shingrix_within_six_weeks_is_not_live", {NON_LIVE: "warning", SUMMARY: "warning"}),
-    ("ambiguous_zoster_vaccine_within_six_weeks", {LIVE: "warning", SUMMARY: "warning"}),
-    ("live_vaccine_not_done_is_ignored", {SUMMARY: "info"}),
-    # Varicella immunity.
-    ("vzv_antibody_negative", {VZV: "warning", SUMMARY: "warning"}),
-    ("vzv_status_unknown", {VZV: "warning", SUMMARY: "warning"}),
-    ("varicella_history_counts_as_immunity", {SUMMARY: "info"}),
-    ("shingrix_is_not_evidence_of_varicella_immunity", {VZV: "warning", SUMMARY: "warning"}),
-    # A 7-year-old: VZV immunity is met, but Lemtrada is not recommended under 17.
-    ("child_varicella_vaccine_counts_as_vzv_immunity", {AGE: "warning", SUMMARY: "warning"}),
-    # Prior disease-modifying therapies.
-    ("only_one_prior_dmt", {DMT: "warning", SUMMARY: "warning"}),
-    ("two_dmts_named_only_in_text", {SUMMARY: "info"}),
-    # HIV.
-    ("hiv_test_positive", {HIV: "critical", SUMMARY: "critical"}),
-    ("hiv_viral_load_detected_despite_negative_screen", {HIV: "critical", SUMMARY: "critical"}),
-    ("unreadable_hiv_result", {HIV: "warning", SUMMARY: "warning"}),
-    ("hiv_result_by_value_string", {SUMMARY: "info"}),
-    # Tuberculosis.
-    ("tb_screening_missing", {TB: "warning", SUMMARY: "warning"}),
-    ("tb_igra_positive", {TB: "critical", SUMMARY: "critical"}),
-    ("tb_result_older_than_twelve_months", {TB: "warning", SUMMARY: "warning"}),
-    ("newer_negative_tb_supersedes_older_positive", {SUMMARY: "info"}),
-    # Hepatitis C.
-    ("hcv_antibody_positive_without_rna", {HCV: "warning", SUMMARY: "warning"}),
-    ("hcv_rna_detected", {HCV: "critical", SUMMARY: "critical"}),
-    ("hcv_antibody_positive_with_rna_not_detected", {SUMMARY: "info"}),
-    # Prefetch missing: everything unknown, but no evidence of a live vaccine either.
-    ("prefetch_values_null", NOTHING_KNOWN),
-    # Not about alemtuzumab: no cards even though an MMR was given 7 days before T0.
-    ("order_for_another_drug", {}),
-    ("alemtuzumab_drafted_but_not_selected", {}),
-]
-
-# scenario name -> HTTP status of a request the service must refuse.
+# (scenario, hook, EXACT {topic code: indicator} of the response); {} means no cards at all.
+CARD_CASES = [(s["name"], hook, s["expected_cards"][hook])
+              for s in SCENARIO_TABLE if "expected_cards" in s for hook in HOOKS]
+# (scenario, hook, HTTP status of a request the service must refuse).
 # CDS Hooks 2.0 (#prefetch-template): without the needed prefetch keys and without a FHIR server,
 # the service SHALL answer 412 Precondition Failed.
-REFUSED_SCENARIOS = [
-    ("prefetch_keys_omitted", 412),
-]
+REFUSED_CASES = [(s["name"], hook, s["refused_with"])
+                 for s in SCENARIO_TABLE if "refused_with" in s for hook in HOOKS]
+SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 
 # Resources that are deliberately NOT valid R4/R4B, keyed by (resourceType, id), with the reason.
 # fhir.resources does not enforce the 64-character id limit, so the Epic-style Medication
@@ -126,26 +60,23 @@ def _load_builder():
 
 
 def _scenario_names() -> list[str]:
-    scenarios = json.loads((FIXTURES / "scenarios.json").read_text(encoding="utf-8"))
-    return [s["name"] for s in scenarios]
+    return [s["name"] for s in SCENARIO_TABLE]
 
 
-@pytest.fixture(scope="module")
-def client():
-    """Flask test client of the CDS service."""
-    from cds_service.app import create_app
-
-    app = create_app(testing=True)
-    return app.test_client()
+def _answer(frozen_answer: Any, name: str, hook: str) -> tuple[int, Any]:
+    """(status, body) of the request sent under `hook` (tests/golden_responses.py:under_hook), as
+    the service answers it on the golden files' date (tests/conftest.py:frozen_answer)."""
+    answer = json.loads(frozen_answer(name, hook))
+    return answer["status"], answer["body"]
 
 
-@pytest.mark.parametrize(("name", "expected"), SCENARIOS, ids=[name for name, _ in SCENARIOS])
-def test_scenario_returns_expected_cards(client, name, expected):
-    """The service answers the committed request with exactly the expected topic/indicator cards."""
-    request = _request(name)
-    response = client.post(SERVICE_URL[request["hook"]], json=request)
-    assert response.status_code == 200, response.get_data(as_text=True)[:2000]
-    body = response.get_json()
+@pytest.mark.parametrize(("name", "hook", "expected"), CARD_CASES,
+                         ids=[f"{name} at {hook}" for name, hook, _ in CARD_CASES])
+def test_scenario_returns_expected_cards(frozen_answer, name, hook, expected):
+    """The service answers the committed request with exactly the expected topic/indicator cards,
+    one card per topic."""
+    status, body = _answer(frozen_answer, name, hook)
+    assert status == 200, body
     if not expected:
         assert body == {"cards": []}
         return
@@ -156,31 +87,35 @@ def test_scenario_returns_expected_cards(client, name, expected):
     assert got == expected
 
 
-@pytest.mark.parametrize(
-    ("name", "status"), REFUSED_SCENARIOS, ids=[n for n, _ in REFUSED_SCENARIOS]
-)
-def test_refused_scenario_returns_error_status(client, name, status):
+@pytest.mark.parametrize(("name", "hook", "status"), REFUSED_CASES,
+                         ids=[f"{name} at {hook}" for name, hook, _ in REFUSED_CASES])
+def test_refused_scenario_returns_error_status(frozen_answer, name, hook, status):
     """The service refuses the committed request with the expected HTTP status, not cards."""
-    request = _request(name)
-    response = client.post(SERVICE_URL[request["hook"]], json=request)
-    assert response.status_code == status, response.get_data(as_text=True)[:2000]
+    got, body = _answer(frozen_answer, name, hook)
+    assert got == status, body
+    assert body["resourceType"] == "OperationOutcome"
 
 
-def test_table_covers_every_scenario():
-    """SCENARIOS plus REFUSED_SCENARIOS name exactly the scenarios of scenarios.json."""
-    table = [name for name, _ in SCENARIOS + REFUSED_SCENARIOS]
-    assert len(table) == len(set(table))
-    assert sorted(table) == sorted(_scenario_names())
+@pytest.mark.parametrize(("name", "hook"), [(n, h) for n, h, e in CARD_CASES if e],
+                         ids=[f"{n} at {h}" for n, h, e in CARD_CASES if e])
+def test_summary_card_carries_the_worst_indicator_of_the_answer(frozen_answer, name, hook):
+    """In every answer with cards, the service's summary card carries the worst indicator of the
+    other cards it sent ("info" when it sent none), so a clinician reading only the summary is
+    not told less than the cards below it say."""
+    cards = _answer(frozen_answer, name, hook)[1]["cards"]
+    indicators = {card["source"]["topic"]["code"]: card["indicator"] for card in cards}
+    others = [indicator for topic, indicator in indicators.items() if topic != SUMMARY]
+    assert indicators[SUMMARY] == max(others, key=SEVERITY.__getitem__, default="info")
 
 
-@pytest.mark.parametrize(("name", "expected"), SCENARIOS, ids=[name for name, _ in SCENARIOS])
-def test_expected_summary_is_the_worst_indicator(name, expected):
-    """In the table, the summary's indicator is the worst of the other cards (info when none)."""
-    if not expected:
-        return
-    others = [v for k, v in expected.items() if k != SUMMARY]
-    worst = max(others, key=SEVERITY.__getitem__, default="info")
-    assert expected[SUMMARY] == worst
+def test_table_rows_are_well_formed():
+    """Each row expects cards under both hooks or a refusal, and uses only known indicators."""
+    for row in SCENARIO_TABLE:
+        assert ("expected_cards" in row) != ("refused_with" in row), row["name"]
+        if "expected_cards" in row:
+            assert sorted(row["expected_cards"]) == sorted(HOOKS), row["name"]
+            for cards in row["expected_cards"].values():
+                assert set(cards.values()) <= set(SEVERITY), row["name"]
 
 
 def test_committed_requests_are_up_to_date():

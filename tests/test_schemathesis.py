@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fixture_requests import SERVICE_URL
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cds_service.app import create_app
+
+# Slow: generated requests from openapi.yaml; `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
@@ -78,8 +82,6 @@ FIXTURES = {
     "order-select": "eligible_patient_at_order_select",
     "order-sign": "eligible_patient_at_order_sign",
 }
-SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",
-               "order-sign": "/cds-services/lemtrada-order-sign"}
 DOCS = {hook: json.loads((REQUESTS / f"{name}.json").read_text())
         for hook, name in FIXTURES.items()}
 PATHS = {hook: list(json_paths(doc)) for hook, doc in DOCS.items()}

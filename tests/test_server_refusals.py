@@ -17,6 +17,9 @@ import orjson
 import pytest
 from served import free_port, raw_exchange, stop, wait_until_serving
 
+# Slow: a real server process per case; `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 SENDER_VALUE = "Jane-Doe-MRN-12345"
 HOST = b"Host: 127.0.0.1\r\n"
 

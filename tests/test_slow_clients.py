@@ -25,6 +25,10 @@ from fhir_stub_server import FhirStub, without_prefetch
 from served import free_port, stop, wait_until_serving
 from slow_clients import SlowClients, honest_calls
 
+# Slow: real gunicorn servers and deliberately slow sockets;
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = (ROOT / "fhir_fixtures" / "requests" / "eligible_patient_at_order_select.json")
 SELECT = "/cds-services/lemtrada-order-select"

@@ -100,6 +100,7 @@ def feedback_report(folder: Path, env: dict[str, str]) -> subprocess.CompletedPr
                           check=False)
 
 
+@pytest.mark.slow
 def test_serve_and_feedback_report_from_different_folders_use_and_name_the_same_database(
         tmp_path: Path) -> None:
     """`serve` started in one folder records cards and feedback; `feedback-report` run in another

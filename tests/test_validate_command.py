@@ -235,6 +235,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_exits_0_and_prints_the_count_for_a_valid_request() -> None:
     """A clean fixture exits 0 and ends with a count line."""
     result = _cli(str(REQUESTS / "eligible_patient_at_order_sign.json"))
@@ -242,6 +243,7 @@ def test_cli_exits_0_and_prints_the_count_for_a_valid_request() -> None:
     assert result.stdout.strip().splitlines()[-1].endswith(": 0 errors, 0 warnings")
 
 
+@pytest.mark.slow
 def test_cli_exits_1_with_one_line_per_problem(tmp_path: pathlib.Path) -> None:
     """A broken request exits 1 and prints `error: PATH: message` lines before the count."""
     doc = _base()
@@ -258,6 +260,7 @@ def test_cli_exits_1_with_one_line_per_problem(tmp_path: pathlib.Path) -> None:
     assert lines[-1].endswith(": 1 error, 1 warning")
 
 
+@pytest.mark.slow
 def test_cli_warnings_alone_exit_0(tmp_path: pathlib.Path) -> None:
     """Warnings (the lenient Epic-style order) are printed but do not fail the command."""
     result = _cli(str(REQUESTS / "lemtrada_by_medication_reference.json"))
@@ -266,6 +269,7 @@ def test_cli_warnings_alone_exit_0(tmp_path: pathlib.Path) -> None:
                for line in result.stdout.splitlines())
 
 
+@pytest.mark.slow
 def test_cli_json_output_for_machines() -> None:
     """--json prints the counts and every problem as objects; the exit status is unchanged."""
     result = _cli("--json", str(REQUESTS / "unreadable_hiv_result.json"))
@@ -280,6 +284,7 @@ def test_cli_json_output_for_machines() -> None:
     (b"{not json", "not valid JSON"),
     (b"\xff\xfe", "not valid JSON"),
 ], ids=["text that is not JSON", "bytes that are not UTF-8"])
+@pytest.mark.slow
 def test_cli_reports_an_unparsable_file_as_an_error(tmp_path: pathlib.Path, content: bytes,
                                                     message: str) -> None:
     """A file that is not JSON is one error at `$`, exit 1, not a traceback."""
@@ -291,6 +296,7 @@ def test_cli_reports_an_unparsable_file_as_an_error(tmp_path: pathlib.Path, cont
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_reports_a_missing_file_as_an_error(tmp_path: pathlib.Path) -> None:
     """A path that does not exist is an error with exit 1."""
     result = _cli(str(tmp_path / "absent.json"))

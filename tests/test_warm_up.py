@@ -74,6 +74,7 @@ def fresh_process() -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow
 def test_a_fresh_app_is_ready_and_warm(fresh_process: dict[str, Any]) -> None:
     """/readyz of a just-created app answers 200 with the warm-up done."""
     status, body = fresh_process["ready"]
@@ -82,11 +83,13 @@ def test_a_fresh_app_is_ready_and_warm(fresh_process: dict[str, Any]) -> None:
     assert "synthetic requests evaluated" in body["checks"]["warm"]["detail"]
 
 
+@pytest.mark.slow
 def test_the_card_audit_writer_runs_before_the_first_call(fresh_process: dict[str, Any]) -> None:
     """The first patient's call does not wait for the audit writer thread to start."""
     assert "card-audit" in fresh_process["threads before the first call"]
 
 
+@pytest.mark.slow
 def test_no_hook_call_to_a_fresh_app_imports_a_module(fresh_process: dict[str, Any]) -> None:
     """Every fixture request, first of all: no R4B model (or anything else) is loaded on a
     patient's call."""
@@ -95,6 +98,7 @@ def test_no_hook_call_to_a_fresh_app_imports_a_module(fresh_process: dict[str, A
     assert fresh_process["imported"] == {}
 
 
+@pytest.mark.slow
 def test_no_hook_call_to_a_fresh_app_fills_a_cache(fresh_process: dict[str, Any]) -> None:
     """Value sets, policy, prefetch templates, model classes and card wording were all built by
     create_app: the hook calls only read them."""
