@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 
 import pytest
 
@@ -92,12 +93,19 @@ def test_terminology_readme_lists_the_checks_reading_each_value_set() -> None:
 PACKAGE = TERMINOLOGY_README_PATH.parent.parent
 
 
+@functools.cache
+def string_literals() -> dict[str, frozenset[str]]:
+    """Every string constant of each module of the package (parsed once for all topics)."""
+    return {str(path.relative_to(PACKAGE)): frozenset(
+        node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str))
+        for path in PACKAGE.rglob("*.py")}
+
+
 @pytest.mark.parametrize("topic", [rule.topic for rule in RULES])
 def test_each_topic_is_written_in_exactly_one_module(topic: str) -> None:
     """A topic id is spelled as a string literal only in the module that declares its check."""
-    modules = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-                     if any(isinstance(node, ast.Constant) and node.value == topic
-                            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))))
+    modules = sorted(module for module, literals in string_literals().items() if topic in literals)
     assert modules == [RULES_BY_TOPIC[topic].check.__module__.removeprefix("cds_service.")
                        .replace(".", "/") + ".py"]
 
