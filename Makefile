@@ -38,7 +38,7 @@ test: lint
 # The fast loop while working: every test not marked slow (see README, Commands); no lint. No
 # fast test uses hypothesis or schemathesis, so their pytest plugins are not loaded (~1.5 s).
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -m "not slow" -q -p no:hypothesispytest -p no:schemathesis
+	$(BIN)/python -m pytest -m "not slow" -q -p no:hypothesispytest -p no:schemathesis -n 2
 
 fixtures: $(VENV)/.installed-test
 	$(BIN)/python fhir_fixtures/build_requests.py
