@@ -152,6 +152,16 @@ def load_base(rel: str):
     return patients[0], entries
 
 
+def overlay_resources(item: str | dict, t0: dt.date, patient_ref: str, name: str) -> list[dict]:
+    """An overlay: a file under overlays/ (a JSON array of resources), or one resource written
+    inline in the scenario row (so a new check's scenario is one row, not a row and a file)."""
+    if isinstance(item, str):
+        return load_resources(item, t0, patient_ref)
+    if not isinstance(item, dict) or not item.get("resourceType") or not item.get("id"):
+        raise FixtureError(f"{name}: an inline overlay must be a resource with resourceType and id")
+    return substitute([item], t0, patient_ref, f"{name} (inline overlay)")
+
+
 def load_resources(rel: str, t0: dt.date, patient_ref: str) -> list[dict]:
     resources = _load(rel)
     if not isinstance(resources, list):
@@ -209,8 +219,9 @@ def build_request(s: dict) -> dict:
         if res["resourceType"] in by_type:
             by_type[res["resourceType"]].append((url, res))
     seen: set[tuple[str, str]] = {(r["resourceType"], r["id"]) for _, r in base_entries}
-    for rel in s["overlays"]:
-        for res in load_resources(rel, t0, patient_ref):
+    for item in s["overlays"]:
+        rel = item if isinstance(item, str) else f"inline {item.get('resourceType')}"
+        for res in overlay_resources(item, t0, patient_ref, name):
             key = (res["resourceType"], res["id"])
             if key in seen:
                 raise FixtureError(f"{name}: duplicate resource {key[0]}/{key[1]} (from {rel})")
