@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..fhirdata import ICD10CM, Code, Malformed, codings, first_date, normalise_code, reference_of
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
@@ -47,12 +47,15 @@ class ConditionHit:
     def reference(self) -> str:
         return reference_of(self.resource)
 
-    def describe(self) -> str:
+    def evidence(self, kind: str = "condition") -> Evidence:
+        """The evidence line of this diagnosis: [evidence] `kind` of wording.toml, or
+        `<kind>-undated` when the record gives neither onset nor recorded date."""
         when = first_date(self.resource, "onsetDateTime", "onsetPeriod.start", "recordedDate")
         system = ("ICD-10-CM" if "icd-10" in self.code[0]
                   else "SNOMED CT" if "snomed" in self.code[0] else self.code[0])
-        return (f"{self.name} ({system} {self.written or self.code[1]}), {self.status}, since "
-                f"{when or 'unknown date'} ({self.reference})")
+        return Evidence(kind if when else f"{kind}-undated", {
+            "condition": self.name, "system": system, "code": self.written or self.code[1],
+            "status": self.status, "when": str(when), "reference": self.reference})
 
 
 def _codes_of(concept: Any) -> list[Code]:
@@ -182,7 +185,7 @@ def current_condition_check(topic: str, value_set_id: str,
         if hits:
             return Finding(topic, Status.NOT_MET, Severity.WARNING, reason="current",
                            facts={"condition": shorten(hits[0].name)},
-                           evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable))
+                           evidence=tuple(h.evidence() for h in hits), unreadable=tuple(unreadable))
         return Finding(topic, Status.MET, Severity.INFO, reason="none",
                        unreadable=tuple(unreadable))
     check.__name__ = check.__qualname__ = f"check_{topic.replace('-', '_')}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..fhirdata import Malformed, codings, concept_words, first_date, reference_of
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
@@ -78,7 +78,7 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
     """Critical for a current AllergyIntolerance to alemtuzumab (Lemtrada or Campath), by code or
     name."""
     unreadable: list[Unreadable] = list(record.uncoded.get("AllergyIntolerance", ()))
-    found: list[str] = []
+    found: list[Evidence] = []
     for allergy in record.by_type.get("AllergyIntolerance", ()):
         how = _allergy_match(allergy)
         if how is None:
@@ -92,8 +92,9 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
             continue
         when = first_date(allergy, "recordedDate", "onsetDateTime", "lastOccurrence")
         detail = _allergy_detail(allergy)
-        found.append(f"{how}, {status}{', ' + detail if detail else ''}, recorded "
-                     f"{when or 'undated'} ({reference_of(allergy)})")
+        found.append(Evidence("allergy", {
+            "allergen": how, "status": status, "detail": f", {detail}" if detail else "",
+            "when": str(when) if when else "undated", "reference": reference_of(allergy)}))
     if found:
         return Finding(HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL, reason="allergy",
                        evidence=tuple(found), unreadable=tuple(unreadable))
@@ -135,7 +136,7 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
     if hits:
         return Finding(ACTIVE_INFECTION, Status.NOT_MET, Severity.CRITICAL, reason="infection",
                        facts={"condition": shorten(hits[0].name)},
-                       evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable))
+                       evidence=tuple(h.evidence() for h in hits), unreadable=tuple(unreadable))
     return Finding(ACTIVE_INFECTION, Status.MET, Severity.INFO, reason="none",
                    unreadable=tuple(unreadable))
 

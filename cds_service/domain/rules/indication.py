@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from ..fhirdata import DateSpan, parse_date, reference_of, years_between
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
@@ -30,7 +30,7 @@ def check_indication(record: PatientRecord, order: OrderContext, policy: Policy)
     hits, unreadable = current_conditions(record, [ms, cis], also=frozenset({"remission"}))
     not_indicated = [h for h in hits if h.code in ppms.codes or h.code in cis.codes]
     indicated = [h for h in hits if h not in not_indicated]
-    evidence = tuple(h.describe() for h in indicated + not_indicated)
+    evidence = tuple(h.evidence() for h in indicated + not_indicated)
     if indicated:
         return Finding(INDICATION, Status.MET, Severity.INFO, reason="ms-on-file",
                        evidence=evidence, unreadable=tuple(unreadable))
@@ -101,8 +101,8 @@ def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Fin
                        facts={"why": why}, unreadable=unreadable)
     patient = record.patient
     assert patient is not None
-    evidence = (f"birthDate {age.born} ({reference_of(patient)}): {age} years at the planned start "
-                f"{order.t0}",)
+    evidence = (Evidence("age", {"born": str(age.born), "reference": reference_of(patient),
+                                 "age": str(age), "t0": order.t0.isoformat()}),)
     if age.oldest < limit:
         return Finding(AGE, Status.NOT_MET, Severity.WARNING, reason="under-age",
                        facts={"age": str(age)}, evidence=evidence)
