@@ -7,6 +7,7 @@ each with a final result within the policy window before T0.
 
 from __future__ import annotations
 
+from .. import orderables
 from ..findings import Evidence, Finding, Severity, Status, Suggestion
 from ..orders import OrderContext
 from ..policy import Policy
@@ -16,17 +17,17 @@ from .labs import lab_results, order_test
 
 BASELINE = "baseline-labs"
 
-# (short name, value set, orderable to suggest when missing: terminology/orderables.json)
-BASELINE_TESTS: tuple[tuple[str, str, str], ...] = (
-    ("CBC with differential", "cbc-differential-loinc", "order-cbc-differential"),
-    ("serum creatinine", "serum-creatinine-loinc", "order-serum-creatinine"),
-    ("urinalysis with cell counts", "urinalysis-loinc", "order-urinalysis"),
-    ("urine protein/creatinine ratio", "urine-protein-creatinine-ratio-loinc",
-     "order-urine-protein-creatinine-ratio"),
-    ("TSH", "tsh-loinc", "order-tsh"),
-    ("ALT", "alt-loinc", "order-alt"),
-    ("AST", "ast-loinc", "order-ast"),
-    ("total bilirubin", "bilirubin-total-loinc", "order-bilirubin-total"),
+# (value set, orderable to suggest when missing: its short name is in
+# terminology/orderables.json)
+BASELINE_TESTS: tuple[tuple[str, str], ...] = (
+    ("cbc-differential-loinc", "order-cbc-differential"),
+    ("serum-creatinine-loinc", "order-serum-creatinine"),
+    ("urinalysis-loinc", "order-urinalysis"),
+    ("urine-protein-creatinine-ratio-loinc", "order-urine-protein-creatinine-ratio"),
+    ("tsh-loinc", "order-tsh"),
+    ("alt-loinc", "order-alt"),
+    ("ast-loinc", "order-ast"),
+    ("bilirubin-total-loinc", "order-bilirubin-total"),
 )
 
 
@@ -43,7 +44,8 @@ def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Poli
     stale: list[Evidence] = []
     suggestions: list[Suggestion] = []
     unreadable: list[Unreadable] = []
-    for name, vs_id, orderable in BASELINE_TESTS:
+    for vs_id, orderable in BASELINE_TESTS:
+        name = orderables.name(orderable)
         results = lab_results(record, vs_id, order.t0, window)
         unreadable.extend(results.unreadable)
         latest = max(results.current, key=lambda r: r.when.earliest) if results.current else None

@@ -26,6 +26,8 @@ from ..terminology import ValueSet, value_set
 from .base import Check, Rule
 
 CURRENT = frozenset({"active", "recurrence", "relapse"})
+UNRECORDED = "unrecorded"
+"""The status of a Condition or allergy that may be current because none was recorded."""
 THYROID = "thyroid-disorder"
 MALIGNANCY = "malignancy"
 ABATEMENT = ("abatementDateTime", "abatementPeriod", "abatementAge", "abatementRange",
@@ -55,7 +57,12 @@ class ConditionHit:
                   else "SNOMED CT" if "snomed" in self.code[0] else self.code[0])
         return Evidence(kind if when else f"{kind}-undated", {
             "condition": self.name, "system": system, "code": self.written or self.code[1],
-            "status": self.status, "when": str(when), "reference": self.reference})
+            "status": status_fact(self.status), "when": str(when), "reference": self.reference})
+
+
+def status_fact(status: str) -> str | tuple[Evidence, ...]:
+    """A clinical status as an evidence fact: the code, or the worded `status-not-recorded`."""
+    return (Evidence("status-not-recorded"),) if status == UNRECORDED else status
 
 
 def _codes_of(concept: Any) -> list[Code]:
@@ -78,15 +85,15 @@ def refuted(resource: dict[str, Any]) -> bool:
 
 
 def current_status(condition: dict[str, Any], also: frozenset[str] = frozenset()) -> str | None:
-    """How the condition is current ('active', 'status not recorded', ...), or None when it is
-    not."""
+    """How the condition is current ('active', 'relapse (provisional)', UNRECORDED, ...), or None
+    when it is not."""
     if refuted(condition):
         return None
     status = clinical_status(condition)
     if status is None:
         if any(key in condition for key in ABATEMENT):
             return None
-        return "clinical status not recorded"
+        return UNRECORDED
     if status in CURRENT or status in also:
         unconfirmed = [c for _, c in _codes_of(condition.get("verificationStatus"))
                        if c in ("unconfirmed", "provisional", "differential")]

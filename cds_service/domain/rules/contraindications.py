@@ -12,7 +12,7 @@ from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import value_set
 from .base import Rule
-from .conditions import current_conditions, refuted, shorten
+from .conditions import UNRECORDED, current_conditions, refuted, shorten, status_fact
 
 HYPERSENSITIVITY = "hypersensitivity"
 ACTIVE_INFECTION = "active-infection"
@@ -47,7 +47,7 @@ def _allergy_match(allergy: dict[str, Any]) -> str | None:
 
 
 def _allergy_status(allergy: dict[str, Any]) -> str | None:
-    """'active' or 'clinical status not recorded' when the allergy may be current; else None."""
+    """'active' or UNRECORDED when the allergy may be current; else None."""
     if refuted(allergy):
         return None
     try:
@@ -55,7 +55,7 @@ def _allergy_status(allergy: dict[str, Any]) -> str | None:
     except Malformed:
         statuses = []
     if not statuses:
-        return "clinical status not recorded"
+        return UNRECORDED
     return None if statuses[0] in INACTIVE_ALLERGY else statuses[0]
 
 
@@ -93,7 +93,8 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
         when = first_date(allergy, "recordedDate", "onsetDateTime", "lastOccurrence")
         detail = _allergy_detail(allergy)
         found.append(Evidence("allergy", {
-            "allergen": how, "status": status, "detail": f", {detail}" if detail else "",
+            "allergen": how, "status": status_fact(status),
+            "detail": f", {detail}" if detail else "",
             "when": str(when) if when else "undated", "reference": reference_of(allergy)}))
     if found:
         return Finding(HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL, reason="allergy",

@@ -144,13 +144,14 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
     expected = _expected_days(history, policy)
     days, how = order_days(request)
     course = "the first course" if history.number == 1 else f"course {history.number}"
-    facts = {"days": days or 0, "how": how, "course": course, "expected": expected}
+    timing: dict[str, str | int | tuple[Evidence, ...]] = {
+        "days": days or 0, "how": how, "course": course, "expected": expected}
     if dosages and days is None:
-        warnings.append(Evidence("days-unreadable", facts))
+        warnings.append(Evidence("days-unreadable", timing))
     elif days is not None and days != expected:
-        warnings.append(Evidence("days-wrong", facts))
+        warnings.append(Evidence("days-wrong", timing))
     elif days is not None:
-        evidence.append(Evidence("days-as-labelled", facts))
+        evidence.append(Evidence("days-as-labelled", timing))
     # The headline names the first problem: the first evidence line ({first_evidence}).
     if critical:
         return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="problem",
