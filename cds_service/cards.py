@@ -89,9 +89,14 @@ def wording_parts() -> dict[str, dict[str, Any]]:
     return {part: dict(doc.get(part, {})) for part in PARTS}
 
 
+def _filled(facts: Mapping[str, Any], numbers: Mapping[str, Any]) -> dict[str, Any]:
+    """Facts with their evidence parts worded (joined with '; ')."""
+    return {name: "; ".join(_evidence_text(part, numbers) for part in value)
+            if isinstance(value, tuple) else value for name, value in facts.items()}
+
+
 def _evidence_text(evidence: Evidence, numbers: Mapping[str, Any]) -> str:
-    facts = {name: "; ".join(_evidence_text(part, numbers) for part in value)
-             if isinstance(value, tuple) else value for name, value in evidence.facts.items()}
+    facts = _filled(evidence.facts, numbers)
     template = wording_parts()[EVIDENCE].get(evidence.kind)
     if template is None:  # a kind without a sentence (tests prevent it): show the data
         return f"{evidence.kind}: " + "; ".join(f"{k} {v}" for k, v in facts.items())
@@ -134,7 +139,7 @@ def worded(finding: Finding, policy: Policy) -> Finding:
         entry = Wording(f"{finding.topic}: {finding.reason} (no wording; check manually)")
     # {first_evidence}: a headline that names the first problem its evidence lists.
     first = finding.evidence[0].text if finding.evidence else ""
-    values = {**numbers, "first_evidence": first, **finding.facts}
+    values = {**numbers, "first_evidence": first, **_filled(finding.facts, numbers)}
     headline = entry.headline.format_map(values)
     if entry.short_headline and len(headline) > MAX_SUMMARY:
         headline = entry.short_headline.format_map(values)

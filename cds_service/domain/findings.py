@@ -79,8 +79,10 @@ class Finding:
     reason: str = ""
     """Why the check concluded this, as a code: with the topic, the key of its sentences in
     cds_service/wording.toml."""
-    facts: Mapping[str, str | int] = field(default_factory=dict, hash=False, compare=False)
-    """Named values the sentences of `reason` fill in (policy numbers are filled from policy)."""
+    facts: Mapping[str, str | int | tuple[Evidence, ...]] = field(default_factory=dict,
+                                                                   hash=False, compare=False)
+    """Named values the sentences of `reason` fill in (policy numbers are filled from policy);
+    evidence parts are worded and joined with '; ', as in Evidence facts."""
 
     @property
     def shown(self) -> bool:

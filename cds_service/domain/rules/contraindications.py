@@ -30,8 +30,9 @@ def _allergy_concepts(allergy: dict[str, Any]) -> list[Any]:
     return [c for c in concepts if c is not None]
 
 
-def _allergy_match(allergy: dict[str, Any]) -> str | None:
-    """How an allergy names alemtuzumab (RxNorm code or a name in its text), or None."""
+def _allergy_match(allergy: dict[str, Any]) -> tuple[Evidence, ...] | None:
+    """How an allergy names alemtuzumab (RxNorm code or a name in its text) as an evidence part,
+    or None."""
     vs = value_set("alemtuzumab-allergen")
     for concept in _allergy_concepts(allergy):
         try:
@@ -39,10 +40,12 @@ def _allergy_match(allergy: dict[str, Any]) -> str | None:
         except Malformed:
             code = None
         if code is not None:
-            return f"{vs.display(code)} (RxNorm {code[1]})"
+            return (Evidence("coded-medication", {
+                "display": vs.display(code),
+                "how": (Evidence("matched-by-code", {"code": code[1]}),)}),)
         named = vs.name_in(concept_words(concept))
         if named is not None:
-            return f'name "{named[0]}" in text'
+            return (Evidence("matched-by-name", {"name": named[0]}),)
     return None
 
 

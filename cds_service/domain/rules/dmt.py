@@ -34,8 +34,11 @@ class MedicationMatch:
     """The name found in the use's text when no code matched."""
 
     @property
-    def how(self) -> str:
-        return f"RxNorm {self.code[1]}" if self.code else f'name "{self.name}" in text'
+    def how(self) -> tuple[Evidence, ...]:
+        """How it matched, as an evidence part (matched-by-code or matched-by-name)."""
+        if self.code:
+            return (Evidence("matched-by-code", {"code": self.code[1]}),)
+        return (Evidence("matched-by-name", {"name": str(self.name)}),)
 
 
 def match_medication(use: MedicationUse, vs: ValueSet) -> MedicationMatch | None:

@@ -29,7 +29,8 @@ def check_prior_campath(record: PatientRecord, order: OrderContext, policy: Poli
     """Warning for any Campath (alemtuzumab 30 mg/mL, for CLL) in the medication history."""
     matches, bad = matching_uses(record, [value_set("campath-rxnorm")], taken)
     found = [Evidence("campath" + ("" if m.use.start else "-undated"), {
-        "medication": f"{m.code_display} ({m.how})" if m.code else m.how,
+        "medication": (Evidence("coded-medication", {"display": str(m.code_display),
+                                                     "how": m.how}),) if m.code else m.how,
         "resource_type": m.use.resource_type, "status": m.use.status or "no status",
         "start": str(m.use.start), "reference": reference_of(m.use.resource)})
         for m in matches]

@@ -143,7 +143,8 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
     history = _history(record, order, policy)
     expected = _expected_days(history, policy)
     days, how = order_days(request)
-    course = "the first course" if history.number == 1 else f"course {history.number}"
+    course = ((Evidence("first-course"),) if history.number == 1
+              else (Evidence("later-course", {"number": history.number}),))
     timing: dict[str, str | int | tuple[Evidence, ...]] = {
         "days": days or 0, "how": how, "course": course, "expected": expected}
     if dosages and days is None:
