@@ -49,13 +49,13 @@ class ConditionHit:
     def reference(self) -> str:
         return reference_of(self.resource)
 
-    def evidence(self, kind: str = "condition") -> Evidence:
-        """The evidence line of this diagnosis: [evidence] `kind` of wording.toml, or
-        `<kind>-undated` when the record gives neither onset nor recorded date."""
+    def evidence(self, kinds: tuple[str, str] = ("condition", "condition-undated")) -> Evidence:
+        """The evidence line of this diagnosis: the first of `kinds` ([evidence] of wording.toml),
+        or the second when the record gives neither onset nor recorded date."""
         when = first_date(self.resource, "onsetDateTime", "onsetPeriod.start", "recordedDate")
         system = ("ICD-10-CM" if "icd-10" in self.code[0]
                   else "SNOMED CT" if "snomed" in self.code[0] else self.code[0])
-        return Evidence(kind if when else f"{kind}-undated", {
+        return Evidence(kinds[0] if when else kinds[1], {
             "condition": self.name, "system": system, "code": self.written or self.code[1],
             "status": status_fact(self.status), "when": str(when), "reference": self.reference})
 

@@ -28,7 +28,7 @@ RUNNING = {
 def check_prior_campath(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Warning for any Campath (alemtuzumab 30 mg/mL, for CLL) in the medication history."""
     matches, bad = matching_uses(record, [value_set("campath-rxnorm")], taken)
-    found = [Evidence("campath" + ("" if m.use.start else "-undated"), {
+    found = [Evidence("campath" if m.use.start else "campath-undated", {
         "medication": (Evidence("coded-medication", {"display": str(m.code_display),
                                                      "how": m.how}),) if m.code else m.how,
         "resource_type": m.use.resource_type, "status": m.use.status or "no status",
@@ -90,9 +90,9 @@ def check_concurrent_immunosuppression(record: PatientRecord, order: OrderContex
     found: list[tuple[str, Evidence]] = []
     for match in matches:
         use, end = match.use, _end(match.use)
-        kind = ("running" + ("" if use.start else "-undated")
-                + ("-until" if end else "-no-end"))
-        found.append((match.ingredient, Evidence(kind, {
+        found.append((match.ingredient, Evidence(
+            ("running-until" if end else "running-no-end") if use.start
+            else ("running-undated-until" if end else "running-undated-no-end"), {
             "ingredient": match.ingredient, "resource_type": use.resource_type,
             "status": str(use.status), "start": str(use.start), "end": str(end),
             "reference": reference_of(use.resource), "matched_by": match.how})))

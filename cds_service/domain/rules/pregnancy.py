@@ -39,7 +39,8 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
     newest = tests.latest
     positive = ([Evidence("hcg", {"result": newest.describe()})]
                 if newest and newest.meaning is Meaning.POSITIVE else [])
-    positive += [c.evidence("pregnancy-condition") for c in conditions]
+    positive += [c.evidence(("pregnancy-condition", "pregnancy-condition-undated"))
+                 for c in conditions]
     if positive:
         return Finding(TOPIC, Status.NOT_MET, Severity.CRITICAL, reason="may-be-pregnant",
                        evidence=tuple(positive), unreadable=unreadable)

@@ -92,9 +92,9 @@ LIVE_VACCINE_GAP_RULE = Rule(
 )
 
 
-def _vaccine_name(imm: dict[str, Any], codes: list[Code]) -> tuple[str, str]:
-    """The vaccine's name (with its CVX code), and the evidence kind's suffix: '-no-cvx' when the
-    record gives no CVX code (the line then asks to confirm it is not live)."""
+def _vaccine_name(imm: dict[str, Any], codes: list[Code]) -> tuple[str, bool]:
+    """The vaccine's name (with its CVX code), and whether the record gives no CVX code (its
+    evidence line then asks to confirm it is not live)."""
     cvx = next((c for c in codes if c[0] == CVX), None)
     lookalikes = value_set("not-live-lookalike-vaccines-cvx")
     words = [w for w in concept_words(imm.get("vaccineCode")).split(" | ") if w]
@@ -102,7 +102,7 @@ def _vaccine_name(imm: dict[str, Any], codes: list[Code]) -> tuple[str, str]:
         name = lookalikes.display(cvx)
     else:
         name = words[-1] if words else "vaccine"
-    return (f"{name} (CVX {cvx[1]})", "") if cvx else (name, "-no-cvx")
+    return (f"{name} (CVX {cvx[1]})", False) if cvx else (name, True)
 
 
 def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
@@ -136,7 +136,7 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
             if problem is not None:
                 unreadable.append(Unreadable(reference_of(imm), problem))
             else:
-                undated.append(Evidence("vaccine-undated" + no_cvx,
+                undated.append(Evidence("vaccine-undated-no-cvx" if no_cvx else "vaccine-undated",
                                         {"vaccine": name, "reference": reference_of(imm)}))
             continue
         days_before = (order.t0 - when.latest).days
@@ -147,7 +147,8 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
             unreadable.append(Unreadable(reference_of(imm), problem))
             continue
         allowed = when.latest + timedelta(days=gap)
-        recent.append((allowed.isoformat(), days_before, Evidence("vaccine-recent" + no_cvx, {
+        recent.append((allowed.isoformat(), days_before, Evidence(
+            "vaccine-recent-no-cvx" if no_cvx else "vaccine-recent", {
             "vaccine": name, "when": str(when), "days": days_before,
             "reference": reference_of(imm), "allowed_start": allowed.isoformat()})))
     evidence = tuple(e for _, _, e in recent) + tuple(undated)
