@@ -216,3 +216,21 @@ def test_evidence_and_suggestion_wording_fill_only_from_facts_and_policy() -> No
     for key, text in texts:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
         assert names <= allowed, (key, names - allowed)
+
+
+def test_an_evidence_line_fills_from_the_facts_its_check_gives() -> None:
+    """Where an Evidence(...) writes its facts as a dict literal without ** parts, each
+    placeholder of its line is one of those facts or a policy number (else the card would fail
+    on that evidence)."""
+    lines, numbers = wording_parts()[EVIDENCE], set(load_policy().placeholders())
+    checked = 0
+    for call in _calls("Evidence"):
+        facts = call.args[1] if len(call.args) > 1 else ast.Dict(keys=[], values=[])
+        if not isinstance(facts, ast.Dict) or None in facts.keys:
+            continue  # facts built elsewhere: the fact-name test above covers them
+        given = {k.value for k in facts.keys if isinstance(k, ast.Constant)}
+        for kind in _kinds(call.args[0], call.lineno):
+            names = {name for _, name, _, _ in string.Formatter().parse(lines[kind]) if name}
+            assert names <= given | numbers, (call.lineno, kind, names - given - numbers)
+            checked += 1
+    assert checked > 30
