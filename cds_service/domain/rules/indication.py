@@ -74,18 +74,19 @@ class Age:
         return f"{self.youngest}-{self.oldest}"
 
 
-def age_at(record: PatientRecord, t0: date) -> tuple[Age | None, str]:
-    """The patient's age at T0, or None and why it cannot be told."""
+def age_at(record: PatientRecord, t0: date) -> tuple[Age | None, tuple[Evidence, ...]]:
+    """The patient's age at T0, or None and why it cannot be told (an evidence part)."""
     patient = record.patient
     if patient is None:
-        return None, "no Patient resource"
+        return None, (Evidence("no-patient"),)
     problem = record.problem(patient)
     if problem is not None:
-        return None, f"{reference_of(patient)} unreadable ({problem})"
+        return None, (Evidence("patient-unreadable", {"reference": reference_of(patient),
+                                                      "problem": problem}),)
     born = parse_date(patient.get("birthDate"))
     if born is None:
-        return None, f"{reference_of(patient)} has no birthDate"
-    return Age(years_between(born.latest, t0), years_between(born.earliest, t0), born), ""
+        return None, (Evidence("no-birth-date", {"reference": reference_of(patient)}),)
+    return Age(years_between(born.latest, t0), years_between(born.earliest, t0), born), ()
 
 
 def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
