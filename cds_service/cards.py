@@ -19,7 +19,7 @@ from typing import Any
 
 from .domain import orderables
 from .domain.fhirdata import LOINC
-from .domain.findings import Finding, Severity, Status, Suggestion
+from .domain.findings import Evidence, Finding, Severity, Status, Suggestion
 from .domain.orders import OrderContext
 from .domain.policy import Policy
 from .domain.rules import RULES_BY_TOPIC
@@ -60,28 +60,86 @@ class Wording:
 
 
 ANY_TOPIC = "any"
+EVIDENCE = "evidence"
+SUGGESTION = "suggestion"
+PARTS = (EVIDENCE, SUGGESTION)
+"""Top-level tables of wording.toml that are not topics: evidence lines and suggested orders."""
+ORDER_LABEL = "Order {display}"
+
+
+def _wording_doc() -> dict[str, Any]:
+    return tomllib.loads((resources.files("cds_service") / "wording.toml").read_text(
+        encoding="utf-8"))
 
 
 @cache
 def wording_table() -> dict[tuple[str, str], Wording]:
-    """wording.toml as {(topic or 'any', reason): Wording}, read once."""
-    doc = tomllib.loads((resources.files("cds_service") / "wording.toml").read_text(
-        encoding="utf-8"))
+    """wording.toml's findings as {(topic or 'any', reason): Wording}, read once."""
     return {(topic, reason): Wording(entry["headline"], tuple(entry.get("explanation", ())),
                                      entry.get("short_headline", ""))
-            for topic, reasons in doc.items() for reason, entry in reasons.items()}
+            for topic, reasons in _wording_doc().items() if topic not in PARTS
+            for reason, entry in reasons.items()}
+
+
+@cache
+def wording_parts() -> dict[str, dict[str, Any]]:
+    """wording.toml's [evidence] lines ({kind: template}) and [suggestion.<name>] entries
+    (display, label, reason, dosage templates), read once."""
+    doc = _wording_doc()
+    return {part: dict(doc.get(part, {})) for part in PARTS}
+
+
+def _filled(facts: Mapping[str, Any], numbers: Mapping[str, Any]) -> dict[str, Any]:
+    """Facts with their evidence parts worded (joined with '; ')."""
+    return {name: "; ".join(_evidence_text(part, numbers) for part in value)
+            if isinstance(value, tuple) else value for name, value in facts.items()}
+
+
+def _evidence_text(evidence: Evidence, numbers: Mapping[str, Any]) -> str:
+    facts = _filled(evidence.facts, numbers)
+    template = wording_parts()[EVIDENCE].get(evidence.kind)
+    if template is None:  # a kind without a sentence (tests prevent it): show the data
+        return f"{evidence.kind}: " + "; ".join(f"{k} {v}" for k, v in facts.items())
+    return str(template.format_map({**numbers, **facts}))
+
+
+def _worded_suggestion(suggestion: Suggestion, numbers: Mapping[str, Any]) -> Suggestion:
+    """The suggestion with its label, display, reason and dosage text from wording.toml."""
+    entry = wording_parts()[SUGGESTION].get(suggestion.wording)
+    if entry is None:
+        return suggestion
+    display = entry.get("display", suggestion.display)
+    values = {**numbers, **suggestion.facts, "display": display}
+    details = dict(suggestion.details)
+    if "reason" in entry:
+        details["reason"] = entry["reason"].format_map(values)
+    if "dosage" in entry and isinstance(details.get("dosage"), dict):
+        # FHIR Dosage order: the text follows the sequence number.
+        dosage = details["dosage"]
+        details["dosage"] = {"sequence": dosage.get("sequence"),
+                             "text": entry["dosage"].format_map(values),
+                             **{k: v for k, v in dosage.items() if k not in ("sequence", "text")}}
+    return dataclasses.replace(suggestion, display=display, details=details,
+                               label=entry.get("label", ORDER_LABEL).format_map(values))
 
 
 def worded(finding: Finding, policy: Policy) -> Finding:
-    """The finding with its headline and explanation written from wording.toml (a finding
-    without a reason code is worded by its check and returned as it is)."""
+    """The finding with its headline, explanation, evidence lines and suggestion labels written
+    from wording.toml (a finding without a reason code keeps its own headline)."""
+    numbers = policy.placeholders()
+    finding = dataclasses.replace(
+        finding, evidence=tuple(dataclasses.replace(e, text=_evidence_text(e, numbers))
+                                for e in finding.evidence),
+        suggestions=tuple(_worded_suggestion(s, numbers) for s in finding.suggestions))
     if not finding.reason:
         return finding
     table = wording_table()
     entry = table.get((finding.topic, finding.reason)) or table.get((ANY_TOPIC, finding.reason))
     if entry is None:  # a reason without sentences (tests prevent it): say the code, never fail
         entry = Wording(f"{finding.topic}: {finding.reason} (no wording; check manually)")
-    values = {**policy.placeholders(), **finding.facts}
+    # {first_evidence}: a headline that names the first problem its evidence lists.
+    first = finding.evidence[0].text if finding.evidence else ""
+    values = {**numbers, "first_evidence": first, **_filled(finding.facts, numbers)}
     headline = entry.headline.format_map(values)
     if entry.short_headline and len(headline) > MAX_SUMMARY:
         headline = entry.short_headline.format_map(values)
@@ -178,7 +236,7 @@ def _detail(finding: Finding, policy: Policy) -> str:
     if finding.evidence:
         lines.append("")
         lines.append("**Evidence**")
-        lines.extend(f"- {e}" for e in finding.evidence)
+        lines.extend(f"- {e.text}" for e in finding.evidence)
     if finding.unreadable:
         lines.append("")
         lines.append("**Unreadable evidence** (could not be read, so it cannot count as an "
@@ -243,7 +301,7 @@ def summary_card(findings: list[Finding], order: OrderContext, hook_instance: st
     for finding in findings:
         rule = RULES_BY_TOPIC.get(finding.topic)
         title = rule.titled(policy) if rule else finding.topic
-        evidence = "; ".join(finding.evidence) or finding.headline
+        evidence = "; ".join(e.text for e in finding.evidence) or finding.headline
         if finding.unreadable:
             evidence += "; unreadable: " + "; ".join(str(u) for u in finding.unreadable)
         lines.append(f"| {_md(title)} (`{finding.topic}`) | {STATUS_MARK[finding.status]} | "

@@ -58,8 +58,8 @@ def render_check(request: HookRequest, result: Answer, width: int) -> str:
                          width)]
     for finding in problems:
         lines += _row(_label(finding), finding, width)
-        for evidence in finding.evidence:
-            lines += _wrap(evidence, width, " " * LABEL + "- ", " " * (LABEL + 2))
+        for evidence in worded(finding, load_policy()).evidence:
+            lines += _wrap(evidence.text, width, " " * LABEL + "- ", " " * (LABEL + 2))
         for unreadable in finding.unreadable:
             lines += _wrap(f"unreadable: {unreadable}", width, " " * LABEL + "- ",
                            " " * (LABEL + 2))

@@ -157,12 +157,14 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     status = 2 if critical(result) else 0
     if args.json:
+        policy = load_policy()
         text = orjson.dumps({
             "service": service.id,
             "plannedStart": result.order.t0.isoformat() if result.order else None,
             "checks": [{"topic": f.topic, "status": f.status.value,
                         "indicator": f.severity.indicator if f.shown else None,
-                        "summary": worded(f, load_policy()).headline, "evidence": list(f.evidence),
+                        "summary": worded(f, policy).headline,
+                        "evidence": [e.text for e in worded(f, policy).evidence],
                         "unreadable": [str(u) for u in f.unreadable]} for f in result.findings],
             "cards": result.body["cards"],
         }, option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -123,7 +123,7 @@ def test_wording_table_names_only_declared_checks_and_fills_every_placeholder() 
              "medications", "positive", "unclear",
              "when", "t0", "vaccine", "allowed_start", "days",
              "latest_allowed_dose", "course", "last_dose",
-             "problem", "mg_per_ml", "medication", "gap", "last_day", "start",
+             "first_evidence", "mg_per_ml", "medication", "last_day", "start",
              "until", "total", "listed", "missing"}
     for (topic, reason), entry in wording_table().items():
         assert topic in RULES_BY_TOPIC or topic == ANY_TOPIC, (topic, reason)

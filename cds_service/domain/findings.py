@@ -29,11 +29,26 @@ class Severity(IntEnum):
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One line of evidence as data: `kind` names its sentence in cds_service/wording.toml
+    ([evidence] table) and `facts` fill it (the resource, the code, the date). `text` is the
+    line itself, empty until cards.worded writes it. A fact may be a tuple of Evidence: its parts,
+    each worded by its own kind and joined with '; '."""
+
+    kind: str
+    facts: Mapping[str, str | int | tuple[Evidence, ...]] = field(default_factory=dict,
+                                                                   hash=False)
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class Suggestion:
     """Something to order that would close the gap: a lab test or a medication.
 
     `kind` is 'lab' (ServiceRequest) or 'medication' (MedicationRequest); `code` is (system, code).
     `details` carries dose/route/timing for medications. The cards layer turns it into FHIR.
+    `wording` names its label, reason (and dosage text) in cds_service/wording.toml
+    ([suggestion.<wording>]), filled with `facts`; `label` is empty until cards.worded writes it.
     """
 
     key: str
@@ -42,6 +57,8 @@ class Suggestion:
     code: tuple[str, str]
     display: str
     details: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    wording: str = ""
+    facts: Mapping[str, str | int] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -55,21 +72,20 @@ class Finding:
     """One sentence (< 140 characters) stating the finding; the card summary. Empty when the
     finding has a `reason`: cds_service/wording.toml then words it (cards.worded)."""
     explanation: tuple[str, ...] = ()
-    evidence: tuple[str, ...] = ()
-    """What was found, each naming the resource, the code and the date."""
+    evidence: tuple[Evidence, ...] = ()
+    """What was found, each naming the resource, the code and the date (worded by cards)."""
     unreadable: tuple[Unreadable, ...] = ()
     suggestions: tuple[Suggestion, ...] = ()
     reason: str = ""
     """Why the check concluded this, as a code: with the topic, the key of its sentences in
     cds_service/wording.toml."""
-    facts: Mapping[str, str | int] = field(default_factory=dict, hash=False, compare=False)
-    """Named values the sentences of `reason` fill in (policy numbers are filled from policy)."""
+    facts: Mapping[str, str | int | tuple[Evidence, ...]] = field(default_factory=dict,
+                                                                   hash=False, compare=False)
+    """Named values the sentences of `reason` fill in (policy numbers are filled from policy);
+    evidence parts are worded and joined with '; ', as in Evidence facts."""
 
     @property
     def shown(self) -> bool:
         """Whether the finding gets a card of its own (anything but met)."""
         return self.status is not Status.MET
 
-
-def met(topic: str, headline: str, evidence: list[str] | tuple[str, ...] = ()) -> Finding:
-    return Finding(topic, Status.MET, Severity.INFO, headline, evidence=tuple(evidence))

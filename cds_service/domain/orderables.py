@@ -35,6 +35,19 @@ def coding(key: str) -> dict[str, str]:
     return dict(_codings()[key])
 
 
+@cache
+def _names() -> dict[str, str]:
+    doc = json.loads((resources.files("cds_service") / "terminology" / "orderables.json")
+                     .read_text(encoding="utf-8"))
+    return {entry["key"]: entry["name"] for group in GROUPS for entry in doc[group]
+            if "name" in entry}
+
+
+def name(key: str) -> str:
+    """The short name a card uses for an orderable (its `name` in orderables.json)."""
+    return _names()[key]
+
+
 def code(key: str) -> Code:
     """(system, code) of an orderable, as value sets and suggestions hold codes."""
     found = _codings()[key]

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "ten", "eleven", "twelve")
+
 
 @dataclass(frozen=True)
 class Number:
@@ -34,10 +37,14 @@ class Policy:
     def __getitem__(self, key: str) -> int:
         return self.numbers[key].value
 
-    def placeholders(self) -> dict[str, int]:
+    def placeholders(self) -> dict[str, int | str]:
         """Named numbers for wording templates: each key, plus `<key>_weeks` and `<key>_months`
-        (whole weeks, 30-day months) for numbers in days."""
-        out = {key: number.value for key, number in self.numbers.items()}
+        (whole weeks, 30-day months) for numbers in days, and `<key>_in_words` ("two") for
+        numbers up to twelve, as a sentence spells them."""
+        out: dict[str, int | str] = {key: number.value for key, number in self.numbers.items()}
+        for key, number in self.numbers.items():
+            if 0 <= number.value < len(NUMBER_WORDS):
+                out[f"{key}_in_words"] = NUMBER_WORDS[number.value]
         for key, number in self.numbers.items():
             if number.unit == "days":
                 out[f"{key}_weeks"] = number.value // 7

@@ -7,7 +7,8 @@ each with a final result within the policy window before T0.
 
 from __future__ import annotations
 
-from ..findings import Finding, Severity, Status, Suggestion
+from .. import orderables
+from ..findings import Evidence, Finding, Severity, Status, Suggestion
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
@@ -16,17 +17,17 @@ from .labs import lab_results, order_test
 
 BASELINE = "baseline-labs"
 
-# (short name, value set, orderable to suggest when missing: terminology/orderables.json)
-BASELINE_TESTS: tuple[tuple[str, str, str], ...] = (
-    ("CBC with differential", "cbc-differential-loinc", "order-cbc-differential"),
-    ("serum creatinine", "serum-creatinine-loinc", "order-serum-creatinine"),
-    ("urinalysis with cell counts", "urinalysis-loinc", "order-urinalysis"),
-    ("urine protein/creatinine ratio", "urine-protein-creatinine-ratio-loinc",
-     "order-urine-protein-creatinine-ratio"),
-    ("TSH", "tsh-loinc", "order-tsh"),
-    ("ALT", "alt-loinc", "order-alt"),
-    ("AST", "ast-loinc", "order-ast"),
-    ("total bilirubin", "bilirubin-total-loinc", "order-bilirubin-total"),
+# (value set, orderable to suggest when missing: its short name is in
+# terminology/orderables.json)
+BASELINE_TESTS: tuple[tuple[str, str], ...] = (
+    ("cbc-differential-loinc", "order-cbc-differential"),
+    ("serum-creatinine-loinc", "order-serum-creatinine"),
+    ("urinalysis-loinc", "order-urinalysis"),
+    ("urine-protein-creatinine-ratio-loinc", "order-urine-protein-creatinine-ratio"),
+    ("tsh-loinc", "order-tsh"),
+    ("alt-loinc", "order-alt"),
+    ("ast-loinc", "order-ast"),
+    ("bilirubin-total-loinc", "order-bilirubin-total"),
 )
 
 
@@ -38,25 +39,28 @@ def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Poli
     """One warning listing every baseline test without a final result in the window, one order
     each."""
     window = policy["baseline_lab_window"]
-    present: list[str] = []
+    present: list[Evidence] = []
     missing: list[str] = []
-    stale: list[str] = []
+    stale: list[Evidence] = []
     suggestions: list[Suggestion] = []
     unreadable: list[Unreadable] = []
-    for name, vs_id, orderable in BASELINE_TESTS:
+    for vs_id, orderable in BASELINE_TESTS:
+        name = orderables.name(orderable)
         results = lab_results(record, vs_id, order.t0, window)
         unreadable.extend(results.unreadable)
         latest = max(results.current, key=lambda r: r.when.earliest) if results.current else None
         if latest is not None:
-            present.append(f"{name}: {latest.test} on {latest.when} ({latest.reference})")
+            present.append(Evidence("baseline-lab", {
+                "name": name, "test": latest.test, "when": str(latest.when),
+                "reference": latest.reference}))
             continue
         missing.append(name)
         old = results.latest_stale
         if old is not None:
-            stale.append(f"{name}: older than {window} days: {old.test} on {old.when} "
-                         f"({old.reference})")
-        suggestions.append(order_test(orderable, f"Lemtrada REMS baseline: {name} within "
-                                      f"{window} days before the first infusion"))
+            stale.append(Evidence("baseline-lab-too-old", {
+                "name": name, "test": old.test, "when": str(old.when),
+                "reference": old.reference}))
+        suggestions.append(order_test(orderable, "baseline-lab", test=name))
     evidence = tuple(present + stale)
     if not missing:
         return Finding(BASELINE, Status.MET, Severity.INFO, reason="all-present",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..fhirdata import ICD10CM, Code, Malformed, codings, first_date, normalise_code, reference_of
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
@@ -26,6 +26,8 @@ from ..terminology import ValueSet, value_set
 from .base import Check, Rule
 
 CURRENT = frozenset({"active", "recurrence", "relapse"})
+UNRECORDED = "unrecorded"
+"""The status of a Condition or allergy that may be current because none was recorded."""
 THYROID = "thyroid-disorder"
 MALIGNANCY = "malignancy"
 ABATEMENT = ("abatementDateTime", "abatementPeriod", "abatementAge", "abatementRange",
@@ -47,12 +49,20 @@ class ConditionHit:
     def reference(self) -> str:
         return reference_of(self.resource)
 
-    def describe(self) -> str:
+    def evidence(self, kinds: tuple[str, str] = ("condition", "condition-undated")) -> Evidence:
+        """The evidence line of this diagnosis: the first of `kinds` ([evidence] of wording.toml),
+        or the second when the record gives neither onset nor recorded date."""
         when = first_date(self.resource, "onsetDateTime", "onsetPeriod.start", "recordedDate")
         system = ("ICD-10-CM" if "icd-10" in self.code[0]
                   else "SNOMED CT" if "snomed" in self.code[0] else self.code[0])
-        return (f"{self.name} ({system} {self.written or self.code[1]}), {self.status}, since "
-                f"{when or 'unknown date'} ({self.reference})")
+        return Evidence(kinds[0] if when else kinds[1], {
+            "condition": self.name, "system": system, "code": self.written or self.code[1],
+            "status": status_fact(self.status), "when": str(when), "reference": self.reference})
+
+
+def status_fact(status: str) -> str | tuple[Evidence, ...]:
+    """A clinical status as an evidence fact: the code, or the worded `status-not-recorded`."""
+    return (Evidence("status-not-recorded"),) if status == UNRECORDED else status
 
 
 def _codes_of(concept: Any) -> list[Code]:
@@ -75,15 +85,15 @@ def refuted(resource: dict[str, Any]) -> bool:
 
 
 def current_status(condition: dict[str, Any], also: frozenset[str] = frozenset()) -> str | None:
-    """How the condition is current ('active', 'status not recorded', ...), or None when it is
-    not."""
+    """How the condition is current ('active', 'relapse (provisional)', UNRECORDED, ...), or None
+    when it is not."""
     if refuted(condition):
         return None
     status = clinical_status(condition)
     if status is None:
         if any(key in condition for key in ABATEMENT):
             return None
-        return "clinical status not recorded"
+        return UNRECORDED
     if status in CURRENT or status in also:
         unconfirmed = [c for _, c in _codes_of(condition.get("verificationStatus"))
                        if c in ("unconfirmed", "provisional", "differential")]
@@ -182,7 +192,7 @@ def current_condition_check(topic: str, value_set_id: str,
         if hits:
             return Finding(topic, Status.NOT_MET, Severity.WARNING, reason="current",
                            facts={"condition": shorten(hits[0].name)},
-                           evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable))
+                           evidence=tuple(h.evidence() for h in hits), unreadable=tuple(unreadable))
         return Finding(topic, Status.MET, Severity.INFO, reason="none",
                        unreadable=tuple(unreadable))
     check.__name__ = check.__qualname__ = f"check_{topic.replace('-', '_')}"

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..fhirdata import Malformed, codings, concept_words, first_date, reference_of
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import value_set
 from .base import Rule
-from .conditions import current_conditions, refuted, shorten
+from .conditions import UNRECORDED, current_conditions, refuted, shorten, status_fact
 
 HYPERSENSITIVITY = "hypersensitivity"
 ACTIVE_INFECTION = "active-infection"
@@ -30,8 +30,9 @@ def _allergy_concepts(allergy: dict[str, Any]) -> list[Any]:
     return [c for c in concepts if c is not None]
 
 
-def _allergy_match(allergy: dict[str, Any]) -> str | None:
-    """How an allergy names alemtuzumab (RxNorm code or a name in its text), or None."""
+def _allergy_match(allergy: dict[str, Any]) -> tuple[Evidence, ...] | None:
+    """How an allergy names alemtuzumab (RxNorm code or a name in its text) as an evidence part,
+    or None."""
     vs = value_set("alemtuzumab-allergen")
     for concept in _allergy_concepts(allergy):
         try:
@@ -39,15 +40,17 @@ def _allergy_match(allergy: dict[str, Any]) -> str | None:
         except Malformed:
             code = None
         if code is not None:
-            return f"{vs.display(code)} (RxNorm {code[1]})"
+            return (Evidence("coded-medication", {
+                "display": vs.display(code),
+                "how": (Evidence("matched-by-code", {"code": code[1]}),)}),)
         named = vs.name_in(concept_words(concept))
         if named is not None:
-            return f'name "{named[0]}" in text'
+            return (Evidence("matched-by-name", {"name": named[0]}),)
     return None
 
 
 def _allergy_status(allergy: dict[str, Any]) -> str | None:
-    """'active' or 'clinical status not recorded' when the allergy may be current; else None."""
+    """'active' or UNRECORDED when the allergy may be current; else None."""
     if refuted(allergy):
         return None
     try:
@@ -55,7 +58,7 @@ def _allergy_status(allergy: dict[str, Any]) -> str | None:
     except Malformed:
         statuses = []
     if not statuses:
-        return "clinical status not recorded"
+        return UNRECORDED
     return None if statuses[0] in INACTIVE_ALLERGY else statuses[0]
 
 
@@ -78,7 +81,7 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
     """Critical for a current AllergyIntolerance to alemtuzumab (Lemtrada or Campath), by code or
     name."""
     unreadable: list[Unreadable] = list(record.uncoded.get("AllergyIntolerance", ()))
-    found: list[str] = []
+    found: list[Evidence] = []
     for allergy in record.by_type.get("AllergyIntolerance", ()):
         how = _allergy_match(allergy)
         if how is None:
@@ -92,8 +95,10 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
             continue
         when = first_date(allergy, "recordedDate", "onsetDateTime", "lastOccurrence")
         detail = _allergy_detail(allergy)
-        found.append(f"{how}, {status}{', ' + detail if detail else ''}, recorded "
-                     f"{when or 'undated'} ({reference_of(allergy)})")
+        found.append(Evidence("allergy", {
+            "allergen": how, "status": status_fact(status),
+            "detail": f", {detail}" if detail else "",
+            "when": str(when) if when else "undated", "reference": reference_of(allergy)}))
     if found:
         return Finding(HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL, reason="allergy",
                        evidence=tuple(found), unreadable=tuple(unreadable))
@@ -135,7 +140,7 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
     if hits:
         return Finding(ACTIVE_INFECTION, Status.NOT_MET, Severity.CRITICAL, reason="infection",
                        facts={"condition": shorten(hits[0].name)},
-                       evidence=tuple(h.describe() for h in hits), unreadable=tuple(unreadable))
+                       evidence=tuple(h.evidence() for h in hits), unreadable=tuple(unreadable))
     return Finding(ACTIVE_INFECTION, Status.MET, Severity.INFO, reason="none",
                    unreadable=tuple(unreadable))
 

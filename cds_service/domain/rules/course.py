@@ -23,6 +23,7 @@ from ..fhirdata import (
     parse_date,
     reference_of,
 )
+from ..findings import Evidence
 from ..orders import OrderContext, Product, classify
 from ..record import PatientRecord, Unreadable, name_medication
 
@@ -250,46 +251,52 @@ def route_of(dosage: dict[str, Any]) -> Route:
     return Route(None, written, push)
 
 
-def course_days(dosage: dict[str, Any]) -> tuple[int | None, str]:
+How = tuple[Evidence, ...]
+"""How the days were read, as evidence parts (kinds timing-* in wording.toml)."""
+
+
+def course_days(dosage: dict[str, Any]) -> tuple[int | None, How]:
     """Days in a course from timing.repeat: count (once daily), boundsPeriod (inclusive) or
     boundsDuration; None with the reason when absent or contradictory."""
     repeat = _repeat(dosage)
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, Evidence]] = []
     count, frequency = repeat.get("count"), repeat.get("frequency", 1)
     if isinstance(count, int) and isinstance(frequency, int) and frequency >= 1:
-        found.append((count // frequency, f"count {count}"))
+        found.append((count // frequency, Evidence("timing-count", {"count": count})))
     bounds = repeat.get("boundsPeriod")
     if isinstance(bounds, dict):
         start, end = parse_date(bounds.get("start")), parse_date(bounds.get("end"))
         if start and end and start.exact and end.exact:
-            found.append(((end.earliest - start.earliest).days + 1, f"{start} to {end}"))
+            found.append(((end.earliest - start.earliest).days + 1,
+                          Evidence("timing-period", {"start": str(start), "end": str(end)})))
     duration = repeat.get("boundsDuration")
     if isinstance(duration, dict) and isinstance(duration.get("value"), (int, float)):
         unit = str(duration.get("code") or duration.get("unit") or "").lower()
         if unit in DAY_UNITS:
             found.append((int(duration["value"] * DAY_UNITS[unit]),
-                          f"duration {duration['value']} {unit}"))
+                          Evidence("timing-duration",
+                                   {"value": str(duration["value"]), "unit": unit})))
     if not found:
-        return None, "no count, period or duration"
+        return None, (Evidence("timing-missing"),)
     if len({days for days, _ in found}) > 1:
-        return None, ("contradictory timing ("
-                      + "; ".join(f"{how} = {d} days" for d, how in found) + ")")
-    return found[0][0], found[0][1]
+        return None, (Evidence("timing-contradictory", {"readings": tuple(
+            Evidence("timing-reading", {"how": (how,), "days": d}) for d, how in found)}),)
+    return found[0][0], (found[0][1],)
 
 
-def order_days(request: dict[str, Any]) -> tuple[int | None, str]:
+def order_days(request: dict[str, Any]) -> tuple[int | None, How]:
     """Total days of a course over all dosage instructions (None when any is unreadable)."""
     dosages = _dosages(request)
     if not dosages:
-        return None, "no dosage instruction"
-    total, how = 0, []
+        return None, (Evidence("no-dosage-instruction"),)
+    total, how = 0, list[Evidence]()
     for dosage in dosages:
         days, why = course_days(dosage)
         if days is None:
             return None, why
         total += days
-        how.append(why)
-    return total, "; ".join(how)
+        how.extend(why)
+    return total, tuple(how)
 
 
 def dosage_list(request: dict[str, Any]) -> list[dict[str, Any]]:

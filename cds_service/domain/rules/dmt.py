@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..fhirdata import Code, reference_of
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import MedicationUse, PatientRecord, Unreadable
@@ -34,8 +34,11 @@ class MedicationMatch:
     """The name found in the use's text when no code matched."""
 
     @property
-    def how(self) -> str:
-        return f"RxNorm {self.code[1]}" if self.code else f'name "{self.name}" in text'
+    def how(self) -> tuple[Evidence, ...]:
+        """How it matched, as an evidence part (matched-by-code or matched-by-name)."""
+        if self.code:
+            return (Evidence("matched-by-code", {"code": self.code[1]}),)
+        return (Evidence("matched-by-name", {"name": str(self.name)}),)
 
 
 def match_medication(use: MedicationUse, vs: ValueSet) -> MedicationMatch | None:
@@ -84,14 +87,14 @@ def check_prior_dmt(record: PatientRecord, order: OrderContext, policy: Policy) 
     needed = policy["min_prior_dmts"]
     dmt = value_set("ms-dmt-rxnorm")
     matches, bad = matching_uses(record, [dmt], taken)
-    found: dict[str, list[str]] = {}
+    found: dict[str, list[Evidence]] = {}
     for match in matches:
         use = match.use
-        when = f"from {use.start}" if use.start else "undated"
-        found.setdefault(match.ingredient, []).append(
-            f"{match.ingredient}: {use.resource_type} {when} ({reference_of(use.resource)}; "
-            f"matched by {match.how})"
-        )
+        found.setdefault(match.ingredient, []).append(Evidence(
+            "prior-dmt" if use.start else "prior-dmt-undated",
+            {"ingredient": match.ingredient, "resource_type": use.resource_type,
+             "start": str(use.start), "reference": reference_of(use.resource),
+             "matched_by": match.how}))
     evidence = tuple(line for ingredient in sorted(found) for line in found[ingredient])
     count = len(found)
     if count >= needed:
@@ -105,7 +108,7 @@ def check_prior_dmt(record: PatientRecord, order: OrderContext, policy: Policy) 
 
 PRIOR_DMT_RULE = Rule(
     topic=TOPIC,
-    title="Inadequate response to two or more MS therapies",
+    title="Inadequate response to {min_prior_dmts_in_words} or more MS therapies",
     logic="Distinct prior MS DMT ingredients (RxNorm code or name in text; alemtuzumab and "
     "corticosteroids excluded) in MedicationStatement/Request/Administration; fewer than "
     "the minimum -> warning listing what was found.",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from ..fhirdata import DateSpan, parse_date, reference_of, years_between
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
@@ -30,7 +30,7 @@ def check_indication(record: PatientRecord, order: OrderContext, policy: Policy)
     hits, unreadable = current_conditions(record, [ms, cis], also=frozenset({"remission"}))
     not_indicated = [h for h in hits if h.code in ppms.codes or h.code in cis.codes]
     indicated = [h for h in hits if h not in not_indicated]
-    evidence = tuple(h.describe() for h in indicated + not_indicated)
+    evidence = tuple(h.evidence() for h in indicated + not_indicated)
     if indicated:
         return Finding(INDICATION, Status.MET, Severity.INFO, reason="ms-on-file",
                        evidence=evidence, unreadable=tuple(unreadable))
@@ -74,18 +74,19 @@ class Age:
         return f"{self.youngest}-{self.oldest}"
 
 
-def age_at(record: PatientRecord, t0: date) -> tuple[Age | None, str]:
-    """The patient's age at T0, or None and why it cannot be told."""
+def age_at(record: PatientRecord, t0: date) -> tuple[Age | None, tuple[Evidence, ...]]:
+    """The patient's age at T0, or None and why it cannot be told (an evidence part)."""
     patient = record.patient
     if patient is None:
-        return None, "no Patient resource"
+        return None, (Evidence("no-patient"),)
     problem = record.problem(patient)
     if problem is not None:
-        return None, f"{reference_of(patient)} unreadable ({problem})"
+        return None, (Evidence("patient-unreadable", {"reference": reference_of(patient),
+                                                      "problem": problem}),)
     born = parse_date(patient.get("birthDate"))
     if born is None:
-        return None, f"{reference_of(patient)} has no birthDate"
-    return Age(years_between(born.latest, t0), years_between(born.earliest, t0), born), ""
+        return None, (Evidence("no-birth-date", {"reference": reference_of(patient)}),)
+    return Age(years_between(born.latest, t0), years_between(born.earliest, t0), born), ()
 
 
 def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
@@ -101,8 +102,8 @@ def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Fin
                        facts={"why": why}, unreadable=unreadable)
     patient = record.patient
     assert patient is not None
-    evidence = (f"birthDate {age.born} ({reference_of(patient)}): {age} years at the planned start "
-                f"{order.t0}",)
+    evidence = (Evidence("age", {"born": str(age.born), "reference": reference_of(patient),
+                                 "age": str(age), "t0": order.t0.isoformat()}),)
     if age.oldest < limit:
         return Finding(AGE, Status.NOT_MET, Severity.WARNING, reason="under-age",
                        facts={"age": str(age)}, evidence=evidence)

@@ -79,11 +79,10 @@ def _result(observation: dict[str, Any], vs: ValueSet, when: DateSpan,
     return LabResult(observation, test, when, meaning, read_from)
 
 
-def order_test(key: str, why: str, display: str | None = None) -> Suggestion:
+def order_test(key: str, wording: str, **facts: str | int) -> Suggestion:
     """A suggestion to order the lab test `key` of terminology/orderables.json (its LOINC code and
-    display there; `display` shortens the label where a check words it differently)."""
+    display there), worded by [suggestion.<wording>] of cds_service/wording.toml (its label,
+    reason, and a shorter display where the card words the test differently)."""
     coding = orderables.coding(key)
-    shown = display or coding["display"]
-    return Suggestion(key=key, label=f"Order {shown}", kind="lab",
-                      code=(coding["system"], coding["code"]), display=shown,
-                      details={"reason": why})
+    return Suggestion(key=key, label="", kind="lab", code=(coding["system"], coding["code"]),
+                      display=coding["display"], wording=wording, facts=facts)

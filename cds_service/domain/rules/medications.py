@@ -4,7 +4,7 @@ immunosuppressants still running at the planned start (label section 5)."""
 from __future__ import annotations
 
 from ..fhirdata import DateSpan, first_date, reference_of
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import MedicationUse, PatientRecord
@@ -25,16 +25,15 @@ RUNNING = {
 }
 
 
-def _when(use: MedicationUse) -> str:
-    return f"from {use.start}" if use.start else "undated"
-
-
 def check_prior_campath(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Warning for any Campath (alemtuzumab 30 mg/mL, for CLL) in the medication history."""
     matches, bad = matching_uses(record, [value_set("campath-rxnorm")], taken)
-    found = [f"{f'{m.code_display} ({m.how})' if m.code else m.how}: {m.use.resource_type} "
-             f"{m.use.status or 'no status'} {_when(m.use)} ({reference_of(m.use.resource)})"
-             for m in matches]
+    found = [Evidence("campath" if m.use.start else "campath-undated", {
+        "medication": (Evidence("coded-medication", {"display": str(m.code_display),
+                                                     "how": m.how}),) if m.code else m.how,
+        "resource_type": m.use.resource_type, "status": m.use.status or "no status",
+        "start": str(m.use.start), "reference": reference_of(m.use.resource)})
+        for m in matches]
     if found:
         return Finding(PRIOR_CAMPATH, Status.NOT_MET, Severity.WARNING, reason="found",
                        evidence=tuple(found), unreadable=tuple(bad))
@@ -88,13 +87,15 @@ def check_concurrent_immunosuppression(record: PatientRecord, order: OrderContex
 
     sets = [value_set("ms-dmt-rxnorm"), value_set("immunosuppressant-rxnorm")]
     matches, bad = matching_uses(record, sets, running_at_t0)
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, Evidence]] = []
     for match in matches:
         use, end = match.use, _end(match.use)
-        until = f"until {end}" if end else "no end date"
-        found.append((match.ingredient,
-                      f"{match.ingredient}: {use.resource_type} {use.status} {_when(use)}, "
-                      f"{until} ({reference_of(use.resource)}; matched by {match.how})"))
+        found.append((match.ingredient, Evidence(
+            ("running-until" if end else "running-no-end") if use.start
+            else ("running-undated-until" if end else "running-undated-no-end"), {
+            "ingredient": match.ingredient, "resource_type": use.resource_type,
+            "status": str(use.status), "start": str(use.start), "end": str(end),
+            "reference": reference_of(use.resource), "matched_by": match.how})))
     if found:
         names = ", ".join(sorted({i for i, _ in found}))
         return Finding(CONCURRENT, Status.NOT_MET, Severity.WARNING, reason="running",

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import orderables
 from ..fhirdata import Malformed, add_months, parse_date, reference_of
-from ..findings import Finding, Severity, Status, Suggestion
+from ..findings import Evidence, Finding, Severity, Status, Suggestion
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord
@@ -37,6 +37,8 @@ DOSE = "dose"
 PREMEDICATION = "premedication"
 HERPES_PROPHYLAXIS = "herpes-prophylaxis"
 UCUM = "http://unitsofmeasure.org"
+ACYCLOVIR_DOSE = 400
+"""mg twice daily by mouth: the suggested herpes prophylaxis (the label fixes no dose)."""
 
 
 def _history(record: PatientRecord, order: OrderContext, policy: Policy) -> History:
@@ -47,8 +49,9 @@ def _expected_days(history: History, policy: Policy) -> int:
     return policy["first_course_days"] if history.number == 1 else policy["later_course_days"]
 
 
-def _course_lines(history: History) -> list[str]:
-    return [f"course {i}: {c.first} to {c.last}: " + "; ".join(str(d) for d in c.doses)
+def _course_lines(history: History) -> list[Evidence]:
+    return [Evidence("course", {"number": i, "first": str(c.first), "last": str(c.last),
+                                "doses": "; ".join(str(d) for d in c.doses)})
             for i, c in enumerate(history.courses, start=1)]
 
 
@@ -110,51 +113,55 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
     topic, daily = DOSE, policy["daily_dose"]
     request = order.order.request
     dosages = dosage_list(request)
-    critical: list[str] = []
-    warnings: list[str] = []
-    evidence: list[str] = []
+    critical: list[Evidence] = []
+    warnings: list[Evidence] = []
+    evidence: list[Evidence] = []
     if not dosages:
-        warnings.append("no dosage instruction: dose, route and days not stated")
+        warnings.append(Evidence("no-dosage"))
     for i, dosage in enumerate(dosages, start=1):
         where = f"dosage {i}: " if len(dosages) > 1 else ""
         mg, written = dose_mg(dosage, LEMTRADA_MG_PER_ML)
+        facts: dict[str, str | int] = {"where": where, "written": written}
         if mg is None:
-            unreadable_dose = "not stated" if not written else written + " not readable as mg"
-            warnings.append(f"{where}dose {unreadable_dose}")
+            warnings.append(Evidence("dose-unreadable" if written else "dose-not-stated", facts))
         elif abs(mg - daily) > 1e-6:
-            shown = written if written == f"{mg:g} mg" else f"{written} ({mg:g} mg)"
-            critical.append(f"{where}dose {shown}, not {daily} mg per day")
+            critical.append(Evidence("dose-wrong" if written == f"{mg:g} mg"
+                                     else "dose-wrong-converted", {**facts, "mg": f"{mg:g}"}))
         else:
-            evidence.append(f"{where}dose {written} = {daily} mg")
+            evidence.append(Evidence("dose-as-labelled", facts))
         route = route_of(dosage)
+        facts = {"where": where, "route": route.written}
         if route.iv is None:
-            unclear = "not stated" if not route.written else route.written + " not recognisable"
-            warnings.append(f"{where}route {unclear}")
+            warnings.append(Evidence("route-unrecognised" if route.written
+                                     else "route-not-stated", facts))
         elif not route.iv:
-            critical.append(f"{where}route {route.written}, not intravenous")
+            critical.append(Evidence("route-not-iv", facts))
         elif route.push:
-            critical.append(f"{where}route {route.written}: give as a 4-hour infusion, "
-                            "never IV push or bolus")
+            critical.append(Evidence("route-push", facts))
         else:
-            evidence.append(f"{where}route {route.written} (intravenous)")
+            evidence.append(Evidence("route-iv", facts))
     history = _history(record, order, policy)
     expected = _expected_days(history, policy)
     days, how = order_days(request)
-    course = "the first course" if history.number == 1 else f"course {history.number}"
+    course = ((Evidence("first-course"),) if history.number == 1
+              else (Evidence("later-course", {"number": history.number}),))
+    timing: dict[str, str | int | tuple[Evidence, ...]] = {
+        "days": days or 0, "how": how, "course": course, "expected": expected}
     if dosages and days is None:
-        warnings.append(f"days in the course not readable ({how}): {course} is {expected} days")
+        warnings.append(Evidence("days-unreadable", timing))
     elif days is not None and days != expected:
-        warnings.append(f"{days} days ({how}); {course} is {expected} consecutive days")
+        warnings.append(Evidence("days-wrong", timing))
     elif days is not None:
-        evidence.append(f"{days} days ({how}), as for {course}")
+        evidence.append(Evidence("days-as-labelled", timing))
+    # The headline names the first problem: the first evidence line ({first_evidence}).
     if critical:
         return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="problem",
-                       facts={"problem": critical[0], "mg_per_ml": LEMTRADA_MG_PER_ML},
+                       facts={"mg_per_ml": LEMTRADA_MG_PER_ML},
                        evidence=tuple(critical + warnings + evidence))
     if warnings:
         status = Status.NOT_MET if days is not None and days != expected else Status.UNKNOWN
         return Finding(topic, status, Severity.WARNING, reason="problem",
-                       facts={"problem": warnings[0], "mg_per_ml": LEMTRADA_MG_PER_ML},
+                       facts={"mg_per_ml": LEMTRADA_MG_PER_ML},
                        evidence=tuple(warnings + evidence))
     return Finding(topic, Status.MET, Severity.INFO, reason="as-labelled",
                    facts={"days": days or 0, "course": course}, evidence=tuple(evidence))
@@ -200,13 +207,14 @@ def _candidates(order: OrderContext, vs_id: str) -> list[tuple[dict[str, Any], s
     return out
 
 
-def _medication_suggestion(key: str, label: str, dosage: dict[str, Any],
-                           reason: str) -> Suggestion:
-    """A new MedicationRequest for the medication `key` of orderables.json (its RxNorm code)."""
+def _medication_suggestion(key: str, wording: str, dosage: dict[str, Any],
+                           **facts: str | int) -> Suggestion:
+    """A new MedicationRequest for the medication `key` of orderables.json (its RxNorm code);
+    its label, reason and dosage text are [suggestion.<wording>] of wording.toml."""
     coding = orderables.coding(key)
-    return Suggestion(key=key, label=label, kind="medication",
+    return Suggestion(key=key, label="", kind="medication",
                       code=(coding["system"], coding["code"]), display=coding["display"],
-                      details={"dosage": dosage, "reason": reason})
+                      details={"dosage": dosage}, wording=wording, facts=facts)
 
 
 def _route(key: str, text: str) -> dict[str, Any]:
@@ -224,18 +232,13 @@ def premedication_suggestion(t0: date, policy: Policy) -> Suggestion:
     end = t0 + timedelta(days=days - 1)
     dosage = {
         "sequence": 1,
-        "text": f"{dose:,} mg IV immediately before the alemtuzumab infusion, once daily on days "
-                f"1-{days} of the course",
         "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": end.isoformat()},
                               "count": days, "frequency": 1, "period": 1, "periodUnit": "d"}},
         "route": _route("intravenous", "IV"),
         "doseAndRate": _mg(dose),
     }
-    return _medication_suggestion(
-        "order-methylprednisolone",
-        f"Order methylprednisolone {dose:,} mg IV daily, {t0} to {end}",
-        dosage,
-        f"Premedication before alemtuzumab on the first {days} days of the course")
+    return _medication_suggestion("order-methylprednisolone", "methylprednisolone", dosage,
+                                  start=t0.isoformat(), end=end.isoformat())
 
 
 def check_premedication(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
@@ -244,38 +247,41 @@ def check_premedication(record: PatientRecord, order: OrderContext, policy: Poli
     topic, days, dose = PREMEDICATION, policy["premedication_days"], policy["premedication_dose"]
     last_needed = order.t0 + timedelta(days=days - 1)
     methylpred = value_set("methylprednisolone-rxnorm")
-    gaps: list[str] = []
+    gaps: list[Evidence] = []
     for draft, name in _candidates(order, "corticosteroid-rxnorm"):
-        ref = f"{reference_of(draft)} ({name})"
-        short: list[str] = []
+        ref = {"reference": reference_of(draft), "medication": name}
+        short: list[Evidence] = []
         codes, words = draft_medication(draft, order.draft_orders)
         if methylpred.matches_any(list(codes)) is None and methylpred.name_in(words) is None:
-            short.append(f"not methylprednisolone: confirm it is equivalent to {dose:,} mg")
+            short.append(Evidence("premedication-not-methylprednisolone"))
         dosages = dosage_list(draft)
         doses = [mg for mg, _ in (dose_mg(d) for d in dosages) if mg is not None]
         if not doses:
-            short.append("dose not stated in mg")
+            short.append(Evidence("premedication-dose-not-stated"))
         elif max(doses) < dose:
-            short.append(f"dose {max(doses):g} mg, below {dose:,} mg")
+            short.append(Evidence("premedication-dose-low", {"mg": f"{max(doses):g}"}))
         routes = [route_of(d) for d in dosages]
         if not any(r.iv for r in routes):
-            written = ", ".join(r.written for r in routes if r.written) or "not stated"
-            short.append(f"route {written}, not IV")
+            written = ", ".join(r.written for r in routes if r.written)
+            short.append(Evidence("premedication-route-not-iv" if written
+                                  else "premedication-route-not-stated", {"route": written}))
         first, last = covered_days(draft)
         if first is None:
-            short.append("no start date in its timing")
+            short.append(Evidence("premedication-no-start"))
         elif first > order.t0:
-            short.append(f"starts {first}, after day 1 ({order.t0})")
+            short.append(Evidence("starts-after-day-1", {"start": str(first),
+                                                          "t0": order.t0.isoformat()}))
         elif last is not None and last < last_needed:
-            short.append(f"ends {last}, before day {days} ({last_needed})")
+            short.append(Evidence("premedication-ends-early", {
+                "end": str(last), "last_day": last_needed.isoformat()}))
         if not short:
             return Finding(topic, Status.MET, Severity.INFO, reason="ordered",
-                           facts={"medication": name}, evidence=(ref,))
-        gaps.append(f"{ref}: " + "; ".join(short))
+                           facts={"medication": name}, evidence=(Evidence("draft-order", ref),))
+        gaps.append(Evidence("draft-order-falls-short", {**ref, "problems": tuple(short)}))
+    # The headline names the first order that falls short: the first evidence line.
     return Finding(topic, Status.NOT_MET, Severity.WARNING,
                    reason="order-falls-short" if gaps else "not-ordered",
-                   facts={"gap": gaps[0] if gaps else "", "t0": order.t0.isoformat(),
-                          "last_day": last_needed.isoformat()},
+                   facts={"t0": order.t0.isoformat(), "last_day": last_needed.isoformat()},
                    evidence=tuple(gaps), suggestions=(premedication_suggestion(order.t0, policy),))
 
 
@@ -305,20 +311,16 @@ def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
 
     The label fixes no antiviral or dose; 400 mg twice daily is a common choice for the prescriber
     to confirm (RxNorm 197311, verified in rxnorm-dmt-codes.md)."""
+    dose = ACYCLOVIR_DOSE
     dosage = {
         "sequence": 1,
-        "text": "400 mg by mouth twice daily from day 1 of the course until at least 2 months "
-                "after the last infusion and until CD4+ lymphocytes are at least 200 cells/uL",
         "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": until.isoformat()},
                               "frequency": 2, "period": 1, "periodUnit": "d"}},
         "route": _route("oral", "oral"),
-        "doseAndRate": _mg(400),
+        "doseAndRate": _mg(dose),
     }
-    return _medication_suggestion(
-        "order-acyclovir",
-        f"Order acyclovir 400 mg by mouth twice daily, {t0} to {until} (confirm dose)",
-        dosage,
-        "Herpes prophylaxis from the first day of the alemtuzumab course")
+    return _medication_suggestion("order-acyclovir", "acyclovir", dosage, dose=dose,
+                                  start=t0.isoformat(), end=until.isoformat())
 
 
 def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
@@ -330,31 +332,34 @@ def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy:
     last_infusion = order.t0 + timedelta(days=days - 1)
     until = add_months(last_infusion, months)
     minimum = last_infusion + timedelta(days=30 * months)  # "2 months" read as at least 60 days
-    gaps: list[str] = []
+    gaps: list[Evidence] = []
     for draft, name in _candidates(order, "herpes-antiviral-rxnorm"):
-        ref = f"{reference_of(draft)} ({name})"
+        ref = {"reference": reference_of(draft), "medication": name}
         first, last = covered_days(draft)
         how = "dosage timing"
         if first is None:
             authored = parse_date(draft.get("authoredOn"))
             first, how = (authored.latest, "authoredOn") if authored else (None, "")
-        short: list[str] = []
+        short: list[Evidence] = []
         if first is None:
-            short.append("no start date")
+            short.append(Evidence("prophylaxis-no-start"))
         elif first > order.t0:
-            short.append(f"starts {first}, after day 1 ({order.t0})")
+            short.append(Evidence("starts-after-day-1", {"start": str(first),
+                                                          "t0": order.t0.isoformat()}))
         if last is not None and last < minimum:
-            short.append(f"ends {last}, before {minimum} ({months} months after the last infusion)")
+            short.append(Evidence("prophylaxis-ends-early", {"end": str(last),
+                                                              "minimum": minimum.isoformat()}))
         if not short:
             return Finding(topic, Status.MET, Severity.INFO, reason="ordered",
                            facts={"medication": name, "start": str(first)},
-                           evidence=(f"{ref}: starts {first} ({how})"
-                                     + (f", ends {last}" if last else ", open-ended"),))
-        gaps.append(f"{ref}: " + "; ".join(short))
+                           evidence=(Evidence(
+                               "prophylaxis-ordered" if last else "prophylaxis-ordered-open",
+                               {**ref, "start": str(first), "how": how, "end": str(last)}),))
+        gaps.append(Evidence("draft-order-falls-short", {**ref, "problems": tuple(short)}))
+    # The headline names the first order that falls short: the first evidence line.
     return Finding(topic, Status.NOT_MET, Severity.WARNING,
                    reason="order-falls-short" if gaps else "not-ordered",
-                   facts={"gap": gaps[0] if gaps else "", "t0": order.t0.isoformat(),
-                          "until": until.isoformat()},
+                   facts={"t0": order.t0.isoformat(), "until": until.isoformat()},
                    evidence=tuple(gaps), suggestions=(prophylaxis_suggestion(order.t0, until),))
 
 

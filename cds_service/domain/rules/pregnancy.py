@@ -9,7 +9,7 @@ for anyone not recorded as male, whatever the age: the evidence outweighs the de
 
 from __future__ import annotations
 
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord
@@ -24,45 +24,42 @@ from .labs import lab_results, order_test
 TOPIC = "pregnancy"
 
 
-def _contraception(policy: Policy) -> str:
-    return (f"contraception during and for {policy['contraception_after_course']} months after "
-            "each course")
-
-
 def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Positive hCG or current pregnancy -> critical; no recent negative hCG -> warning with a
     test."""
     low, high = policy["reproductive_age_min"], policy["reproductive_age_max"]
     window = policy["pregnancy_test_window"]
-    advice = _contraception(policy)
     gender = record.patient.get("gender") if record.patient else None
     if gender == "male":
         return Finding(TOPIC, Status.MET, Severity.INFO, reason="male",
-                       evidence=("Patient.gender male",))
+                       evidence=(Evidence("gender", {"gender": gender}),))
     tests = lab_results(record, "pregnancy-test-loinc", order.t0, lookback_days=None)
     conditions, bad = current_conditions(record, [value_set("pregnancy-condition")])
     unreadable = tuple(tests.unreadable) + tuple(u for u in bad if u not in tests.unreadable)
     newest = tests.latest
-    positive = ([f"hCG: {newest.describe()}"] if newest and newest.meaning is Meaning.POSITIVE
-                else [])
-    positive += [f"pregnancy: {c.describe()}" for c in conditions]
+    positive = ([Evidence("hcg", {"result": newest.describe()})]
+                if newest and newest.meaning is Meaning.POSITIVE else [])
+    positive += [c.evidence(("pregnancy-condition", "pregnancy-condition-undated"))
+                 for c in conditions]
     if positive:
         return Finding(TOPIC, Status.NOT_MET, Severity.CRITICAL, reason="may-be-pregnant",
                        evidence=tuple(positive), unreadable=unreadable)
     age, _ = age_at(record, order.t0)
-    who = f"Patient.gender {gender or 'not recorded'}, age {age if age else 'unknown'}"
+    who = Evidence("gender-and-age", {"gender": gender or "not recorded",
+                                      "years": str(age) if age else "unknown"})
     if age is not None and (age.youngest > high or age.oldest < low):
         return Finding(TOPIC, Status.MET, Severity.INFO, reason="outside-age-range",
                        evidence=(who,), unreadable=unreadable)
     recent = [r for r in tests.current if (order.t0 - r.when.earliest).days <= window]
     # Same-day ties go to the most worrying result (a same-day indeterminate is no all-clear).
     latest_recent = newest_of(recent)
-    evidence = (who,) + ((f"hCG: {newest.describe()}",) if newest else ())
+    evidence = (who,) + ((Evidence("hcg", {"result": newest.describe()}),) if newest else ())
     if latest_recent is not None and latest_recent.meaning is Meaning.NEGATIVE:
         return Finding(TOPIC, Status.MET, Severity.INFO, reason="negative-test",
                        facts={"when": str(latest_recent.when)},
-                       evidence=evidence + (f"advice: {advice}",), unreadable=unreadable)
-    suggestion = order_test("order-hcg", "Exclude pregnancy before Lemtrada")
+                       evidence=evidence + (Evidence("contraception-advice"),),
+                       unreadable=unreadable)
+    suggestion = order_test("order-hcg", "hcg")
     if latest_recent is not None:
         reason = "indeterminate-test"
     elif gender not in ("female",):

@@ -7,7 +7,7 @@ test; an indeterminate result is a warning; positive results are critical as lis
 
 from __future__ import annotations
 
-from ..findings import Finding, Severity, Status, Suggestion
+from ..findings import Evidence, Finding, Severity, Status, Suggestion
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord
@@ -25,10 +25,18 @@ def _missing(topic: str, results: list[Results], lookback: int,
              suggestion: Suggestion) -> Finding:
     """No result within the lookback: reason `stale` (only older ones) or `missing`."""
     stale = [r.latest_stale for r in results if r.latest_stale is not None]
-    evidence = tuple(f"older than {lookback} days: {s.describe()}" for s in stale)
+    evidence = tuple(stale_result(s, lookback) for s in stale)
     unreadable = tuple(u for r in results for u in r.unreadable)
     return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="stale" if stale else "missing",
                    evidence=evidence, unreadable=unreadable, suggestions=(suggestion,))
+
+
+def result(found: LabResult) -> Evidence:
+    return Evidence("result", {"result": found.describe()})
+
+
+def stale_result(found: LabResult, lookback: int) -> Evidence:
+    return Evidence("result-too-old", {"result": found.describe(), "lookback": lookback})
 
 
 def _all_unreadable(results: list[Results]) -> tuple:  # type: ignore[type-arg]
@@ -42,21 +50,19 @@ def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Polic
     latest = tb.latest
     if latest is None:
         return _missing(topic, [tb], lookback,
-                        order_test("order-igra", "TB screening before Lemtrada"))
+                        order_test("order-igra", "tb-screening"))
     if latest.meaning is Meaning.POSITIVE:
         return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="positive",
                        facts={"when": str(latest.when)},
-                       evidence=(latest.describe(),), unreadable=tuple(tb.unreadable))
+                       evidence=(result(latest),), unreadable=tuple(tb.unreadable))
     if latest.meaning is Meaning.INDETERMINATE:
         return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="indeterminate",
-                       facts={"when": str(latest.when)}, evidence=(latest.describe(),),
+                       facts={"when": str(latest.when)}, evidence=(result(latest),),
                        unreadable=tuple(tb.unreadable),
-                       suggestions=(order_test("order-igra",
-                                               "Repeat the indeterminate TB screening",
-                                               display="IGRA (TB) test"),))
+                       suggestions=(order_test("order-igra", "tb-screening-repeat"),))
     return Finding(topic, Status.MET, Severity.INFO, reason="negative",
                    facts={"when": str(latest.when)},
-                   evidence=(latest.describe(),), unreadable=tuple(tb.unreadable))
+                   evidence=(result(latest),), unreadable=tuple(tb.unreadable))
 
 
 TB_SCREENING_RULE = Rule(
@@ -85,22 +91,20 @@ def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     unreadable = _all_unreadable([screen, rna])
     if not latest:
         return _missing(topic, [screen, rna], lookback,
-                        order_test("order-hiv-ag-ab",
-                                   "HIV infection is a contraindication to Lemtrada"))
+                        order_test("order-hiv-ag-ab", "hiv-screening"))
     positive = [r for r in latest if r.meaning is Meaning.POSITIVE]
     if positive:
         return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="positive",
                        facts={"when": str(positive[0].when)},
-                       evidence=tuple(r.describe() for r in positive), unreadable=unreadable)
+                       evidence=tuple(result(r) for r in positive), unreadable=unreadable)
     unclear = [r for r in latest if r.meaning is Meaning.INDETERMINATE]
     if unclear:
         return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="indeterminate",
                        facts={"when": str(unclear[0].when)},
-                       evidence=tuple(r.describe() for r in latest), unreadable=unreadable,
-                       suggestions=(order_test("order-hiv-ag-ab", "Confirm HIV status",
-                                               display="HIV-1/2 Ag/Ab test"),))
+                       evidence=tuple(result(r) for r in latest), unreadable=unreadable,
+                       suggestions=(order_test("order-hiv-ag-ab", "hiv-screening-confirm"),))
     return Finding(topic, Status.MET, Severity.INFO, reason="negative",
-                   evidence=tuple(r.describe() for r in latest), unreadable=unreadable)
+                   evidence=tuple(result(r) for r in latest), unreadable=unreadable)
 
 
 HIV_SCREENING_RULE = Rule(
@@ -126,9 +130,9 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     antibody = lab_results(record, "hcv-antibody-loinc", order.t0, lookback)
     rna = lab_results(record, "hcv-rna-loinc", order.t0, lookback, nucleic_acid=True)
     unreadable = _all_unreadable([antibody, rna])
-    rna_order = order_test("order-hcv-rna", "Confirm or exclude active hepatitis C")
+    rna_order = order_test("order-hcv-rna", "hcv-rna")
     r, ab = rna.latest, antibody.latest
-    evidence: tuple[str, ...] = tuple(x.describe() for x in (ab, r) if isinstance(x, LabResult))
+    evidence = tuple(result(x) for x in (ab, r) if isinstance(x, LabResult))
     if r is not None and r.meaning is Meaning.POSITIVE:
         return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="rna-detected",
                        facts={"when": str(r.when)}, evidence=evidence, unreadable=unreadable)
@@ -141,7 +145,7 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
                        suggestions=(rna_order,))
     if ab is None:
         return _missing(topic, [antibody, rna], lookback,
-                        order_test("order-hcv-antibody", "Hepatitis C screening before Lemtrada"))
+                        order_test("order-hcv-antibody", "hcv-screening"))
     if ab.meaning is Meaning.POSITIVE:
         return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="antibody-positive",
                        facts={"when": str(ab.when)}, evidence=evidence, unreadable=unreadable,
@@ -177,12 +181,12 @@ def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     lookback = policy["screening_lookback"]
     tests = (
         ("HBsAg", lab_results(record, "hbv-surface-antigen-loinc", order.t0, lookback),
-         order_test("order-hbsag", "Hepatitis B screening before Lemtrada")),
+         order_test("order-hbsag", "hbv-screening")),
         ("anti-HBc", lab_results(record, "hbv-core-antibody-loinc", order.t0, lookback),
-         order_test("order-anti-hbc", "Hepatitis B screening before Lemtrada")),
+         order_test("order-anti-hbc", "hbv-screening")),
     )
     unreadable = tuple(dict.fromkeys([u for _, r, _ in tests for u in r.unreadable]))
-    evidence: list[str] = []
+    evidence: list[Evidence] = []
     positive: list[str] = []
     unclear: list[str] = []
     suggestions: list[Suggestion] = []
@@ -191,11 +195,11 @@ def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Poli
         if latest is None:
             old = results.latest_stale
             if old is not None:
-                evidence.append(f"older than {lookback} days: {old.describe()}")
+                evidence.append(stale_result(old, lookback))
             unclear.append(f"{name} missing")
             suggestions.append(suggestion)
             continue
-        evidence.append(latest.describe())
+        evidence.append(result(latest))
         if latest.meaning is Meaning.POSITIVE:
             positive.append(name)
         elif latest.meaning is Meaning.INDETERMINATE:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..fhirdata import CVX, Code, Malformed, codings, concept_words, first_date, reference_of
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
@@ -22,8 +22,8 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
     """Critical when a live vaccine was given less than the minimum gap before T0."""
     gap = policy["vaccine_min_gap"]
     live, ambiguous = value_set("live-vaccines-cvx"), value_set("liveness-ambiguous-vaccines-cvx")
-    critical: list[tuple[str, str]] = []  # (allowed start, evidence)
-    to_confirm: list[str] = []
+    critical: list[tuple[str, str, Evidence]] = []  # (allowed start, vaccine, evidence)
+    to_confirm: list[Evidence] = []
     unreadable: list[Unreadable] = list(record.uncoded.get("Immunization", ()))
     for imm in record.by_type.get("Immunization", ()):
         try:
@@ -46,27 +46,29 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
         name = f"{vs.display(code)} (CVX {code[1]})"
         when = first_date(imm, "occurrenceDateTime")
         if when is None:
-            to_confirm.append(f"{name}, date not readable ({reference_of(imm)}): confirm when it "
-                              "was given")
+            to_confirm.append(Evidence("live-vaccine-undated",
+                                       {"vaccine": name, "reference": reference_of(imm)}))
             continue
         days_before = (order.t0 - when.latest).days
         if days_before >= gap:
             continue
         allowed = when.latest + timedelta(days=gap)
-        text = (f"{name} on {when}, {days_before} days before the planned start "
-                f"({reference_of(imm)})")
+        facts: dict[str, str | int] = {
+            "vaccine": name, "when": str(when), "days": days_before,
+            "reference": reference_of(imm), "allowed_start": allowed.isoformat()}
         if live_code:
-            critical.append((allowed.isoformat(), f"{text}; earliest allowed start {allowed}"))
+            # The headline names the vaccine up to its first comma ("OPV", not "OPV, trivalent").
+            short = name.split(", ")[0] if ", " in name else f"{name} on {when}"
+            critical.append((allowed.isoformat(), short, Evidence("live-vaccine-recent", facts)))
         else:
-            to_confirm.append(f"{text}: confirm the product; if live, earliest allowed start "
-                              f"{allowed}")
+            to_confirm.append(Evidence("uncertain-vaccine-recent", facts))
     if critical:
-        allowed_start = max(a for a, _ in critical)
-        first = critical[0][1].split(", ")[0]
+        allowed_start = max(a for a, _, _ in critical)
+        first = critical[0][1]
         return Finding(TOPIC, Status.NOT_MET, Severity.CRITICAL, reason="live-vaccine",
                        facts={"vaccine": first, "allowed_start": allowed_start,
                               "t0": order.t0.isoformat()},
-                       evidence=tuple(e for _, e in critical) + tuple(to_confirm),
+                       evidence=tuple(e for _, _, e in critical) + tuple(to_confirm),
                        unreadable=tuple(unreadable))
     if to_confirm:
         return Finding(TOPIC, Status.UNKNOWN, Severity.WARNING, reason="uncertain-liveness",
@@ -90,7 +92,9 @@ LIVE_VACCINE_GAP_RULE = Rule(
 )
 
 
-def _vaccine_name(imm: dict[str, Any], codes: list[Code]) -> str:
+def _vaccine_name(imm: dict[str, Any], codes: list[Code]) -> tuple[str, bool]:
+    """The vaccine's name (with its CVX code), and whether the record gives no CVX code (its
+    evidence line then asks to confirm it is not live)."""
     cvx = next((c for c in codes if c[0] == CVX), None)
     lookalikes = value_set("not-live-lookalike-vaccines-cvx")
     words = [w for w in concept_words(imm.get("vaccineCode")).split(" | ") if w]
@@ -98,7 +102,7 @@ def _vaccine_name(imm: dict[str, Any], codes: list[Code]) -> str:
         name = lookalikes.display(cvx)
     else:
         name = words[-1] if words else "vaccine"
-    return f"{name} (CVX {cvx[1]})" if cvx else f"{name} (no CVX code: confirm it is not live)"
+    return (f"{name} (CVX {cvx[1]})", False) if cvx else (name, True)
 
 
 def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
@@ -113,8 +117,8 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
     skip = [value_set(v) for v in ("live-vaccines-cvx", "liveness-ambiguous-vaccines-cvx",
                                     "non-vaccine-cvx")]
     # (earliest start keeping the gap, days before, evidence)
-    recent: list[tuple[str, int, str]] = []
-    undated: list[str] = []
+    recent: list[tuple[str, int, Evidence]] = []
+    undated: list[Evidence] = []
     unreadable: list[Unreadable] = list(record.uncoded.get("Immunization", ()))
     for imm in record.by_type.get("Immunization", ()):
         if imm.get("status") != "completed":
@@ -126,14 +130,14 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
         if any(vs.matches_any(codes) for vs in skip):
             continue
         when = first_date(imm, "occurrenceDateTime")
-        name = _vaccine_name(imm, codes)
+        name, no_cvx = _vaccine_name(imm, codes)
         if when is None:
             problem = record.problem(imm)
             if problem is not None:
                 unreadable.append(Unreadable(reference_of(imm), problem))
             else:
-                undated.append(f"{name}, date not recorded ({reference_of(imm)}): confirm when "
-                               "it was given")
+                undated.append(Evidence("vaccine-undated-no-cvx" if no_cvx else "vaccine-undated",
+                                        {"vaccine": name, "reference": reference_of(imm)}))
             continue
         days_before = (order.t0 - when.latest).days
         if days_before >= gap:
@@ -143,9 +147,10 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
             unreadable.append(Unreadable(reference_of(imm), problem))
             continue
         allowed = when.latest + timedelta(days=gap)
-        recent.append((allowed.isoformat(), days_before,
-                       f"{name} on {when}, {days_before} days before the planned start "
-                       f"({reference_of(imm)}); {gap // 7} weeks after it is {allowed}"))
+        recent.append((allowed.isoformat(), days_before, Evidence(
+            "vaccine-recent-no-cvx" if no_cvx else "vaccine-recent", {
+            "vaccine": name, "when": str(when), "days": days_before,
+            "reference": reference_of(imm), "allowed_start": allowed.isoformat()})))
     evidence = tuple(e for _, _, e in recent) + tuple(undated)
     if recent:
         return Finding(NON_LIVE_GAP, Status.NOT_MET, Severity.WARNING, reason="recent",

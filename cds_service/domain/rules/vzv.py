@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..fhirdata import Malformed, codings, first_date, reference_of
-from ..findings import Finding, Severity, Status
+from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
-from ..results import Meaning
+from ..results import LabResult, Meaning
 from ..terminology import value_set
 from .base import Rule
 from .labs import lab_results, order_test
@@ -22,11 +22,15 @@ def _refuted(condition: dict[str, object]) -> bool:
         return False
 
 
+def _antibody(result: LabResult) -> Evidence:
+    return Evidence("vzv-antibody", {"result": result.describe()})
+
+
 def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Immunity = positive VZV IgG, varicella/zoster history, or varicella vaccination."""
     igg = lab_results(record, "vzv-igg-loinc", order.t0, lookback_days=None)
     unreadable: list[Unreadable] = list(igg.unreadable)
-    immune: list[str] = []
+    immune: list[Evidence] = []
 
     history_vs = value_set("varicella-zoster-history-condition")
     conditions, bad = record.split_readable(record.coded("Condition", history_vs))
@@ -37,8 +41,9 @@ def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Polic
         code = history_vs.matches_any(codings(condition.get("code")))
         when = first_date(condition, "onsetDateTime", "recordedDate")
         assert code is not None
-        immune.append(f"history: {history_vs.display(code)} ({code[1]}) recorded "
-                      f"{when or 'undated'} ({reference_of(condition)})")
+        immune.append(Evidence("varicella-history" if when else "varicella-history-undated", {
+            "condition": history_vs.display(code), "code": code[1], "when": str(when),
+            "reference": reference_of(condition)}))
 
     vaccine_vs = value_set("varicella-vaccines-cvx")
     vaccinations, bad = record.split_readable(
@@ -49,21 +54,22 @@ def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Polic
         code = vaccine_vs.matches_any(codings(imm.get("vaccineCode")))
         assert code is not None
         when = first_date(imm, "occurrenceDateTime")
-        immune.append(f"vaccination: {vaccine_vs.display(code)} (CVX {code[1]}) on "
-                      f"{when or 'unknown date'} ({reference_of(imm)})")
+        immune.append(Evidence("varicella-vaccination" if when else "varicella-vaccination-undated",
+                               {"vaccine": vaccine_vs.display(code), "code": code[1],
+                                "when": str(when), "reference": reference_of(imm)}))
 
     latest = igg.latest
     if latest is not None and latest.meaning is Meaning.POSITIVE:
-        immune.insert(0, f"antibody: {latest.describe()}")
+        immune.insert(0, _antibody(latest))
     if immune:
         return Finding(TOPIC, Status.MET, Severity.INFO, reason="immune",
                        evidence=tuple(immune), unreadable=tuple(unreadable))
 
-    suggestion = order_test("order-vzv-igg", "No evidence of varicella immunity on file")
+    suggestion = order_test("order-vzv-igg", "vzv-igg")
     if latest is not None and latest.meaning is Meaning.NEGATIVE:
         return Finding(TOPIC, Status.NOT_MET, Severity.WARNING, reason="antibody-negative",
-                       evidence=(f"antibody: {latest.describe()}",), unreadable=tuple(unreadable))
-    evidence = [f"antibody: {latest.describe()}"] if latest else []
+                       evidence=(_antibody(latest),), unreadable=tuple(unreadable))
+    evidence = [_antibody(latest)] if latest else []
     return Finding(TOPIC, Status.UNKNOWN, Severity.WARNING, reason="unknown",
                    evidence=tuple(evidence), unreadable=tuple(unreadable),
                    suggestions=(suggestion,))
