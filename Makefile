@@ -27,9 +27,11 @@ run: $(VENV)/.installed
 	@echo "WARNING: serving WITHOUT EHR authentication (--no-auth); for local use only." >&2
 	$(BIN)/cds-service serve --host $(HOST) --port $(PORT) --no-auth
 
-# Lint: ruff, then mypy (strict, on cds_service); settings in pyproject.toml.
+# Lint: ruff check, ruff format --check, then mypy (strict, on cds_service); settings in
+# pyproject.toml. `.venv/bin/ruff format cds_service tests bench fhir_fixtures` formats.
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check cds_service tests bench fhir_fixtures
+	$(BIN)/ruff format --check cds_service tests bench fhir_fixtures
 	$(BIN)/mypy
 
 test: lint

@@ -62,12 +62,16 @@ STATE = tempfile.TemporaryDirectory(prefix="cds-bench-")
 """The benchmark's database lives here, never in the checkout; removed when the script ends."""
 DATABASE_URL = f"sqlite:///{STATE.name}/bench.sqlite3"
 PREFETCH_KEY_OF_TYPE = {
-    "Observation": "observations", "Condition": "conditions", "Immunization": "immunizations",
-    "MedicationRequest": "medicationRequests", "Procedure": "observations",
+    "Observation": "observations",
+    "Condition": "conditions",
+    "Immunization": "immunizations",
+    "MedicationRequest": "medicationRequests",
+    "Procedure": "observations",
 }
 
 
 # -- building requests of a given size --------------------------------------------------------
+
 
 def load(name: str) -> dict[str, Any]:
     return orjson.loads((REQUESTS / f"{name}.json").read_bytes())
@@ -76,8 +80,11 @@ def load(name: str) -> dict[str, Any]:
 def filler_resources() -> list[dict[str, Any]]:
     """Synthea resources of the prefetched types (vitals, labs, conditions...) to pad a record."""
     bundle = orjson.loads((BASE / FILLER_SOURCE).read_bytes())
-    return [e["resource"] for e in bundle["entry"]
-            if e["resource"]["resourceType"] in PREFETCH_KEY_OF_TYPE]
+    return [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] in PREFETCH_KEY_OF_TYPE
+    ]
 
 
 def scaled(request: dict[str, Any], target_bytes: int, patient_ref: str) -> dict[str, Any]:
@@ -115,6 +122,7 @@ def count_resources(request: dict[str, Any]) -> int:
 
 # -- timing ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Timing:
     median_ms: float
@@ -127,8 +135,9 @@ def timing(samples: list[float]) -> Timing:
     return Timing(statistics.median(ordered) * 1e3, p95 * 1e3)
 
 
-def measure_pair(work: Callable[[], Any], floor: Callable[[], Any],
-                 runs: int) -> tuple[Timing, Timing]:
+def measure_pair(
+    work: Callable[[], Any], floor: Callable[[], Any], runs: int
+) -> tuple[Timing, Timing]:
     """Interleave the work and the floor so both see the same machine state."""
     work(), floor()
     a: list[float] = []
@@ -148,8 +157,9 @@ def measure_pair(work: Callable[[], Any], floor: Callable[[], Any],
 def handle(body: bytes) -> bytes:
     """Everything the service does with a request body, minus HTTP."""
     doc = parse_json(body)
-    service = SERVICES_BY_ID["lemtrada-order-sign" if doc.get("hook") == "order-sign"
-                             else "lemtrada-order-select"]
+    service = SERVICES_BY_ID[
+        "lemtrada-order-sign" if doc.get("hook") == "order-sign" else "lemtrada-order-select"
+    ]
     result = answer(read_hook_request(doc, service.hook), service, TODAY)
     return orjson.dumps(result.body)
 
@@ -190,23 +200,42 @@ def in_process(sizes_mb: list[float], runs: int) -> list[Row]:
     body = orjson.dumps(other_full)
     work, floor = measure_pair(lambda: handle(body), lambda: orjson.loads(body), runs)
     cold, _ = measure_pair(lambda: (clear_validation_cache(), handle(body)), lambda: None, runs)
-    rows.append(Row(f"other drug ({other['hook']}, full prefetch)", len(body) / 1e6,
-                    count_resources(other_full), work, floor, cold))
+    rows.append(
+        Row(
+            f"other drug ({other['hook']}, full prefetch)",
+            len(body) / 1e6,
+            count_resources(other_full),
+            work,
+            floor,
+            cold,
+        )
+    )
     for size in sizes_mb:
         request = scaled(base, int(size * 1e6), patient_ref)
         body = orjson.dumps(request)
         n = 11 if size > 1.5 else runs
         # measure_pair calls these right away, so binding body as a default changes nothing.
-        work, floor = measure_pair(lambda body=body: handle(body),
-                                   lambda body=body: orjson.loads(body), n)
-        cold, _ = measure_pair(lambda body=body: (clear_validation_cache(), handle(body)),
-                               lambda: None, n)
-        rows.append(Row(f"alemtuzumab {size:g} MB", len(body) / 1e6, count_resources(request),
-                        work, floor, cold))
+        work, floor = measure_pair(
+            lambda body=body: handle(body), lambda body=body: orjson.loads(body), n
+        )
+        cold, _ = measure_pair(
+            lambda body=body: (clear_validation_cache(), handle(body)), lambda: None, n
+        )
+        rows.append(
+            Row(
+                f"alemtuzumab {size:g} MB",
+                len(body) / 1e6,
+                count_resources(request),
+                work,
+                floor,
+                cold,
+            )
+        )
     return rows
 
 
 # -- over HTTP ---------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -231,8 +260,11 @@ def start_floor(port: int) -> subprocess.Popen[bytes]:
     """The floor app under the same server as `cds-service serve` (bench/floor_serve.py)."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "floor_serve.py"), str(port), "2"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "CDS_LOG_LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "CDS_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @dataclass
@@ -251,16 +283,18 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1e3
 
 
-def load_test(port: int, path: str, body: bytes, total: int, connections: int = 8,
-              keepalive: bool = True) -> LoadResult:
+def load_test(
+    port: int, path: str, body: bytes, total: int, connections: int = 8, keepalive: bool = True
+) -> LoadResult:
     """A fixed number of POSTs over `connections` client connections: kept alive between calls
     (when the server allows it), or closed after every call (`keepalive=False`: a new TCP
     connection per call, as with a server that closes every connection)."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
-    per_conn = [total // connections + (1 if i < total % connections else 0)
-                for i in range(connections)]
+    per_conn = [
+        total // connections + (1 if i < total % connections else 0) for i in range(connections)
+    ]
     headers = {"Content-Type": "application/json"}
     if not keepalive:
         headers["Connection"] = "close"
@@ -307,9 +341,20 @@ def over_http(size_mb: float, total: int) -> list[tuple[str, str, LoadResult, Lo
     service_port, floor_port = free_port(), free_port()
     env = {"CDS_DATABASE_URL": DATABASE_URL}
     service = subprocess.Popen(
-        [str(Path(sys.executable).parent / "cds-service"), "serve", "--no-auth", "--workers", "2",
-         "--port", str(service_port)],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(Path(sys.executable).parent / "cds-service"),
+            "serve",
+            "--no-auth",
+            "--workers",
+            "2",
+            "--port",
+            str(service_port),
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     floor = start_floor(floor_port)
     try:
         wait_for(service_port, "/cds-services")
@@ -334,6 +379,7 @@ def over_http(size_mb: float, total: int) -> list[tuple[str, str, LoadResult, Lo
 
 # -- slow clients ------------------------------------------------------------------------------
 
+
 @dataclass
 class SlowClientsResult:
     label: str
@@ -350,20 +396,32 @@ def slow_clients(slow: int, hook_calls: int, timeout: float) -> list[SlowClients
     port = free_port()
     env = {"CDS_DATABASE_URL": DATABASE_URL}
     service = subprocess.Popen(
-        [str(Path(sys.executable).parent / "cds-service"), "serve", "--no-auth", "--workers", "2",
-         "--port", str(port)],
-        cwd=STATE.name, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        [
+            str(Path(sys.executable).parent / "cds-service"),
+            "serve",
+            "--no-auth",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+        ],
+        cwd=STATE.name,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     body = orjson.dumps(load("eligible_patient_at_order_select"))
     calls: list[tuple[str, str, bytes | None]] = [
-        ("POST", "/cds-services/lemtrada-order-select", body)] * hook_calls
+        ("POST", "/cds-services/lemtrada-order-select", body)
+    ] * hook_calls
     calls += [("GET", "/healthz", None)] * max(1, hook_calls // 4)
     out = []
     try:
         wait_for(port, "/cds-services")
         honest_calls(port, calls[:8], timeout)  # warm both workers
-        out.append(SlowClientsResult("no slow clients", honest_calls(port, calls, timeout),
-                                     len(calls), 0))
+        out.append(
+            SlowClientsResult("no slow clients", honest_calls(port, calls, timeout), len(calls), 0)
+        )
         with SlowClients(port, slow, interval=0.5, max_seconds=timeout * len(calls) + 60) as attack:
             result = honest_calls(port, calls, timeout)
         out.append(SlowClientsResult(f"{slow} slow clients", result, len(calls), attack.reopened))
@@ -435,8 +493,11 @@ def unseen_record(request: dict[str, Any]) -> dict[str, Any]:
     for value in [*out["prefetch"].values(), out["context"]["draftOrders"]]:
         if not isinstance(value, dict):
             continue
-        resources = [e["resource"] for e in value.get("entry", [])] \
-            if value.get("resourceType") == "Bundle" else [value]
+        resources = (
+            [e["resource"] for e in value.get("entry", [])]
+            if value.get("resourceType") == "Bundle"
+            else [value]
+        )
         for resource in resources:
             resource["meta"] = {"versionId": "bench-unseen"}
     return out
@@ -454,13 +515,29 @@ def first_calls(starts: int, warm_runs: int) -> list[FreshStart]:
     for _ in range(starts):
         with tempfile.TemporaryDirectory(prefix="cds-bench-") as state:
             port = free_port()
-            env = {**os.environ, "CDS_DATABASE_URL": f"sqlite:///{state}/bench.sqlite3",
-                   "PROMETHEUS_MULTIPROC_DIR": f"{state}/metrics"}
+            env = {
+                **os.environ,
+                "CDS_DATABASE_URL": f"sqlite:///{state}/bench.sqlite3",
+                "PROMETHEUS_MULTIPROC_DIR": f"{state}/metrics",
+            }
             started = time.perf_counter()
             process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "cds-service"), "serve", "--no-auth",
-                 "--workers", "1", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=state, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    str(Path(sys.executable).parent / "cds-service"),
+                    "serve",
+                    "--no-auth",
+                    "--workers",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=state,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 wait_until_ready(port, process)
                 ready = time.perf_counter() - started
@@ -480,30 +557,62 @@ def first_calls(starts: int, warm_runs: int) -> list[FreshStart]:
 
 def first_call_section(runs: list[FreshStart], warm_runs: int) -> list[str]:
     """The report's section: one row per fresh start, then the medians and the ratio."""
-    rows = [[str(i + 1), f"{r.ready_s:.2f}", f"{r.first_ms:.1f}", f"{r.second_ms:.1f}",
-             f"{r.unseen_ms:.1f}", f"{r.warm_ms:.1f}", f"{r.first_ms / r.warm_ms:.2f}"]
-            for i, r in enumerate(runs)]
+    rows = [
+        [
+            str(i + 1),
+            f"{r.ready_s:.2f}",
+            f"{r.first_ms:.1f}",
+            f"{r.second_ms:.1f}",
+            f"{r.unseen_ms:.1f}",
+            f"{r.warm_ms:.1f}",
+            f"{r.first_ms / r.warm_ms:.2f}",
+        ]
+        for i, r in enumerate(runs)
+    ]
     first = statistics.median(r.first_ms for r in runs)
     warm = statistics.median(r.warm_ms for r in runs)
-    rows.append(["median", f"{statistics.median(r.ready_s for r in runs):.2f}", f"{first:.1f}",
-                 f"{statistics.median(r.second_ms for r in runs):.1f}",
-                 f"{statistics.median(r.unseen_ms for r in runs):.1f}", f"{warm:.1f}",
-                 f"**{first / warm:.2f}**"])
+    rows.append(
+        [
+            "median",
+            f"{statistics.median(r.ready_s for r in runs):.2f}",
+            f"{first:.1f}",
+            f"{statistics.median(r.second_ms for r in runs):.1f}",
+            f"{statistics.median(r.unseen_ms for r in runs):.1f}",
+            f"{warm:.1f}",
+            f"**{first / warm:.2f}**",
+        ]
+    )
     size_kb = len(orjson.dumps(load(ALEMTUZUMAB_BASE))) / 1e3
-    return [FIRST_CALL_HEADING, "",
-            f"`cds-service serve --workers 1` started afresh {len(runs)} times on 127.0.0.1 "
-            "(a new SQLite database each time); once `/readyz` answered 200, the alemtuzumab "
-            f"request `{ALEMTUZUMAB_BASE}` ({size_kb:.0f} kB) "
-            "was posted twice, then once with every resource changed (*unseen "
-            f"record*: what a new patient costs a warm worker), then {warm_runs} times more "
-            "(warm: their median). Every call opens a new connection. The first call also "
-            "validates a record not seen before, so *unseen record* is its floor. Target: "
-            "first call <= 3 x a warm call.", "",
-            table(["start", "ready after s", "first call ms", "second call ms",
-                   "unseen record ms", "warm median ms", "first / warm"], rows), ""]
+    return [
+        FIRST_CALL_HEADING,
+        "",
+        f"`cds-service serve --workers 1` started afresh {len(runs)} times on 127.0.0.1 "
+        "(a new SQLite database each time); once `/readyz` answered 200, the alemtuzumab "
+        f"request `{ALEMTUZUMAB_BASE}` ({size_kb:.0f} kB) "
+        "was posted twice, then once with every resource changed (*unseen "
+        f"record*: what a new patient costs a warm worker), then {warm_runs} times more "
+        "(warm: their median). Every call opens a new connection. The first call also "
+        "validates a record not seen before, so *unseen record* is its floor. Target: "
+        "first call <= 3 x a warm call.",
+        "",
+        table(
+            [
+                "start",
+                "ready after s",
+                "first call ms",
+                "second call ms",
+                "unseen record ms",
+                "warm median ms",
+                "first / warm",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 # -- FHIR-server fallback ----------------------------------------------------------------------
+
 
 def fhir_fallback(delay: float, runs: int) -> tuple[float, float, float] | None:
     """(median total ms, one response's latency ms, stalled-server total ms), or None if the
@@ -518,9 +627,13 @@ def fhir_fallback(delay: float, runs: int) -> tuple[float, float, float] | None:
     results = []
     base_url, stop = serve_fixture(request, delay_seconds=delay)
     try:
-        app = create_app(testing=True, fhir_server_allowlist=(base_url,),
-                         http_allowed_hosts=("127.0.0.1",), fhir_deadline_seconds=3.0,
-                         database_url=DATABASE_URL)
+        app = create_app(
+            testing=True,
+            fhir_server_allowlist=(base_url,),
+            http_allowed_hosts=("127.0.0.1",),
+            fhir_deadline_seconds=3.0,
+            database_url=DATABASE_URL,
+        )
         client = app.test_client()
         call = without_prefetch(request, base_url)
         client.post("/cds-services/lemtrada-order-select", json=call)
@@ -533,12 +646,17 @@ def fhir_fallback(delay: float, runs: int) -> tuple[float, float, float] | None:
         stop()
     base_url, stop = serve_fixture(request, delay_seconds=10.0)
     try:
-        app = create_app(testing=True, fhir_server_allowlist=(base_url,),
-                         http_allowed_hosts=("127.0.0.1",), fhir_deadline_seconds=1.0,
-                         database_url=DATABASE_URL)
+        app = create_app(
+            testing=True,
+            fhir_server_allowlist=(base_url,),
+            http_allowed_hosts=("127.0.0.1",),
+            fhir_deadline_seconds=1.0,
+            database_url=DATABASE_URL,
+        )
         start = time.perf_counter()
-        app.test_client().post("/cds-services/lemtrada-order-select",
-                               json=without_prefetch(request, base_url))
+        app.test_client().post(
+            "/cds-services/lemtrada-order-select", json=without_prefetch(request, base_url)
+        )
         stalled = (time.perf_counter() - start) * 1e3
     finally:
         stop()
@@ -546,6 +664,7 @@ def fhir_fallback(delay: float, runs: int) -> tuple[float, float, float] | None:
 
 
 # -- report ------------------------------------------------------------------------------------
+
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -561,13 +680,25 @@ def plot(rows: list[Row], path: Path) -> None:
 
     alem = [r for r in rows if r.case.startswith("alemtuzumab")]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    ax.plot([r.size_mb for r in alem], [r.work.median_ms for r in alem], "o-",
-            label="alemtuzumab: whole evaluation")
-    ax.plot([r.size_mb for r in alem], [r.parse.median_ms for r in alem], "s--",
-            label="orjson.loads of the same body (floor)")
+    ax.plot(
+        [r.size_mb for r in alem],
+        [r.work.median_ms for r in alem],
+        "o-",
+        label="alemtuzumab: whole evaluation",
+    )
+    ax.plot(
+        [r.size_mb for r in alem],
+        [r.parse.median_ms for r in alem],
+        "s--",
+        label="orjson.loads of the same body (floor)",
+    )
     other = [r for r in rows if r.case.startswith("other")]
-    ax.plot([r.size_mb for r in other], [r.work.median_ms for r in other], "^",
-            label="other drug: whole handling")
+    ax.plot(
+        [r.size_mb for r in other],
+        [r.work.median_ms for r in other],
+        "^",
+        label="other drug: whole handling",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("request body (MB)")
@@ -582,25 +713,65 @@ def plot(rows: list[Row], path: Path) -> None:
 def http_section(smoke: bool) -> str:
     lines = []
     for label, mode, mine, floor in over_http(0.3 if smoke else 1.3, 40 if smoke else 400):
-        lines.append([label, mode, f"{mine.throughput:.1f}", f"{floor.throughput:.1f}",
-                      f"{100 * mine.throughput / floor.throughput:.0f}%",
-                      f"{mine.pct(0.5):.1f}", f"{floor.pct(0.5):.1f}",
-                      f"{mine.pct(0.5) / floor.pct(0.5):.1f}",
-                      f"{mine.pct(0.99):.1f}", f"{floor.pct(0.99):.1f}",
-                      str(mine.errors + floor.errors)])
-    return table(["case", "clients", "req/s service", "req/s floor", "service / floor",
-                  "p50 ms", "floor p50 ms", "p50 / floor p50", "p99 ms", "floor p99 ms",
-                  "errors"], lines)
+        lines.append(
+            [
+                label,
+                mode,
+                f"{mine.throughput:.1f}",
+                f"{floor.throughput:.1f}",
+                f"{100 * mine.throughput / floor.throughput:.0f}%",
+                f"{mine.pct(0.5):.1f}",
+                f"{floor.pct(0.5):.1f}",
+                f"{mine.pct(0.5) / floor.pct(0.5):.1f}",
+                f"{mine.pct(0.99):.1f}",
+                f"{floor.pct(0.99):.1f}",
+                str(mine.errors + floor.errors),
+            ]
+        )
+    return table(
+        [
+            "case",
+            "clients",
+            "req/s service",
+            "req/s floor",
+            "service / floor",
+            "p50 ms",
+            "floor p50 ms",
+            "p50 / floor p50",
+            "p99 ms",
+            "floor p99 ms",
+            "errors",
+        ],
+        lines,
+    )
 
 
 def slow_clients_section(smoke: bool) -> str:
     timeout = 10.0
     rows = slow_clients(20 if smoke else 100, 8 if smoke else 20, timeout)
-    return table(["case", "honest calls", f"answered within {timeout:g} s", "median ms",
-                  "p95 ms", "max ms", "slow sockets reopened after the server closed them"],
-                 [[r.label, str(r.calls), str(r.honest.answered), f"{r.honest.median_ms:.1f}",
-                   f"{r.honest.pct_ms(0.95):.1f}", f"{r.honest.pct_ms(1.0):.1f}",
-                   str(r.reopened)] for r in rows])
+    return table(
+        [
+            "case",
+            "honest calls",
+            f"answered within {timeout:g} s",
+            "median ms",
+            "p95 ms",
+            "max ms",
+            "slow sockets reopened after the server closed them",
+        ],
+        [
+            [
+                r.label,
+                str(r.calls),
+                str(r.honest.answered),
+                f"{r.honest.median_ms:.1f}",
+                f"{r.honest.pct_ms(0.95):.1f}",
+                f"{r.honest.pct_ms(1.0):.1f}",
+                str(r.reopened),
+            ]
+            for r in rows
+        ],
+    )
 
 
 SECTIONS = ("in-process", "http", "slow-clients", "fallback", "first-call")
@@ -610,9 +781,20 @@ def only(section: str, smoke: bool) -> int:
     """One section's table on stdout (for before/after comparisons on a shared machine)."""
     if section == "in-process":
         rows = in_process([0.1, 0.3] if smoke else [0.2, 1.3, 10.0], 5 if smoke else 41)
-        print(table(["case", "median ms", "parse median ms", "ratio to parse"],
-                    [[r.case, f"{r.work.median_ms:.2f}", f"{r.parse.median_ms:.2f}",
-                      f"{r.ratio:.2f}"] for r in rows]))
+        print(
+            table(
+                ["case", "median ms", "parse median ms", "ratio to parse"],
+                [
+                    [
+                        r.case,
+                        f"{r.work.median_ms:.2f}",
+                        f"{r.parse.median_ms:.2f}",
+                        f"{r.ratio:.2f}",
+                    ]
+                    for r in rows
+                ],
+            )
+        )
     elif section == "http":
         print(http_section(smoke))
     elif section == "slow-clients":
@@ -645,8 +827,9 @@ def replace_section(report: Path, section: list[str]) -> None:
     heading = section[0]
     if heading in lines:
         start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
         lines[start:end] = section
     else:
         lines += ([""] if lines and lines[-1] else []) + section
@@ -660,9 +843,12 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--no-http", action="store_true")
-    parser.add_argument("--only", choices=SECTIONS,
-                        help="run one section and print its table; the report file is not "
-                             "written, except that first-call replaces its own section")
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        help="run one section and print its table; the report file is not "
+        "written, except that first-call replaces its own section",
+    )
     args = parser.parse_args()
     starts, warm_runs = (2, 5) if args.smoke else (5, 20)
     if args.only == "first-call":
@@ -677,15 +863,40 @@ def main() -> int:
     sizes = [0.1, 0.3] if args.smoke else [0.2, 1.3, 10.0]
     runs = 5 if args.smoke else 41
     rows = in_process(sizes, runs)
-    headers = ["case", "body MB", "resources", "median ms", "p95 ms", "parse median ms",
-               "parse p95 ms", "ratio to parse", "cold median ms", "cold p95 ms", "cold ratio",
-               "us per resource"]
-    process_table = table(headers, [[r.case, f"{r.size_mb:.2f}", str(r.resources),
-                                     f"{r.work.median_ms:.2f}", f"{r.work.p95_ms:.2f}",
-                                     f"{r.parse.median_ms:.2f}", f"{r.parse.p95_ms:.2f}",
-                                     f"{r.ratio:.2f}", f"{r.cold.median_ms:.2f}",
-                                     f"{r.cold.p95_ms:.2f}", f"{r.cold_ratio:.2f}",
-                                     f"{r.us_per_resource:.2f}"] for r in rows])
+    headers = [
+        "case",
+        "body MB",
+        "resources",
+        "median ms",
+        "p95 ms",
+        "parse median ms",
+        "parse p95 ms",
+        "ratio to parse",
+        "cold median ms",
+        "cold p95 ms",
+        "cold ratio",
+        "us per resource",
+    ]
+    process_table = table(
+        headers,
+        [
+            [
+                r.case,
+                f"{r.size_mb:.2f}",
+                str(r.resources),
+                f"{r.work.median_ms:.2f}",
+                f"{r.work.p95_ms:.2f}",
+                f"{r.parse.median_ms:.2f}",
+                f"{r.parse.p95_ms:.2f}",
+                f"{r.ratio:.2f}",
+                f"{r.cold.median_ms:.2f}",
+                f"{r.cold.p95_ms:.2f}",
+                f"{r.cold_ratio:.2f}",
+                f"{r.us_per_resource:.2f}",
+            ]
+            for r in rows
+        ],
+    )
     print(process_table)
     alem = [r for r in rows if r.case.startswith("alemtuzumab")]
     flatness = alem[-1].us_per_resource / alem[0].us_per_resource
@@ -719,36 +930,59 @@ def main() -> int:
     if not args.no_http:
         http_table = http_section(args.smoke)
         print("\n" + http_table)
-        sections += ["## Over HTTP (gunicorn, 2 workers, 127.0.0.1, 8 connections)", "",
-                     "The floor is a minimal Flask app under the same server settings that only "
-                     "parses the same body with orjson and answers `{\"cards\": []}` "
-                     "(`bench/floor_app.py`). Each case runs twice: the clients open a new "
-                     "connection per call, then keep their connections alive. Targets: >= 70% "
-                     "of the floor's throughput; p99 < 100 ms for the 1.3 MB alemtuzumab "
-                     "request.", "", http_table, ""]
+        sections += [
+            "## Over HTTP (gunicorn, 2 workers, 127.0.0.1, 8 connections)",
+            "",
+            "The floor is a minimal Flask app under the same server settings that only "
+            'parses the same body with orjson and answers `{"cards": []}` '
+            "(`bench/floor_app.py`). Each case runs twice: the clients open a new "
+            "connection per call, then keep their connections alive. Targets: >= 70% "
+            "of the floor's throughput; p99 < 100 ms for the 1.3 MB alemtuzumab "
+            "request.",
+            "",
+            http_table,
+            "",
+        ]
         slow_table = slow_clients_section(args.smoke)
         print("\n" + slow_table)
-        sections += ["## Slow clients", "",
-                     "Honest calls (hook calls and `/healthz`, 4 at a time, each on a new "
-                     "connection) to `cds-service serve`, alone and beside connections that "
-                     "trickle a request header one byte every 0.5 s and never finish it "
-                     "(reopened when the server closes them).", "", slow_table, ""]
+        sections += [
+            "## Slow clients",
+            "",
+            "Honest calls (hook calls and `/healthz`, 4 at a time, each on a new "
+            "connection) to `cds-service serve`, alone and beside connections that "
+            "trickle a request header one byte every 0.5 s and never finish it "
+            "(reopened when the server closes them).",
+            "",
+            slow_table,
+            "",
+        ]
 
     fallback = fhir_fallback(0.05, 3 if args.smoke else 15)
     if fallback is not None:
         total, one, stalled = fallback
-        print(f"\nFHIR-server fallback: median {total:.1f} ms with {one:.0f} ms per response "
-              f"({total / one:.2f} x one response); stalled server answered in {stalled:.0f} ms "
-              "(deadline 1000 ms)")
-        sections += ["## FHIR-server fallback", "",
-                     "Every prefetch key missing; the stub FHIR server on 127.0.0.1 adds the "
-                     "latency below to each response; the service fetches the keys "
-                     "concurrently.", "",
-                     table(["median total ms", "one response ms", "total / one response",
-                            "stalled server: answered in ms (deadline 1000 ms)"],
-                           [[f"{total:.1f}", f"{one:.0f}", f"{total / one:.2f}",
-                             f"{stalled:.0f}"]]),
-                     ""]
+        print(
+            f"\nFHIR-server fallback: median {total:.1f} ms with {one:.0f} ms per response "
+            f"({total / one:.2f} x one response); stalled server answered in {stalled:.0f} ms "
+            "(deadline 1000 ms)"
+        )
+        sections += [
+            "## FHIR-server fallback",
+            "",
+            "Every prefetch key missing; the stub FHIR server on 127.0.0.1 adds the "
+            "latency below to each response; the service fetches the keys "
+            "concurrently.",
+            "",
+            table(
+                [
+                    "median total ms",
+                    "one response ms",
+                    "total / one response",
+                    "stalled server: answered in ms (deadline 1000 ms)",
+                ],
+                [[f"{total:.1f}", f"{one:.0f}", f"{total / one:.2f}", f"{stalled:.0f}"]],
+            ),
+            "",
+        ]
     first_call = first_call_section(first_calls(starts, warm_runs), warm_runs)
     print("\n" + "\n".join(first_call))
     sections += first_call

@@ -60,27 +60,39 @@ SELECT, SIGN = "lemtrada-order-select", "lemtrada-order-sign"
 # order-sign (selections dropped), so every outcome is seen at both hooks.
 SCENARIOS: dict[str, list[str]] = {
     "eligible": [
-        "eligible_patient_at_order_select", "eligible_adult_man_needs_no_pregnancy_test",
-        "eligible_patient_at_order_sign", "eligible_man_with_large_record_at_order_sign",
+        "eligible_patient_at_order_select",
+        "eligible_adult_man_needs_no_pregnancy_test",
+        "eligible_patient_at_order_sign",
+        "eligible_man_with_large_record_at_order_sign",
         "order_sign_with_premedication_and_prophylaxis",
     ],
     "ineligible": [
-        "hiv_test_positive", "active_tuberculosis_condition_is_a_hard_stop",
-        "positive_pregnancy_test_is_a_hard_stop", "allergy_to_lemtrada_is_a_hard_stop",
-        "primary_progressive_ms_is_not_indicated", "hcv_rna_detected",
+        "hiv_test_positive",
+        "active_tuberculosis_condition_is_a_hard_stop",
+        "positive_pregnancy_test_is_a_hard_stop",
+        "allergy_to_lemtrada_is_a_hard_stop",
+        "primary_progressive_ms_is_not_indicated",
+        "hcv_rna_detected",
         "live_vaccine_three_weeks_before_start",
     ],
     "missing-evidence": [
-        "baseline_labs_missing", "tb_screening_missing", "hepatitis_b_screening_missing",
-        "vzv_status_unknown", "woman_of_reproductive_age_without_pregnancy_test",
+        "baseline_labs_missing",
+        "tb_screening_missing",
+        "hepatitis_b_screening_missing",
+        "vzv_status_unknown",
+        "woman_of_reproductive_age_without_pregnancy_test",
         "unreadable_hiv_result",
         "order_sign_without_premedication_or_prophylaxis",
     ],
 }
 """Records an other-drug order is placed on (besides the other-drug fixtures themselves)."""
-OTHER_DRUG_RECORDS = ["eligible_patient_at_order_select", "hiv_test_positive",
-                      "baseline_labs_missing", "eligible_man_with_large_record_at_order_sign",
-                      "vzv_status_unknown"]
+OTHER_DRUG_RECORDS = [
+    "eligible_patient_at_order_select",
+    "hiv_test_positive",
+    "baseline_labs_missing",
+    "eligible_man_with_large_record_at_order_sign",
+    "vzv_status_unknown",
+]
 
 OTHER = "other drug"
 ALEM_SELECT = "alemtuzumab order-select"
@@ -95,9 +107,11 @@ CARD_KINDS = (OTHER, ALEM_SELECT, ALEM_SIGN)
 
 # -- request bodies ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Body:
     """A hook request serialised once, split at its hookInstance so each send gets a fresh one."""
+
     kind: str
     name: str
     path: str
@@ -113,8 +127,14 @@ class Body:
             raise ValueError(f"{name}: hookInstance is not unique in the body")
         prefix, suffix = raw.split(marker)
         service = SELECT if doc["hook"] == "order-select" else SIGN
-        return cls(kind, name, f"/cds-services/{service}", prefix, suffix,
-                   str(doc["context"]["patientId"]).encode())
+        return cls(
+            kind,
+            name,
+            f"/cds-services/{service}",
+            prefix,
+            suffix,
+            str(doc["context"]["patientId"]).encode(),
+        )
 
     def render(self, fresh_patient: bool = False) -> bytes:
         body = self.prefix + b'"' + str(uuid.uuid4()).encode() + b'"' + self.suffix
@@ -138,8 +158,11 @@ def other_drug_on(doc: dict[str, Any], other: dict[str, Any], hook: str) -> dict
     order["subject"] = {"reference": f"Patient/{patient}"}
     out["hook"] = hook
     context = {k: v for k, v in out["context"].items() if k not in ("selections", "draftOrders")}
-    context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
-                              "entry": [{"resource": order}]}
+    context["draftOrders"] = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": order}],
+    }
     if hook == "order-select":
         context["selections"] = [f"MedicationRequest/{order['id']}"]
     out["context"] = context
@@ -150,12 +173,22 @@ def build_bodies() -> dict[str, list[Body]]:
     other = load(OTHER_DRUG)
     pools: dict[str, list[Body]] = {OTHER: [], ALEM_SELECT: [], ALEM_SIGN: []}
     pools[OTHER].append(Body.of(OTHER, OTHER_DRUG, other))
-    pools[OTHER].append(Body.of(OTHER, "alemtuzumab_drafted_but_not_selected",
-                                load("alemtuzumab_drafted_but_not_selected")))
+    pools[OTHER].append(
+        Body.of(
+            OTHER,
+            "alemtuzumab_drafted_but_not_selected",
+            load("alemtuzumab_drafted_but_not_selected"),
+        )
+    )
     for name in OTHER_DRUG_RECORDS:
         for hook in ("order-select", "order-sign"):
-            pools[OTHER].append(Body.of(OTHER, f"{OTHER_DRUG} on {name} ({hook})",
-                                        other_drug_on(load(name), other, hook)))
+            pools[OTHER].append(
+                Body.of(
+                    OTHER,
+                    f"{OTHER_DRUG} on {name} ({hook})",
+                    other_drug_on(load(name), other, hook),
+                )
+            )
     for outcome, names in SCENARIOS.items():
         for name in names:
             doc = load(name)
@@ -174,8 +207,11 @@ def bad_requests(pools: dict[str, list[Body]]) -> list[tuple[str, str, bytes]]:
         ("invalid JSON", f"/cds-services/{SIGN}", b'{"hook": "order-sign", "context": {,}'),
         ("invalid UTF-8", f"/cds-services/{SELECT}", b'{"hook": "order-select\xff\xfe"}'),
         ("wrong hook for the service", f"/cds-services/{SELECT}", sign),
-        ("invalid feedback", f"/cds-services/{SELECT}/feedback",
-         orjson.dumps({"feedback": [{"card": "not-a-uuid", "outcome": "maybe"}]})),
+        (
+            "invalid feedback",
+            f"/cds-services/{SELECT}/feedback",
+            orjson.dumps({"feedback": [{"card": "not-a-uuid", "outcome": "maybe"}]}),
+        ),
     ]
 
 
@@ -183,31 +219,61 @@ def feedback_body(card: dict[str, Any], rng: random.Random) -> bytes:
     when = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     suggestions = [s["uuid"] for s in card.get("suggestions", []) if s.get("uuid")]
     if suggestions and rng.random() < 0.5:
-        item = {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": when,
-                "acceptedSuggestions": [{"id": rng.choice(suggestions)}]}
+        item = {
+            "card": card["uuid"],
+            "outcome": "accepted",
+            "outcomeTimestamp": when,
+            "acceptedSuggestions": [{"id": rng.choice(suggestions)}],
+        }
     else:
-        item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": when,
-                "overrideReason": {"reason": {
+        item = {
+            "card": card["uuid"],
+            "outcome": "overridden",
+            "outcomeTimestamp": when,
+            "overrideReason": {
+                "reason": {
                     "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-                    "code": "MEDPREC", "display": "medical precaution"},
-                    "userComment": "benefit outweighs the risk"}}
+                    "code": "MEDPREC",
+                    "display": "medical precaution",
+                },
+                "userComment": "benefit outweighs the risk",
+            },
+        }
     return orjson.dumps({"feedback": [item]})
 
 
 # -- the server --------------------------------------------------------------------------------
 
+
 def start_server(port: int, workdir: Path, workers: int) -> tuple[subprocess.Popen[bytes], Path]:
     prom = workdir / "prometheus"
     prom.mkdir()
-    env = {**os.environ, "CDS_DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-           "PROMETHEUS_MULTIPROC_DIR": str(prom)}
+    env = {
+        **os.environ,
+        "CDS_DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "PROMETHEUS_MULTIPROC_DIR": str(prom),
+    }
     log = workdir / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "cds-service"), "serve", "--no-auth",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)  # Ctrl-C reaches this script only; it stops the server itself
+            [
+                str(Path(sys.executable).parent / "cds-service"),
+                "serve",
+                "--no-auth",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # Ctrl-C reaches this script only; it stops the server itself
     return proc, log
 
 
@@ -258,6 +324,7 @@ def stop_server(proc: subprocess.Popen[bytes], workers: set[int], timeout: float
 
 # -- resident memory ---------------------------------------------------------------------------
 
+
 def _ppid(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat.rsplit(")", 1)[1].split()[1])
@@ -284,8 +351,11 @@ def children(pid: int) -> list[int]:
 def memory_kb(pid: int) -> tuple[int, int] | None:
     """(VmRSS, RssAnon) in kB, or None when the process is gone."""
     try:
-        fields = dict(line.split(":", 1) for line in
-                      Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        fields = dict(
+            line.split(":", 1)
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if ":" in line
+        )
         return int(fields["VmRSS"].split()[0]), int(fields.get("RssAnon", "0 kB").split()[0])
     except (OSError, KeyError, ValueError):
         return None
@@ -323,6 +393,7 @@ class Sampler:
         def run() -> None:
             while not self._stop.wait(interval):
                 self.sample(phase[0])
+
         self._thread = threading.Thread(target=run, name="rss-sampler", daemon=True)
         self._thread.start()
 
@@ -333,6 +404,7 @@ class Sampler:
 
 
 # -- load --------------------------------------------------------------------------------------
+
 
 @dataclass
 class Stats:
@@ -350,8 +422,9 @@ class Stats:
 
 
 class Load:
-    def __init__(self, port: int, pools: dict[str, list[Body]], fresh_patients: float,
-                 seed: int) -> None:
+    def __init__(
+        self, port: int, pools: dict[str, list[Body]], fresh_patients: float, seed: int
+    ) -> None:
         self.port = port
         self.pools = pools
         self.bad = bad_requests(pools)
@@ -361,16 +434,23 @@ class Load:
         self.stop = threading.Event()
         self.stats: list[Stats] = []
 
-    def send(self, conn: http.client.HTTPConnection, method: str, path: str,
-             body: bytes | None) -> tuple[int, bytes]:
+    def send(
+        self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None
+    ) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
 
-    def one(self, conn: http.client.HTTPConnection, stats: Stats, kind: str, rng: random.Random,
-            recent: deque[tuple[str, dict[str, Any]]], body_choice: Body | None = None
-            ) -> http.client.HTTPConnection:
+    def one(
+        self,
+        conn: http.client.HTTPConnection,
+        stats: Stats,
+        kind: str,
+        rng: random.Random,
+        recent: deque[tuple[str, dict[str, Any]]],
+        body_choice: Body | None = None,
+    ) -> http.client.HTTPConnection:
         """Send one request of a kind; record its latency or error. Returns the connection to use
         next (a new one after a connection error or a timeout)."""
         phase = self.phase[0]
@@ -472,8 +552,9 @@ class Load:
             with lock:
                 self.stats.append(stats)
 
-        threads = [threading.Thread(target=run, args=(i,), name=f"conn-{i}")
-                   for i in range(CONNECTIONS)]
+        threads = [
+            threading.Thread(target=run, args=(i,), name=f"conn-{i}") for i in range(CONNECTIONS)
+        ]
         for t in threads:
             t.start()
         return threads
@@ -487,6 +568,7 @@ class Load:
 
 # -- report ------------------------------------------------------------------------------------
 
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -498,8 +580,11 @@ def aligned(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
@@ -507,8 +592,9 @@ def growth(start: int, end: int) -> float:
     return 100.0 * (end - start) / start if start else 0.0
 
 
-def memory_report(sampler: Sampler, warm: Sample,
-                  end: Sample) -> tuple[list[dict[str, Any]], list[int]]:
+def memory_report(
+    sampler: Sampler, warm: Sample, end: Sample
+) -> tuple[list[dict[str, Any]], list[int]]:
     """Per process and total: RSS after warm-up, at the end, the peak and the growth."""
     master = sampler.master
     workers_warm = [p for p in warm.rss if p != master]
@@ -518,17 +604,35 @@ def memory_report(sampler: Sampler, warm: Sample,
     for pid in common:
         role = "master" if pid == master else f"worker {workers_warm.index(pid) + 1}"
         peak = max(s.rss[pid][0] for s in sampler.samples if pid in s.rss and s.t >= warm.t)
-        rows.append({"process": role, "pid": pid, "rss_warm_kb": warm.rss[pid][0],
-                     "rss_end_kb": end.rss[pid][0], "rss_peak_kb": peak,
-                     "growth_percent": growth(warm.rss[pid][0], end.rss[pid][0]),
-                     "anon_warm_kb": warm.rss[pid][1], "anon_end_kb": end.rss[pid][1],
-                     "anon_growth_percent": growth(warm.rss[pid][1], end.rss[pid][1])})
+        rows.append(
+            {
+                "process": role,
+                "pid": pid,
+                "rss_warm_kb": warm.rss[pid][0],
+                "rss_end_kb": end.rss[pid][0],
+                "rss_peak_kb": peak,
+                "growth_percent": growth(warm.rss[pid][0], end.rss[pid][0]),
+                "anon_warm_kb": warm.rss[pid][1],
+                "anon_end_kb": end.rss[pid][1],
+                "anon_growth_percent": growth(warm.rss[pid][1], end.rss[pid][1]),
+            }
+        )
     tw, te = sum(warm.rss[p][0] for p in warm.rss), sum(end.rss[p][0] for p in end.rss)
     aw, ae = sum(warm.rss[p][1] for p in warm.rss), sum(end.rss[p][1] for p in end.rss)
     peak_total = max(sum(v[0] for v in s.rss.values()) for s in sampler.samples if s.t >= warm.t)
-    rows.append({"process": "total", "pid": None, "rss_warm_kb": tw, "rss_end_kb": te,
-                 "rss_peak_kb": peak_total, "growth_percent": growth(tw, te),
-                 "anon_warm_kb": aw, "anon_end_kb": ae, "anon_growth_percent": growth(aw, ae)})
+    rows.append(
+        {
+            "process": "total",
+            "pid": None,
+            "rss_warm_kb": tw,
+            "rss_end_kb": te,
+            "rss_peak_kb": peak_total,
+            "growth_percent": growth(tw, te),
+            "anon_warm_kb": aw,
+            "anon_end_kb": ae,
+            "anon_growth_percent": growth(aw, ae),
+        }
+    )
     return rows, replaced
 
 
@@ -538,13 +642,22 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=30.0, help="warm-up seconds (30)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sample-every", type=float, default=2.0, help="RSS sampling interval (s)")
-    parser.add_argument("--fresh-patients", type=float, default=0.0, metavar="SHARE",
-                        help="share of alemtuzumab requests sent under a new patient id, so "
-                        "every resource is new to the service (cold validation, caches filling); "
-                        "default 0")
+    parser.add_argument(
+        "--fresh-patients",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of alemtuzumab requests sent under a new patient id, so "
+        "every resource is new to the service (cold validation, caches filling); "
+        "default 0",
+    )
     parser.add_argument("--seed", type=int, default=6)
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON; the "
-                        "/metrics output and the server log go next to it")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="write the figures as JSON; the /metrics output and the server log go next to it",
+    )
     args = parser.parse_args()
 
     stem = args.json.with_suffix("") if args.json else ROOT / "var" / "soak"
@@ -602,11 +715,26 @@ def main() -> int:
     stats = load_.merged()
     memory, replaced = memory_report(sampler, warm, end)
     server_lines = log_copy.read_text(errors="replace").splitlines()
-    server_errors = [ln for ln in server_lines if any(m in ln for m in (
-        "Traceback", "[ERROR]", "[CRITICAL]", "WORKER TIMEOUT", '"level":"ERROR"',
-        '"level": "ERROR"', '"level":"CRITICAL"', '"level": "CRITICAL"'))]
-    server_warnings = sum(1 for ln in server_lines
-                          if '"level":"WARNING"' in ln or "[WARNING]" in ln)
+    server_errors = [
+        ln
+        for ln in server_lines
+        if any(
+            m in ln
+            for m in (
+                "Traceback",
+                "[ERROR]",
+                "[CRITICAL]",
+                "WORKER TIMEOUT",
+                '"level":"ERROR"',
+                '"level": "ERROR"',
+                '"level":"CRITICAL"',
+                '"level": "CRITICAL"',
+            )
+        )
+    ]
+    server_warnings = sum(
+        1 for ln in server_lines if '"level":"WARNING"' in ln or "[WARNING]" in ln
+    )
 
     # requests per kind
     rows, by_kind = [], {}
@@ -619,19 +747,41 @@ def main() -> int:
     for kind in KINDS:
         lat = stats.latencies.get(("measure", kind), [])
         n = len(lat) + errors_by_kind[kind]
-        by_kind[kind] = {"requests": n, "errors": errors_by_kind[kind],
-                         "share_percent": 100.0 * n / max(n_measure, 1),
-                         "p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95),
-                         "p99_ms": pct(lat, 0.99), "max_ms": max(lat) * 1e3 if lat else 0.0}
+        by_kind[kind] = {
+            "requests": n,
+            "errors": errors_by_kind[kind],
+            "share_percent": 100.0 * n / max(n_measure, 1),
+            "p50_ms": pct(lat, 0.5),
+            "p95_ms": pct(lat, 0.95),
+            "p99_ms": pct(lat, 0.99),
+            "max_ms": max(lat) * 1e3 if lat else 0.0,
+        }
         k = by_kind[kind]
-        rows.append([kind, str(n), f"{k['share_percent']:.1f}%", f"{k['p50_ms']:.1f}",
-                     f"{k['p95_ms']:.1f}", f"{k['p99_ms']:.1f}", f"{k['max_ms']:.1f}",
-                     str(k["errors"])])
+        rows.append(
+            [
+                kind,
+                str(n),
+                f"{k['share_percent']:.1f}%",
+                f"{k['p50_ms']:.1f}",
+                f"{k['p95_ms']:.1f}",
+                f"{k['p99_ms']:.1f}",
+                f"{k['max_ms']:.1f}",
+                str(k["errors"]),
+            ]
+        )
     all_lat = [x for (ph, _), v in stats.latencies.items() if ph == "measure" for x in v]
-    rows.append(["total", str(n_measure), "100%", f"{pct(all_lat, .5):.1f}",
-                 f"{pct(all_lat, .95):.1f}", f"{pct(all_lat, .99):.1f}",
-                 f"{max(all_lat, default=0) * 1e3:.1f}",
-                 str(sum(errors_by_kind.values()))])
+    rows.append(
+        [
+            "total",
+            str(n_measure),
+            "100%",
+            f"{pct(all_lat, 0.5):.1f}",
+            f"{pct(all_lat, 0.95):.1f}",
+            f"{pct(all_lat, 0.99):.1f}",
+            f"{max(all_lat, default=0) * 1e3:.1f}",
+            str(sum(errors_by_kind.values())),
+        ]
+    )
     n_all = sum(len(v) for v in stats.latencies.values()) + sum(stats.errors.values())
     throughput = n_measure / measured
     error_total = sum(stats.errors.values())
@@ -639,37 +789,82 @@ def main() -> int:
     rss_met = worst["growth_percent"] < RSS_TARGET_PERCENT and not replaced and server_alive
     errors_met = error_total == 0
 
-    out = [f"soak: cds-service serve --no-auth --workers {args.workers} on 127.0.0.1:{port} "
-           f"(ready by {ready_by}), {CONNECTIONS} connections, closed loop, client timeout "
-           f"{CLIENT_TIMEOUT:.0f} s, seed {args.seed}, fresh-patient share {args.fresh_patients:g}",
-           f"priming {prime_seconds:.1f} s, warm-up {args.warmup:g} s, measured {measured:.1f} s; "
-           f"{n_all} requests in all phases, {n_measure} measured",
-           f"bodies: {len(pools[OTHER])} other-drug, {len(pools[ALEM_SELECT])} alemtuzumab "
-           f"order-select, {len(pools[ALEM_SIGN])} order-sign, {len(load_.bad)} bad-request "
-           "kinds", "",
-           aligned(["kind (measured phase)", "requests", "share", "p50 ms", "p95 ms", "p99 ms",
-                    "max ms", "errors"], rows), "",
-           f"throughput: {throughput:.1f} req/s (indicative: the client shares the machine's "
-           f"{os.cpu_count()} CPUs)", ""]
+    out = [
+        f"soak: cds-service serve --no-auth --workers {args.workers} on 127.0.0.1:{port} "
+        f"(ready by {ready_by}), {CONNECTIONS} connections, closed loop, client timeout "
+        f"{CLIENT_TIMEOUT:.0f} s, seed {args.seed}, fresh-patient share {args.fresh_patients:g}",
+        f"priming {prime_seconds:.1f} s, warm-up {args.warmup:g} s, measured {measured:.1f} s; "
+        f"{n_all} requests in all phases, {n_measure} measured",
+        f"bodies: {len(pools[OTHER])} other-drug, {len(pools[ALEM_SELECT])} alemtuzumab "
+        f"order-select, {len(pools[ALEM_SIGN])} order-sign, {len(load_.bad)} bad-request "
+        "kinds",
+        "",
+        aligned(
+            [
+                "kind (measured phase)",
+                "requests",
+                "share",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "max ms",
+                "errors",
+            ],
+            rows,
+        ),
+        "",
+        f"throughput: {throughput:.1f} req/s (indicative: the client shares the machine's "
+        f"{os.cpu_count()} CPUs)",
+        "",
+    ]
     if stats.errors:
-        out += [aligned(["errors (all phases)", "kind", "phase", "count"],
-                        [[t, k, ph, str(n)] for (ph, k, t), n in sorted(stats.errors.items())]),
-                "", "first errors:", *("  " + e for e in stats.examples), ""]
+        out += [
+            aligned(
+                ["errors (all phases)", "kind", "phase", "count"],
+                [[t, k, ph, str(n)] for (ph, k, t), n in sorted(stats.errors.items())],
+            ),
+            "",
+            "first errors:",
+            *("  " + e for e in stats.examples),
+            "",
+        ]
     else:
         out += ["errors by type: none (all phases: priming, warm-up, measured)", ""]
-    out += [aligned(["memory (VmRSS)", "pid", "after warm-up MB", "end MB", "peak MB", "growth",
-                     "anon growth"],
-                    [[r["process"], str(r["pid"] or ""), f"{r['rss_warm_kb'] / 1024:.1f}",
-                      f"{r['rss_end_kb'] / 1024:.1f}", f"{r['rss_peak_kb'] / 1024:.1f}",
-                      f"{r['growth_percent']:+.1f}%", f"{r['anon_growth_percent']:+.1f}%"]
-                     for r in memory]),
-            f"samples: {len(sampler.samples)} every {args.sample_every:g} s; workers seen: "
-            f"{sampler.workers_seen}; " + (
-                f"WORKERS REPLACED: gone {[p for p in replaced if p not in end.rss]}, started "
-                f"during the run {[p for p in replaced if p in end.rss]}" if replaced
-                else "no worker replaced"),
-            f"server log: {len(server_lines)} lines, {len(server_errors)} error and "
-            f"{server_warnings} warning lines ({log_copy})"]
+    out += [
+        aligned(
+            [
+                "memory (VmRSS)",
+                "pid",
+                "after warm-up MB",
+                "end MB",
+                "peak MB",
+                "growth",
+                "anon growth",
+            ],
+            [
+                [
+                    r["process"],
+                    str(r["pid"] or ""),
+                    f"{r['rss_warm_kb'] / 1024:.1f}",
+                    f"{r['rss_end_kb'] / 1024:.1f}",
+                    f"{r['rss_peak_kb'] / 1024:.1f}",
+                    f"{r['growth_percent']:+.1f}%",
+                    f"{r['anon_growth_percent']:+.1f}%",
+                ]
+                for r in memory
+            ],
+        ),
+        f"samples: {len(sampler.samples)} every {args.sample_every:g} s; workers seen: "
+        f"{sampler.workers_seen}; "
+        + (
+            f"WORKERS REPLACED: gone {[p for p in replaced if p not in end.rss]}, started "
+            f"during the run {[p for p in replaced if p in end.rss]}"
+            if replaced
+            else "no worker replaced"
+        ),
+        f"server log: {len(server_lines)} lines, {len(server_errors)} error and "
+        f"{server_warnings} warning lines ({log_copy})",
+    ]
     out += ["  " + ln[:200] for ln in server_errors[:5]]
     if not server_alive:
         out.append("the server master EXITED during the run")
@@ -679,43 +874,72 @@ def main() -> int:
         metrics_path.write_text(metrics_text)
         cds = [ln for ln in metrics_text.splitlines() if ln.startswith("cds_")]
         short = [ln for ln in cds if "_bucket{" not in ln and float(ln.rsplit(" ", 1)[1]) != 0]
-        out += [f"/metrics: {len(metrics_text.splitlines())} lines saved to {metrics_path}; "
-                f"{len(cds)} cds_ samples, excerpt without histogram buckets and zero values:",
-                *("  " + ln for ln in short[:60])]
+        out += [
+            f"/metrics: {len(metrics_text.splitlines())} lines saved to {metrics_path}; "
+            f"{len(cds)} cds_ samples, excerpt without histogram buckets and zero values:",
+            *("  " + ln for ln in short[:60]),
+        ]
         if len(short) > 60:
             out.append(f"  ... {len(short) - 60} more in the file")
     else:
         out.append(f"/metrics: not available ({metrics_status})")
-    out += ["", f"errors: {error_total} (target 0) — {'met' if errors_met else 'missed'}",
-            f"RSS growth: {worst['growth_percent']:.1f}% (target < {RSS_TARGET_PERCENT:g}%; "
-            f"worst of total and each process: {worst['process']}"
-            + ("; a worker was replaced" if replaced else "")
-            + ("; the server exited" if not server_alive else "")
-            + f") — {'met' if rss_met else 'missed'}"]
+    out += [
+        "",
+        f"errors: {error_total} (target 0) — {'met' if errors_met else 'missed'}",
+        f"RSS growth: {worst['growth_percent']:.1f}% (target < {RSS_TARGET_PERCENT:g}%; "
+        f"worst of total and each process: {worst['process']}"
+        + ("; a worker was replaced" if replaced else "")
+        + ("; the server exited" if not server_alive else "")
+        + f") — {'met' if rss_met else 'missed'}",
+    ]
     print("\n".join(out))
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(orjson.dumps({
-            "workers": args.workers, "connections": CONNECTIONS, "warmup_seconds": args.warmup,
-            "prime_seconds": prime_seconds, "measured_seconds": measured,
-            "fresh_patient_share": args.fresh_patients, "seed": args.seed,
-            "requests_all_phases": n_all, "requests_measured": n_measure,
-            "throughput_rps": throughput, "by_kind": by_kind,
-            "errors_total": error_total,
-            "errors": [{"phase": ph, "kind": k, "type": t, "count": n}
-                       for (ph, k, t), n in sorted(stats.errors.items())],
-            "memory": memory, "workers_seen": sampler.workers_seen, "workers_replaced": replaced,
-            "rss_series": [{"t": round(s.t - sampler.samples[0].t, 2), "phase": s.phase,
-                            "rss_kb": {str(p): v[0] for p, v in s.rss.items()}}
-                           for s in sampler.samples],
-            "server_alive": server_alive, "server_error_lines": len(server_errors),
-            "metrics_status": metrics_status,
-            "metrics_file": str(metrics_path) if metrics_text else None,
-            "server_warning_lines": server_warnings,
-            "verdict": {"errors_met": errors_met, "rss_growth_percent": worst["growth_percent"],
-                        "rss_met": rss_met},
-        }, option=orjson.OPT_INDENT_2))
+        args.json.write_bytes(
+            orjson.dumps(
+                {
+                    "workers": args.workers,
+                    "connections": CONNECTIONS,
+                    "warmup_seconds": args.warmup,
+                    "prime_seconds": prime_seconds,
+                    "measured_seconds": measured,
+                    "fresh_patient_share": args.fresh_patients,
+                    "seed": args.seed,
+                    "requests_all_phases": n_all,
+                    "requests_measured": n_measure,
+                    "throughput_rps": throughput,
+                    "by_kind": by_kind,
+                    "errors_total": error_total,
+                    "errors": [
+                        {"phase": ph, "kind": k, "type": t, "count": n}
+                        for (ph, k, t), n in sorted(stats.errors.items())
+                    ],
+                    "memory": memory,
+                    "workers_seen": sampler.workers_seen,
+                    "workers_replaced": replaced,
+                    "rss_series": [
+                        {
+                            "t": round(s.t - sampler.samples[0].t, 2),
+                            "phase": s.phase,
+                            "rss_kb": {str(p): v[0] for p, v in s.rss.items()},
+                        }
+                        for s in sampler.samples
+                    ],
+                    "server_alive": server_alive,
+                    "server_error_lines": len(server_errors),
+                    "metrics_status": metrics_status,
+                    "metrics_file": str(metrics_path) if metrics_text else None,
+                    "server_warning_lines": server_warnings,
+                    "verdict": {
+                        "errors_met": errors_met,
+                        "rss_growth_percent": worst["growth_percent"],
+                        "rss_met": rss_met,
+                    },
+                },
+                option=orjson.OPT_INDENT_2,
+            )
+        )
     return 0 if errors_met and rss_met else 1
 
 

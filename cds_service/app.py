@@ -107,9 +107,14 @@ def install_auth(app: Flask, settings: Settings) -> None:
             AUTH_FAILURES.labels(reason=failure.reason).inc()
             # The reason label, the claimed issuer (bounded and escaped: unverified, chosen by
             # the sender) and the route: never the token, nor a path the sender made up.
-            auth_log.info("EHR token refused", extra={
-                "reason": failure.reason, "iss": loggable(failure.iss),
-                "path": route_label(request.path, SERVICES_BY_ID)})
+            auth_log.info(
+                "EHR token refused",
+                extra={
+                    "reason": failure.reason,
+                    "iss": loggable(failure.iss),
+                    "path": route_label(request.path, SERVICES_BY_ID),
+                },
+            )
             raise Unauthorized() from None
         except ReplayStoreUnavailable:
             raise Unavailable("The service cannot verify EHR tokens at the moment.") from None

@@ -48,16 +48,40 @@ MAX_TOKEN_LIFETIME_SECONDS = 3600
 """exp - iat above this is refused: the replay store only has to remember jti for an hour."""
 MAX_JWKS_BYTES = 256 * 1024
 DEFAULT_ALGORITHMS = ("ES384", "RS384")
-ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512",
-                                   "PS256", "PS384", "PS512", "EdDSA"})
-ISSUER_FIELDS = frozenset({"iss", "jwks_url", "jwks", "jwks_file", "allowed_jku", "algorithms",
-                           "tenant", "audiences"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
+)
+ISSUER_FIELDS = frozenset(
+    {"iss", "jwks_url", "jwks", "jwks_file", "allowed_jku", "algorithms", "tenant", "audiences"}
+)
 
 REASONS = (
-    "no-trusted-issuers", "missing-header", "not-bearer", "malformed", "untrusted-iss", "alg",
-    "typ", "kid-missing", "jku", "no-key-source", "jwks-unavailable", "unknown-kid",
-    "bad-signature", "aud", "exp-missing", "exp-invalid", "expired", "iat-missing", "iat-invalid",
-    "iat-future", "lifetime", "nbf-invalid", "not-yet-valid", "jti-missing", "tenant", "replay",
+    "no-trusted-issuers",
+    "missing-header",
+    "not-bearer",
+    "malformed",
+    "untrusted-iss",
+    "alg",
+    "typ",
+    "kid-missing",
+    "jku",
+    "no-key-source",
+    "jwks-unavailable",
+    "unknown-kid",
+    "bad-signature",
+    "aud",
+    "exp-missing",
+    "exp-invalid",
+    "expired",
+    "iat-missing",
+    "iat-invalid",
+    "iat-future",
+    "lifetime",
+    "nbf-invalid",
+    "not-yet-valid",
+    "jti-missing",
+    "tenant",
+    "replay",
 )
 """Every label an `AuthFailure` can carry (a fixed set, so a metric can count them)."""
 
@@ -73,16 +97,16 @@ REASON_MEANINGS = {
     "jku": "header `jku` is not in the issuer's `allowed_jku` (it is never fetched)",
     "no-key-source": "the issuer has only `allowed_jku` and the token carries no `jku`",
     "jwks-unavailable": "the issuer's JWKS cannot be fetched within `CDS_JWKS_DEADLINE_SECONDS` "
-                        "(or failed less than "
-                        f"{RETRY_INTERVAL_SECONDS:g} s ago) and no key of it is cached",
+    "(or failed less than "
+    f"{RETRY_INTERVAL_SECONDS:g} s ago) and no key of it is cached",
     "unknown-kid": "no key with this `kid` (an unknown `kid` refetches the JWKS at most every "
-                   f"{REFETCH_INTERVAL_SECONDS:g} s per JWKS URL)",
+    f"{REFETCH_INTERVAL_SECONDS:g} s per JWKS URL)",
     "bad-signature": "the signature does not verify with the key",
     "aud": "`aud` is neither the URL called (`CDS_PUBLIC_BASE_URL` + path) nor one of the issuer's "
-           "`audiences`",
+    "`audiences`",
     "exp-missing": "no `exp`",
     "exp-invalid": "`exp` is not a finite number (NaN, Infinity, a string, a boolean, null or too "
-                   "large)",
+    "large)",
     "expired": f"`exp` is more than {LEEWAY_SECONDS} s in the past",
     "iat-missing": "no `iat`",
     "iat-invalid": "`iat` is not a finite number",
@@ -137,8 +161,9 @@ def _check_url(url: Any, where: str, http_allowed_hosts: Sequence[str]) -> str:
         return url
     if parts.scheme == "http" and parts.hostname and parts.hostname in http_allowed_hosts:
         return url
-    raise AuthConfigError(f"{where}: {url!r} must be an https URL (plain http only for hosts in "
-                          "http_allowed_hosts)")
+    raise AuthConfigError(
+        f"{where}: {url!r} must be an https URL (plain http only for hosts in http_allowed_hosts)"
+    )
 
 
 def _check_jwks(doc: Any, where: str) -> Mapping[str, Any]:
@@ -165,8 +190,9 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_trusted_issuers(doc: Any, *, base_dir: Path | None = None,
-                          http_allowed_hosts: Sequence[str] = ()) -> tuple[TrustedIssuer, ...]:
+def parse_trusted_issuers(
+    doc: Any, *, base_dir: Path | None = None, http_allowed_hosts: Sequence[str] = ()
+) -> tuple[TrustedIssuer, ...]:
     """Validate the JSON list of trusted issuers; each problem is an AuthConfigError naming it."""
     if not isinstance(doc, list):
         raise AuthConfigError("trusted issuers: expected a JSON list of issuer objects")
@@ -187,8 +213,11 @@ def parse_trusted_issuers(doc: Any, *, base_dir: Path | None = None,
         pinned = [k for k in ("jwks_url", "jwks", "jwks_file") if entry.get(k) is not None]
         if len(pinned) > 1:
             raise AuthConfigError(f"{where}: give at most one of jwks_url, jwks, jwks_file")
-        jwks_url = (_check_url(entry["jwks_url"], f"{where}.jwks_url", http_allowed_hosts)
-                    if entry.get("jwks_url") is not None else None)
+        jwks_url = (
+            _check_url(entry["jwks_url"], f"{where}.jwks_url", http_allowed_hosts)
+            if entry.get("jwks_url") is not None
+            else None
+        )
         jwks: Mapping[str, Any] | None = None
         if entry.get("jwks") is not None:
             jwks = _check_jwks(entry["jwks"], f"{where}.jwks")
@@ -199,31 +228,44 @@ def parse_trusted_issuers(doc: Any, *, base_dir: Path | None = None,
             if base_dir is not None and not path.is_absolute():
                 path = base_dir / path
             try:
-                jwks = _check_jwks(json.loads(path.read_text(encoding="utf-8")),
-                                   f"{where}.jwks_file")
+                jwks = _check_jwks(
+                    json.loads(path.read_text(encoding="utf-8")), f"{where}.jwks_file"
+                )
             except OSError as exc:
-                raise AuthConfigError(f"{where}.jwks_file: cannot read {path}: {exc.strerror}") \
-                    from None
+                raise AuthConfigError(
+                    f"{where}.jwks_file: cannot read {path}: {exc.strerror}"
+                ) from None
             except json.JSONDecodeError as exc:
                 raise AuthConfigError(f"{where}.jwks_file: {path} is not JSON ({exc})") from None
-        allowed_jku = tuple(_check_url(u, f"{where}.allowed_jku", http_allowed_hosts)
-                            for u in _str_list(entry.get("allowed_jku"), f"{where}.allowed_jku"))
+        allowed_jku = tuple(
+            _check_url(u, f"{where}.allowed_jku", http_allowed_hosts)
+            for u in _str_list(entry.get("allowed_jku"), f"{where}.allowed_jku")
+        )
         if jwks_url is None and jwks is None and not allowed_jku:
-            raise AuthConfigError(f"{where}: no key source; give jwks_url, jwks, jwks_file or "
-                                  "allowed_jku")
+            raise AuthConfigError(
+                f"{where}: no key source; give jwks_url, jwks, jwks_file or allowed_jku"
+            )
         algorithms = _str_list(entry.get("algorithms"), f"{where}.algorithms") or DEFAULT_ALGORITHMS
         for alg in algorithms:
             if alg not in ASYMMETRIC_ALGORITHMS:
                 raise AuthConfigError(
                     f"{where}.algorithms: {alg!r} is not allowed (only asymmetric signatures: "
-                    f"{', '.join(sorted(ASYMMETRIC_ALGORITHMS))})")
+                    f"{', '.join(sorted(ASYMMETRIC_ALGORITHMS))})"
+                )
         tenant = entry.get("tenant")
         if tenant is not None and (not isinstance(tenant, str) or not tenant):
             raise AuthConfigError(f"{where}.tenant: must be a non-empty string or null")
-        issuers.append(TrustedIssuer(iss=iss, jwks_url=jwks_url, jwks=jwks, allowed_jku=allowed_jku,
-                                     algorithms=algorithms, tenant=tenant,
-                                     audiences=_str_list(entry.get("audiences"),
-                                                         f"{where}.audiences")))
+        issuers.append(
+            TrustedIssuer(
+                iss=iss,
+                jwks_url=jwks_url,
+                jwks=jwks,
+                allowed_jku=allowed_jku,
+                algorithms=algorithms,
+                tenant=tenant,
+                audiences=_str_list(entry.get("audiences"), f"{where}.audiences"),
+            )
+        )
     return tuple(issuers)
 
 
@@ -236,8 +278,9 @@ def load_trusted_issuers(settings: Settings) -> tuple[TrustedIssuer, ...]:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise AuthConfigError(f"trusted_issuers_file: cannot read {path}: {exc.strerror}") \
-                from None
+            raise AuthConfigError(
+                f"trusted_issuers_file: cannot read {path}: {exc.strerror}"
+            ) from None
         base_dir: Path | None = path.parent
         source = f"trusted_issuers_file {path}"
     elif settings.trusted_issuers_json:
@@ -248,8 +291,9 @@ def load_trusted_issuers(settings: Settings) -> tuple[TrustedIssuer, ...]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise AuthConfigError(f"{source}: not valid JSON ({exc})") from None
-    return parse_trusted_issuers(doc, base_dir=base_dir,
-                                 http_allowed_hosts=settings.http_allowed_hosts)
+    return parse_trusted_issuers(
+        doc, base_dir=base_dir, http_allowed_hosts=settings.http_allowed_hosts
+    )
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -320,8 +364,9 @@ class JwksSource:
                 in_flight = self._in_flight = _Fetch()
                 self._last_attempt = self.clock()
                 self.fetches += 1
-                threading.Thread(target=self._run, args=(in_flight,), name="jwks-fetch",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._run, args=(in_flight,), name="jwks-fetch", daemon=True
+                ).start()
             if in_flight is None:  # not due: answer from what the last fetch found
                 if self._last_ok:
                     return None
@@ -335,7 +380,8 @@ class JwksSource:
         if self._last_attempt is None:
             return True
         return self.clock() - self._last_attempt >= (
-            self.interval if self._last_ok else self.retry_interval)
+            self.interval if self._last_ok else self.retry_interval
+        )
 
     def _run(self, in_flight: _Fetch) -> None:
         keys: dict[str, PublicKey] | None = None
@@ -391,8 +437,9 @@ class DatabaseJtiStore:
     atomic, so replicas sharing one database (PostgreSQL) refuse each other's replays too.
     `database` is a `storage.Database` (app.extensions["cds_db"]) or an Engine."""
 
-    def __init__(self, database: _Transactional, clock: Clock = time.time,
-                 purge_every_seconds: float = 300.0) -> None:
+    def __init__(
+        self, database: _Transactional, clock: Clock = time.time, purge_every_seconds: float = 300.0
+    ) -> None:
         self.database = database
         self.clock = clock
         self.purge_every_seconds = purge_every_seconds
@@ -406,8 +453,9 @@ class DatabaseJtiStore:
                     conn.execute(delete(seen_jti).where(seen_jti.c.expires_at < _utc(now)))
                 self._last_purge = now
             with self.database.begin() as conn:
-                conn.execute(insert(seen_jti).values(iss=iss, jti=jti_key(jti),
-                                                     expires_at=_utc(expires_at)))
+                conn.execute(
+                    insert(seen_jti).values(iss=iss, jti=jti_key(jti), expires_at=_utc(expires_at))
+                )
         except IntegrityError:
             return False
         except (SQLAlchemyError, OSError) as exc:
@@ -445,8 +493,7 @@ def _key_fits(alg: str, key: Any) -> bool:
     if alg[:2] in ("RS", "PS"):
         return isinstance(key, rsa.RSAPublicKey)
     if alg in _EC_CURVES:
-        return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve,
-                                                                         _EC_CURVES[alg])
+        return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, _EC_CURVES[alg])
     if alg == "EdDSA":
         return isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey))
     return False
@@ -455,9 +502,15 @@ def _key_fits(alg: str, key: Any) -> bool:
 class Verifier:
     """Checks a CDS Hooks client JWT against the trusted issuers for the URL that was called."""
 
-    def __init__(self, issuers: Sequence[TrustedIssuer], jti_store: JtiStore, public_base_url: str,
-                 clock: Clock = time.time, leeway: int = LEEWAY_SECONDS,
-                 jwks_deadline: float = JWKS_DEADLINE_SECONDS) -> None:
+    def __init__(
+        self,
+        issuers: Sequence[TrustedIssuer],
+        jti_store: JtiStore,
+        public_base_url: str,
+        clock: Clock = time.time,
+        leeway: int = LEEWAY_SECONDS,
+        jwks_deadline: float = JWKS_DEADLINE_SECONDS,
+    ) -> None:
         if not issuers:
             raise AuthConfigError("no trusted issuers")
         self.issuers = {issuer.iss: issuer for issuer in issuers}
@@ -494,13 +547,17 @@ class Verifier:
         claimed_iss = unverified.get("iss")
         issuer = self.issuers.get(claimed_iss) if isinstance(claimed_iss, str) else None
         if issuer is None:
-            raise AuthFailure("untrusted-iss",
-                              claimed_iss if isinstance(claimed_iss, str) else None)
+            raise AuthFailure(
+                "untrusted-iss", claimed_iss if isinstance(claimed_iss, str) else None
+            )
         iss = issuer.iss
 
         alg = header.get("alg")
-        if (not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS
-                or alg not in issuer.algorithms):
+        if (
+            not isinstance(alg, str)
+            or alg not in ASYMMETRIC_ALGORITHMS
+            or alg not in issuer.algorithms
+        ):
             raise AuthFailure("alg", iss)
         typ = header.get("typ", "JWT")
         if not isinstance(typ, str) or typ.upper() != "JWT":
@@ -514,10 +571,19 @@ class Verifier:
             raise AuthFailure("alg", iss)
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, key=key.key, algorithms=[alg],
-                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
-                         "verify_aud": False, "verify_iss": False, "verify_sub": False,
-                         "verify_jti": False})
+                token,
+                key=key.key,
+                algorithms=[alg],
+                options={
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                    "verify_sub": False,
+                    "verify_jti": False,
+                },
+            )
         except jwt.InvalidSignatureError:
             raise AuthFailure("bad-signature", iss) from None
         except (jwt.PyJWTError, TypeError, ValueError):
@@ -551,8 +617,9 @@ class Verifier:
         expected = self.public_base_url + path
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not any(isinstance(a, str) and (a == expected or a in issuer.audiences)
-                   for a in audiences):
+        if not any(
+            isinstance(a, str) and (a == expected or a in issuer.audiences) for a in audiences
+        ):
             raise AuthFailure("aud", iss)
         if "exp" not in claims:
             raise AuthFailure("exp-missing", iss)
@@ -586,12 +653,18 @@ class Verifier:
             raise AuthFailure("replay", iss)
 
 
-def build_verifier(settings: Settings, database: _Transactional,
-                   clock: Clock = time.time) -> Verifier | None:
+def build_verifier(
+    settings: Settings, database: _Transactional, clock: Clock = time.time
+) -> Verifier | None:
     """The verifier for the configured issuers; None when none are configured (the app then
     refuses every call: fail closed). A bad configuration raises AuthConfigError."""
     issuers = load_trusted_issuers(settings)
     if not issuers:
         return None
-    return Verifier(issuers, DatabaseJtiStore(database, clock), settings.public_base_url, clock,
-                    jwks_deadline=settings.jwks_deadline_seconds)
+    return Verifier(
+        issuers,
+        DatabaseJtiStore(database, clock),
+        settings.public_base_url,
+        clock,
+        jwks_deadline=settings.jwks_deadline_seconds,
+    )

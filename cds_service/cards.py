@@ -30,14 +30,22 @@ SUMMARY_TOPIC = "eligibility-summary"
 NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 UUID_NAMESPACE = uuid.UUID("6d0f3c1e-9a7b-5c2d-8e4f-1a2b3c4d5e6f")
 MAX_SUMMARY = 139
-SOURCE_LABELS = {"label": "LEMTRADA Prescribing Information", "rems": "LEMTRADA REMS",
-                 "local": "LEMTRADA eligibility policy"}
+SOURCE_LABELS = {
+    "label": "LEMTRADA Prescribing Information",
+    "rems": "LEMTRADA REMS",
+    "local": "LEMTRADA eligibility policy",
+}
 
 
 @cache
 def _override_displays() -> dict[str, str]:
-    doc = json.loads((resources.files("cds_service") / "terminology" /
-                      "CodeSystem-non-adherence-reason-codes.json").read_text(encoding="utf-8"))
+    doc = json.loads(
+        (
+            resources.files("cds_service")
+            / "terminology"
+            / "CodeSystem-non-adherence-reason-codes.json"
+        ).read_text(encoding="utf-8")
+    )
     out: dict[str, str] = {}
 
     def walk(concepts: list[dict[str, Any]]) -> None:
@@ -68,17 +76,22 @@ ORDER_LABEL = "Order {display}"
 
 
 def _wording_doc() -> dict[str, Any]:
-    return tomllib.loads((resources.files("cds_service") / "wording.toml").read_text(
-        encoding="utf-8"))
+    return tomllib.loads(
+        (resources.files("cds_service") / "wording.toml").read_text(encoding="utf-8")
+    )
 
 
 @cache
 def wording_table() -> dict[tuple[str, str], Wording]:
     """wording.toml's findings as {(topic or 'any', reason): Wording}, read once."""
-    return {(topic, reason): Wording(entry["headline"], tuple(entry.get("explanation", ())),
-                                     entry.get("short_headline", ""))
-            for topic, reasons in _wording_doc().items() if topic not in PARTS
-            for reason, entry in reasons.items()}
+    return {
+        (topic, reason): Wording(
+            entry["headline"], tuple(entry.get("explanation", ())), entry.get("short_headline", "")
+        )
+        for topic, reasons in _wording_doc().items()
+        if topic not in PARTS
+        for reason, entry in reasons.items()
+    }
 
 
 @cache
@@ -91,8 +104,12 @@ def wording_parts() -> dict[str, dict[str, Any]]:
 
 def _filled(facts: Mapping[str, Any], numbers: Mapping[str, Any]) -> dict[str, Any]:
     """Facts with their evidence parts worded (joined with '; ')."""
-    return {name: "; ".join(_evidence_text(part, numbers) for part in value)
-            if isinstance(value, tuple) else value for name, value in facts.items()}
+    return {
+        name: "; ".join(_evidence_text(part, numbers) for part in value)
+        if isinstance(value, tuple)
+        else value
+        for name, value in facts.items()
+    }
 
 
 def _evidence_text(evidence: Evidence, numbers: Mapping[str, Any]) -> str:
@@ -116,11 +133,17 @@ def _worded_suggestion(suggestion: Suggestion, numbers: Mapping[str, Any]) -> Su
     if "dosage" in entry and isinstance(details.get("dosage"), dict):
         # FHIR Dosage order: the text follows the sequence number.
         dosage = details["dosage"]
-        details["dosage"] = {"sequence": dosage.get("sequence"),
-                             "text": entry["dosage"].format_map(values),
-                             **{k: v for k, v in dosage.items() if k not in ("sequence", "text")}}
-    return dataclasses.replace(suggestion, display=display, details=details,
-                               label=entry.get("label", ORDER_LABEL).format_map(values))
+        details["dosage"] = {
+            "sequence": dosage.get("sequence"),
+            "text": entry["dosage"].format_map(values),
+            **{k: v for k, v in dosage.items() if k not in ("sequence", "text")},
+        }
+    return dataclasses.replace(
+        suggestion,
+        display=display,
+        details=details,
+        label=entry.get("label", ORDER_LABEL).format_map(values),
+    )
 
 
 def worded(finding: Finding, policy: Policy) -> Finding:
@@ -128,9 +151,12 @@ def worded(finding: Finding, policy: Policy) -> Finding:
     from wording.toml (a finding without a reason code keeps its own headline)."""
     numbers = policy.placeholders()
     finding = dataclasses.replace(
-        finding, evidence=tuple(dataclasses.replace(e, text=_evidence_text(e, numbers))
-                                for e in finding.evidence),
-        suggestions=tuple(_worded_suggestion(s, numbers) for s in finding.suggestions))
+        finding,
+        evidence=tuple(
+            dataclasses.replace(e, text=_evidence_text(e, numbers)) for e in finding.evidence
+        ),
+        suggestions=tuple(_worded_suggestion(s, numbers) for s in finding.suggestions),
+    )
     if not finding.reason:
         return finding
     table = wording_table()
@@ -144,8 +170,10 @@ def worded(finding: Finding, policy: Policy) -> Finding:
     if entry.short_headline and len(headline) > MAX_SUMMARY:
         headline = entry.short_headline.format_map(values)
     return dataclasses.replace(
-        finding, headline=headline,
-        explanation=tuple(line.format_map(values) for line in entry.explanation))
+        finding,
+        headline=headline,
+        explanation=tuple(line.format_map(values) for line in entry.explanation),
+    )
 
 
 def card_uuid(hook_instance: str, topic: str, part: str = "") -> str:
@@ -180,19 +208,25 @@ def _source(topic: str, policy: Policy) -> dict[str, Any]:
     return {
         "label": SOURCE_LABELS[key],
         "url": policy.sources[key].url,
-        "topic": _topic_coding(topic, rule.titled(policy) if rule
-                               else "Lemtrada eligibility checklist"),
+        "topic": _topic_coding(
+            topic, rule.titled(policy) if rule else "Lemtrada eligibility checklist"
+        ),
     }
 
 
 def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, Any]:
     """A new FHIR R4 resource (never a mutation of the request) that closes the gap."""
-    coding = {"system": suggestion.code[0], "code": suggestion.code[1],
-              "display": suggestion.display}
+    coding = {
+        "system": suggestion.code[0],
+        "code": suggestion.code[1],
+        "display": suggestion.display,
+    }
     subject = {"reference": f"Patient/{patient_id}"}
     if suggestion.kind == "lab":
         resource: dict[str, Any] = {
-            "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
+            "resourceType": "ServiceRequest",
+            "status": "draft",
+            "intent": "order",
             "category": [{"coding": [orderables.coding("laboratory")]}],
             "code": {"coding": [coding], "text": suggestion.display},
             "subject": subject,
@@ -202,7 +236,9 @@ def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, An
         return resource
     details = suggestion.details
     resource = {
-        "resourceType": "MedicationRequest", "status": "draft", "intent": "order",
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "order",
         "medicationCodeableConcept": {"coding": [coding], "text": suggestion.display},
         "subject": subject,
         "dosageInstruction": [details["dosage"]] if "dosage" in details else [],
@@ -217,16 +253,21 @@ def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, An
 def _suggestions(finding: Finding, hook_instance: str, patient_id: str) -> list[dict[str, Any]]:
     out = []
     for suggestion in finding.suggestions:
-        out.append({
-            "label": suggestion.label,
-            "uuid": card_uuid(hook_instance, finding.topic, suggestion.key),
-            "actions": [{
-                "type": "create",
-                "description": f"{suggestion.label} ({suggestion.code[1]})"
-                if suggestion.code[0] == LOINC else suggestion.label,
-                "resource": suggestion_resource(suggestion, patient_id),
-            }],
-        })
+        out.append(
+            {
+                "label": suggestion.label,
+                "uuid": card_uuid(hook_instance, finding.topic, suggestion.key),
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": f"{suggestion.label} ({suggestion.code[1]})"
+                        if suggestion.code[0] == LOINC
+                        else suggestion.label,
+                        "resource": suggestion_resource(suggestion, patient_id),
+                    }
+                ],
+            }
+        )
     return out
 
 
@@ -239,8 +280,9 @@ def _detail(finding: Finding, policy: Policy) -> str:
         lines.extend(f"- {e.text}" for e in finding.evidence)
     if finding.unreadable:
         lines.append("")
-        lines.append("**Unreadable evidence** (could not be read, so it cannot count as an "
-                     "all-clear)")
+        lines.append(
+            "**Unreadable evidence** (could not be read, so it cannot count as an all-clear)"
+        )
         lines.extend(f"- {u}" for u in finding.unreadable)
     if rule is not None:
         lines.append("")
@@ -252,8 +294,9 @@ def _detail(finding: Finding, policy: Policy) -> str:
     return "\n".join(lines).strip()
 
 
-def finding_card(finding: Finding, hook_instance: str, patient_id: str,
-                 policy: Policy) -> dict[str, Any]:
+def finding_card(
+    finding: Finding, hook_instance: str, patient_id: str, policy: Policy
+) -> dict[str, Any]:
     """The card for one unsatisfied check."""
     card: dict[str, Any] = {
         "uuid": card_uuid(hook_instance, finding.topic),
@@ -278,19 +321,26 @@ def finding_card(finding: Finding, hook_instance: str, patient_id: str,
 STATUS_MARK = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "unknown"}
 
 
-def summary_card(findings: list[Finding], order: OrderContext, hook_instance: str,
-                 policy: Policy, reminders: tuple[str, ...] = ()) -> dict[str, Any]:
+def summary_card(
+    findings: list[Finding],
+    order: OrderContext,
+    hook_instance: str,
+    policy: Policy,
+    reminders: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """The pharmacist's checklist: every check with its status and evidence."""
     shown = [f for f in findings if f.shown]
     worst = max((f.severity for f in shown), default=Severity.INFO)
-    counts = {s: sum(1 for f in shown if f.severity is s)
-              for s in (Severity.CRITICAL, Severity.WARNING)}
+    counts = {
+        s: sum(1 for f in shown if f.severity is s) for s in (Severity.CRITICAL, Severity.WARNING)
+    }
     if not shown:
         summary = f"Lemtrada eligibility: all {len(findings)} checks met for a start on {order.t0}"
     else:
         parts = [f"{n} {s.indicator}" for s, n in counts.items() if n]
-        summary = (f"Lemtrada eligibility: {', '.join(parts)} of {len(findings)} checks; "
-                   "see checklist")
+        summary = (
+            f"Lemtrada eligibility: {', '.join(parts)} of {len(findings)} checks; see checklist"
+        )
     lines = [
         f"Order {order.order.reference} recognised as Lemtrada by {order.order.matched_by}; "
         f"planned start (T0) {order.t0} from {order.t0_source}.",
@@ -304,8 +354,10 @@ def summary_card(findings: list[Finding], order: OrderContext, hook_instance: st
         evidence = "; ".join(e.text for e in finding.evidence) or finding.headline
         if finding.unreadable:
             evidence += "; unreadable: " + "; ".join(str(u) for u in finding.unreadable)
-        lines.append(f"| {_md(title)} (`{finding.topic}`) | {STATUS_MARK[finding.status]} | "
-                     f"{_md(evidence)} |")
+        lines.append(
+            f"| {_md(title)} (`{finding.topic}`) | {STATUS_MARK[finding.status]} | "
+            f"{_md(evidence)} |"
+        )
     if reminders:
         lines.append("")
         lines.extend(reminders)
@@ -322,9 +374,14 @@ def summary_card(findings: list[Finding], order: OrderContext, hook_instance: st
     }
 
 
-def build_cards(findings: list[Finding], order: OrderContext, hook_instance: str,
-                patient_id: str, policy: Policy,
-                reminders: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def build_cards(
+    findings: list[Finding],
+    order: OrderContext,
+    hook_instance: str,
+    patient_id: str,
+    policy: Policy,
+    reminders: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
     """One card per unsatisfied check, most urgent first, then the summary; nothing else."""
     findings = [worded(f, policy) for f in findings]
     ranked = sorted(

@@ -35,14 +35,17 @@ def critical(result: Answer) -> bool:
 def render_check(request: HookRequest, result: Answer, width: int) -> str:
     """The whole report, every line at most `width` (at least MIN_WIDTH) characters."""
     width = max(width, MIN_WIDTH)
-    lines = [*_wrap(f"Lemtrada eligibility check, {request.hook} hook", width),
-             *_field("Patient", request.patient_id, width)]
+    lines = [
+        *_wrap(f"Lemtrada eligibility check, {request.hook} hook", width),
+        *_field("Patient", request.patient_id, width),
+    ]
     if result.order is None:
         lines += _field("Order", "No alemtuzumab (Lemtrada) order under review: no cards.", width)
         return "\n".join(lines) + "\n"
     order = result.order
-    lines += _field("Order", f"{order.order.reference} (recognised by {order.order.matched_by})",
-                    width)
+    lines += _field(
+        "Order", f"{order.order.reference} (recognised by {order.order.matched_by})", width
+    )
     lines += _field("Planned start", f"{order.t0} (from {order.t0_source})", width)
     course = _course(result)
     if course:
@@ -50,25 +53,34 @@ def render_check(request: HookRequest, result: Answer, width: int) -> str:
 
     problems = sorted((f for f in result.findings if f.shown), key=_urgency)
     met = [f for f in result.findings if not f.shown]
-    counts = {label: sum(1 for f in problems if _label(f) == label)
-              for label in ("CRITICAL", "WARNING", "UNKNOWN")}
-    tally = ", ".join(f"{n} {label.lower()}{'s' * (label == 'WARNING' and n != 1)}"
-                      for label, n in counts.items())
-    lines += ["", *_wrap(f"Problems ({len(problems)}): {tally}" if problems else "Problems: none",
-                         width)]
+    counts = {
+        label: sum(1 for f in problems if _label(f) == label)
+        for label in ("CRITICAL", "WARNING", "UNKNOWN")
+    }
+    tally = ", ".join(
+        f"{n} {label.lower()}{'s' * (label == 'WARNING' and n != 1)}" for label, n in counts.items()
+    )
+    lines += [
+        "",
+        *_wrap(f"Problems ({len(problems)}): {tally}" if problems else "Problems: none", width),
+    ]
     for finding in problems:
         lines += _row(_label(finding), finding, width)
         for evidence in worded(finding, load_policy()).evidence:
             lines += _wrap(evidence.text, width, " " * LABEL + "- ", " " * (LABEL + 2))
         for unreadable in finding.unreadable:
-            lines += _wrap(f"unreadable: {unreadable}", width, " " * LABEL + "- ",
-                           " " * (LABEL + 2))
+            lines += _wrap(
+                f"unreadable: {unreadable}", width, " " * LABEL + "- ", " " * (LABEL + 2)
+            )
     lines += ["", *_wrap(f"Met ({len(met)})", width)]
     for finding in met:
         lines += _row("met", finding, width)
     if result.reminders:
-        lines += ["", "Reminders (from the eligibility summary card)", *_markdown(
-            result.reminders, width)]
+        lines += [
+            "",
+            "Reminders (from the eligibility summary card)",
+            *_markdown(result.reminders, width),
+        ]
     lines += ["", *_wrap(_result_line(result, problems), width)]
     return "\n".join(lines) + "\n"
 
@@ -93,12 +105,16 @@ def _course(result: Answer) -> str | None:
         text = f"{history.number} (no prior alemtuzumab course on file)"
     else:
         prior = len(history.courses)
-        text = (f"{history.number} ({prior} prior course{'s' * (prior != 1)} on file, the last "
-                f"dose on {history.courses[-1].last})")
+        text = (
+            f"{history.number} ({prior} prior course{'s' * (prior != 1)} on file, the last "
+            f"dose on {history.courses[-1].last})"
+        )
     if history.unreadable:
         undated = len(history.unreadable)
-        text += (f"; {undated} alemtuzumab record{'s' * (undated != 1)} without a readable date "
-                 "could make it a later course")
+        text += (
+            f"; {undated} alemtuzumab record{'s' * (undated != 1)} without a readable date "
+            "could make it a later course"
+        )
     return text
 
 
@@ -135,5 +151,11 @@ def _markdown(lines: Iterable[str], width: int) -> list[str]:
 def _wrap(text: str, width: int, first: str = "", rest: str = "") -> list[str]:
     """Wrapped at spaces only (identifiers keep their hyphens); a word longer than the line is
     cut, so no line is ever longer than `width`."""
-    return textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=rest,
-                         break_on_hyphens=False, break_long_words=True) or [first.rstrip()]
+    return textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_on_hyphens=False,
+        break_long_words=True,
+    ) or [first.rstrip()]

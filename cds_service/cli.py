@@ -41,8 +41,11 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import ServerOptions, run
 
     if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        print("WARNING: metrics imported before PROMETHEUS_MULTIPROC_DIR was set: /metrics will "
-              "show one worker's samples only.", file=sys.stderr)
+        print(
+            "WARNING: metrics imported before PROMETHEUS_MULTIPROC_DIR was set: /metrics will "
+            "show one worker's samples only.",
+            file=sys.stderr,
+        )
     prepare_metrics_dir()
     import logging
 
@@ -69,11 +72,16 @@ def _serve(args: argparse.Namespace) -> int:
             log.error("trusted issuer configuration: %s", exc)
             return 2
         if not issuers:
-            log.error("EHR authentication is not configured. Configure trusted issuers, or pass "
-                      "--no-auth to run without authentication (local use only).")
+            log.error(
+                "EHR authentication is not configured. Configure trusted issuers, or pass "
+                "--no-auth to run without authentication (local use only)."
+            )
             return 2
-        log.info("EHR authentication: %d trusted issuer(s): %s", len(issuers),
-                 ", ".join(i.iss for i in issuers))
+        log.info(
+            "EHR authentication: %d trusted issuer(s): %s",
+            len(issuers),
+            ", ".join(i.iss for i in issuers),
+        )
     from .storage import database_name
 
     log.info("database: %s", database_name(settings.database_url))
@@ -88,10 +96,18 @@ def _serve(args: argparse.Namespace) -> int:
         app.extensions["cds_pruner"].poke()
         return app
 
-    run(load_app, ServerOptions(
-        host=args.host, port=args.port, workers=args.workers,
-        keepalive_seconds=args.keepalive, worker_connections=args.worker_connections,
-        cors=CorsPolicy(settings.cors_allowed_origins), on_worker_exit=worker_exited))
+    run(
+        load_app,
+        ServerOptions(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            keepalive_seconds=args.keepalive,
+            worker_connections=args.worker_connections,
+            cors=CorsPolicy(settings.cors_allowed_origins),
+            on_worker_exit=worker_exited,
+        ),
+    )
     return 0
 
 
@@ -152,22 +168,37 @@ def _check(args: argparse.Namespace) -> int:
     except OSError as exc:
         # The request was read above: this is one of the service's own files (package data
         # missing from the installation, say), not the user's.
-        print(f"error: internal failure: the service cannot read its own file "
-              f"{exc.filename or '(unnamed)'}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"error: internal failure: the service cannot read its own file "
+            f"{exc.filename or '(unnamed)'}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     status = 2 if critical(result) else 0
     if args.json:
         policy = load_policy()
-        text = orjson.dumps({
-            "service": service.id,
-            "plannedStart": result.order.t0.isoformat() if result.order else None,
-            "checks": [{"topic": f.topic, "status": f.status.value,
-                        "indicator": f.severity.indicator if f.shown else None,
-                        "summary": worded(f, policy).headline,
-                        "evidence": [e.text for e in worded(f, policy).evidence],
-                        "unreadable": [str(u) for u in f.unreadable]} for f in result.findings],
-            "cards": result.body["cards"],
-        }, option=orjson.OPT_INDENT_2).decode() + "\n"
+        text = (
+            orjson.dumps(
+                {
+                    "service": service.id,
+                    "plannedStart": result.order.t0.isoformat() if result.order else None,
+                    "checks": [
+                        {
+                            "topic": f.topic,
+                            "status": f.status.value,
+                            "indicator": f.severity.indicator if f.shown else None,
+                            "summary": worded(f, policy).headline,
+                            "evidence": [e.text for e in worded(f, policy).evidence],
+                            "unreadable": [str(u) for u in f.unreadable],
+                        }
+                        for f in result.findings
+                    ],
+                    "cards": result.body["cards"],
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+            + "\n"
+        )
     else:
         text = render_check(request, result, shutil.get_terminal_size((80, 24)).columns)
     return status if _write_stdout(text) else EXIT_PIPE_CLOSED
@@ -191,8 +222,12 @@ def _feedback_report(args: argparse.Namespace) -> int:
     finally:
         database.dispose()
     if args.json:
-        sys.stdout.write(orjson.dumps({"topics": [r.as_json() for r in reports]},
-                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps(
+                {"topics": [r.as_json() for r in reports]}, option=orjson.OPT_INDENT_2
+            ).decode()
+            + "\n"
+        )
     else:
         sys.stdout.write(format_report(reports))
     return 0
@@ -209,8 +244,9 @@ def _prune(args: argparse.Namespace) -> int:
     from .storage import Database
 
     settings = Settings.from_env()
-    database = Database(args.database_url or settings.database_url,
-                        settings.database_lock_timeout_seconds)
+    database = Database(
+        args.database_url or settings.database_url, settings.database_lock_timeout_seconds
+    )
     try:
         pruned = prune(database, settings, datetime.now(UTC))
     except (SQLAlchemyError, OSError) as exc:
@@ -219,11 +255,14 @@ def _prune(args: argparse.Namespace) -> int:
     finally:
         database.dispose()
     if args.json:
-        sys.stdout.write(orjson.dumps({"deleted": pruned.as_json()},
-                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps({"deleted": pruned.as_json()}, option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
     else:
-        keep = {"issued cards": settings.audit_retention_days,
-                "feedback items": settings.feedback_retention_days}
+        keep = {
+            "issued cards": settings.audit_retention_days,
+            "feedback items": settings.feedback_retention_days,
+        }
         counts = {"issued cards": pruned.issued_cards, "feedback items": pruned.feedback}
         for what, days in keep.items():
             after = f"older than {days} days" if days > 0 else "(kept forever: retention 0)"
@@ -244,13 +283,24 @@ def _validate(args: argparse.Namespace) -> int:
         problems = [Problem("error", "$", f"not valid JSON ({exc})")]
     errors, warnings = counts(problems)
     if args.json:
-        sys.stdout.write(orjson.dumps({"errors": errors, "warnings": warnings, "problems": [
-            p.as_dict() for p in problems]}, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps(
+                {
+                    "errors": errors,
+                    "warnings": warnings,
+                    "problems": [p.as_dict() for p in problems],
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+            + "\n"
+        )
     else:
         for problem in problems:
             print(problem.line())
-        print(f"{args.request}: {errors} error{'s' * (errors != 1)}, "
-              f"{warnings} warning{'s' * (warnings != 1)}")
+        print(
+            f"{args.request}: {errors} error{'s' * (errors != 1)}, "
+            f"{warnings} warning{'s' * (warnings != 1)}"
+        )
     return 1 if errors else 0
 
 
@@ -264,8 +314,9 @@ def _dev_issuer(args: argparse.Namespace) -> int:
         if exists and not args.force:
             kit = load(folder)
             if args.iss is not None and args.iss != kit.iss:
-                raise DevIssuerError(f"{folder} signs as {kit.iss!r}, not {args.iss!r}; --force "
-                                     "writes a new issuer")
+                raise DevIssuerError(
+                    f"{folder} signs as {kit.iss!r}, not {args.iss!r}; --force writes a new issuer"
+                )
         else:
             kit = create(folder, args.iss or DEFAULT_ISS, replace=args.force)
         token = kit.mint(args.mint, args.lifetime) if args.mint else None
@@ -276,15 +327,23 @@ def _dev_issuer(args: argparse.Namespace) -> int:
     notes = sys.stderr if token else sys.stdout
     kept = exists and not args.force
     if token is None or not kept:
-        print(f"{'kept' if kept else 'wrote'} {folder}/: private-key.pem (secret), "
-              f"public-key.pem, jwks.json, issuers.json (iss {kit.iss}, kid {kit.kid})",
-              file=notes)
+        print(
+            f"{'kept' if kept else 'wrote'} {folder}/: private-key.pem (secret), "
+            f"public-key.pem, jwks.json, issuers.json (iss {kit.iss}, kid {kit.kid})",
+            file=notes,
+        )
     if token is None:
-        print(f"serve with: CDS_TRUSTED_ISSUERS_FILE={kit.issuers_file.resolve()} "
-              "cds-service serve\nmint a token: cds-service dev-issuer "
-              f"{folder} --mint http://127.0.0.1:8080/cds-services", file=notes)
-        print("for local testing only: anyone who can read private-key.pem can sign calls "
-              "that a service trusting this issuer accepts", file=notes)
+        print(
+            f"serve with: CDS_TRUSTED_ISSUERS_FILE={kit.issuers_file.resolve()} "
+            "cds-service serve\nmint a token: cds-service dev-issuer "
+            f"{folder} --mint http://127.0.0.1:8080/cds-services",
+            file=notes,
+        )
+        print(
+            "for local testing only: anyone who can read private-key.pem can sign calls "
+            "that a service trusting this issuer accepts",
+            file=notes,
+        )
     else:
         print(token)
     return 0
@@ -295,70 +354,122 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the CDS Hooks API with gunicorn")
     # Defaults from the environment, so a container is configured by environment only.
-    serve.add_argument("--host", default=os.environ.get("CDS_HOST", "127.0.0.1"),
-                       help="address to bind (env CDS_HOST)")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("CDS_PORT", "8080")),
-                       help="port (env CDS_PORT)")
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("CDS_WORKERS", "2")),
-                       help="gunicorn worker processes (env CDS_WORKERS)")
-    serve.add_argument("--keepalive", type=int,
-                       default=int(os.environ.get("CDS_KEEPALIVE_SECONDS", "5")),
-                       help="seconds an idle connection is kept open, and the most a client may "
-                            "take to send a request's headers (env CDS_KEEPALIVE_SECONDS)")
-    serve.add_argument("--worker-connections", type=int,
-                       default=int(os.environ.get("CDS_WORKER_CONNECTIONS", "1000")),
-                       help="open connections per worker (env CDS_WORKER_CONNECTIONS)")
-    serve.add_argument("--no-auth", action="store_true",
-                       help="run without EHR (JWT) authentication: for local use and tests only")
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("CDS_HOST", "127.0.0.1"),
+        help="address to bind (env CDS_HOST)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("CDS_PORT", "8080")),
+        help="port (env CDS_PORT)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("CDS_WORKERS", "2")),
+        help="gunicorn worker processes (env CDS_WORKERS)",
+    )
+    serve.add_argument(
+        "--keepalive",
+        type=int,
+        default=int(os.environ.get("CDS_KEEPALIVE_SECONDS", "5")),
+        help="seconds an idle connection is kept open, and the most a client may "
+        "take to send a request's headers (env CDS_KEEPALIVE_SECONDS)",
+    )
+    serve.add_argument(
+        "--worker-connections",
+        type=int,
+        default=int(os.environ.get("CDS_WORKER_CONNECTIONS", "1000")),
+        help="open connections per worker (env CDS_WORKER_CONNECTIONS)",
+    )
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="run without EHR (JWT) authentication: for local use and tests only",
+    )
     serve.set_defaults(func=_serve)
     check = sub.add_parser(
-        "check", help="evaluate a saved hook request and print the checklist",
+        "check",
+        help="evaluate a saved hook request and print the checklist",
         description="Evaluate a saved CDS Hooks request as the service would and print the\n"
-                    "patient and order, the problems (critical, warning, unknown), the met\n"
-                    "checks and the reminders of the summary card, wrapped to the terminal\n"
-                    "(80 columns when not a terminal; the COLUMNS variable overrides).",
-        epilog=CHECK_EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
-    check.add_argument("request", help="path to a CDS Hooks request JSON file, or - to read "
-                                       "standard input")
+        "patient and order, the problems (critical, warning, unknown), the met\n"
+        "checks and the reminders of the summary card, wrapped to the terminal\n"
+        "(80 columns when not a terminal; the COLUMNS variable overrides).",
+        epilog=CHECK_EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument(
+        "request", help="path to a CDS Hooks request JSON file, or - to read standard input"
+    )
     check.add_argument("--json", action="store_true", help="machine-readable output")
-    check.add_argument("--today",
-                       help="the date to assume when the order has no start (YYYY-MM-DD)")
+    check.add_argument(
+        "--today", help="the date to assume when the order has no start (YYYY-MM-DD)"
+    )
     check.set_defaults(func=_check)
-    report = sub.add_parser("feedback-report",
-                            help="per card topic: cards issued, accepted, overridden, "
-                                 "override reasons")
-    report.add_argument("--database-url", help="SQLAlchemy URL (default: CDS_DATABASE_URL or the "
-                        "configured default)")
+    report = sub.add_parser(
+        "feedback-report",
+        help="per card topic: cards issued, accepted, overridden, override reasons",
+    )
+    report.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (default: CDS_DATABASE_URL or the configured default)",
+    )
     report.add_argument("--json", action="store_true", help="machine-readable output")
     report.set_defaults(func=_feedback_report)
-    prune = sub.add_parser("prune", help="delete issued-card rows and feedback past their "
-                           "retention (CDS_AUDIT_RETENTION_DAYS, CDS_FEEDBACK_RETENTION_DAYS) and "
-                           "expired JWT ids")
-    prune.add_argument("--database-url", help="SQLAlchemy URL (default: CDS_DATABASE_URL or the "
-                       "configured default)")
+    prune = sub.add_parser(
+        "prune",
+        help="delete issued-card rows and feedback past their "
+        "retention (CDS_AUDIT_RETENTION_DAYS, CDS_FEEDBACK_RETENTION_DAYS) and "
+        "expired JWT ids",
+    )
+    prune.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (default: CDS_DATABASE_URL or the configured default)",
+    )
     prune.add_argument("--json", action="store_true", help="machine-readable output")
     prune.set_defaults(func=_prune)
-    validate = sub.add_parser("validate", help="report every problem of a hook request an EHR "
-                              "would send, with its JSON path (exit 1 on errors)")
+    validate = sub.add_parser(
+        "validate",
+        help="report every problem of a hook request an EHR "
+        "would send, with its JSON path (exit 1 on errors)",
+    )
     validate.add_argument("request", help="path to a CDS Hooks request JSON file")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
     validate.set_defaults(func=_validate)
     dev = sub.add_parser(
-        "dev-issuer", help="for local testing: write an ES384 key pair, its JWKS and an issuers "
-                           "file, and mint tokens (--mint URL)",
+        "dev-issuer",
+        help="for local testing: write an ES384 key pair, its JWKS and an issuers "
+        "file, and mint tokens (--mint URL)",
         description="Write a local EHR issuer into FOLDER (kept if it exists): private-key.pem, "
-                    "public-key.pem, jwks.json and issuers.json, the file CDS_TRUSTED_ISSUERS_FILE "
-                    "takes. With --mint URL, print one token for a call to URL (aud = URL), "
-                    "signed as an EHR signs it. For local testing only.")
+        "public-key.pem, jwks.json and issuers.json, the file CDS_TRUSTED_ISSUERS_FILE "
+        "takes. With --mint URL, print one token for a call to URL (aud = URL), "
+        "signed as an EHR signs it. For local testing only.",
+    )
     dev.add_argument("folder", help="where the kit is written (created owner-only)")
-    dev.add_argument("--iss", help="issuer name of a new kit (default https://dev-issuer.invalid, "
-                                   "a name no real issuer can have)")
-    dev.add_argument("--mint", metavar="URL", help="print a token for one call to URL: the full "
-                     "URL the EHR calls (CDS_PUBLIC_BASE_URL + path)")
-    dev.add_argument("--lifetime", type=int, default=300,
-                     help="seconds the minted token is valid (at most 3600; default 300)")
-    dev.add_argument("--force", action="store_true",
-                     help="replace an existing kit with a new key (old tokens stop verifying)")
+    dev.add_argument(
+        "--iss",
+        help="issuer name of a new kit (default https://dev-issuer.invalid, "
+        "a name no real issuer can have)",
+    )
+    dev.add_argument(
+        "--mint",
+        metavar="URL",
+        help="print a token for one call to URL: the full "
+        "URL the EHR calls (CDS_PUBLIC_BASE_URL + path)",
+    )
+    dev.add_argument(
+        "--lifetime",
+        type=int,
+        default=300,
+        help="seconds the minted token is valid (at most 3600; default 300)",
+    )
+    dev.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing kit with a new key (old tokens stop verifying)",
+    )
     dev.set_defaults(func=_dev_issuer)
     return parser
 

@@ -103,8 +103,10 @@ def validate_request(doc: Any) -> list[Problem]:
     if isinstance(prefetch, dict):
         _prefetch(prefetch, doc.get("fhirServer"), out)
     elif prefetch is None and hook in HOOKS and not doc.get("fhirServer"):
-        out.warning("$", "neither prefetch nor fhirServer: the service will answer 412 for an "
-                         "alemtuzumab order")
+        out.warning(
+            "$",
+            "neither prefetch nor fhirServer: the service will answer 412 for an alemtuzumab order",
+        )
     return out.problems
 
 
@@ -116,9 +118,11 @@ def _fields(holder: dict[str, Any], hook: str | None, parent: str, out: _Collect
         if is_missing(holder, field.name):
             if field.required:
                 report = out.warning if field.tolerated else out.error
-                report(path, ("required" if field.hooks is None else
-                              f"required for the {hook} hook")
-                       + ("; the service answers without it" if field.tolerated else ""))
+                report(
+                    path,
+                    ("required" if field.hooks is None else f"required for the {hook} hook")
+                    + ("; the service answers without it" if field.tolerated else ""),
+                )
             elif field.required_with is not None and not is_missing(holder, field.required_with):
                 out.error(path, f"required when {field.required_with} is present")
             continue
@@ -129,8 +133,7 @@ def _fields(holder: dict[str, Any], hook: str | None, parent: str, out: _Collect
         if field.items is not None:
             for i, item in enumerate(value):
                 if not has_type(item, field.items):
-                    out.error(child(path, i), f"must be {_a(field.items)}, not "
-                                              f"{_type_name(item)}")
+                    out.error(child(path, i), f"must be {_a(field.items)}, not {_type_name(item)}")
         if isinstance(value, dict):
             _fields(value, hook, field.path, out)
 
@@ -150,21 +153,29 @@ def _envelope(doc: dict[str, Any], out: _Collector) -> str | None:
         if (problem := hook_instance_problem(instance)) is not None:
             out.error("$.hookInstance", f"{problem}: the service answers 400")
         elif not is_uuid(instance):
-            out.warning("$.hookInstance", f"not a UUID: {instance!r} (CDS Hooks requires one; "
-                                          "the service accepts it and counts it in "
-                                          "cds_hook_instance_not_uuid_total)")
+            out.warning(
+                "$.hookInstance",
+                f"not a UUID: {instance!r} (CDS Hooks requires one; "
+                "the service accepts it and counts it in "
+                "cds_hook_instance_not_uuid_total)",
+            )
     server = doc.get("fhirServer")
     if isinstance(server, str):
         if not re.match(r"^https?://[^/\s]+", server):
             out.error("$.fhirServer", "must be an absolute URL (https)")
         elif server.startswith("http://"):
-            out.warning("$.fhirServer", "plain http: the service only calls http servers that are "
-                                        "explicitly allowed (CDS Hooks requires TLS)")
+            out.warning(
+                "$.fhirServer",
+                "plain http: the service only calls http servers that are "
+                "explicitly allowed (CDS Hooks requires TLS)",
+            )
     auth = doc.get("fhirAuthorization")
-    if isinstance(auth, dict) and isinstance(auth.get("token_type"), str) \
-            and auth["token_type"] != "Bearer":
-        out.error("$.fhirAuthorization.token_type", f"must be 'Bearer', not "
-                                                    f"{auth['token_type']!r}")
+    if (
+        isinstance(auth, dict)
+        and isinstance(auth.get("token_type"), str)
+        and auth["token_type"] != "Bearer"
+    ):
+        out.error("$.fhirAuthorization.token_type", f"must be 'Bearer', not {auth['token_type']!r}")
     return hook if isinstance(hook, str) else None
 
 
@@ -175,8 +186,9 @@ def _context(context: dict[str, Any], hook: str | None, out: _Collector) -> set[
         return set()
     user = context.get("userId")
     if isinstance(user, str) and not USER_REFERENCE.match(user):
-        out.error("$.context.userId", "must be 'Practitioner/id' or 'PractitionerRole/id', not "
-                                      f"{user!r}")
+        out.error(
+            "$.context.userId", f"must be 'Practitioner/id' or 'PractitionerRole/id', not {user!r}"
+        )
     patient = context.get("patientId")
     if isinstance(patient, str) and not PLAIN_ID.match(patient):
         out.error("$.context.patientId", f"must be a Patient id (not a reference), not {patient!r}")
@@ -238,15 +250,18 @@ def _resource(resource: dict[str, Any], path: str, expected: str | None, out: _C
         return
     resource_type = str(resource["resourceType"])
     if expected is not None and resource_type not in (expected, "OperationOutcome"):
-        out.warning(path, f"a {resource_type} where a {expected} is expected: the checks will "
-                          "not read it")
+        out.warning(
+            path, f"a {resource_type} where a {expected} is expected: the checks will not read it"
+        )
     for name, default in LENIENT_DEFAULTS.get(resource_type, {}).items():
         if name not in resource:
             out.warning(child(path, name), f"missing (required by FHIR R4); read as {default!r}")
     rid = resource.get("id")
     if isinstance(rid, str) and len(rid) > FHIR_ID_MAX:
-        out.warning(child(path, "id"), f"{len(rid)} characters, longer than FHIR R4's "
-                                       f"{FHIR_ID_MAX} (accepted)")
+        out.warning(
+            child(path, "id"),
+            f"{len(rid)} characters, longer than FHIR R4's {FHIR_ID_MAX} (accepted)",
+        )
     for element in CODED_ELEMENTS.get(resource_type, ()):
         concept = resource.get(element)
         if isinstance(concept, dict):
@@ -263,12 +278,16 @@ def _codings(concept: dict[str, Any], path: str, out: _Collector) -> None:
             continue
         system = coding.get("system")
         if system is None:
-            out.warning(child(child(path, "coding"), i), "coding without a system: the checks "
-                                                        "match codes on (system, code) only")
+            out.warning(
+                child(child(path, "coding"), i),
+                "coding without a system: the checks match codes on (system, code) only",
+            )
         elif system not in known:
-            out.warning(child(child(child(path, "coding"), i), "system"),
-                        f"{system!r} is not a code system the checks read (they read CVX, LOINC, "
-                        "RxNorm, SNOMED CT and ICD-10-CM)")
+            out.warning(
+                child(child(child(path, "coding"), i), "system"),
+                f"{system!r} is not a code system the checks read (they read CVX, LOINC, "
+                "RxNorm, SNOMED CT and ICD-10-CM)",
+            )
 
 
 def _prefetch(prefetch: dict[str, Any], server: Any, out: _Collector) -> None:
@@ -285,8 +304,11 @@ def _prefetch(prefetch: dict[str, Any], server: Any, out: _Collector) -> None:
         if value["resourceType"] == "OperationOutcome":
             _resource(value, path, None, out)
             if not server:
-                out.warning(path, "an OperationOutcome and no fhirServer: the service cannot "
-                                  "fetch this key and will answer 412 for an alemtuzumab order")
+                out.warning(
+                    path,
+                    "an OperationOutcome and no fhirServer: the service cannot "
+                    "fetch this key and will answer 412 for an alemtuzumab order",
+                )
             continue
         if value["resourceType"] == "Bundle":
             _bundle(value, path, expected, out)
@@ -295,8 +317,11 @@ def _prefetch(prefetch: dict[str, Any], server: Any, out: _Collector) -> None:
     if not server:
         for key in PREFETCH_TYPES:
             if key not in prefetch:
-                out.warning(child("$.prefetch", key), "missing and no fhirServer: the service "
-                                                      "will answer 412 for an alemtuzumab order")
+                out.warning(
+                    child("$.prefetch", key),
+                    "missing and no fhirServer: the service "
+                    "will answer 412 for an alemtuzumab order",
+                )
 
 
 def counts(problems: list[Problem]) -> tuple[int, int]:

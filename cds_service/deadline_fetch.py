@@ -56,8 +56,13 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
 
 
-def fetch(url: str, deadline_seconds: float, max_bytes: int, accept: str = "application/json",
-          tls: ssl.SSLContext | None = None) -> bytes:
+def fetch(
+    url: str,
+    deadline_seconds: float,
+    max_bytes: int,
+    accept: str = "application/json",
+    tls: ssl.SSLContext | None = None,
+) -> bytes:
     """The body of a 200 answer to GET url, received completely within deadline_seconds (DNS
     lookup aside, which no socket timeout covers); anything else raises FetchFailed. `tls`
     replaces the default verifying context (tests trust their own certificate with it)."""
@@ -70,7 +75,8 @@ def fetch(url: str, deadline_seconds: float, max_bytes: int, accept: str = "appl
     conn: http.client.HTTPConnection | None = None
     try:
         sock = socket.create_connection(
-            (host, port), timeout=min(CONNECT_TIMEOUT_SECONDS, deadline_seconds))
+            (host, port), timeout=min(CONNECT_TIMEOUT_SECONDS, deadline_seconds)
+        )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchFailed("deadline")

@@ -52,29 +52,41 @@ class DevIssuer:
     def issuers_file(self) -> Path:
         return self.folder / ISSUERS_FILE
 
-    def mint(self, url: str, lifetime: int = DEFAULT_LIFETIME_SECONDS,
-             now: float | None = None) -> str:
+    def mint(
+        self, url: str, lifetime: int = DEFAULT_LIFETIME_SECONDS, now: float | None = None
+    ) -> str:
         """A token for one call to `url` (its `aud`), as the service requires: iss, aud, exp, iat,
         a fresh jti; header alg ES384, typ JWT, kid."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise DevIssuerError(f"--mint needs the full URL the EHR would call, e.g. "
-                                 f"http://127.0.0.1:8080/cds-services (got {url!r})")
+            raise DevIssuerError(
+                f"--mint needs the full URL the EHR would call, e.g. "
+                f"http://127.0.0.1:8080/cds-services (got {url!r})"
+            )
         if not 0 < lifetime <= MAX_TOKEN_LIFETIME_SECONDS:
-            raise DevIssuerError(f"the lifetime must be 1 to {MAX_TOKEN_LIFETIME_SECONDS} seconds "
-                                 "(the service refuses longer-lived tokens)")
+            raise DevIssuerError(
+                f"the lifetime must be 1 to {MAX_TOKEN_LIFETIME_SECONDS} seconds "
+                "(the service refuses longer-lived tokens)"
+            )
         issued = int(time.time() if now is None else now)
-        claims = {"iss": self.iss, "aud": url, "exp": issued + lifetime, "iat": issued,
-                  "jti": uuid.uuid4().hex}
-        return jwt.encode(claims, self.private_key, algorithm=ALGORITHM,
-                          headers={"typ": "JWT", "kid": self.kid})
+        claims = {
+            "iss": self.iss,
+            "aud": url,
+            "exp": issued + lifetime,
+            "iat": issued,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(
+            claims, self.private_key, algorithm=ALGORITHM, headers={"typ": "JWT", "kid": self.kid}
+        )
 
 
 def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
     """The public key as a JWK with its RFC 7638 thumbprint as kid (stable for the key)."""
     jwk: dict[str, Any] = json.loads(jwt.get_algorithm_by_name(ALGORITHM).to_jwk(key))
-    canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")},
-                           separators=(",", ":"), sort_keys=True)
+    canonical = json.dumps(
+        {k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True
+    )
     kid = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=")
     return {**jwk, "kid": kid.decode(), "use": "sig", "alg": ALGORITHM}
 
@@ -96,11 +108,21 @@ def create(folder: Path, iss: str = DEFAULT_ISS, replace: bool = False) -> DevIs
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     private_key = ec.generate_private_key(ec.SECP384R1())
     jwk = public_jwk(private_key.public_key())
-    _write(folder / PRIVATE_KEY, private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()).decode(), mode=0o600)
-    _write(folder / PUBLIC_KEY, private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode())
+    _write(
+        folder / PRIVATE_KEY,
+        private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        mode=0o600,
+    )
+    _write(
+        folder / PUBLIC_KEY,
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode(),
+    )
     _write(folder / JWKS_FILE, json.dumps({"keys": [jwk]}, indent=2) + "\n")
     issuers = [{"iss": iss, "jwks_file": JWKS_FILE, "algorithms": [ALGORITHM]}]
     _write(folder / ISSUERS_FILE, json.dumps(issuers, indent=2) + "\n")
@@ -114,11 +136,15 @@ def load(folder: Path) -> DevIssuer:
         issuers = json.loads((folder / ISSUERS_FILE).read_text(encoding="utf-8"))
         iss = issuers[0]["iss"]
     except FileNotFoundError as exc:
-        raise DevIssuerError(f"{folder} holds no dev issuer ({Path(exc.filename).name} is "
-                             "missing): run `cds-service dev-issuer FOLDER` first") from None
+        raise DevIssuerError(
+            f"{folder} holds no dev issuer ({Path(exc.filename).name} is "
+            "missing): run `cds-service dev-issuer FOLDER` first"
+        ) from None
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise DevIssuerError(f"{folder} holds an unreadable dev issuer "
-                             f"({type(exc).__name__}); --force writes a new one") from None
+        raise DevIssuerError(
+            f"{folder} holds an unreadable dev issuer "
+            f"({type(exc).__name__}); --force writes a new one"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
         raise DevIssuerError(f"{folder / PRIVATE_KEY} is not a P-384 key; --force writes a new one")
     return DevIssuer(folder, str(iss), public_jwk(key.public_key())["kid"], key)

@@ -46,8 +46,9 @@ class Answer:
     need not read cards themselves."""
 
 
-def answer(request: HookRequest, service: ServiceDefinition, today: date,
-           fetcher: Fetcher | None = None) -> Answer:
+def answer(
+    request: HookRequest, service: ServiceDefinition, today: date, fetcher: Fetcher | None = None
+) -> Answer:
     """Cards for one hook request; other drugs get {"cards": []} before any data is read.
 
     The draft orders are scanned once; the FHIR server is reached at most once (`resolve`), for
@@ -58,18 +59,27 @@ def answer(request: HookRequest, service: ServiceDefinition, today: date,
     if found.order is None and not found.unidentified:
         return Answer({"cards": []})
     endpoint = Endpoint.of(request.fhir_server, request.fhir_authorization)
-    medications = medication_queries(found.unidentified, endpoint, fetcher) \
-        if found.order is None else {}
+    medications = (
+        medication_queries(found.unidentified, endpoint, fetcher) if found.order is None else {}
+    )
     try:
-        data = resolve(request.prefetch, request.context, endpoint, prefetch_templates(),
-                       PREFETCH_TYPES, fetcher, medications)
+        data = resolve(
+            request.prefetch,
+            request.context,
+            endpoint,
+            prefetch_templates(),
+            PREFETCH_TYPES,
+            fetcher,
+            medications,
+        )
     except PreconditionFailed as exc:
         if not medications:
             raise
         raise PreconditionFailed(
             "The medication of an order under review cannot be identified: reading "
             f"{_names(found.unidentified)} from the fhirServer failed ({exc.message})",
-            ["context.draftOrders"]) from None
+            ["context.draftOrders"],
+        ) from None
     try:
         order = found.identify(data.medications)
     except UnreadableOrder as exc:
@@ -82,13 +92,17 @@ def answer(request: HookRequest, service: ServiceDefinition, today: date,
     record = PatientRecord.build(request.patient_id, data.values, data.no_data)
     t0, t0_source = planned_start(order.request, today)
     context = OrderContext(
-        hook=request.hook, order=order, t0=t0, t0_source=t0_source,
+        hook=request.hook,
+        order=order,
+        t0=t0,
+        t0_source=t0_source,
         draft_orders=tuple(draft_resources(request.context.get("draftOrders"))),
     )
     findings = evaluate(record, context, policy)
     reminders = summary_reminders(policy)
-    cards = build_cards(findings, context, request.hook_instance, request.patient_id, policy,
-                        reminders=reminders)
+    cards = build_cards(
+        findings, context, request.hook_instance, request.patient_id, policy, reminders=reminders
+    )
     topics = tuple((card_topic(card), str(card.get("indicator", ""))) for card in cards)
     return Answer({"cards": cards}, findings, context, data.origin, record, reminders, topics)
 
@@ -96,28 +110,32 @@ def answer(request: HookRequest, service: ServiceDefinition, today: date,
 def scan(request: HookRequest) -> OrderScan:
     """The draft orders under review, scanned once for the alemtuzumab order."""
     try:
-        return scan_orders(request.hook, request.context.get("draftOrders"),
-                           request.selections, request.prefetch)
+        return scan_orders(
+            request.hook, request.context.get("draftOrders"), request.selections, request.prefetch
+        )
     except UnreadableOrder as exc:
         raise _unreadable(exc) from None
 
 
 def _unreadable(exc: UnreadableOrder) -> BadRequest:
     # exc.order is the sender's reference: named by its JSON path only (never echoed).
-    return BadRequest(f"A draft order under review cannot be evaluated: {exc.detail}.",
-                      ["context.draftOrders"])
+    return BadRequest(
+        f"A draft order under review cannot be evaluated: {exc.detail}.", ["context.draftOrders"]
+    )
 
 
-def medication_queries(references: tuple[str, ...], endpoint: Endpoint,
-                       fetcher: Fetcher | None) -> dict[str, str]:
+def medication_queries(
+    references: tuple[str, ...], endpoint: Endpoint, fetcher: Fetcher | None
+) -> dict[str, str]:
     """{fetch key: 'Medication/id'} for the Medications unidentified orders reference on the
     request's fhirServer. An unidentifiable order could be alemtuzumab, so "no cards" would be a
     guess: 412 when they cannot all be read."""
     base = endpoint.base_url.rstrip("/")
     queries: dict[str, str] = {}
     for i, reference in enumerate(references):
-        relative = reference[len(base) + 1:] if base and reference.startswith(base + "/") \
-            else reference
+        relative = (
+            reference[len(base) + 1 :] if base and reference.startswith(base + "/") else reference
+        )
         if relative.startswith("Medication/"):
             queries[f"{MEDICATION_KEY}{i}"] = relative
     if fetcher is None or not base or len(queries) < len(references):
@@ -126,11 +144,15 @@ def medication_queries(references: tuple[str, ...], endpoint: Endpoint,
             f"{_names(references)} {'is' if len(references) == 1 else 'are'} not in "
             "draftOrders, prefetch or contained resources (medicationReference), and cannot be "
             "read from the request's fhirServer. Include the Medication in draftOrders.",
-            ["context.draftOrders"])
+            ["context.draftOrders"],
+        )
     return queries
 
 
 def _names(references: tuple[str, ...]) -> str:
     # Counted, never quoted: the references are the sender's text.
-    return "the Medication it references" if len(references) == 1 else \
-        f"the {len(references)} Medications they reference"
+    return (
+        "the Medication it references"
+        if len(references) == 1
+        else f"the {len(references)} Medications they reference"
+    )

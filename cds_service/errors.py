@@ -5,11 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def operation_outcome(severity: str, code: str, text: str,
-                      expression: list[str] | None = None) -> dict[str, Any]:
+def operation_outcome(
+    severity: str, code: str, text: str, expression: list[str] | None = None
+) -> dict[str, Any]:
     """A minimal FHIR R4 OperationOutcome with one issue."""
-    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": text,
-                             "details": {"text": text}}
+    issue: dict[str, Any] = {
+        "severity": severity,
+        "code": code,
+        "diagnostics": text,
+        "details": {"text": text},
+    }
     if expression:
         issue["expression"] = expression
     return {"resourceType": "OperationOutcome", "issue": [issue]}

@@ -32,8 +32,7 @@ from .storage import Database, feedback, insert_ignore, issued_cards
 log = logging.getLogger(__name__)
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 UNKNOWN_CARD = "(unknown card)"
 
 # Limits on what a feedback post may hold (characters / items). Generous for any real EHR (coded
@@ -79,8 +78,9 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
                         "items": {
                             "type": "object",
                             "required": ["id"],
-                            "properties": {"id": {"type": "string", "pattern": UUID_PATTERN,
-                                                  "maxLength": 36}},
+                            "properties": {
+                                "id": {"type": "string", "pattern": UUID_PATTERN, "maxLength": 36}
+                            },
                         },
                     },
                     "overrideReason": {
@@ -91,12 +91,17 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
                         },
                         "anyOf": [
                             {"required": ["reason"]},
-                            {"required": ["userComment"],
-                             "properties": {"userComment": {"minLength": 1}}},
+                            {
+                                "required": ["userComment"],
+                                "properties": {"userComment": {"minLength": 1}},
+                            },
                         ],
                     },
-                    "outcomeTimestamp": {"type": "string", "format": "date-time",
-                                         "maxLength": MAX_TIMESTAMP_CHARS},
+                    "outcomeTimestamp": {
+                        "type": "string",
+                        "format": "date-time",
+                        "maxLength": MAX_TIMESTAMP_CHARS,
+                    },
                 },
                 # accepted -> at least one accepted suggestion (CDS Hooks 2.0 "Feedback").
                 "if": {"required": ["outcome"], "properties": {"outcome": {"const": "accepted"}}},
@@ -133,7 +138,7 @@ def canonical_timestamp(value: str) -> str:
     if not match or len(value) > MAX_TIMESTAMP_CHARS:
         raise ValueError("not an RFC 3339 date-time")
     fraction = match.group(1) or ""
-    text = value[:19] + fraction[:7] + value[match.end(1) if match.group(1) else 19:]
+    text = value[:19] + fraction[:7] + value[match.end(1) if match.group(1) else 19 :]
     instant = datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
     out = instant.strftime("%Y-%m-%dT%H:%M:%S")
     if instant.microsecond:
@@ -178,14 +183,23 @@ def _describe(error: ValidationError) -> tuple[str, str]:
             if missing[0] == "acceptedSuggestions":
                 return path, "an accepted outcome needs acceptedSuggestions (at least one)"
             return path, "is required"
-    if error.validator == "minItems" and error.absolute_path and \
-            error.absolute_path[-1] == "acceptedSuggestions":
+    if (
+        error.validator == "minItems"
+        and error.absolute_path
+        and error.absolute_path[-1] == "acceptedSuggestions"
+    ):
         return path, "an accepted outcome needs at least one accepted suggestion"
-    if error.validator == "anyOf" and error.absolute_path and \
-            error.absolute_path[-1] == "overrideReason":
+    if (
+        error.validator == "anyOf"
+        and error.absolute_path
+        and error.absolute_path[-1] == "overrideReason"
+    ):
         return path, "an override reason needs a reason (a Coding) or a non-empty userComment"
-    if error.validator == "pattern" and error.validator_value == UUID_PATTERN or (
-            error.validator == "maxLength" and error.validator_value == 36):
+    if (
+        error.validator == "pattern"
+        and error.validator_value == UUID_PATTERN
+        or (error.validator == "maxLength" and error.validator_value == 36)
+    ):
         return path, "must be a UUID"
     if error.validator == "format":
         return path, "must be an RFC 3339 date-time with a time zone, e.g. 2021-12-11T10:05:31Z"
@@ -229,45 +243,53 @@ def validate_feedback(service_id: str, body: Any) -> list[FeedbackItem]:
         canonical = {
             "card": raw["card"].lower(),
             "outcome": raw["outcome"],
-            "acceptedSuggestions": sorted({s["id"].lower()
-                                           for s in raw.get("acceptedSuggestions", ())}),
+            "acceptedSuggestions": sorted(
+                {s["id"].lower() for s in raw.get("acceptedSuggestions", ())}
+            ),
             "reason": [reason.get("system"), reason.get("code"), reason.get("display")],
             "comment": (raw.get("overrideReason") or {}).get("userComment"),
             "outcomeTimestamp": canonical_timestamp(raw["outcomeTimestamp"]),
         }
-        items.append(FeedbackItem(
-            card=canonical["card"],
-            outcome=canonical["outcome"],
-            accepted_suggestions=tuple(canonical["acceptedSuggestions"]),
-            reason_system=reason.get("system"),
-            reason_code=reason.get("code"),
-            reason_display=reason.get("display"),
-            comment=canonical["comment"],
-            outcome_timestamp=canonical["outcomeTimestamp"],
-            fingerprint=fingerprint(service_id, canonical),
-        ))
+        items.append(
+            FeedbackItem(
+                card=canonical["card"],
+                outcome=canonical["outcome"],
+                accepted_suggestions=tuple(canonical["acceptedSuggestions"]),
+                reason_system=reason.get("system"),
+                reason_code=reason.get("code"),
+                reason_display=reason.get("display"),
+                comment=canonical["comment"],
+                outcome_timestamp=canonical["outcomeTimestamp"],
+                fingerprint=fingerprint(service_id, canonical),
+            )
+        )
     return items
 
 
-def store_feedback(database: Database, service_id: str, items: list[FeedbackItem],
-                   now: datetime) -> int:
+def store_feedback(
+    database: Database, service_id: str, items: list[FeedbackItem], now: datetime
+) -> int:
     """Store all items in one transaction (all or nothing); returns how many were new.
 
     A database that is down or locked is a 503 so the EHR retries; nothing is silently dropped."""
-    rows = [{
-        "fingerprint": item.fingerprint,
-        "service_id": service_id,
-        "card_uuid": item.card,
-        "outcome": item.outcome,
-        "accepted_suggestions": orjson.dumps(list(item.accepted_suggestions)).decode()
-        if item.accepted_suggestions else None,
-        "override_reason_system": item.reason_system,
-        "override_reason_code": item.reason_code,
-        "override_reason_display": item.reason_display,
-        "override_comment": item.comment,
-        "outcome_timestamp": item.outcome_timestamp,
-        "received_at": now,
-    } for item in items]
+    rows = [
+        {
+            "fingerprint": item.fingerprint,
+            "service_id": service_id,
+            "card_uuid": item.card,
+            "outcome": item.outcome,
+            "accepted_suggestions": orjson.dumps(list(item.accepted_suggestions)).decode()
+            if item.accepted_suggestions
+            else None,
+            "override_reason_system": item.reason_system,
+            "override_reason_code": item.reason_code,
+            "override_reason_display": item.reason_display,
+            "override_comment": item.comment,
+            "outcome_timestamp": item.outcome_timestamp,
+            "received_at": now,
+        }
+        for item in items
+    ]
     try:
         with database.begin() as connection:
             return insert_ignore(connection, feedback, rows)
@@ -276,16 +298,18 @@ def store_feedback(database: Database, service_id: str, items: list[FeedbackItem
         raise Unavailable("Feedback could not be stored right now; please retry later.") from None
 
 
-def accept_feedback(database: Database, service_id: str, body: Any,
-                    now: datetime) -> tuple[int, int]:
+def accept_feedback(
+    database: Database, service_id: str, body: Any, now: datetime
+) -> tuple[int, int]:
     """Validate then store a feedback post; 400 stores nothing, 503 stores nothing.
     Returns (items in the post, items new to the store)."""
     items = validate_feedback(service_id, body)
     return len(items), store_feedback(database, service_id, items, now)
 
 
-def audit_rows(service_id: str, hook_instance: str, cards: list[dict[str, Any]],
-               now: datetime) -> list[dict[str, Any]]:
+def audit_rows(
+    service_id: str, hook_instance: str, cards: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
     """Audit rows for issued cards: uuid, service, topic, indicator, hookInstance, time; no patient
     data."""
     rows = []
@@ -294,16 +318,26 @@ def audit_rows(service_id: str, hook_instance: str, cards: list[dict[str, Any]],
         if not isinstance(uuid, str):
             continue  # a card without uuid can never receive feedback
         topic = card_topic(card)
-        rows.append({
-            "card_uuid": uuid.lower(), "service_id": service_id, "topic": topic,
-            "indicator": str(card.get("indicator", "")), "hook_instance": hook_instance,
-            "issued_at": now,
-        })
+        rows.append(
+            {
+                "card_uuid": uuid.lower(),
+                "service_id": service_id,
+                "topic": topic,
+                "indicator": str(card.get("indicator", "")),
+                "hook_instance": hook_instance,
+                "issued_at": now,
+            }
+        )
     return rows
 
 
-def record_issued_cards(database: Database | None, service_id: str, hook_instance: str,
-                        cards: list[dict[str, Any]], now: datetime) -> None:
+def record_issued_cards(
+    database: Database | None,
+    service_id: str,
+    hook_instance: str,
+    cards: list[dict[str, Any]],
+    now: datetime,
+) -> None:
     """Audit each issued card now (best effort: a database failure is logged, never raised)."""
     if database is None or not cards:
         return
@@ -316,8 +350,11 @@ def _write_audit(database: Database, rows: list[dict[str, Any]]) -> bool:
             insert_ignore(connection, issued_cards, rows)
         return True
     except (SQLAlchemyError, OSError) as exc:
-        log.warning("issued-card audit dropped (%d cards), database unavailable: %s",
-                    len(rows), type(exc).__name__)
+        log.warning(
+            "issued-card audit dropped (%d cards), database unavailable: %s",
+            len(rows),
+            type(exc).__name__,
+        )
         return False
 
 
@@ -333,8 +370,9 @@ class CardAudit:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, service_id: str, hook_instance: str, cards: list[dict[str, Any]],
-               now: datetime) -> None:
+    def submit(
+        self, service_id: str, hook_instance: str, cards: list[dict[str, Any]], now: datetime
+    ) -> None:
         if self.database is None or not cards:
             return
         rows = audit_rows(service_id, hook_instance, cards, now)
@@ -397,10 +435,14 @@ class TopicReport:
     """Overridden feedback with a free-text comment."""
 
     def as_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "issued": self.issued, "accepted": self.accepted,
-                "overridden": self.overridden,
-                "overrideReasons": dict(sorted(self.reasons.items())),
-                "comments": self.comments}
+        return {
+            "topic": self.topic,
+            "issued": self.issued,
+            "accepted": self.accepted,
+            "overridden": self.overridden,
+            "overrideReasons": dict(sorted(self.reasons.items())),
+            "comments": self.comments,
+        }
 
 
 def feedback_report(database: Database) -> list[TopicReport]:
@@ -415,10 +457,16 @@ def feedback_report(database: Database) -> list[TopicReport]:
         for (topic,) in connection.execute(select(issued_cards.c.topic)):
             report(topic).issued += 1
         rows = connection.execute(
-            select(issued_cards.c.topic, feedback.c.outcome, feedback.c.override_reason_code,
-                   feedback.c.override_reason_display, feedback.c.override_comment)
-            .select_from(feedback.outerjoin(
-                issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)))
+            select(
+                issued_cards.c.topic,
+                feedback.c.outcome,
+                feedback.c.override_reason_code,
+                feedback.c.override_reason_display,
+                feedback.c.override_comment,
+            ).select_from(
+                feedback.outerjoin(issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)
+            )
+        )
         for topic, outcome, code, display, comment in rows:
             entry = report(topic or UNKNOWN_CARD)
             if outcome == "accepted":
@@ -438,14 +486,24 @@ def format_report(reports: list[TopicReport]) -> str:
     if not reports:
         return "No cards issued and no feedback received yet.\n"
     header = ("topic", "issued", "accepted", "overridden", "comments")
-    rows = [(r.topic, str(r.issued), str(r.accepted), str(r.overridden), str(r.comments))
-            for r in reports]
+    rows = [
+        (r.topic, str(r.issued), str(r.accepted), str(r.overridden), str(r.comments))
+        for r in reports
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in
-                       enumerate(zip(header, widths, strict=True)))]
+    lines = [
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
     for report, row in zip(reports, rows, strict=True):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                               enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         for reason, count in sorted(report.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    override reason {reason}: {count}")
     return "\n".join(lines) + "\n"

@@ -20,8 +20,14 @@ from .hook_spec import (
     is_uuid,
 )
 
-__all__ = ["HOOK_INSTANCE_MAX_CHARS", "HookRequest", "hook_instance_problem", "is_uuid",
-           "parse_json", "read_hook_request"]
+__all__ = [
+    "HOOK_INSTANCE_MAX_CHARS",
+    "HookRequest",
+    "hook_instance_problem",
+    "is_uuid",
+    "parse_json",
+    "read_hook_request",
+]
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,9 @@ class HookRequest:
 def parse_json(body: bytes) -> Any:
     """Parse a request body; invalid JSON or UTF-8 is a 400."""
     if not body or not body.strip():
-        raise BadRequest("The request body is empty; a CDS Hooks request (JSON object) is "
-                         "required.")
+        raise BadRequest(
+            "The request body is empty; a CDS Hooks request (JSON object) is required."
+        )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -96,8 +103,10 @@ def read_hook_request(doc: Any, expected_hook: str) -> HookRequest:
         raise BadRequest(f"Field 'hookInstance' is {problem}.", ["hookInstance"])
     context = _check(doc, context_row)
     if hook != expected_hook:
-        raise BadRequest(f"This service answers the '{expected_hook}' hook; the request's 'hook' "
-                         "names another.", ["hook"])
+        raise BadRequest(
+            f"This service answers the '{expected_hook}' hook; the request's 'hook' names another.",
+            ["hook"],
+        )
     _check_members(context, hook, "context")
     if "draftOrders" in context:
         _check_draft_orders(context["draftOrders"])
@@ -106,8 +115,15 @@ def read_hook_request(doc: Any, expected_hook: str) -> HookRequest:
             value = _check(doc, field)
             if isinstance(value, dict):
                 _check_members(value, hook, field.path)
-    return HookRequest(hook, hook_instance, context, doc.get("prefetch"), doc.get("fhirServer"),
-                       doc.get("fhirAuthorization"), doc)
+    return HookRequest(
+        hook,
+        hook_instance,
+        context,
+        doc.get("prefetch"),
+        doc.get("fhirServer"),
+        doc.get("fhirAuthorization"),
+        doc,
+    )
 
 
 def _check_draft_orders(bundle: Any) -> None:
@@ -125,8 +141,10 @@ def _check_draft_orders(bundle: Any) -> None:
             raise BadRequest(f"'{where}' must be an object.", [where])
         resource = entry.get("resource")
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            raise BadRequest(f"'{where}.resource' must be a FHIR resource (an object with a "
-                             "resourceType).", [f"{where}.resource"])
+            raise BadRequest(
+                f"'{where}.resource' must be a FHIR resource (an object with a resourceType).",
+                [f"{where}.resource"],
+            )
         if resource["resourceType"] == "MedicationRequest":
             _check_order(resource, f"{where}.resource")
 
@@ -151,13 +169,18 @@ def _check_order(order: dict[str, Any], path: str) -> None:
             continue
         where = f"{path}.dosageInstruction[{d}].timing"
         events = timing.get("event")
-        dates = [(f"{where}.event[{e}]", v) for e, v in enumerate(events)] \
-            if isinstance(events, list) else []
+        dates = (
+            [(f"{where}.event[{e}]", v) for e, v in enumerate(events)]
+            if isinstance(events, list)
+            else []
+        )
         repeat = timing.get("repeat")
         bounds = repeat.get("boundsPeriod") if isinstance(repeat, dict) else None
         if isinstance(bounds, dict) and "start" in bounds:
             dates.append((f"{where}.repeat.boundsPeriod.start", bounds["start"]))
         for at, value in dates:
             if parse_date(value) is None:
-                raise BadRequest(f"'{at}' is not a FHIR date; the planned start of the order "
-                                 "cannot be read.", [at])
+                raise BadRequest(
+                    f"'{at}' is not a FHIR date; the planned start of the order cannot be read.",
+                    [at],
+                )

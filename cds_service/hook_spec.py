@@ -79,8 +79,13 @@ FIELDS: tuple[Field, ...] = (
     # The hook context, in the order the service checks it: what the evaluation reads first.
     Field("context.patientId", "string", required=True, hooks=_ORDER),
     Field("context.draftOrders", "object", required=True, hooks=_ORDER),
-    Field("context.selections", "array", required=True, hooks=frozenset({"order-select"}),
-          items="string"),
+    Field(
+        "context.selections",
+        "array",
+        required=True,
+        hooks=frozenset({"order-select"}),
+        items="string",
+    ),
     Field("context.userId", "string", required=True, hooks=_ORDER, tolerated=True),
     Field("context.encounterId", "string", hooks=_ORDER),
     # Optional members of the envelope.
@@ -114,7 +119,8 @@ def json_type(value: Any) -> str:
     if isinstance(value, int):
         return "integer"
     return {float: "number", str: "string", list: "array", dict: "object"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )
 
 
 def has_type(value: Any, expected: JsonType) -> bool:

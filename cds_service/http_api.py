@@ -76,20 +76,33 @@ def call_service(service_id: str) -> Response:
         audit.submit(service.id, hook_request.hook_instance, cards, utc_now())
     record_hook(service.id, result.topics, result.origin)
     _prune_when_due()
-    _log_hook(service.id, hook_instance, 200, started,
-              dataOrigin={key: origin.value for key, origin in result.origin.items()},
-              topics=[f"{topic}:{indicator}" for topic, indicator in result.topics])
+    _log_hook(
+        service.id,
+        hook_instance,
+        200,
+        started,
+        dataOrigin={key: origin.value for key, origin in result.origin.items()},
+        topics=[f"{topic}:{indicator}" for topic, indicator in result.topics],
+    )
     return json_response(result.body)
 
 
-def _log_hook(service_id: str, hook_instance: str | None, status: int, started: float,
-              **fields: Any) -> None:
+def _log_hook(
+    service_id: str, hook_instance: str | None, status: int, started: float, **fields: Any
+) -> None:
     """One JSON log line and one latency sample per hook call: identifiers, never content."""
     seconds = time.perf_counter() - started
     HOOK_LATENCY.labels(service=service_id, status=str(status)).observe(seconds)
-    log.info("hook answered" if status == 200 else "hook refused", extra={
-        "hookInstance": loggable(hook_instance), "service": service_id, "status": status,
-        "durationMs": round(seconds * 1000, 2), **fields})
+    log.info(
+        "hook answered" if status == 200 else "hook refused",
+        extra={
+            "hookInstance": loggable(hook_instance),
+            "service": service_id,
+            "status": status,
+            "durationMs": round(seconds * 1000, 2),
+            **fields,
+        },
+    )
 
 
 @api.post("/cds-services/<service_id>/feedback")
@@ -145,11 +158,14 @@ def readyz() -> Response:
     value_sets = all_value_sets()
     checks["valueSets"] = {"ok": bool(value_sets), "detail": f"{len(value_sets)} loaded"}
     warm = current_app.extensions.get("cds_warm")
-    checks["warm"] = {"ok": bool(warm and warm.ok),
-                      "detail": warm.detail if warm is not None else "not warmed up"}
+    checks["warm"] = {
+        "ok": bool(warm and warm.ok),
+        "detail": warm.detail if warm is not None else "not warmed up",
+    }
     ready = all(check["ok"] for check in checks.values())
-    return json_response({"status": "ready" if ready else "not ready", "checks": checks},
-                         200 if ready else 503)
+    return json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
+    )
 
 
 @api.get("/metrics", provide_automatic_options=False)
@@ -169,7 +185,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
         err = PayloadTooLarge(
-            f"The request body exceeds the limit of {app.config['MAX_CONTENT_LENGTH']} bytes.")
+            f"The request body exceeds the limit of {app.config['MAX_CONTENT_LENGTH']} bytes."
+        )
         return json_response(err.outcome(), err.status)
 
     @app.errorhandler(HTTPException)
@@ -184,6 +201,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
-        body = operation_outcome("fatal", "exception",
-                                 "Internal error; the request was not evaluated.")
+        body = operation_outcome(
+            "fatal", "exception", "Internal error; the request was not evaluated."
+        )
         return json_response(body, 500)

@@ -74,8 +74,11 @@ def load_models(resource_types: Iterable[str]) -> int:
 
 def _element_types(annotation: Any) -> Iterator[Any]:
     """The fhir_core element types (which name their model by import path) in an annotation."""
-    if isinstance(annotation, type) and issubclass(annotation, FhirBase) \
-            and hasattr(annotation, "_model_klass"):
+    if (
+        isinstance(annotation, type)
+        and issubclass(annotation, FhirBase)
+        and hasattr(annotation, "_model_klass")
+    ):
         yield annotation
     for argument in typing.get_args(annotation):
         yield from _element_types(argument)

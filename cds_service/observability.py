@@ -43,33 +43,43 @@ HOOK_LATENCY = Histogram(
     ["service", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-CARDS = Counter("cds_cards", "Cards returned, by service, card topic and indicator.",
-                ["service", "topic", "indicator"])
+CARDS = Counter(
+    "cds_cards",
+    "Cards returned, by service, card topic and indicator.",
+    ["service", "topic", "indicator"],
+)
 PREFETCH_KEYS = Counter(
     "cds_prefetch_keys",
     "Prefetch keys used by alemtuzumab calls, by where the data came from "
     "(prefetch, prefetch-null, fhir-server, fhir-server-paged).",
-    ["origin"])
+    ["origin"],
+)
 FHIR_FETCHES = Counter(
     "cds_fhir_fetches",
     "Prefetch keys fetched from the EHR's FHIR server, by outcome (unfinished: past the "
     "deadline, or abandoned after another key failed).",
-    ["outcome"])
+    ["outcome"],
+)
 FEEDBACK = Counter(
     "cds_feedback",
     "Feedback items and posts by outcome: stored and duplicate count items; invalid and "
     "unavailable count posts.",
-    ["outcome"])
+    ["outcome"],
+)
 AUTH_FAILURES = Counter("cds_auth_failures", "EHR JWTs refused, by reason.", ["reason"])
-AUDIT_DROPPED = Counter("cds_card_audit_dropped",
-                        "Issued-card audit rows dropped (database unavailable or queue full).")
+AUDIT_DROPPED = Counter(
+    "cds_card_audit_dropped", "Issued-card audit rows dropped (database unavailable or queue full)."
+)
 HOOK_INSTANCE_NOT_UUID = Counter(
     "cds_hook_instance_not_uuid",
     "Hook calls accepted whose hookInstance is not a UUID (CDS Hooks types it as one; a short "
-    "printable value is answered anyway, and counted here to find the integration).")
-PRUNED = Counter("cds_pruned_rows",
-                 "Rows removed by retention pruning, by table (issued_cards, feedback, seen_jti).",
-                 ["table"])
+    "printable value is answered anyway, and counted here to find the integration).",
+)
+PRUNED = Counter(
+    "cds_pruned_rows",
+    "Rows removed by retention pruning, by table (issued_cards, feedback, seen_jti).",
+    ["table"],
+)
 PRUNED_TABLES = ("issued_cards", "feedback", "seen_jti")
 
 FEEDBACK_OUTCOMES = ("stored", "duplicate", "invalid", "unavailable")
@@ -96,8 +106,9 @@ def initialise_labels(auth_reasons: Iterable[str], service_ids: Iterable[str] = 
         PRUNED.labels(table=table)
 
 
-def record_hook(service_id: str, topics: Iterable[tuple[str, str]],
-                origin: Mapping[str, Origin]) -> None:
+def record_hook(
+    service_id: str, topics: Iterable[tuple[str, str]], origin: Mapping[str, Origin]
+) -> None:
     """Count the cards of one answered hook call, given as (topic, indicator) pairs, and where
     its prefetch data came from."""
     for topic, indicator in topics:
@@ -134,15 +145,17 @@ class SafeJsonFormatter(OrjsonFormatter):
         return "".join(_frames_and_types(exc_type, exc_value, tb))
 
 
-def _frames_and_types(exc_type: type[BaseException] | None, exc_value: BaseException | None,
-                      tb: TracebackType | None) -> list[str]:
+def _frames_and_types(
+    exc_type: type[BaseException] | None, exc_value: BaseException | None, tb: TracebackType | None
+) -> list[str]:
     """Like traceback.format_exception, oldest cause first, with every message replaced."""
     chain: list[tuple[BaseException, TracebackType | None]] = []
     current, current_tb = exc_value, tb
     while current is not None and all(current is not seen for seen, _ in chain):
         chain.append((current, current_tb))
-        current = current.__cause__ or (None if current.__suppress_context__
-                                        else current.__context__)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
         current_tb = current.__traceback__ if current is not None else None
     lines: list[str] = []
     for exc, exc_tb in reversed(chain):
@@ -216,7 +229,9 @@ def logging_config(level: str | None = None) -> dict[str, Any]:
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
             # gunicorn's access lines (cds_service.server: route, status, duration) are DEBUG.
             "gunicorn.access": {"level": level, "handlers": [], "propagate": True},
-            "urllib3": quiet, "sqlalchemy": quiet, "werkzeug": quiet,
+            "urllib3": quiet,
+            "sqlalchemy": quiet,
+            "werkzeug": quiet,
         },
     }
 

@@ -46,11 +46,22 @@ def prune(database: Database, settings: Settings, now: datetime) -> Pruned:
     """Delete what retention no longer keeps; raises SQLAlchemyError/OSError when the database is
     unavailable (rows deleted by earlier batches stay deleted: pruning is idempotent)."""
     pruned = Pruned(
-        issued_cards=_delete_older(database, issued_cards, issued_cards.c.card_uuid,
-                                   issued_cards.c.issued_at, now,
-                                   settings.audit_retention_days),
-        feedback=_delete_older(database, feedback, feedback.c.id, feedback.c.received_at, now,
-                               settings.feedback_retention_days),
+        issued_cards=_delete_older(
+            database,
+            issued_cards,
+            issued_cards.c.card_uuid,
+            issued_cards.c.issued_at,
+            now,
+            settings.audit_retention_days,
+        ),
+        feedback=_delete_older(
+            database,
+            feedback,
+            feedback.c.id,
+            feedback.c.received_at,
+            now,
+            settings.feedback_retention_days,
+        ),
         seen_jti=_delete_expired_jti(database, now),
     )
     for table, rows in pruned.as_json().items():
@@ -58,8 +69,14 @@ def prune(database: Database, settings: Settings, now: datetime) -> Pruned:
     return pruned
 
 
-def _delete_older(database: Database, table: Table, key: Column[object],
-                  stamp: Column[datetime], now: datetime, days: int) -> int:
+def _delete_older(
+    database: Database,
+    table: Table,
+    key: Column[object],
+    stamp: Column[datetime],
+    now: datetime,
+    days: int,
+) -> int:
     if days <= 0:
         return 0  # kept forever
     cutoff = now - timedelta(days=days)
@@ -77,8 +94,7 @@ def _delete_expired_jti(database: Database, now: datetime) -> int:
     """A jti is kept until its token's exp plus the clock-skew leeway (set by the replay store):
     after that the token is refused as expired anyway, so the row protects nothing."""
     with database.begin() as connection:
-        return int(connection.execute(delete(seen_jti).where(seen_jti.c.expires_at < now))
-                   .rowcount)
+        return int(connection.execute(delete(seen_jti).where(seen_jti.c.expires_at < now)).rowcount)
 
 
 class Pruner:
@@ -86,9 +102,13 @@ class Pruner:
     last one started at least `prune_interval_seconds` ago in this process; otherwise it returns
     at once. A failed prune is logged and retried after the next interval."""
 
-    def __init__(self, database: Database | None, settings: Settings,
-                 clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        database: Database | None,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.database = database
         self.settings = settings
         self._clock = clock
@@ -111,8 +131,7 @@ class Pruner:
                 return
             self._last = started
             # Started here, in the worker that serves the request: never in a forking master.
-            self._thread = threading.Thread(target=self._run, name="retention-prune",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, name="retention-prune", daemon=True)
             self._thread.start()
 
     def wait(self, timeout: float = 30.0) -> None:

@@ -97,6 +97,7 @@ def _log_nothing(_worker: Any, _req: Any) -> None:
 
 # -- what gunicorn answers before the app ---------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Refusal:
     status: int
@@ -111,31 +112,52 @@ def refusal(exc: BaseException) -> Refusal:
     if isinstance(exc, _kinds("InvalidResponseHeader", "InvalidResponseHeaderName")):
         pass  # the app's fault, not the client's: a 500 below
     elif isinstance(exc, _kinds("LimitRequestLine")):
-        return Refusal(414, "URI Too Long", "too-long",
-                       "The request line is longer than this server accepts.")
+        return Refusal(
+            414, "URI Too Long", "too-long", "The request line is longer than this server accepts."
+        )
     elif isinstance(exc, _kinds("LimitRequestHeaders")):
-        return Refusal(431, "Request Header Fields Too Large", "too-long",
-                       "The request has too many header fields or one that is too large.")
-    elif isinstance(exc, _kinds("InvalidRequestLine", "InvalidRequestMethod",
-                                "InvalidHTTPVersion")):
+        return Refusal(
+            431,
+            "Request Header Fields Too Large",
+            "too-long",
+            "The request has too many header fields or one that is too large.",
+        )
+    elif isinstance(
+        exc, _kinds("InvalidRequestLine", "InvalidRequestMethod", "InvalidHTTPVersion")
+    ):
         return Refusal(400, "Bad Request", "structure", "The request line is not valid HTTP/1.1.")
-    elif isinstance(exc, _kinds("InvalidHeader", "InvalidHeaderName", "ObsoleteFolding",
-                                "InvalidSchemeHeaders")):
+    elif isinstance(
+        exc, _kinds("InvalidHeader", "InvalidHeaderName", "ObsoleteFolding", "InvalidSchemeHeaders")
+    ):
         return Refusal(400, "Bad Request", "structure", "A request header is malformed.")
-    elif isinstance(exc, _kinds("InvalidChunkSize", "ChunkMissingTerminator",
-                                "InvalidChunkExtension")):
+    elif isinstance(
+        exc, _kinds("InvalidChunkSize", "ChunkMissingTerminator", "InvalidChunkExtension")
+    ):
         return Refusal(400, "Bad Request", "structure", "The chunked request body is malformed.")
     elif isinstance(exc, _kinds("UnsupportedTransferCoding")):
-        return Refusal(501, "Not Implemented", "not-supported",
-                       "The request's transfer coding is not supported.")
+        return Refusal(
+            501,
+            "Not Implemented",
+            "not-supported",
+            "The request's transfer coding is not supported.",
+        )
     elif isinstance(exc, _kinds("ExpectationFailed")):
-        return Refusal(417, "Expectation Failed", "not-supported",
-                       "The request's Expect header is not supported.")
-    elif isinstance(exc, _kinds("InvalidProxyLine", "InvalidProxyHeader",
-                                "ForbiddenProxyRequest", "InvalidH2CPreface")):
+        return Refusal(
+            417,
+            "Expectation Failed",
+            "not-supported",
+            "The request's Expect header is not supported.",
+        )
+    elif isinstance(
+        exc,
+        _kinds(
+            "InvalidProxyLine", "InvalidProxyHeader", "ForbiddenProxyRequest", "InvalidH2CPreface"
+        ),
+    ):
         return Refusal(400, "Bad Request", "structure", "The request is not valid HTTP/1.1.")
-    return Refusal(500, "Internal Server Error", "exception",
-                   "Internal error; the request was not evaluated.")
+    return Refusal(
+        500, "Internal Server Error", "exception", "Internal error; the request was not evaluated."
+    )
 
 
 def _kinds(*names: str) -> tuple[type[BaseException], ...]:
@@ -149,10 +171,18 @@ def refusal_response(refused: Refusal, cors: CorsPolicy, origin: str | None) -> 
     """The whole HTTP/1.1 response: OperationOutcome body, CORS headers, connection closed."""
     severity = "fatal" if refused.status >= 500 else "error"
     body = orjson.dumps(operation_outcome(severity, refused.issue_code, refused.text))
-    headers = {"Content-Type": "application/json", "Content-Length": str(len(body)),
-               "Connection": "close", "Vary": "Origin", **cors.response_headers(origin)}
-    head = f"HTTP/1.1 {refused.status} {refused.reason}\r\n" + "".join(
-        f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        "Vary": "Origin",
+        **cors.response_headers(origin),
+    }
+    head = (
+        f"HTTP/1.1 {refused.status} {refused.reason}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        + "\r\n"
+    )
     return head.encode("latin-1") + body
 
 
@@ -165,6 +195,7 @@ def _origin_of(req: Any) -> str | None:
 
 
 # -- gunicorn's logs --------------------------------------------------------------------------
+
 
 def safe_log_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Arguments of gunicorn's own log calls with anything that can carry request bytes replaced:
@@ -182,7 +213,6 @@ def safe_log_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
-
 
 
 class SafeGunicornLogger(_GunicornLogger):  # type: ignore[misc]
@@ -211,8 +241,9 @@ class SafeGunicornLogger(_GunicornLogger):  # type: ignore[misc]
             lvl = self.LOG_LEVELS.get(lvl.lower(), logging.INFO)
         self.error_log.log(lvl, _safe_msg(msg), *safe_log_args(args), **kwargs)
 
-    def access(self, resp: Any, req: Any, environ: Mapping[str, Any],
-               request_time: timedelta) -> None:
+    def access(
+        self, resp: Any, req: Any, environ: Mapping[str, Any], request_time: timedelta
+    ) -> None:
         """One JSON line per request at DEBUG: method, route, status, duration, bytes sent. No
         request line, query string, header or client address."""
         if not self.access_log.isEnabledFor(logging.DEBUG):
@@ -222,12 +253,16 @@ class SafeGunicornLogger(_GunicornLogger):  # type: ignore[misc]
 
         method = str(environ.get("REQUEST_METHOD", ""))
         status = str(getattr(resp, "status", "") or "").split(" ", 1)[0]
-        self.access_log.debug("http request", extra={
-            "method": method if method in KNOWN_METHODS else "(other)",
-            "route": route_label(str(environ.get("PATH_INFO", "")), SERVICES_BY_ID),
-            "status": int(status) if status.isdigit() else None,
-            "durationMs": round(request_time.total_seconds() * 1000, 2),
-            "bytes": getattr(resp, "sent", None)})
+        self.access_log.debug(
+            "http request",
+            extra={
+                "method": method if method in KNOWN_METHODS else "(other)",
+                "route": route_label(str(environ.get("PATH_INFO", "")), SERVICES_BY_ID),
+                "status": int(status) if status.isdigit() else None,
+                "durationMs": round(request_time.total_seconds() * 1000, 2),
+                "bytes": getattr(resp, "sent", None),
+            },
+        )
 
 
 def _safe_msg(msg: Any) -> Any:
@@ -250,8 +285,10 @@ class CdsGeventWorker(_GeventWorker):  # type: ignore[misc]
         if refused.status >= 500:
             self.log.exception("error handling a request")  # frames and types only (observability)
         else:
-            self.log.info("request refused by the HTTP server", extra={
-                "status": refused.status, "error": type(exc).__name__})
+            self.log.info(
+                "request refused by the HTTP server",
+                extra={"status": refused.status, "error": type(exc).__name__},
+            )
         cors = getattr(self.app, "cors_policy", None) or CorsPolicy()
         origin = _origin_of(req) or _origin_of(getattr(exc, "req", None))
         try:
@@ -262,5 +299,6 @@ class CdsGeventWorker(_GeventWorker):  # type: ignore[misc]
 
 def _log_hub_error(context: Any, exc_type: Any, value: Any, tb: Any) -> None:
     if exc_type is not None:
-        logging.getLogger(__name__).error("unhandled error in the event loop",
-                                          exc_info=(exc_type, value, tb))
+        logging.getLogger(__name__).error(
+            "unhandled error in the event loop", exc_info=(exc_type, value, tb)
+        )

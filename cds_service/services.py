@@ -19,8 +19,10 @@ def _observation_value_sets() -> tuple[str, ...]:
     out: list[str] = []
     for rule in RULES:
         for vs_id in rule.value_sets:
-            if vs_id not in out and any(system == LOINC and not code.startswith("LA")
-                                        for system, code in value_set(vs_id).codes):
+            if vs_id not in out and any(
+                system == LOINC and not code.startswith("LA")
+                for system, code in value_set(vs_id).codes
+            ):
                 out.append(vs_id)
     return tuple(out)
 
@@ -53,8 +55,12 @@ proxies commonly refuse longer URLs. tests/test_prefetch.py holds every template
 
 def outside_laboratory_codes() -> list[str]:
     """LOINC codes of tests that may be filed outside the laboratory category: asked for by code."""
-    codes = {code for vs_id in OBSERVATION_VALUE_SETS
-             for system, code in value_set(vs_id).outside_laboratory if system == LOINC}
+    codes = {
+        code
+        for vs_id in OBSERVATION_VALUE_SETS
+        for system, code in value_set(vs_id).outside_laboratory
+        if system == LOINC
+    }
     return sorted(codes)
 
 
@@ -71,17 +77,19 @@ def prefetch_templates() -> Mapping[str, str]:
     A result filed both ways arrives twice and counts once (PatientRecord.build)."""
     patient = "{{context.patientId}}"
     outside = ",".join(f"{LOINC}|{code}" for code in outside_laboratory_codes())
-    return MappingProxyType({
-        "patient": f"Patient/{patient}",
-        "conditions": f"Condition?patient={patient}",
-        "observations": f"Observation?patient={patient}&category=laboratory",
-        "observationsByCode": f"Observation?patient={patient}&code={outside}",
-        "immunizations": f"Immunization?patient={patient}",
-        "medicationStatements": f"MedicationStatement?patient={patient}",
-        "medicationRequests": f"MedicationRequest?patient={patient}",
-        "medicationAdministrations": f"MedicationAdministration?patient={patient}",
-        "allergies": f"AllergyIntolerance?patient={patient}",
-    })
+    return MappingProxyType(
+        {
+            "patient": f"Patient/{patient}",
+            "conditions": f"Condition?patient={patient}",
+            "observations": f"Observation?patient={patient}&category=laboratory",
+            "observationsByCode": f"Observation?patient={patient}&code={outside}",
+            "immunizations": f"Immunization?patient={patient}",
+            "medicationStatements": f"MedicationStatement?patient={patient}",
+            "medicationRequests": f"MedicationRequest?patient={patient}",
+            "medicationAdministrations": f"MedicationAdministration?patient={patient}",
+            "allergies": f"AllergyIntolerance?patient={patient}",
+        }
+    )
 
 
 @dataclass(frozen=True)

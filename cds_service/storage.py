@@ -56,6 +56,7 @@ class FreeText(TypeDecorator[str]):
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
         return None if value is None else value.replace("\x00", "\ufffd")
 
+
 issued_cards = Table(
     "issued_cards",
     metadata,
@@ -102,8 +103,9 @@ def make_engine(url: str, lock_timeout_seconds: float = 5.0) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             # One shared in-memory database (tests): every connection must see the same tables.
-            return create_engine(url, poolclass=StaticPool,
-                                 connect_args={"check_same_thread": False})
+            return create_engine(
+                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
         # On OSError, connecting will fail with an OperationalError, which callers turn into a 503.
         with suppress(OSError):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -139,8 +141,12 @@ def database_name(url: str) -> str:
     """The URL to show people: password hidden, and a SQLite file as an absolute path (a relative
     one depends on the folder the command was started in)."""
     parsed = make_url(url)
-    if (parsed.get_backend_name() == "sqlite" and parsed.database
-            and parsed.database != ":memory:" and not parsed.database.startswith("file:")):
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database
+        and parsed.database != ":memory:"
+        and not parsed.database.startswith("file:")
+    ):
         parsed = parsed.set(database=str(Path(parsed.database).absolute()))
     return parsed.render_as_string(hide_password=True)
 
@@ -173,8 +179,7 @@ def create_schema(engine: Engine) -> None:
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # Concurrent CREATE TABLE (even IF NOT EXISTS) can collide in PostgreSQL's catalogue.
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                               {"key": SCHEMA_LOCK_KEY})
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         metadata.create_all(connection)
         # create_all skips the indexes of tables that exist: add those of newer versions. Only
         # missing ones: CREATE INDEX, even IF NOT EXISTS, needs the table's owner, and the
@@ -188,9 +193,12 @@ def create_schema(engine: Engine) -> None:
                         with connection.begin_nested():
                             connection.execute(CreateIndex(index))
                     except DBAPIError as exc:  # an optimisation: never stop storage for it
-                        log.warning("index %s is missing and this database user cannot create "
-                                    "it (%s); let the tables' owner start the service once",
-                                    index.name, type(exc.orig).__name__)
+                        log.warning(
+                            "index %s is missing and this database user cannot create "
+                            "it (%s); let the tables' owner start the service once",
+                            index.name,
+                            type(exc.orig).__name__,
+                        )
 
 
 class Database:
@@ -241,8 +249,7 @@ class Database:
 
 def init_storage(app: Any, settings: Any) -> Database:
     """Attach the database named by `settings.database_url` as `app.extensions["cds_db"]`."""
-    database = Database(settings.database_url,
-                        settings.database_lock_timeout_seconds)
+    database = Database(settings.database_url, settings.database_lock_timeout_seconds)
     app.extensions["cds_db"] = database
     return database
 
@@ -258,9 +265,11 @@ def insert_ignore(connection: Connection, table: Table, rows: Iterable[Mapping[s
             statement: SqliteInsert | PostgresqlInsert
             if dialect == "sqlite":
                 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
                 statement = sqlite_insert(table)
             else:
                 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
                 statement = postgresql_insert(table)
             # Counted by RETURNING: rowcount of an INSERT is -1 with psycopg (SQLAlchemy 2.1).
             statement = statement.values(**row).on_conflict_do_nothing()

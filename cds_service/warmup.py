@@ -34,8 +34,9 @@ from .services import OBSERVATION_VALUE_SETS, PREFETCH_TYPES, SERVICES, prefetch
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES: tuple[str, ...] = tuple(sorted(
-    {*READ_TYPES, *PREFETCH_TYPES.values(), "Bundle", "OperationOutcome"}))
+MODEL_TYPES: tuple[str, ...] = tuple(
+    sorted({*READ_TYPES, *PREFETCH_TYPES.values(), "Bundle", "OperationOutcome"})
+)
 """The resource types a hook call validates or accepts from a FHIR server; their R4B models and
 every element model they reach are loaded."""
 
@@ -74,8 +75,7 @@ def warm_up() -> WarmUp:
             detail = _build()
         except Exception as exc:  # any failure: not ready, with the reason
             log.exception("warm-up failed: the service cannot evaluate a synthetic request")
-            _done = WarmUp(False, time.perf_counter() - started,
-                           f"failed ({type(exc).__name__})")
+            _done = WarmUp(False, time.perf_counter() - started, f"failed ({type(exc).__name__})")
             return _done
         seconds = time.perf_counter() - started
         _done = WarmUp(True, seconds, f"{detail} in {seconds * 1000:.0f} ms")
@@ -94,11 +94,14 @@ def _build() -> str:
         if not any(card_topic(card) == SUMMARY_TOPIC for card in cards):
             raise RuntimeError(f"the synthetic {service.hook} request got no summary card")
         validate_feedback(service.id, synthetic_feedback(cards))
-    return (f"{len(value_sets)} value sets, {models} R4B models, {len(SERVICES)} synthetic "
-            "requests evaluated")
+    return (
+        f"{len(value_sets)} value sets, {models} R4B models, {len(SERVICES)} synthetic "
+        "requests evaluated"
+    )
 
 
 # -- the synthetic request ----------------------------------------------------------------------
+
 
 def _first(vs_id: str) -> tuple[str, str, str]:
     """(system, code, display) of a value set's first code, in a stable order."""
@@ -125,57 +128,141 @@ def _resources() -> dict[str, list[dict[str, Any]]]:
     previous DMT, an allergy and a past infusion: every prefetch type, every lab rule."""
     negative = _concept("result-negative")
     observations = [
-        {"resourceType": "Observation", "id": f"warm-up-{vs_id}", "status": "final",
-         "category": [{"coding": [{
-             "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-             "code": "laboratory"}]}],
-         "code": {"coding": [{"system": LOINC, "code": min(
-             code for system, code in value_set(vs_id).codes if system == LOINC)}]},
-         "subject": _subject(), "effectiveDateTime": _day(20), "valueCodeableConcept": negative,
-         "interpretation": [negative]}
-        for vs_id in OBSERVATION_VALUE_SETS]
+        {
+            "resourceType": "Observation",
+            "id": f"warm-up-{vs_id}",
+            "status": "final",
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "laboratory",
+                        }
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [
+                    {
+                        "system": LOINC,
+                        "code": min(
+                            code for system, code in value_set(vs_id).codes if system == LOINC
+                        ),
+                    }
+                ]
+            },
+            "subject": _subject(),
+            "effectiveDateTime": _day(20),
+            "valueCodeableConcept": negative,
+            "interpretation": [negative],
+        }
+        for vs_id in OBSERVATION_VALUE_SETS
+    ]
     return {
-        "Patient": [{"resourceType": "Patient", "id": PATIENT_ID, "gender": "female",
-                     "birthDate": "1990-03-01", "name": [{"family": "Synthetic"}]}],
-        "Condition": [{"resourceType": "Condition", "id": "warm-up-ms",
-                       "clinicalStatus": {"coding": [{
-                           "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                           "code": "active"}]},
-                       "code": _concept("ms-diagnosis-condition"), "subject": _subject(),
-                       "onsetDateTime": "2019-06-01"}],
+        "Patient": [
+            {
+                "resourceType": "Patient",
+                "id": PATIENT_ID,
+                "gender": "female",
+                "birthDate": "1990-03-01",
+                "name": [{"family": "Synthetic"}],
+            }
+        ],
+        "Condition": [
+            {
+                "resourceType": "Condition",
+                "id": "warm-up-ms",
+                "clinicalStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                            "code": "active",
+                        }
+                    ]
+                },
+                "code": _concept("ms-diagnosis-condition"),
+                "subject": _subject(),
+                "onsetDateTime": "2019-06-01",
+            }
+        ],
         "Observation": observations,
-        "Immunization": [{"resourceType": "Immunization", "id": "warm-up-varicella",
-                          "status": "completed", "vaccineCode": _concept("varicella-vaccines-cvx"),
-                          "patient": _subject(), "occurrenceDateTime": "1995-05-01"}],
-        "MedicationStatement": [{"resourceType": "MedicationStatement", "id": "warm-up-dmt",
-                                 "status": "completed",
-                                 "medicationCodeableConcept": _concept("ms-dmt-rxnorm"),
-                                 "subject": _subject(),
-                                 "effectivePeriod": {"start": "2020-01-01", "end": "2024-01-01"}}],
+        "Immunization": [
+            {
+                "resourceType": "Immunization",
+                "id": "warm-up-varicella",
+                "status": "completed",
+                "vaccineCode": _concept("varicella-vaccines-cvx"),
+                "patient": _subject(),
+                "occurrenceDateTime": "1995-05-01",
+            }
+        ],
+        "MedicationStatement": [
+            {
+                "resourceType": "MedicationStatement",
+                "id": "warm-up-dmt",
+                "status": "completed",
+                "medicationCodeableConcept": _concept("ms-dmt-rxnorm"),
+                "subject": _subject(),
+                "effectivePeriod": {"start": "2020-01-01", "end": "2024-01-01"},
+            }
+        ],
         "MedicationRequest": [],
         "MedicationAdministration": [],
-        "AllergyIntolerance": [{"resourceType": "AllergyIntolerance", "id": "warm-up-allergy",
-                                "patient": _subject(), "code": {"text": "peanut"}}],
+        "AllergyIntolerance": [
+            {
+                "resourceType": "AllergyIntolerance",
+                "id": "warm-up-allergy",
+                "patient": _subject(),
+                "code": {"text": "peanut"},
+            }
+        ],
     }
 
 
 def _order() -> dict[str, Any]:
     system, code, display = _first("alemtuzumab-lemtrada-rxnorm")
     return {
-        "resourceType": "MedicationRequest", "id": ORDER_ID, "status": "draft", "intent": "order",
-        "medicationCodeableConcept": {"coding": [{"system": system, "code": code,
-                                                  "display": display}], "text": "Lemtrada"},
-        "subject": _subject(), "authoredOn": TODAY.isoformat(),
+        "resourceType": "MedicationRequest",
+        "id": ORDER_ID,
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": system, "code": code, "display": display}],
+            "text": "Lemtrada",
+        },
+        "subject": _subject(),
+        "authoredOn": TODAY.isoformat(),
         "reasonCode": [_concept("ms-diagnosis-condition")],
-        "dosageInstruction": [{
-            "text": "12 mg IV infusion over 4 hours once daily on 5 consecutive days",
-            "route": {"coding": [{"system": SNOMED, "code": "47625008",
-                                  "display": "Intravenous route"}]},
-            "doseAndRate": [{"doseQuantity": {"value": 12, "unit": "mg", "code": "mg",
-                                              "system": "http://unitsofmeasure.org"}}],
-            "timing": {"repeat": {"boundsPeriod": {"start": _day(0), "end": _day(-4)},
-                                  "count": 5, "frequency": 1, "period": 1, "periodUnit": "d"}},
-        }],
+        "dosageInstruction": [
+            {
+                "text": "12 mg IV infusion over 4 hours once daily on 5 consecutive days",
+                "route": {
+                    "coding": [
+                        {"system": SNOMED, "code": "47625008", "display": "Intravenous route"}
+                    ]
+                },
+                "doseAndRate": [
+                    {
+                        "doseQuantity": {
+                            "value": 12,
+                            "unit": "mg",
+                            "code": "mg",
+                            "system": "http://unitsofmeasure.org",
+                        }
+                    }
+                ],
+                "timing": {
+                    "repeat": {
+                        "boundsPeriod": {"start": _day(0), "end": _day(-4)},
+                        "count": 5,
+                        "frequency": 1,
+                        "period": 1,
+                        "periodUnit": "d",
+                    }
+                },
+            }
+        ],
     }
 
 
@@ -190,27 +277,52 @@ def synthetic_request(hook: str) -> dict[str, Any]:
         if "?" not in template:  # a read: the resource itself
             prefetch[key] = found[0] if found else None
         else:
-            prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
-                             "entry": [{"resource": r} for r in found]}
+            prefetch[key] = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(found),
+                "entry": [{"resource": r} for r in found],
+            }
             by_type[resource_type] = []  # each resource in one key only
     context: dict[str, Any] = {
-        "userId": "Practitioner/warm-up", "patientId": PATIENT_ID,
-        "draftOrders": {"resourceType": "Bundle", "type": "collection",
-                        "entry": [{"resource": _order()}]}}
+        "userId": "Practitioner/warm-up",
+        "patientId": PATIENT_ID,
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": _order()}],
+        },
+    }
     if hook == "order-select":
         context["selections"] = [f"MedicationRequest/{ORDER_ID}"]
-    return {"hook": hook, "hookInstance": f"warm-up-{hook}", "context": context,
-            "prefetch": prefetch}
+    return {
+        "hook": hook,
+        "hookInstance": f"warm-up-{hook}",
+        "context": context,
+        "prefetch": prefetch,
+    }
 
 
 def synthetic_feedback(cards: list[dict[str, Any]]) -> dict[str, Any]:
     """A feedback post for the synthetic cards: one override with a reason and a comment, one
     accepted suggestion (validated only, never stored)."""
     card = cards[0]["uuid"]
-    return {"feedback": [
-        {"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-01-05T10:05:31Z",
-         "overrideReason": {"reason": {"system": "http://example.org/reason", "code": "warm-up"},
-                            "userComment": "warm-up"}},
-        {"card": card, "outcome": "accepted", "outcomeTimestamp": "2026-01-05T10:05:31Z",
-         "acceptedSuggestions": [{"id": card}]},
-    ]}
+    return {
+        "feedback": [
+            {
+                "card": card,
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-01-05T10:05:31Z",
+                "overrideReason": {
+                    "reason": {"system": "http://example.org/reason", "code": "warm-up"},
+                    "userComment": "warm-up",
+                },
+            },
+            {
+                "card": card,
+                "outcome": "accepted",
+                "outcomeTimestamp": "2026-01-05T10:05:31Z",
+                "acceptedSuggestions": [{"id": card}],
+            },
+        ]
+    }

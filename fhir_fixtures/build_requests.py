@@ -71,8 +71,10 @@ def outside_laboratory_codes() -> frozenset[tuple[str, str]]:
         doc = orjson.loads(path.read_bytes())
         for include in doc.get("compose", {}).get("include", []):
             for concept in include.get("concept", []):
-                if any(e.get("url") == OUTSIDE_LABORATORY_EXT and e.get("valueBoolean") is True
-                       for e in concept.get("extension", [])):
+                if any(
+                    e.get("url") == OUTSIDE_LABORATORY_EXT and e.get("valueBoolean") is True
+                    for e in concept.get("extension", [])
+                ):
                     out.add((include["system"], concept["code"]))
     return frozenset(out)
 
@@ -98,8 +100,17 @@ def has_outside_laboratory_code(res: dict) -> bool:
 SELECTS = {"observations": is_laboratory, "observationsByCode": has_outside_laboratory_code}
 
 SCENARIO_FIELDS = {
-    "name", "description", "hook", "base", "overlays", "orders", "selections", "t0",
-    "prefetch_null", "prefetch_omit", "bundle_without_type",
+    "name",
+    "description",
+    "hook",
+    "base",
+    "overlays",
+    "orders",
+    "selections",
+    "t0",
+    "prefetch_null",
+    "prefetch_omit",
+    "bundle_without_type",
 }
 # What the service answers, read by tests/test_scenarios.py: exactly one of the two per scenario.
 EXPECTATION_FIELDS = {"expected_cards", "refused_with"}
@@ -254,8 +265,9 @@ def build_request(s: dict) -> dict:
     prefetch: dict = {"patient": patient}
     for key, rt in PREFETCH_TYPES.items():
         select = SELECTS.get(key)
-        prefetch[key] = searchset([(url, res) for url, res in by_type[rt]
-                                   if select is None or select(res)])
+        prefetch[key] = searchset(
+            [(url, res) for url, res in by_type[rt] if select is None or select(res)]
+        )
     for key in s["prefetch_null"]:
         prefetch[key] = None
     for key in s["prefetch_omit"]:

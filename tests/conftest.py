@@ -60,7 +60,8 @@ class Contract:
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
         self.registry: Registry[Any] = Registry().with_resource(
-            DOC_URI, Resource.from_contents(document, default_specification=DRAFT202012))
+            DOC_URI, Resource.from_contents(document, default_specification=DRAFT202012)
+        )
         self._validators: dict[str, Draft202012Validator] = {}
         self.paths = [self._path_item(t, item) for t, item in document["paths"].items()]
         self.outcome = self._validator({"$ref": "#/components/schemas/OperationOutcome"})
@@ -76,10 +77,14 @@ class Contract:
     def _validator(self, schema: dict[str, Any]) -> Draft202012Validator:
         key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
         if key not in self._validators:
-            rooted = {"$ref": DOC_URI + schema["$ref"]} if set(schema) == {"$ref"} else {
-                "$id": DOC_URI + "#inline", **schema}
+            rooted = (
+                {"$ref": DOC_URI + schema["$ref"]}
+                if set(schema) == {"$ref"}
+                else {"$id": DOC_URI + "#inline", **schema}
+            )
             self._validators[key] = Draft202012Validator(
-                rooted, registry=self.registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+                rooted, registry=self.registry, format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
         return self._validators[key]
 
     def _path_item(self, template: str, item: dict[str, Any]) -> PathItem:
@@ -91,10 +96,14 @@ class Contract:
             responses: dict[str, DocumentedResponse] = {}
             for status, response in item[method]["responses"].items():
                 response = self._resolve(response)
-                content = {media: (self._validator(spec["schema"]) if "schema" in spec else None)
-                           for media, spec in response.get("content", {}).items()}
-                headers = {name.lower(): self._validator(self._resolve(h)["schema"])
-                           for name, h in response.get("headers", {}).items()}
+                content = {
+                    media: (self._validator(spec["schema"]) if "schema" in spec else None)
+                    for media, spec in response.get("content", {}).items()
+                }
+                headers = {
+                    name.lower(): self._validator(self._resolve(h)["schema"])
+                    for name, h in response.get("headers", {}).items()
+                }
                 responses[str(status)] = DocumentedResponse(content, headers)
             operations[method.upper()] = responses
         return PathItem(template, pattern, operations)
@@ -110,25 +119,35 @@ class Contract:
         operation = item.operations.get("GET" if method == "HEAD" else method)
         if operation is None:
             if status not in ("401", "405"):
-                return [f"{method} {item.template} is not documented, so it may only answer 405 "
-                        f"(got {status})"]
+                return [
+                    f"{method} {item.template} is not documented, so it may only answer 405 "
+                    f"(got {status})"
+                ]
             return self._allow_problems(response) + self._outcome_problems(response)
-        documented = operation.get(status) or operation.get(f"{status[0]}XX") or operation.get(
-            "default")
+        documented = (
+            operation.get(status) or operation.get(f"{status[0]}XX") or operation.get("default")
+        )
         if documented is None:
-            return [f"status {status} is not documented for {method} {item.template} "
-                    f"(documented: {', '.join(operation)})"]
-        out = [f"header {name}: {error.message}" for name, validator in documented.headers.items()
-               if name in response.headers
-               for error in validator.iter_errors(response.headers[name])]
+            return [
+                f"status {status} is not documented for {method} {item.template} "
+                f"(documented: {', '.join(operation)})"
+            ]
+        out = [
+            f"header {name}: {error.message}"
+            for name, validator in documented.headers.items()
+            if name in response.headers
+            for error in validator.iter_errors(response.headers[name])
+        ]
         data = response.get_data()
         if not documented.content:
             if data:
                 out.append(f"{status} is documented without a body but has {len(data)} bytes")
             return out
         if response.mimetype not in documented.content:
-            return out + [f"content type {response.content_type!r} is not documented for "
-                          f"{status} (documented: {', '.join(documented.content)})"]
+            return out + [
+                f"content type {response.content_type!r} is not documented for "
+                f"{status} (documented: {', '.join(documented.content)})"
+            ]
         validator = documented.content[response.mimetype]
         if method == "HEAD" or validator is None:
             return out
@@ -147,8 +166,10 @@ class Contract:
         schema = self.document["components"]["headers"]["Allow"]["schema"]
         if "Allow" not in response.headers:
             return ["a 405 without an Allow header"]
-        return [f"header Allow: {error.message}" for error in
-                self._validator(schema).iter_errors(response.headers["Allow"])]
+        return [
+            f"header Allow: {error.message}"
+            for error in self._validator(schema).iter_errors(response.headers["Allow"])
+        ]
 
     def _outcome_problems(self, response: TestResponse) -> list[str]:
         if response.mimetype != "application/json":
@@ -161,8 +182,10 @@ class Contract:
             body = orjson.loads(data)
         except orjson.JSONDecodeError:
             return ["the body is not valid JSON"]
-        return [f"{error.json_path}: {error.message[:300]}"
-                for error in sorted(validator.iter_errors(body), key=lambda e: e.json_path)[:10]]
+        return [
+            f"{error.json_path}: {error.message[:300]}"
+            for error in sorted(validator.iter_errors(body), key=lambda e: e.json_path)[:10]
+        ]
 
 
 @cache
@@ -178,7 +201,8 @@ def check_response(response: TestResponse) -> None:
     if problems:
         raise AssertionError(
             f"response to {request.method} {request.path} ({response.status_code}) breaks "
-            "openapi.yaml:\n  " + "\n  ".join(problems))
+            "openapi.yaml:\n  " + "\n  ".join(problems)
+        )
 
 
 WHOLE_MODULE_SLOW = "\npytestmark = pytest.mark.slow\n"
@@ -187,9 +211,12 @@ WHOLE_MODULE_SLOW = "\npytestmark = pytest.mark.slow\n"
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Under `-m "not slow"` (make test-fast), a test module marked slow as a whole is not even
     imported: Chromium's driver, hypothesis strategies and schemathesis cost seconds to import."""
-    if (config.getoption("markexpr") == "not slow" and collection_path.suffix == ".py"
-            and collection_path.name.startswith("test_")
-            and WHOLE_MODULE_SLOW in collection_path.read_text(encoding="utf-8")):
+    if (
+        config.getoption("markexpr") == "not slow"
+        and collection_path.suffix == ".py"
+        and collection_path.name.startswith("test_")
+        and WHOLE_MODULE_SLOW in collection_path.read_text(encoding="utf-8")
+    ):
         return True
     return None
 

@@ -34,8 +34,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-FAULTS = ("500", "401", "invalid-json", "operation-outcome", "slow", "next-elsewhere", "html",
-          "huge", "wrong-types", "trickle", "reset", "hang-up")
+FAULTS = (
+    "500",
+    "401",
+    "invalid-json",
+    "operation-outcome",
+    "slow",
+    "next-elsewhere",
+    "html",
+    "huge",
+    "wrong-types",
+    "trickle",
+    "reset",
+    "hang-up",
+)
 SOCKET_FAULTS = ("trickle", "reset", "hang-up")
 
 
@@ -73,7 +85,8 @@ def _refers_to(resource: dict[str, Any], patient_id: str) -> bool:
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
             value = ref["reference"]
             return value in (f"Patient/{patient_id}", f"urn:uuid:{patient_id}") or value.endswith(
-                f"/Patient/{patient_id}")
+                f"/Patient/{patient_id}"
+            )
     return False
 
 
@@ -97,19 +110,28 @@ def _matches(codings: list[dict[str, Any]], tokens: list[str]) -> bool:
 
 
 def _outcome(text: str) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": "processing", "diagnostics": text}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "processing", "diagnostics": text}],
+    }
 
 
 class FhirStub:
     """A ThreadingHTTPServer on a free 127.0.0.1 port; start() / stop() or use as a context
     manager."""
 
-    def __init__(self, request_json: dict[str, Any], *, token: str | None = "stub-token",
-                 delay_seconds: float = 0.0, page_size: int | None = None,
-                 fault: str | None = None, fault_types: tuple[str, ...] = (),
-                 next_elsewhere: str = "https://elsewhere.example.org/fhir",
-                 huge_bytes: int = 2_000_000) -> None:
+    def __init__(
+        self,
+        request_json: dict[str, Any],
+        *,
+        token: str | None = "stub-token",
+        delay_seconds: float = 0.0,
+        page_size: int | None = None,
+        fault: str | None = None,
+        fault_types: tuple[str, ...] = (),
+        next_elsewhere: str = "https://elsewhere.example.org/fhir",
+        huge_bytes: int = 2_000_000,
+    ) -> None:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
         self.token = token
@@ -139,8 +161,12 @@ class FhirStub:
 
             def do_GET(self) -> None:  # http.server's naming
                 parts = urlsplit(self.path)
-                record = Recorded(parts.path, parse_qs(parts.query),
-                                  self.headers.get("Authorization"), time.monotonic())
+                record = Recorded(
+                    parts.path,
+                    parse_qs(parts.query),
+                    self.headers.get("Authorization"),
+                    time.monotonic(),
+                )
                 with stub._lock:
                     stub.requests.append(record)  # before answering (see Recorded)
                 try:
@@ -172,8 +198,9 @@ class FhirStub:
         self._server = Server(("127.0.0.1", 0), Handler)
         port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{port}/fhir"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self.base_url
 
@@ -199,20 +226,25 @@ class FhirStub:
         answered counts until the end)."""
         with self._lock:
             requests = list(self.requests)
-        events = sorted([(r.started, 1) for r in requests]
-                        + [(math.inf if r.finished is None else r.finished, -1)
-                           for r in requests])
+        events = sorted(
+            [(r.started, 1) for r in requests]
+            + [(math.inf if r.finished is None else r.finished, -1) for r in requests]
+        )
         best = now = 0
         for _, step in events:
             now += step
             best = max(best, now)
         return best
 
-    def first_page(self, resource_type: str, patient_id: str, page_size: int,
-                   **params: str) -> dict[str, Any]:
+    def first_page(
+        self, resource_type: str, patient_id: str, page_size: int, **params: str
+    ) -> dict[str, Any]:
         """A searchset's first page as this server pages it (for paginated-prefetch tests)."""
-        query = {"patient": [patient_id], "_count": [str(page_size)],
-                 **{k: [v] for k, v in params.items()}}
+        query = {
+            "patient": [patient_id],
+            "_count": [str(page_size)],
+            **{k: [v] for k, v in params.items()},
+        }
         return self._search(resource_type, query)
 
     # -- answers ------------------------------------------------------------------------------
@@ -220,8 +252,9 @@ class FhirStub:
     def _socket_fault(self, handler: BaseHTTPRequestHandler) -> bool:
         """Misbehave at the TCP level for "trickle", "reset" and "hang-up"; True if it did."""
         resource_type = urlsplit(handler.path).path.removeprefix("/fhir").strip("/").split("/")[0]
-        if self.fault not in SOCKET_FAULTS or (self.fault_types
-                                               and resource_type not in self.fault_types):
+        if self.fault not in SOCKET_FAULTS or (
+            self.fault_types and resource_type not in self.fault_types
+        ):
             return False
         handler.close_connection = True
         if self.fault == "hang-up":
@@ -233,8 +266,9 @@ class FhirStub:
         handler.wfile.write(b'{"resourceType": "Bundle", "type": "searchset", "entry": [')
         handler.wfile.flush()
         if self.fault == "reset":  # SO_LINGER 0: close() sends RST instead of FIN
-            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                          struct.pack("ii", 1, 0))
+            handler.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
             return True
         while not self._stopping.wait(0.05):  # trickle: one byte at a time, never finishing
             handler.wfile.write(b" ")
@@ -246,8 +280,9 @@ class FhirStub:
         query = parse_qs(parts.query)
         path = parts.path.removeprefix("/fhir").strip("/")
         resource_type = path.split("/", 1)[0]
-        faulty = self.fault is not None and (not self.fault_types
-                                             or resource_type in self.fault_types)
+        faulty = self.fault is not None and (
+            not self.fault_types or resource_type in self.fault_types
+        )
         if self.delay_seconds:
             self._stopping.wait(self.delay_seconds)
         if faulty and self.fault == "slow":
@@ -265,12 +300,27 @@ class FhirStub:
         if faulty and self.fault == "html":
             return 200, b"<!DOCTYPE html><html><body>Please log in</body></html>", "text/html"
         if faulty and self.fault == "wrong-types":
-            return self._json(200, {"resourceType": "Bundle", "type": "searchset", "entry": [
-                {"resource": {"resourceType": "Spaceship", "id": str(i)}} for i in range(3)]})
+            return self._json(
+                200,
+                {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "entry": [
+                        {"resource": {"resourceType": "Spaceship", "id": str(i)}} for i in range(3)
+                    ],
+                },
+            )
         if faulty and self.fault == "huge":
             padding = "x" * self.huge_bytes
-            return self._json(200, {"resourceType": "Bundle", "type": "searchset",
-                                    "meta": {"tag": [{"code": padding}]}, "entry": []})
+            return self._json(
+                200,
+                {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "meta": {"tag": [{"code": padding}]},
+                    "entry": [],
+                },
+            )
         if "/" in path:
             rtype, _, rid = path.partition("/")
             for resource in self.by_type.get(rtype, []):
@@ -279,8 +329,9 @@ class FhirStub:
             return self._json(404, _outcome(f"{path} not found"))
         bundle = self._search(resource_type, query)
         if faulty and self.fault == "next-elsewhere":
-            bundle["link"] = [{"relation": "next",
-                               "url": f"{self.next_elsewhere}/{resource_type}?{parts.query}"}]
+            bundle["link"] = [
+                {"relation": "next", "url": f"{self.next_elsewhere}/{resource_type}?{parts.query}"}
+            ]
         return self._json(200, bundle)
 
     def _search(self, resource_type: str, query: dict[str, list[str]]) -> dict[str, Any]:
@@ -294,17 +345,26 @@ class FhirStub:
             matches = [r for r in matches if _has_category(r, tokens)]
         count = int(query["_count"][0]) if "_count" in query else self.page_size
         offset = int((query.get("_offset") or ["0"])[0])
-        page = matches[offset:offset + count] if count else matches
+        page = matches[offset : offset + count] if count else matches
         bundle: dict[str, Any] = {
-            "resourceType": "Bundle", "type": "searchset", "total": len(matches),
-            "entry": [{"fullUrl": f"{self.base_url}/{r['resourceType']}/{r.get('id')}",
-                       "resource": copy.deepcopy(r), "search": {"mode": "match"}} for r in page],
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(matches),
+            "entry": [
+                {
+                    "fullUrl": f"{self.base_url}/{r['resourceType']}/{r.get('id')}",
+                    "resource": copy.deepcopy(r),
+                    "search": {"mode": "match"},
+                }
+                for r in page
+            ],
         }
         if count and offset + count < len(matches):
             params = {k: v[0] for k, v in query.items() if k != "_offset"}
             params.update({"_count": str(count), "_offset": str(offset + count)})
-            bundle["link"] = [{"relation": "next",
-                               "url": f"{self.base_url}/{resource_type}?{urlencode(params)}"}]
+            bundle["link"] = [
+                {"relation": "next", "url": f"{self.base_url}/{resource_type}?{urlencode(params)}"}
+            ]
         return bundle
 
     @staticmethod
@@ -312,22 +372,31 @@ class FhirStub:
         return status, json.dumps(body).encode(), "application/fhir+json"
 
 
-def serve_fixture(request_json: dict[str, Any], delay_seconds: float = 0.0,
-                  **options: Any) -> tuple[str, Callable[[], None]]:
+def serve_fixture(
+    request_json: dict[str, Any], delay_seconds: float = 0.0, **options: Any
+) -> tuple[str, Callable[[], None]]:
     """Start a stub serving this request's prefetch; returns (base_url, stop)."""
     stub = FhirStub(request_json, delay_seconds=delay_seconds, **options)
     return stub.start(), stub.stop
 
 
-def without_prefetch(request_json: dict[str, Any], base_url: str | None,
-                     token: str | None = "stub-token") -> dict[str, Any]:
+def without_prefetch(
+    request_json: dict[str, Any], base_url: str | None, token: str | None = "stub-token"
+) -> dict[str, Any]:
     """The same hook request with no prefetch, pointing at base_url (None: no fhirServer)."""
-    out = {k: v for k, v in request_json.items()
-           if k not in ("prefetch", "fhirServer", "fhirAuthorization")}
+    out = {
+        k: v
+        for k, v in request_json.items()
+        if k not in ("prefetch", "fhirServer", "fhirAuthorization")
+    }
     if base_url is not None:
         out["fhirServer"] = base_url
         if token is not None:
-            out["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer",
-                                        "expires_in": 300, "scope": "patient/*.read",
-                                        "subject": "cds-service"}
+            out["fhirAuthorization"] = {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": 300,
+                "scope": "patient/*.read",
+                "subject": "cds-service",
+            }
     return out

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 REQUESTS = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
-SERVICE_URL = {"order-select": "/cds-services/lemtrada-order-select",
-               "order-sign": "/cds-services/lemtrada-order-sign"}
+SERVICE_URL = {
+    "order-select": "/cds-services/lemtrada-order-select",
+    "order-sign": "/cds-services/lemtrada-order-sign",
+}
 """The path each order hook's request is posted to."""
 
 

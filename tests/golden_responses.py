@@ -39,8 +39,10 @@ def under_hook(request: dict[str, Any], hook: str) -> dict[str, Any]:
     else:
         entries = (context.get("draftOrders") or {}).get("entry") or []
         context["selections"] = [
-            f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in entries
-            if isinstance(e.get("resource"), dict) and "id" in e["resource"]]
+            f"{e['resource']['resourceType']}/{e['resource']['id']}"
+            for e in entries
+            if isinstance(e.get("resource"), dict) and "id" in e["resource"]
+        ]
     return out
 
 
@@ -55,12 +57,15 @@ def golden_path(name: str, hook: str) -> Path:
 
 def render(client: Any, name: str, hook: str) -> bytes:
     """The status and body the service answers, as the bytes stored in the golden file."""
-    response = client.post(f"/cds-services/lemtrada-{hook}",
-                           json=under_hook(fixture_request(name), hook))
+    response = client.post(
+        f"/cds-services/lemtrada-{hook}", json=under_hook(fixture_request(name), hook)
+    )
     body = response.get_data()
     parsed = orjson.loads(body) if body else None
-    return orjson.dumps({"status": response.status_code, "body": parsed},
-                        option=orjson.OPT_INDENT_2) + b"\n"
+    return (
+        orjson.dumps({"status": response.status_code, "body": parsed}, option=orjson.OPT_INDENT_2)
+        + b"\n"
+    )
 
 
 def write_all() -> int:

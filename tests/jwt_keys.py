@@ -39,19 +39,27 @@ class SigningKey:
         return {**jwk, "kid": self.kid, "use": "sig", **({"alg": self.alg} if with_alg else {})}
 
     def public_pem(self) -> bytes:
-        return bytes(self.private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        return bytes(
+            self.private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
 
     def sign(self, claims: dict[str, Any], **header: Any) -> str:
         """A JWT signed like an EHR does: alg, typ JWT, kid (extra header fields may override; a
         value of None removes the field)."""
-        fields = {k: v for k, v in {"typ": "JWT", "kid": self.kid, **header}.items()
-                  if v is not None}
+        fields = {
+            k: v for k, v in {"typ": "JWT", "kid": self.kid, **header}.items() if v is not None
+        }
         return jwt.encode(claims, self.private, algorithm=self.alg, headers=fields)
 
 
-EC_CURVES: dict[str, ec.EllipticCurve] = {"ES256": ec.SECP256R1(), "ES256K": ec.SECP256K1(),
-                                          "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}
+EC_CURVES: dict[str, ec.EllipticCurve] = {
+    "ES256": ec.SECP256R1(),
+    "ES256K": ec.SECP256K1(),
+    "ES384": ec.SECP384R1(),
+    "ES512": ec.SECP521R1(),
+}
 
 
 def ec_key(kid: str, alg: str = "ES384") -> SigningKey:
@@ -70,12 +78,19 @@ def jwks(*keys: SigningKey) -> dict[str, Any]:
     return {"keys": [key.public_jwk() for key in keys]}
 
 
-def claims(iss: str, aud: str | list[str], now: float, lifetime: int = 300,
-           **extra: Any) -> dict[str, Any]:
+def claims(
+    iss: str, aud: str | list[str], now: float, lifetime: int = 300, **extra: Any
+) -> dict[str, Any]:
     """The payload CDS Hooks requires: iss, aud, exp, iat and a fresh jti (extra may override/add;
     a value of None removes the claim)."""
-    payload: dict[str, Any] = {"iss": iss, "aud": aud, "exp": int(now) + lifetime, "iat": int(now),
-                               "jti": uuid.uuid4().hex, **extra}
+    payload: dict[str, Any] = {
+        "iss": iss,
+        "aud": aud,
+        "exp": int(now) + lifetime,
+        "iat": int(now),
+        "jti": uuid.uuid4().hex,
+        **extra,
+    }
     return {k: v for k, v in payload.items() if v is not None}
 
 
@@ -150,8 +165,10 @@ class JwksServer:
                 doc = outer.documents.get(self.path)
                 body = json.dumps(doc if doc is not None else {"error": "not found"}).encode()
                 status = "200 OK" if doc is not None else "404 Not Found"
-                head = (f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\n"
-                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                head = (
+                    f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
                 mode = outer.slow.get(self.path)
                 try:
                     if mode == "delay" and outer.stopping.wait(DELAY_SECONDS):
@@ -171,7 +188,7 @@ class JwksServer:
                 for i in range(len(data)):
                     if outer.stopping.wait(TRICKLE_SECONDS):
                         return
-                    self.wfile.write(data[i:i + 1])
+                    self.wfile.write(data[i : i + 1])
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -180,8 +197,9 @@ class JwksServer:
             request_queue_size = 128  # not 5: a concurrent fetch never waits on a SYN retry
 
         self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"

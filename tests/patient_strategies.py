@@ -60,9 +60,14 @@ DECISIVE_TESTS: dict[str, str] = {
 }
 # Conditions that count against eligibility (never supporting evidence).
 DECISIVE_CONDITIONS = (
-    "active-tuberculosis-condition", "acute-infection-condition", "hiv-condition",
-    "hepatitis-b-condition", "hepatitis-c-condition", "pregnancy-condition",
-    "malignancy-condition", "thyroid-disorder-condition",
+    "active-tuberculosis-condition",
+    "acute-infection-condition",
+    "hiv-condition",
+    "hepatitis-b-condition",
+    "hepatitis-c-condition",
+    "pregnancy-condition",
+    "malignancy-condition",
+    "thyroid-disorder-condition",
 )
 
 # Days before T0: clustered around every threshold (7-day hCG, 30-day labs, 42-day vaccine gap,
@@ -71,14 +76,16 @@ RESULT_DAYS = (0, 1, 3, 6, 7, 8, 20, 29, 30, 31, 90, 364, 365, 366, 500, 1500)
 VACCINE_DAYS = (1, 10, 21, 35, 41, 42, 43, 60, 365, 4000)
 
 
-
-
 def _codes(vs_id: str, system: str | None = None) -> list[tuple[str, str]]:
     """(system, code) pairs as written in the value-set JSON (not normalised), sorted."""
     folder = ROOT / "cds_service" / "terminology" / "valuesets"
     doc = json.loads((folder / f"{vs_id}.json").read_text(encoding="utf-8"))
-    out = [(inc["system"], c["code"]) for inc in doc.get("compose", {}).get("include", [])
-           for c in inc.get("concept", []) if system is None or inc["system"] == system]
+    out = [
+        (inc["system"], c["code"])
+        for inc in doc.get("compose", {}).get("include", [])
+        for c in inc.get("concept", [])
+        if system is None or inc["system"] == system
+    ]
     return sorted(out)
 
 
@@ -111,18 +118,22 @@ def _stripped(request: dict[str, Any]) -> dict[str, Any]:
     """The fixture without the evidence the generators vary (screening tests and prior DMTs)."""
     out = copy.deepcopy(request)
     prefetch = out["prefetch"]
-    for key, keep in (("observations", lambda r: not _decisive_observation(r)),
-                      ("observationsByCode", lambda r: not _decisive_observation(r)),
-                      ("medicationStatements", lambda r: not _dmt_use(r)),
-                      ("medicationRequests", lambda r: not _dmt_use(r))):
+    for key, keep in (
+        ("observations", lambda r: not _decisive_observation(r)),
+        ("observationsByCode", lambda r: not _decisive_observation(r)),
+        ("medicationStatements", lambda r: not _dmt_use(r)),
+        ("medicationRequests", lambda r: not _dmt_use(r)),
+    ):
         bundle = prefetch[key]
         bundle["entry"] = [e for e in bundle.get("entry", []) if keep(e["resource"])]
         bundle["total"] = len(bundle["entry"])
     return out
 
 
-BASES = {hook: _stripped(_load(f"eligible_patient_at_{hook.replace('-', '_')}"))
-         for hook in ("order-select", "order-sign")}
+BASES = {
+    hook: _stripped(_load(f"eligible_patient_at_{hook.replace('-', '_')}"))
+    for hook in ("order-select", "order-sign")
+}
 PATIENT_ID: str = BASES["order-sign"]["context"]["patientId"]
 OTHER_PATIENTS = ("5d8b7b7e-0d7a-4f7e-9a55-0c3c51a1e0aa", "other-patient-42")
 
@@ -154,23 +165,29 @@ class Case:
     items: tuple[Item, ...]
     noise: tuple[Item, ...] = field(default=())
 
-    def request(self, items: tuple[Item, ...] | None = None,
-                noise: tuple[Item, ...] | None = None) -> dict[str, Any]:
+    def request(
+        self, items: tuple[Item, ...] | None = None, noise: tuple[Item, ...] | None = None
+    ) -> dict[str, Any]:
         """The hook request JSON (fresh containers; base resources shared, never mutated)."""
         base = BASES[self.hook]
         out = {k: v for k, v in base.items() if k not in ("context", "prefetch")}
         context = dict(base["context"])
         drafts = dict(context["draftOrders"])
-        drafts["entry"] = [e for e in drafts["entry"]
-                           if e["resource"]["id"] == "lemtrada-first-course"
-                           or e["resource"]["id"] in self.drafts_kept]
+        drafts["entry"] = [
+            e
+            for e in drafts["entry"]
+            if e["resource"]["id"] == "lemtrada-first-course"
+            or e["resource"]["id"] in self.drafts_kept
+        ]
         context["draftOrders"] = drafts
         out["context"] = context
         prefetch: dict[str, Any] = {}
         for key, value in base["prefetch"].items():
-            prefetch[key] = (dict(value, entry=list(value.get("entry", [])))
-                             if isinstance(value, dict) and value.get("resourceType") == "Bundle"
-                             else value)
+            prefetch[key] = (
+                dict(value, entry=list(value.get("entry", [])))
+                if isinstance(value, dict) and value.get("resourceType") == "Bundle"
+                else value
+            )
         patient = dict(prefetch["patient"], birthDate=self.birth_date)
         if self.gender is None:
             patient.pop("gender", None)
@@ -208,8 +225,9 @@ def _day(days_before: int, with_time: bool) -> str:
 
 
 def _subject() -> st.SearchStrategy[dict[str, str]]:
-    return st.sampled_from([{"reference": f"Patient/{PATIENT_ID}"},
-                            {"reference": f"urn:uuid:{PATIENT_ID}"}])
+    return st.sampled_from(
+        [{"reference": f"Patient/{PATIENT_ID}"}, {"reference": f"urn:uuid:{PATIENT_ID}"}]
+    )
 
 
 def _concept(system: str, code: str, vs_id: str) -> dict[str, Any]:
@@ -225,19 +243,32 @@ def _meaning_elements(draw: st.DrawFn, meaning: str) -> dict[str, Any]:
     vs_id = f"result-{meaning}"
     how = draw(st.sampled_from(["interpretation", "valueCodeableConcept", "valueString"]))
     if how == "valueString":
-        return {"valueString": {"positive": "Reactive", "negative": "Non-reactive",
-                                "indeterminate": "Indeterminate"}[meaning]}
+        return {
+            "valueString": {
+                "positive": "Reactive",
+                "negative": "Non-reactive",
+                "indeterminate": "Indeterminate",
+            }[meaning]
+        }
     if how == "interpretation":
         system, code = draw(st.sampled_from(_codes(vs_id, INTERPRETATION)))
         return {"interpretation": [{"coding": [{"system": system, "code": code}]}]}
     system, code = draw(st.sampled_from(_codes(vs_id, SNOMED) + _codes(vs_id, LOINC)))
-    return {"valueCodeableConcept": {"coding": [{"system": system, "code": code}],
-                                     "text": meaning.capitalize()}}
+    return {
+        "valueCodeableConcept": {
+            "coding": [{"system": system, "code": code}],
+            "text": meaning.capitalize(),
+        }
+    }
 
 
 @st.composite
-def lab_result(draw: st.DrawFn, vs_id: str | None = None, days: int | None = None,
-               meanings: tuple[str, ...] = ("positive", "negative", "indeterminate")) -> Item:
+def lab_result(
+    draw: st.DrawFn,
+    vs_id: str | None = None,
+    days: int | None = None,
+    meanings: tuple[str, ...] = ("positive", "negative", "indeterminate"),
+) -> Item:
     """A test from one of the decisive LOINC value sets, with a meaning, status and date."""
     vs_id = vs_id or draw(st.sampled_from(sorted(DECISIVE_TESTS)))
     system, code = draw(st.sampled_from(_codes(vs_id)))
@@ -247,8 +278,16 @@ def lab_result(draw: st.DrawFn, vs_id: str | None = None, days: int | None = Non
     resource = {
         "resourceType": "Observation",
         "status": status,
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                   "code": "laboratory"}]}],
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ],
         "code": _concept(system, code, vs_id),
         "subject": draw(_subject()),
         "effectiveDateTime": _day(days, draw(st.booleans())),
@@ -259,8 +298,9 @@ def lab_result(draw: st.DrawFn, vs_id: str | None = None, days: int | None = Non
 
 
 def _vaccine_codes() -> dict[str, list[str]]:
-    other_non_live = [c for c in ("140", "113", "08", "133", "115", "62", "150")
-                      if not _in_any_value_set(CVX, c)]
+    other_non_live = [
+        c for c in ("140", "113", "08", "133", "115", "62", "150") if not _in_any_value_set(CVX, c)
+    ]
     return {
         "live": [c for _, c in _codes("live-vaccines-cvx")],
         "ambiguous": [c for _, c in _codes("liveness-ambiguous-vaccines-cvx")],
@@ -291,12 +331,13 @@ def immunization(draw: st.DrawFn) -> Item:
         "occurrenceDateTime": _day(days, draw(st.booleans())),
         "primarySource": True,
     }
-    supports = (code in VARICELLA and status == "completed" and days >= GAP_DAYS)
+    supports = code in VARICELLA and status == "completed" and days >= GAP_DAYS
     return Item("immunizations", resource, supports, f"CVX {code} ({kind}) {status} {days}d before")
 
 
-def _condition(code: tuple[str, str], vs_id: str, clinical: str, verification: str,
-               subject: dict[str, str]) -> dict[str, Any]:
+def _condition(
+    code: tuple[str, str], vs_id: str, clinical: str, verification: str, subject: dict[str, str]
+) -> dict[str, Any]:
     return {
         "resourceType": "Condition",
         "clinicalStatus": {"coding": [{"system": CLINICAL, "code": clinical}]},
@@ -318,8 +359,12 @@ def varicella_history(draw: st.DrawFn) -> Item:
     resource = _condition(code, vs_id, clinical, verification, draw(_subject()))
     # Some zoster codes also mean HIV infection (SNOMED 713733003): evidence against, too.
     against = any(_in_value_set(vs, *code) for vs in DECISIVE_CONDITIONS)
-    return Item("conditions", resource, verification != "refuted" and not against,
-                f"varicella history {code[1]} {clinical}/{verification}")
+    return Item(
+        "conditions",
+        resource,
+        verification != "refuted" and not against,
+        f"varicella history {code[1]} {clinical}/{verification}",
+    )
 
 
 @st.composite
@@ -346,29 +391,44 @@ def dmt_use(draw: st.DrawFn) -> Item:
         concept = _concept(system, code, "ms-dmt-rxnorm")
     else:
         concept = {"text": f"{draw(st.sampled_from(DMT_NAMES))} as directed"}
-    statuses = (["completed", "stopped", "active", "not-taken"] if rtype == "MedicationStatement"
-                else ["completed", "stopped", "active", "cancelled"])
+    statuses = (
+        ["completed", "stopped", "active", "not-taken"]
+        if rtype == "MedicationStatement"
+        else ["completed", "stopped", "active", "cancelled"]
+    )
     status = draw(st.sampled_from(statuses))
     start = draw(st.sampled_from([4000, 2000, 900, 400, 200]))
     ended = draw(st.booleans())
     end = start - draw(st.sampled_from([30, 100, 180])) if ended else None
-    resource: dict[str, Any] = {"resourceType": rtype, "status": status,
-                                "medicationCodeableConcept": concept, "subject": draw(_subject())}
+    resource: dict[str, Any] = {
+        "resourceType": rtype,
+        "status": status,
+        "medicationCodeableConcept": concept,
+        "subject": draw(_subject()),
+    }
     if rtype == "MedicationStatement":
-        resource["effectivePeriod"] = {"start": _day(start, False),
-                                       **({"end": _day(end, False)} if end is not None else {})}
+        resource["effectivePeriod"] = {
+            "start": _day(start, False),
+            **({"end": _day(end, False)} if end is not None else {}),
+        }
     else:
         resource.update(intent="order", authoredOn=_day(start, False))
         if end is not None:
-            resource["dispenseRequest"] = {"validityPeriod": {"start": _day(start, False),
-                                                              "end": _day(end, False)}}
+            resource["dispenseRequest"] = {
+                "validityPeriod": {"start": _day(start, False), "end": _day(end, False)}
+            }
     item_key = "medicationStatements" if rtype == "MedicationStatement" else "medicationRequests"
-    return Item(item_key, resource, status in ENDED,
-                f"{rtype} {concept.get('text')} {status} {'ended' if ended else 'open'}")
+    return Item(
+        item_key,
+        resource,
+        status in ENDED,
+        f"{rtype} {concept.get('text')} {status} {'ended' if ended else 'open'}",
+    )
 
 
-evidence_item = st.one_of(lab_result(), immunization(), varicella_history(), decisive_condition(),
-                          dmt_use())
+evidence_item = st.one_of(
+    lab_result(), immunization(), varicella_history(), decisive_condition(), dmt_use()
+)
 supporting_item = evidence_item.filter(lambda item: item.supports)
 
 
@@ -384,8 +444,15 @@ def same_day_results(draw: st.DrawFn) -> list[Item]:
 def screening_panel(draw: st.DrawFn) -> list[Item]:
     """The pre-treatment work-up most patients have: some of the tests, mostly reassuring."""
     tests = [vs_id for vs_id in sorted(DECISIVE_TESTS) if draw(st.integers(0, 3)) > 0]
-    items = [draw(lab_result(vs_id, meanings=(DECISIVE_TESTS[vs_id],) * 3
-                             + ("positive", "negative", "indeterminate"))) for vs_id in tests]
+    items = [
+        draw(
+            lab_result(
+                vs_id,
+                meanings=(DECISIVE_TESTS[vs_id],) * 3 + ("positive", "negative", "indeterminate"),
+            )
+        )
+        for vs_id in tests
+    ]
     return items + draw(st.lists(dmt_use(), min_size=0, max_size=3))
 
 
@@ -393,8 +460,16 @@ evidence_group = st.one_of(evidence_item.map(lambda item: [item]), same_day_resu
 
 
 def _with_ids(items: list[Item], prefix: str) -> tuple[Item, ...]:
-    return tuple(Item(item.key, dict(item.resource, id=f"{prefix}-{i}"), item.supports, item.what,
-                      item.position) for i, item in enumerate(items))
+    return tuple(
+        Item(
+            item.key,
+            dict(item.resource, id=f"{prefix}-{i}"),
+            item.supports,
+            item.what,
+            item.position,
+        )
+        for i, item in enumerate(items)
+    )
 
 
 @st.composite
@@ -410,8 +485,9 @@ def cases(draw: st.DrawFn, min_supporting: int = 0, max_items: int = 6) -> Case:
     return Case(
         hook=hook,
         gender=draw(st.sampled_from(["female", "female", "male", None])),
-        birth_date=draw(st.sampled_from(["1986-11-28", "1986-11-28", "1969-05-01", "2010-12-08",
-                                         "2009-12-07"])),
+        birth_date=draw(
+            st.sampled_from(["1986-11-28", "1986-11-28", "1969-05-01", "2010-12-08", "2009-12-07"])
+        ),
         drafts_kept=tuple(kept),
         items=_with_ids(list(order), "gen"),
     )
@@ -419,10 +495,16 @@ def cases(draw: st.DrawFn, min_supporting: int = 0, max_items: int = 6) -> Case:
 
 # -- noise: resources that bear on no check --------------------------------------------------
 
-UNRELATED_LOINC = [c for c in ("8302-2", "29463-7", "2339-0", "4548-4", "8867-4", "2093-3")
-                   if not _in_any_value_set(LOINC, c)]
-UNRELATED_SNOMED = [c for c in ("38341003", "44054006", "55822004", "37796009", "162864005")
-                    if not _in_any_value_set(SNOMED, c)]
+UNRELATED_LOINC = [
+    c
+    for c in ("8302-2", "29463-7", "2339-0", "4548-4", "8867-4", "2093-3")
+    if not _in_any_value_set(LOINC, c)
+]
+UNRELATED_SNOMED = [
+    c
+    for c in ("38341003", "44054006", "55822004", "37796009", "162864005")
+    if not _in_any_value_set(SNOMED, c)
+]
 NON_VACCINES = [c for _, c in _codes("non-vaccine-cvx")]
 
 
@@ -434,7 +516,8 @@ def unrelated_item(draw: st.DrawFn) -> Item:
     if kind == "observation":
         code = draw(st.sampled_from(UNRELATED_LOINC))
         resource: dict[str, Any] = {
-            "resourceType": "Observation", "status": "final",
+            "resourceType": "Observation",
+            "status": "final",
             "code": {"coding": [{"system": LOINC, "code": code}], "text": f"LOINC {code}"},
             "subject": subject,
             "effectiveDateTime": _day(draw(st.sampled_from(RESULT_DAYS)), False),
@@ -448,22 +531,26 @@ def unrelated_item(draw: st.DrawFn) -> Item:
             "clinicalStatus": {"coding": [{"system": CLINICAL, "code": "active"}]},
             "verificationStatus": {"coding": [{"system": VERIFICATION, "code": "confirmed"}]},
             "code": {"coding": [{"system": SNOMED, "code": code}], "text": f"SNOMED {code}"},
-            "subject": subject, "onsetDateTime": "2021-02-03",
+            "subject": subject,
+            "onsetDateTime": "2021-02-03",
         }
         return Item("conditions", resource, False, f"unrelated SNOMED {code}")
     if kind == "non-vaccine":
         code = draw(st.sampled_from(NON_VACCINES))
         resource = {
-            "resourceType": "Immunization", "status": "completed",
+            "resourceType": "Immunization",
+            "status": "completed",
             "vaccineCode": {"coding": [{"system": CVX, "code": code}], "text": f"CVX {code}"},
             "patient": subject,
             "occurrenceDateTime": _day(draw(st.sampled_from(VACCINE_DAYS)), False),
         }
         return Item("immunizations", resource, False, f"non-vaccine CVX {code}")
-    resource = {"resourceType": "Encounter", "status": "finished",
-                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                          "code": "AMB"},
-                "subject": subject}
+    resource = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": subject,
+    }
     return Item(draw(st.sampled_from(["conditions", "observations"])), resource, False, "Encounter")
 
 
@@ -471,12 +558,22 @@ def _allergy_to_lemtrada(draw: st.DrawFn) -> Item:
     system, code = draw(st.sampled_from(_codes("alemtuzumab-allergen")))
     resource = {
         "resourceType": "AllergyIntolerance",
-        "clinicalStatus": {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
-            "code": "active"}]},
-        "verificationStatus": {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-            "code": "confirmed"}]},
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                    "code": "confirmed",
+                }
+            ]
+        },
         "code": _concept(system, code, "alemtuzumab-allergen"),
         "patient": {"reference": f"Patient/{PATIENT_ID}"},
     }
@@ -489,8 +586,12 @@ def decisive_item(draw: st.DrawFn) -> Item:
     kind = draw(st.sampled_from(["lab", "vaccine", "condition", "dmt", "allergy"]))
     if kind == "allergy":
         return _allergy_to_lemtrada(draw)
-    strategy = {"lab": lab_result(), "vaccine": immunization(), "condition": decisive_condition(),
-                "dmt": dmt_use()}[kind]
+    strategy = {
+        "lab": lab_result(),
+        "vaccine": immunization(),
+        "condition": decisive_condition(),
+        "dmt": dmt_use(),
+    }[kind]
     return draw(strategy)
 
 
@@ -499,8 +600,15 @@ def other_patients_item(draw: st.DrawFn) -> Item:
     """A decisive resource about ANOTHER patient (by Patient/id, urn:uuid or absolute URL)."""
     item = draw(decisive_item())
     other = draw(st.sampled_from(OTHER_PATIENTS))
-    reference = draw(st.sampled_from([f"Patient/{other}", f"urn:uuid:{other}",
-                                      f"https://ehr.example.org/fhir/Patient/{other}"]))
+    reference = draw(
+        st.sampled_from(
+            [
+                f"Patient/{other}",
+                f"urn:uuid:{other}",
+                f"https://ehr.example.org/fhir/Patient/{other}",
+            ]
+        )
+    )
     element = "patient" if "patient" in item.resource else "subject"
     resource = dict(item.resource, **{element: {"reference": reference}})
     return Item(item.key, resource, False, f"other patient's {item.what}")
@@ -513,8 +621,9 @@ def entered_in_error_item(draw: st.DrawFn) -> Item:
     resource = dict(item.resource)
     if resource["resourceType"] in ("Condition", "AllergyIntolerance"):
         system = resource["verificationStatus"]["coding"][0]["system"]
-        resource["verificationStatus"] = {"coding": [{"system": system,
-                                                      "code": "entered-in-error"}]}
+        resource["verificationStatus"] = {
+            "coding": [{"system": system, "code": "entered-in-error"}]
+        }
     else:
         resource["status"] = "entered-in-error"
     return Item(item.key, resource, False, f"entered-in-error {item.what}")
@@ -523,7 +632,12 @@ def entered_in_error_item(draw: st.DrawFn) -> Item:
 @st.composite
 def noise_items(draw: st.DrawFn, min_size: int = 1, max_size: int = 6) -> tuple[Item, ...]:
     """Irrelevant resources, each with a random position in its bundle."""
-    items = draw(st.lists(st.one_of(unrelated_item(), other_patients_item(),
-                                    entered_in_error_item()), min_size=min_size, max_size=max_size))
+    items = draw(
+        st.lists(
+            st.one_of(unrelated_item(), other_patients_item(), entered_in_error_item()),
+            min_size=min_size,
+            max_size=max_size,
+        )
+    )
     placed = [Item(i.key, i.resource, False, i.what, draw(st.floats(0, 1))) for i in items]
     return _with_ids(placed, "noise")

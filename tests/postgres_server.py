@@ -43,14 +43,18 @@ def find_bindir() -> Path | None:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                 timeout=10, check=True).stdout.strip()
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
             candidates.append(Path(out))
         except (OSError, subprocess.SubprocessError):
             pass
     # Debian puts the server binaries outside PATH; the newest version first.
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                         key=lambda p: _version_key(p.parent.name), reverse=True)
+    candidates += sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: _version_key(p.parent.name),
+        reverse=True,
+    )
     for bindir in candidates:
         if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
             return bindir
@@ -72,10 +76,16 @@ def _run_as() -> dict[str, Any]:
 
         entry = pwd.getpwnam("postgres")
     except KeyError:
-        raise PostgresUnavailable("running as root and there is no `postgres` OS user to run "
-                                  "PostgreSQL as (it refuses to run as root)") from None
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [],
-            "env": {**os.environ, "HOME": entry.pw_dir, "USER": "postgres", "LOGNAME": "postgres"}}
+        raise PostgresUnavailable(
+            "running as root and there is no `postgres` OS user to run "
+            "PostgreSQL as (it refuses to run as root)"
+        ) from None
+    return {
+        "user": entry.pw_uid,
+        "group": entry.pw_gid,
+        "extra_groups": [],
+        "env": {**os.environ, "HOME": entry.pw_dir, "USER": "postgres", "LOGNAME": "postgres"},
+    }
 
 
 @dataclass
@@ -103,8 +113,10 @@ class PostgresServer:
             return server
         bindir = find_bindir()
         if bindir is None:
-            raise PostgresUnavailable("PostgreSQL server binaries (initdb, postgres) not found; "
-                                      "install Debian's `postgresql` or set " + ENV_URL)
+            raise PostgresUnavailable(
+                "PostgreSQL server binaries (initdb, postgres) not found; "
+                "install Debian's `postgresql` or set " + ENV_URL
+            )
         run_as = _run_as()
         directory = Path(tempfile.mkdtemp(prefix="cds-pg-"))
         if run_as:
@@ -112,14 +124,35 @@ class PostgresServer:
             shutil.chown(directory, "postgres", "postgres")
         data = directory / "data"
         initdb = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
-             "--no-sync", "-E", "UTF8", "--locale=C"],
-            capture_output=True, text=True, timeout=120, check=False, cwd=directory, **run_as)
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=directory,
+            **run_as,
+        )
         if initdb.returncode != 0:
             shutil.rmtree(directory, ignore_errors=True)
             raise PostgresUnavailable(f"initdb failed: {initdb.stderr.strip()[-500:]}")
-        admin_url = URL.create("postgresql+psycopg", username=SUPERUSER, host="127.0.0.1",
-                               port=free_port(), database="postgres")
+        admin_url = URL.create(
+            "postgresql+psycopg",
+            username=SUPERUSER,
+            host="127.0.0.1",
+            port=free_port(),
+            database="postgres",
+        )
         server = cls(admin_url=admin_url, directory=directory, bindir=bindir, run_as=run_as)
         server.resume()
         return server
@@ -129,12 +162,30 @@ class PostgresServer:
         assert self.directory is not None and self.bindir is not None, "not our server"
         with open(self.directory / "server.log", "ab") as log_file:  # the child keeps a copy
             self.process = subprocess.Popen(
-                [str(self.bindir / "postgres"), "-D", str(self.directory / "data"),
-                 "-p", str(self.admin_url.port), "-k", str(self.directory),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=50"],
-                stdout=subprocess.DEVNULL, stderr=log_file, cwd=self.directory, **self.run_as)
+                [
+                    str(self.bindir / "postgres"),
+                    "-D",
+                    str(self.directory / "data"),
+                    "-p",
+                    str(self.admin_url.port),
+                    "-k",
+                    str(self.directory),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=50",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                cwd=self.directory,
+                **self.run_as,
+            )
         try:
             self._wait_until_ready(deadline=time.monotonic() + STARTUP_SECONDS)
         except PostgresUnavailable:

@@ -47,8 +47,15 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept",
     "Access-Control-Max-Age": "600",
 }
-DATE_ELEMENTS = ("effectiveDateTime", "issued", "occurrenceDateTime", "recordedDate",
-                 "onsetDateTime", "authoredOn", "dateAsserted")
+DATE_ELEMENTS = (
+    "effectiveDateTime",
+    "issued",
+    "occurrenceDateTime",
+    "recordedDate",
+    "onsetDateTime",
+    "authoredOn",
+    "dateAsserted",
+)
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,9 @@ class _Base:
     def start(self) -> str:
         self._server = _Server(("127.0.0.1", self.port), self.handler())
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self.origin
 
@@ -149,8 +157,11 @@ def fixture_resources(request_json: dict[str, Any]) -> list[dict[str, Any]]:
     for value in (request_json.get("prefetch") or {}).values():
         if not isinstance(value, dict):
             continue
-        entries = [e.get("resource") for e in value.get("entry") or ()] \
-            if value.get("resourceType") == "Bundle" else [value]
+        entries = (
+            [e.get("resource") for e in value.get("entry") or ()]
+            if value.get("resourceType") == "Bundle"
+            else [value]
+        )
         for resource in entries:
             if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
                 seen.setdefault((resource["resourceType"], str(resource.get("id"))), resource)
@@ -163,8 +174,9 @@ def _refers_to(resource: dict[str, Any], patient_id: str) -> bool:
     for element in ("subject", "patient"):
         reference = (resource.get(element) or {}).get("reference")
         if isinstance(reference, str):
-            return reference.rsplit("/", 1)[-1] == patient_id or \
-                reference == f"urn:uuid:{patient_id}"
+            return (
+                reference.rsplit("/", 1)[-1] == patient_id or reference == f"urn:uuid:{patient_id}"
+            )
     return False
 
 
@@ -195,12 +207,17 @@ def _date(resource: dict[str, Any]) -> str:
     return str(period.get("start") or "")
 
 
-def search(resources: list[dict[str, Any]], resource_type: str,
-           params: dict[str, list[str]]) -> list[dict[str, Any]]:
+def search(
+    resources: list[dict[str, Any]], resource_type: str, params: dict[str, list[str]]
+) -> list[dict[str, Any]]:
     """The resources a FHIR server would return for this search (loosely: see module docs)."""
     patient = (params.get("patient") or params.get("subject") or [""])[0]
-    found = [r for r in resources if r["resourceType"] == resource_type
-             and (not patient or _refers_to(r, patient.rsplit("/", 1)[-1]))]
+    found = [
+        r
+        for r in resources
+        if r["resourceType"] == resource_type
+        and (not patient or _refers_to(r, patient.rsplit("/", 1)[-1]))
+    ]
     if "code" in params:
         found = [r for r in found if _matches([r.get("code")], _tokens(params["code"]))]
     if "category" in params:
@@ -231,15 +248,26 @@ class SandboxFhirServer(_Base):
     def capability_statement(self) -> dict[str, Any]:
         types = sorted({r["resourceType"] for r in self.resources})
         return {
-            "resourceType": "CapabilityStatement", "status": "active", "date": "2026-01-01",
-            "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
-            "rest": [{"mode": "server", "resource": [
-                {"type": t, "interaction": [{"code": "read"}, {"code": "search-type"}]}
-                for t in types]}],
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "date": "2026-01-01",
+            "kind": "instance",
+            "fhirVersion": "4.0.1",
+            "format": ["json"],
+            "rest": [
+                {
+                    "mode": "server",
+                    "resource": [
+                        {"type": t, "interaction": [{"code": "read"}, {"code": "search-type"}]}
+                        for t in types
+                    ],
+                }
+            ],
         }
 
-    def answer(self, method: str, path: str,
-               params: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+    def answer(
+        self, method: str, path: str, params: dict[str, list[str]]
+    ) -> tuple[int, dict[str, Any]]:
         parts = path.removeprefix("/fhir").strip("/").split("/")
         if method == "GET" and parts == ["metadata"]:
             return 200, self.capability_statement()
@@ -248,14 +276,28 @@ class SandboxFhirServer(_Base):
                 if [resource["resourceType"], str(resource.get("id"))] == parts:
                     return 200, resource
             return 404, _outcome("not-found", f"{'/'.join(parts)} is not on this server")
-        search_type = parts[0] if (method == "GET" and len(parts) == 1) or (
-            method == "POST" and len(parts) == 2 and parts[1] == "_search") else None
+        search_type = (
+            parts[0]
+            if (method == "GET" and len(parts) == 1)
+            or (method == "POST" and len(parts) == 2 and parts[1] == "_search")
+            else None
+        )
         if not search_type:
             return 404, _outcome("not-supported", f"{method} {path} is not supported here")
         found = search(self.resources, search_type, params)
-        return 200, {"resourceType": "Bundle", "type": "searchset", "total": len(found),
-                     "entry": [{"fullUrl": f"{self.base_url}/{r['resourceType']}/{r.get('id')}",
-                                "resource": r, "search": {"mode": "match"}} for r in found]}
+        return 200, {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(found),
+            "entry": [
+                {
+                    "fullUrl": f"{self.base_url}/{r['resourceType']}/{r.get('id')}",
+                    "resource": r,
+                    "search": {"mode": "match"},
+                }
+                for r in found
+            ],
+        }
 
     def handler(self) -> Callable[..., BaseHTTPRequestHandler]:
         server = self
@@ -278,15 +320,19 @@ class SandboxFhirServer(_Base):
 
 
 def _outcome(code: str, text: str) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": text}],
+    }
 
 
 # -- the test-only CDS service that puts Lemtrada on the draft order ---------------------------
 
 
-PICKER_SERVICES = {"lemtrada-picker-order-select": "order-select",
-                   "lemtrada-picker-order-sign": "order-sign"}
+PICKER_SERVICES = {
+    "lemtrada-picker-order-select": "order-select",
+    "lemtrada-picker-order-sign": "order-sign",
+}
 
 
 def _orders_lemtrada(request_json: Any) -> bool:
@@ -306,23 +352,37 @@ def picker_card(patient_id: str) -> dict[str, Any]:
         "indicator": "info",
         "detail": "The Sandbox lists oral drugs only. Not part of the Lemtrada service.",
         "source": {"label": "Sandbox test helper"},
-        "suggestions": [{
-            "label": f"Order {LEMTRADA_NAME}",
-            "uuid": "4c1f7d9e-2b3a-4e5f-8a6b-7c8d9e0f1a2b",
-            "actions": [{
-                "type": "create",
-                "description": f"Put {LEMTRADA_NAME} (RxNorm {LEMTRADA_RXNORM}) on the order",
-                "resource": {
-                    "resourceType": "MedicationRequest", "status": "draft", "intent": "order",
-                    "subject": {"reference": f"Patient/{patient_id}"},
-                    "medicationCodeableConcept": {
-                        "text": LEMTRADA_NAME,
-                        "coding": [{"system": RXNORM, "code": LEMTRADA_RXNORM,
-                                    "display": "1.2 ML alemtuzumab 10 MG/ML Injection "
-                                               "[Lemtrada]"}]},
-                },
-            }],
-        }],
+        "suggestions": [
+            {
+                "label": f"Order {LEMTRADA_NAME}",
+                "uuid": "4c1f7d9e-2b3a-4e5f-8a6b-7c8d9e0f1a2b",
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": (
+                            f"Put {LEMTRADA_NAME} (RxNorm {LEMTRADA_RXNORM}) on the order"
+                        ),
+                        "resource": {
+                            "resourceType": "MedicationRequest",
+                            "status": "draft",
+                            "intent": "order",
+                            "subject": {"reference": f"Patient/{patient_id}"},
+                            "medicationCodeableConcept": {
+                                "text": LEMTRADA_NAME,
+                                "coding": [
+                                    {
+                                        "system": RXNORM,
+                                        "code": LEMTRADA_RXNORM,
+                                        "display": "1.2 ML alemtuzumab 10 MG/ML Injection "
+                                        "[Lemtrada]",
+                                    }
+                                ],
+                            },
+                        },
+                    }
+                ],
+            }
+        ],
     }
 
 
@@ -336,12 +396,20 @@ class LemtradaPicker(_Base):
     def answer(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
         parts = path.strip("/").split("/")
         if method == "GET" and parts == ["cds-services"]:
-            return 200, {"services": [
-                {"hook": hook, "id": service_id,
-                 "title": f"Test only: put Lemtrada on the draft order ({hook})",
-                 "description": "Offers a suggestion that puts Lemtrada on the Sandbox's draft "
-                                "order (its picker lists oral drugs only)."}
-                for service_id, hook in PICKER_SERVICES.items()]}
+            return 200, {
+                "services": [
+                    {
+                        "hook": hook,
+                        "id": service_id,
+                        "title": f"Test only: put Lemtrada on the draft order ({hook})",
+                        "description": (
+                            "Offers a suggestion that puts Lemtrada on the Sandbox's draft "
+                            "order (its picker lists oral drugs only)."
+                        ),
+                    }
+                    for service_id, hook in PICKER_SERVICES.items()
+                ]
+            }
         if method == "POST" and len(parts) == 3 and parts[2] == "feedback":
             return 200, {}
         if method == "POST" and len(parts) == 2 and parts[1] in PICKER_SERVICES:
@@ -394,33 +462,46 @@ class StaticSite(_Base):
 SCREENS = {"rx-view": "order-select", "rx-sign": "order-sign"}
 
 
-def sandbox_url(sandbox: str, fhir_base_url: str, patient_id: str, discovery_urls: list[str],
-                screen: str) -> str:
+def sandbox_url(
+    sandbox: str, fhir_base_url: str, patient_id: str, discovery_urls: list[str], screen: str
+) -> str:
     """The Sandbox page for a screen, wired to the FHIR server and the CDS services.
 
     (Its `prescribedMedicationStartDate` parameter is lost when the patient loads: the planned
     start has to be typed into the Start Date field.)"""
-    return f"{sandbox}/?" + urlencode({
-        "fhirServiceUrl": fhir_base_url, "patientId": patient_id,
-        "serviceDiscoveryURL": ",".join(discovery_urls), "hook": SCREENS[screen],
-        "screen": screen,
-    }, safe=":/,")
+    return f"{sandbox}/?" + urlencode(
+        {
+            "fhirServiceUrl": fhir_base_url,
+            "patientId": patient_id,
+            "serviceDiscoveryURL": ",".join(discovery_urls),
+            "hook": SCREENS[screen],
+            "screen": screen,
+        },
+        safe=":/,",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the FHIR server, the picker and the Sandbox until interrupted; print the URL."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--fixture", default=FIXTURE,
-                        help="request in fhir_fixtures/requests/ whose patient to serve")
+    parser.add_argument(
+        "--fixture",
+        default=FIXTURE,
+        help="request in fhir_fixtures/requests/ whose patient to serve",
+    )
     parser.add_argument("--fhir-port", type=int, default=8081)
     parser.add_argument("--picker-port", type=int, default=8082)
     parser.add_argument("--sandbox-port", type=int, default=8083)
     parser.add_argument("--sandbox-dir", type=Path, default=SANDBOX_DIR)
-    parser.add_argument("--service", default="http://127.0.0.1:8080",
-                        help="the Lemtrada service's base URL (for the printed Sandbox URL)")
+    parser.add_argument(
+        "--service",
+        default="http://127.0.0.1:8080",
+        help="the Lemtrada service's base URL (for the printed Sandbox URL)",
+    )
     args = parser.parse_args(argv)
-    request_json = json.loads((ROOT / "fhir_fixtures" / "requests" / f"{args.fixture}.json")
-                              .read_text(encoding="utf-8"))
+    request_json = json.loads(
+        (ROOT / "fhir_fixtures" / "requests" / f"{args.fixture}.json").read_text(encoding="utf-8")
+    )
     fhir = SandboxFhirServer(request_json, args.fhir_port)
     picker = LemtradaPicker(args.picker_port)
     sandbox = StaticSite(args.sandbox_dir, args.sandbox_port)
@@ -428,11 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     for server in servers:
         server.start()
     discovery = [f"{args.service.rstrip('/')}/cds-services", picker.discovery_url]
-    print(f"FHIR server:      {fhir.base_url} (patient {fhir.patient_id})\n"
-          f"Picker discovery: {picker.discovery_url}\n"
-          f"Sandbox:          {sandbox.origin}\nOpen:\n"
-          f"{sandbox_url(sandbox.origin, fhir.base_url, fhir.patient_id, discovery, 'rx-view')}",
-          flush=True)
+    print(
+        f"FHIR server:      {fhir.base_url} (patient {fhir.patient_id})\n"
+        f"Picker discovery: {picker.discovery_url}\n"
+        f"Sandbox:          {sandbox.origin}\nOpen:\n"
+        f"{sandbox_url(sandbox.origin, fhir.base_url, fhir.patient_id, discovery, 'rx-view')}",
+        flush=True,
+    )
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -16,9 +16,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_serving(proc: subprocess.Popen[bytes] | subprocess.Popen[str], url: str,
-                       status: int = 200, timeout: float = 30.0,
-                       why_exited: Callable[[], str] = lambda: "") -> requests.Response:
+def wait_until_serving(
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str],
+    url: str,
+    status: int = 200,
+    timeout: float = 30.0,
+    why_exited: Callable[[], str] = lambda: "",
+) -> requests.Response:
     """Poll `url` until it answers `status`; fail early if the server process exits."""
     deadline = time.monotonic() + timeout
     while True:
@@ -43,8 +47,9 @@ def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def raw_exchange(port: int, payload: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str],
-                                                                            bytes]:
+def raw_exchange(
+    port: int, payload: bytes, timeout: float = 10.0
+) -> tuple[int, dict[str, str], bytes]:
     """Send bytes as they are (malformed HTTP included) on a new connection and read the answer
     until the server closes it: (status, headers with lower-case names, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-SLOW_REQUEST_HEAD = (b"POST /cds-services/lemtrada-order-select HTTP/1.1\r\n"
-                     b"Host: 127.0.0.1\r\nContent-Type: application/json\r\nX-Slow: ")
+SLOW_REQUEST_HEAD = (
+    b"POST /cds-services/lemtrada-order-select HTTP/1.1\r\n"
+    b"Host: 127.0.0.1\r\nContent-Type: application/json\r\nX-Slow: "
+)
 
 
 class SlowClients:
@@ -25,8 +27,9 @@ class SlowClients:
     server faces `count` slow sockets for the whole run. Stops after `max_seconds` whatever
     happens."""
 
-    def __init__(self, port: int, count: int, interval: float = 0.5,
-                 max_seconds: float = 120.0) -> None:
+    def __init__(
+        self, port: int, count: int, interval: float = 0.5, max_seconds: float = 120.0
+    ) -> None:
         self.port = port
         self.count = count
         self.interval = interval
@@ -70,7 +73,7 @@ class SlowClients:
                     self._sockets[i] = self._open()
                     continue
                 sock, sent = entry
-                payload = SLOW_REQUEST_HEAD[sent:sent + 1] or b"a"
+                payload = SLOW_REQUEST_HEAD[sent : sent + 1] or b"a"
                 try:
                     sock.send(payload)
                     self.bytes_sent += 1
@@ -105,10 +108,13 @@ class HonestCalls:
         return statistics.median(self.latencies) * 1e3 if self.latencies else float("nan")
 
 
-def honest_calls(port: int, calls: list[tuple[str, str, bytes | None]], timeout: float,
-                 parallel: int = 4,
-                 check: Callable[[int, bytes], bool] = lambda status, _body: status == 200,
-                 ) -> HonestCalls:
+def honest_calls(
+    port: int,
+    calls: list[tuple[str, str, bytes | None]],
+    timeout: float,
+    parallel: int = 4,
+    check: Callable[[int, bytes], bool] = lambda status, _body: status == 200,
+) -> HonestCalls:
     """Each (method, path, body) as one call on a new connection, `parallel` at a time; a call
     counts as answered when `check` accepts its status and body within `timeout` seconds."""
     result = HonestCalls()
@@ -119,8 +125,12 @@ def honest_calls(port: int, calls: list[tuple[str, str, bytes | None]], timeout:
         start = time.perf_counter()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         try:
-            conn.request(method, path, body=body,
-                         headers={"Content-Type": "application/json"} if body else {})
+            conn.request(
+                method,
+                path,
+                body=body,
+                headers={"Content-Type": "application/json"} if body else {},
+            )
             response = conn.getresponse()
             data = response.read()
             elapsed = time.perf_counter() - start

@@ -14,8 +14,15 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_THE_CHECKOUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-                    ".hypothesis"}
+NOT_THE_CHECKOUT = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".hypothesis",
+}
 
 
 def checkout_files() -> dict[str, int]:
@@ -34,14 +41,30 @@ def test_bench_smoke_run_prints_tables_and_writes_the_report(tmp_path: Path) -> 
     out = tmp_path / "performance.md"
     before = checkout_files()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), "--smoke", "--no-plot",
-         "--output", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench.py"),
+            "--smoke",
+            "--no-plot",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert checkout_files() == before  # its database and report live in temporary folders
     report = out.read_text()
-    for heading in ("## In process", "## Over HTTP", "## Slow clients", "## FHIR-server fallback",
-                    "## First calls after a fresh start"):
+    for heading in (
+        "## In process",
+        "## Over HTTP",
+        "## Slow clients",
+        "## FHIR-server fallback",
+        "## First calls after a fresh start",
+    ):
         assert heading in report
     assert "| other drug" in result.stdout and "| alemtuzumab" in result.stdout
     assert "| 0 |" in report.split("## Over HTTP")[1].split("##")[0]  # no HTTP errors
@@ -52,9 +75,22 @@ def test_soak_smoke_run_exits_0_and_prints_the_verdicts(tmp_path: Path) -> None:
     report = tmp_path / "soak.json"
     before = checkout_files()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", "3", "--warmup", "1",
-         "--json", str(report)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+        [
+            sys.executable,
+            str(ROOT / "bench" / "soak.py"),
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert checkout_files() == before
     assert "errors: 0 (target 0) — met" in result.stdout

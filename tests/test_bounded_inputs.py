@@ -39,8 +39,9 @@ def stored_hook_instances(app: Any) -> list[str]:
     engine = create_engine(app.extensions["cds_settings"].database_url)
     try:
         with engine.connect() as connection:
-            return [row[0] for row in connection.execute(
-                text("SELECT hook_instance FROM issued_cards"))]
+            return [
+                row[0] for row in connection.execute(text("SELECT hook_instance FROM issued_cards"))
+            ]
     except Exception:  # no table yet: nothing was ever stored
         return []
     finally:
@@ -60,10 +61,12 @@ HOOK_INSTANCES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "value", "status", "counted"), HOOK_INSTANCES,
-                         ids=[c[0] for c in HOOK_INSTANCES])
-def test_hook_instance_is_bounded(app: Any, case: str, value: str, status: int,
-                                  counted: int) -> None:
+@pytest.mark.parametrize(
+    ("case", "value", "status", "counted"), HOOK_INSTANCES, ids=[c[0] for c in HOOK_INSTANCES]
+)
+def test_hook_instance_is_bounded(
+    app: Any, case: str, value: str, status: int, counted: int
+) -> None:
     """Within bounds: the same cards, stored with the hookInstance; beyond: a 400 naming the
     field, nothing stored."""
     request = fixture_request("eligible_patient_at_order_select")
@@ -81,7 +84,8 @@ def test_hook_instance_is_bounded(app: Any, case: str, value: str, status: int,
 
 
 def test_a_4_mib_hook_instance_is_a_400_and_is_neither_stored_nor_logged(
-        app: Any, caplog: pytest.LogCaptureFixture) -> None:
+    app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """The attack that added 40 MiB of database and 4 MiB of log per call: now a short 400, no
     row, and no log line holding more than a few dozen of its characters."""
     caplog.set_level(logging.DEBUG)
@@ -98,12 +102,19 @@ def test_a_4_mib_hook_instance_is_a_400_and_is_neither_stored_nor_logged(
 
 
 def feedback_item(**changes: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {"card": CARD, "outcome": "overridden",
-                            "outcomeTimestamp": "2026-01-12T10:05:31Z",
-                            "overrideReason": {"reason": {"system": "http://example.org/reasons",
-                                                          "code": "MEDPREC",
-                                                          "display": "medical precaution"},
-                                               "userComment": "seen"}}
+    item: dict[str, Any] = {
+        "card": CARD,
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-01-12T10:05:31Z",
+        "overrideReason": {
+            "reason": {
+                "system": "http://example.org/reasons",
+                "code": "MEDPREC",
+                "display": "medical precaution",
+            },
+            "userComment": "seen",
+        },
+    }
     item.update(changes)
     return item
 
@@ -114,41 +125,79 @@ def reason(**changes: Any) -> dict[str, Any]:
 
 
 FEEDBACK_LIMITS = [
-    ("a comment of 10,000 characters is stored",
-     feedback_item(overrideReason={"userComment": "c" * 10_000}), 200, ""),
-    ("a comment of 10,001 characters is refused",
-     feedback_item(overrideReason={"userComment": "c" * 10_001}), 400,
-     "$.feedback[0].overrideReason.userComment"),
-    ("a reason display of 10,000 characters is stored",
-     feedback_item(overrideReason=reason(display="d" * 10_000)), 200, ""),
-    ("a reason display of 10,001 characters is refused",
-     feedback_item(overrideReason=reason(display="d" * 10_001)), 400,
-     "$.feedback[0].overrideReason.reason.display"),
-    ("a reason code of 1,025 characters is refused",
-     feedback_item(overrideReason=reason(code="c" * 1025)), 400,
-     "$.feedback[0].overrideReason.reason.code"),
-    ("a reason system of 1,025 characters is refused",
-     feedback_item(overrideReason=reason(system="s" * 1025)), 400,
-     "$.feedback[0].overrideReason.reason.system"),
-    ("100 accepted suggestions are stored",
-     feedback_item(outcome="accepted", overrideReason=None,
-                   acceptedSuggestions=[{"id": UUID}] * 100), 200, ""),
-    ("101 accepted suggestions are refused",
-     feedback_item(outcome="accepted", overrideReason=None,
-                   acceptedSuggestions=[{"id": UUID}] * 101), 400,
-     "$.feedback[0].acceptedSuggestions"),
-    ("a card uuid with a trailing line break is refused", feedback_item(card=CARD + "\n"), 400,
-     "$.feedback[0].card"),
-    ("a timestamp of 129 characters is refused",
-     feedback_item(outcomeTimestamp="2026-01-12T10:05:31." + "1" * 108 + "Z"), 400,
-     "$.feedback[0].outcomeTimestamp"),
+    (
+        "a comment of 10,000 characters is stored",
+        feedback_item(overrideReason={"userComment": "c" * 10_000}),
+        200,
+        "",
+    ),
+    (
+        "a comment of 10,001 characters is refused",
+        feedback_item(overrideReason={"userComment": "c" * 10_001}),
+        400,
+        "$.feedback[0].overrideReason.userComment",
+    ),
+    (
+        "a reason display of 10,000 characters is stored",
+        feedback_item(overrideReason=reason(display="d" * 10_000)),
+        200,
+        "",
+    ),
+    (
+        "a reason display of 10,001 characters is refused",
+        feedback_item(overrideReason=reason(display="d" * 10_001)),
+        400,
+        "$.feedback[0].overrideReason.reason.display",
+    ),
+    (
+        "a reason code of 1,025 characters is refused",
+        feedback_item(overrideReason=reason(code="c" * 1025)),
+        400,
+        "$.feedback[0].overrideReason.reason.code",
+    ),
+    (
+        "a reason system of 1,025 characters is refused",
+        feedback_item(overrideReason=reason(system="s" * 1025)),
+        400,
+        "$.feedback[0].overrideReason.reason.system",
+    ),
+    (
+        "100 accepted suggestions are stored",
+        feedback_item(
+            outcome="accepted", overrideReason=None, acceptedSuggestions=[{"id": UUID}] * 100
+        ),
+        200,
+        "",
+    ),
+    (
+        "101 accepted suggestions are refused",
+        feedback_item(
+            outcome="accepted", overrideReason=None, acceptedSuggestions=[{"id": UUID}] * 101
+        ),
+        400,
+        "$.feedback[0].acceptedSuggestions",
+    ),
+    (
+        "a card uuid with a trailing line break is refused",
+        feedback_item(card=CARD + "\n"),
+        400,
+        "$.feedback[0].card",
+    ),
+    (
+        "a timestamp of 129 characters is refused",
+        feedback_item(outcomeTimestamp="2026-01-12T10:05:31." + "1" * 108 + "Z"),
+        400,
+        "$.feedback[0].outcomeTimestamp",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "item", "status", "path"), FEEDBACK_LIMITS,
-                         ids=[c[0] for c in FEEDBACK_LIMITS])
-def test_feedback_strings_are_bounded(app: Any, case: str, item: dict[str, Any], status: int,
-                                      path: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "item", "status", "path"), FEEDBACK_LIMITS, ids=[c[0] for c in FEEDBACK_LIMITS]
+)
+def test_feedback_strings_are_bounded(
+    app: Any, case: str, item: dict[str, Any], status: int, path: str
+) -> None:
     """Up to each documented limit feedback is stored; beyond it a 400 names the JSON path."""
     item = {k: v for k, v in item.items() if v is not None}
     response = app.test_client().post(FEEDBACK, json={"feedback": [item]})

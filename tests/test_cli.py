@@ -27,16 +27,29 @@ REQUESTS = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cds_service.cli", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 CASES = [
     ("eligible patient", "eligible_patient_at_order_select", 0, "no critical findings"),
-    ("live vaccine three weeks before", "live_vaccine_three_weeks_before_start", 2,
-     "CRITICAL findings"),
-    ("missing TB result is a warning, not critical", "tb_screening_missing", 0,
-     "warnings to review"),
+    (
+        "live vaccine three weeks before",
+        "live_vaccine_three_weeks_before_start",
+        2,
+        "CRITICAL findings",
+    ),
+    (
+        "missing TB result is a warning, not critical",
+        "tb_screening_missing",
+        0,
+        "warnings to review",
+    ),
     ("another drug", "order_for_another_drug", 0, "No alemtuzumab"),
 ]
 
@@ -80,8 +93,8 @@ def test_check_reports_unreadable_files_clearly(tmp_path: Path) -> None:
 
 
 def test_check_names_a_missing_file_of_the_installation_not_the_request(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """When the service's own data file is missing (package data left out of a wheel), the error
     says so and names that file; the request file, which was read, is not blamed."""
     import cds_service.cards
@@ -96,8 +109,10 @@ def test_check_names_a_missing_file_of_the_installation_not_the_request(
     request = str(REQUESTS / "live_vaccine_three_weeks_before_start.json")
     assert main(["check", request]) == 1
     error = capsys.readouterr().err
-    assert error == (f"error: internal failure: the service cannot read its own file {missing}: "
-                     "No such file or directory\n")
+    assert error == (
+        f"error: internal failure: the service cannot read its own file {missing}: "
+        "No such file or directory\n"
+    )
     assert request not in error
 
 
@@ -136,9 +151,15 @@ def check_env(**extra: str) -> dict[str, str]:
 
 def check(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     """The installed `cds-service check`, output to a pipe, COLUMNS only when given."""
-    return subprocess.run([str(CONSOLE_SCRIPT), "check", *args], input=stdin,
-                          capture_output=True, text=True, timeout=60, check=False,
-                          env=check_env(**env))
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), "check", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=check_env(**env),
+    )
 
 
 @pytest.mark.parametrize("width", [80, 100], ids=["80 columns", "100 columns"])
@@ -186,10 +207,18 @@ def test_problems_are_listed_critical_then_warning_then_unknown_before_met_check
         finding("critical-one", Status.NOT_MET, Severity.CRITICAL),
     ]
     result = dataclasses.replace(real, findings=findings)
-    rows = [line.split()[:2] for line in render_check(request, result, 80).splitlines()
-            if line.split(" ", 1)[0] in (*PROBLEM_LABELS, "met")]
-    assert rows == [["CRITICAL", "critical-one:"], ["WARNING", "warning-one:"],
-                    ["UNKNOWN", "unknown-one:"], ["met", "met-first:"], ["met", "met-second:"]]
+    rows = [
+        line.split()[:2]
+        for line in render_check(request, result, 80).splitlines()
+        if line.split(" ", 1)[0] in (*PROBLEM_LABELS, "met")
+    ]
+    assert rows == [
+        ["CRITICAL", "critical-one:"],
+        ["WARNING", "warning-one:"],
+        ["UNKNOWN", "unknown-one:"],
+        ["met", "met-first:"],
+        ["met", "met-second:"],
+    ]
 
 
 def test_a_real_request_lists_its_problems_before_its_met_checks() -> None:
@@ -218,8 +247,9 @@ def test_the_reminders_are_the_summary_cards() -> None:
     without markdown, after the checks."""
     request, result = evaluated("eligible_patient_at_order_sign")
     text = render_check(request, result, 80)
-    summary = next(c for c in result.body["cards"]
-                   if c["source"]["topic"]["code"] == "eligibility-summary")
+    summary = next(
+        c for c in result.body["cards"] if c["source"]["topic"]["code"] == "eligibility-summary"
+    )
     reminders = [line for line in summary_reminders(load_policy()) if line.strip()]
     assert all(line in summary["detail"] for line in reminders)
     after_checks = " ".join(text.split("Reminders (from the eligibility summary card)")[1].split())
@@ -249,8 +279,13 @@ def test_a_pipe_closed_early_ends_quietly() -> None:
     try:
         result = subprocess.run(
             [str(CONSOLE_SCRIPT), "check", str(REQUESTS / "vzv_status_unknown.json")],
-            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
-            env=check_env())
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+            env=check_env(),
+        )
     finally:
         os.close(write_end)
     assert result.stderr == ""
@@ -262,7 +297,13 @@ def test_piping_into_head_shows_the_first_line_without_a_traceback() -> None:
     """The shell pipeline a pharmacist types."""
     result = subprocess.run(
         f"'{CONSOLE_SCRIPT}' check '{REQUESTS / 'vzv_status_unknown.json'}' | head -1",
-        shell=True, capture_output=True, text=True, timeout=60, check=False, env=check_env())
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=check_env(),
+    )
     assert result.stdout == "Lemtrada eligibility check, order-select hook\n"
     assert result.stderr == ""
 
@@ -277,8 +318,9 @@ EXIT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case,arguments,stdin,exit_code", EXIT_CASES,
-                         ids=[c[0] for c in EXIT_CASES])
+@pytest.mark.parametrize(
+    "case,arguments,stdin,exit_code", EXIT_CASES, ids=[c[0] for c in EXIT_CASES]
+)
 @pytest.mark.slow
 def test_exit_status(case: str, arguments: list[str], stdin: str | None, exit_code: int) -> None:
     """0 without a critical finding, 1 for input errors (one line, no traceback), 2 on a critical

@@ -24,7 +24,8 @@ STATUSES = ("covered", "not applicable", "open")
 TEST_REF = re.compile(r"(tests/[\w/]+\.py)::(\w+)")
 SECTION = re.compile(r"^## Set `([^`]+)`")
 ROW = re.compile(
-    r"^\| (\d+) \| (.*) \| (\S+(?: \S+)*) \| (covered|not applicable|open) \| (.*) \|$")
+    r"^\| (\d+) \| (.*) \| (\S+(?: \S+)*) \| (covered|not applicable|open) \| (.*) \|$"
+)
 
 
 def _rows() -> list[tuple[str, str, str, str]]:
@@ -50,8 +51,9 @@ def _functions(path: str) -> frozenset[str]:
     if not file.is_file():
         return frozenset()
     tree = ast.parse(file.read_text(encoding="utf-8"))
-    return frozenset(node.name for node in tree.body
-                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    return frozenset(
+        node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    )
 
 
 def test_every_covered_row_names_at_least_one_test() -> None:
@@ -67,17 +69,24 @@ def test_every_covered_row_names_at_least_one_test() -> None:
 
 def test_every_named_test_exists() -> None:
     """Every tests/FILE.py::FUNCTION the matrix names is a function defined in that file."""
-    missing = sorted({f"{path}::{name}" for _, _, _, evidence in _rows()
-                      for path, name in TEST_REF.findall(evidence)
-                      if name not in _functions(path)})
+    missing = sorted(
+        {
+            f"{path}::{name}"
+            for _, _, _, evidence in _rows()
+            for path, name in TEST_REF.findall(evidence)
+            if name not in _functions(path)
+        }
+    )
     assert not missing, "the matrix names tests that do not exist:\n" + "\n".join(missing)
 
 
 def test_counts_at_the_top_match_the_rows() -> None:
     """The headline counts (covered / not applicable / open) are those of the table."""
     counts = Counter(status for _, _, status, _ in _rows())
-    headline = (f"**{counts['covered']} covered, {counts['not applicable']} not applicable, "
-                f"{counts['open']} open** ({sum(counts.values())} requirements).")
+    headline = (
+        f"**{counts['covered']} covered, {counts['not applicable']} not applicable, "
+        f"{counts['open']} open** ({sum(counts.values())} requirements)."
+    )
     assert headline in MATRIX.read_text(encoding="utf-8")
 
 
@@ -96,13 +105,17 @@ def _in_scope(row: dict[str, str]) -> bool:
     if row["Req Set"] == CORE:
         return True
     return row["Req Set"] == LIBRARY and any(
-        f"/{hook}.html" in row["URL"] for hook in ("order-select", "order-sign"))
+        f"/{hook}.html" in row["URL"] for hook in ("order-select", "order-sign")
+    )
 
 
 def test_the_requirement_list_is_the_recorded_copy() -> None:
     """The CSV is byte for byte the copy whose SHA-256 tests/data/inferno/SOURCES.md records."""
-    recorded = re.search(r"^([0-9a-f]{64})  " + re.escape(CSV.name) + "$",
-                         (INFERNO / "SOURCES.md").read_text(encoding="utf-8"), re.M)
+    recorded = re.search(
+        r"^([0-9a-f]{64})  " + re.escape(CSV.name) + "$",
+        (INFERNO / "SOURCES.md").read_text(encoding="utf-8"),
+        re.M,
+    )
     assert recorded, "SOURCES.md records no SHA-256 for the CSV"
     assert hashlib.sha256(CSV.read_bytes()).hexdigest() == recorded.group(1)
 

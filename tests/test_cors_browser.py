@@ -35,33 +35,56 @@ from cds_service.config import Settings
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = ROOT / "fhir_fixtures" / "requests" / "eligible_patient_at_order_select.json"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 EHR = "https://ehr.example.org"
 OTHER = "https://evil.example.net"
 SERVICE = "/cds-services/lemtrada-order-select"
-PREFLIGHT = {"Access-Control-Request-Method": "POST",
-             "Access-Control-Request-Headers": "authorization, content-type"}
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type",
+}
 
 
 # -- headers, through the test client ---------------------------------------------------------
 
+
 def make_client(tmp_path: Path, origins: tuple[str, ...], auth: bool = False) -> FlaskClient:
-    settings = Settings.from_env(database_url=f"sqlite:///{tmp_path}/t.sqlite3",
-                                 cors_allowed_origins=origins, auth_disabled=not auth,
-                                 trusted_issuers_file="", trusted_issuers_json="")
+    settings = Settings.from_env(
+        database_url=f"sqlite:///{tmp_path}/t.sqlite3",
+        cors_allowed_origins=origins,
+        auth_disabled=not auth,
+        trusted_issuers_file="",
+        trusted_issuers_json="",
+    )
     return create_app(settings).test_client()
 
 
-@pytest.mark.parametrize(("origins", "origin", "allow_origin"), [
-    pytest.param(("*",), EHR, "*", id="any origin is allowed by default, with a wildcard"),
-    pytest.param((EHR,), EHR, EHR, id="a listed origin is echoed back"),
-    pytest.param((EHR, "https://other-ehr.example.org"), "https://other-ehr.example.org",
-                 "https://other-ehr.example.org", id="any of several listed origins is echoed"),
-    pytest.param((EHR,), OTHER, None, id="an origin that is not listed gets no allow-origin"),
-])
+@pytest.mark.parametrize(
+    ("origins", "origin", "allow_origin"),
+    [
+        pytest.param(("*",), EHR, "*", id="any origin is allowed by default, with a wildcard"),
+        pytest.param((EHR,), EHR, EHR, id="a listed origin is echoed back"),
+        pytest.param(
+            (EHR, "https://other-ehr.example.org"),
+            "https://other-ehr.example.org",
+            "https://other-ehr.example.org",
+            id="any of several listed origins is echoed",
+        ),
+        pytest.param((EHR,), OTHER, None, id="an origin that is not listed gets no allow-origin"),
+    ],
+)
 def test_preflight_answers_with_the_allowed_origin_methods_and_headers(
-        tmp_path: Path, origins: tuple[str, ...], origin: str, allow_origin: str | None) -> None:
+    tmp_path: Path, origins: tuple[str, ...], origin: str, allow_origin: str | None
+) -> None:
     """OPTIONS is answered 204; the Access-Control-* headers appear only for an allowed origin."""
     client = make_client(tmp_path, origins)
     response = client.options(SERVICE, headers={"Origin": origin, **PREFLIGHT})
@@ -77,16 +100,20 @@ def test_preflight_answers_with_the_allowed_origin_methods_and_headers(
         assert "Access-Control-Allow-Credentials" not in response.headers
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status"), [
-    pytest.param("GET", "/cds-services", None, 200, id="discovery"),
-    pytest.param("POST", SERVICE, json.loads(REQUEST.read_text()), 200, id="a service call"),
-    pytest.param("POST", SERVICE, {"hook": "order-select"}, 400, id="a bad request error"),
-    pytest.param("POST", "/cds-services/no-such-service", {}, 404, id="an unknown service"),
-    pytest.param("POST", SERVICE + "/feedback", {"feedback": []}, 400, id="a feedback error"),
-    pytest.param("GET", SERVICE, None, 405, id="a method the endpoint does not support"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        pytest.param("GET", "/cds-services", None, 200, id="discovery"),
+        pytest.param("POST", SERVICE, json.loads(REQUEST.read_text()), 200, id="a service call"),
+        pytest.param("POST", SERVICE, {"hook": "order-select"}, 400, id="a bad request error"),
+        pytest.param("POST", "/cds-services/no-such-service", {}, 404, id="an unknown service"),
+        pytest.param("POST", SERVICE + "/feedback", {"feedback": []}, 400, id="a feedback error"),
+        pytest.param("GET", SERVICE, None, 405, id="a method the endpoint does not support"),
+    ],
+)
 def test_every_response_carries_cors_headers_errors_included(
-        tmp_path: Path, method: str, path: str, body: Any, status: int) -> None:
+    tmp_path: Path, method: str, path: str, body: Any, status: int
+) -> None:
     """A browser can read errors too: every answer names the allowed origin and varies on it."""
     client = make_client(tmp_path, (EHR,))
     response = client.open(path, method=method, json=body, headers={"Origin": EHR})
@@ -158,7 +185,8 @@ class Site:
 
 def start_site(directory: Path) -> Site:
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(_QuietHandler, directory=str(directory)))
+        ("127.0.0.1", 0), partial(_QuietHandler, directory=str(directory))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return Site(server, thread)
@@ -178,9 +206,23 @@ def start_service(tmp: Path, allowed_origins: str | None) -> Service:
     if allowed_origins is not None:
         env["CDS_CORS_ALLOWED_ORIGINS"] = allowed_origins
     process = subprocess.Popen(
-        [sys.executable, "-m", "cds_service.cli", "serve", "--no-auth", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "cds_service.cli",
+            "serve",
+            "--no-auth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -192,8 +234,10 @@ def start_service(tmp: Path, allowed_origins: str | None) -> Service:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             stop_service(Service(process, url))
-            raise RuntimeError("the service did not start: "
-                               + (process.stderr.read().decode() if process.stderr else ""))
+            raise RuntimeError(
+                "the service did not start: "
+                + (process.stderr.read().decode() if process.stderr else "")
+            )
         time.sleep(0.1)
 
 
@@ -271,11 +315,14 @@ def run_page(browser: Any, site: Site, service: Service) -> tuple[dict[str, Any]
 
 @pytest.mark.browser
 def test_a_page_on_an_allowed_origin_calls_discovery_and_a_service_with_a_token(
-        setup: Setup, browser: Any) -> None:
+    setup: Setup, browser: Any
+) -> None:
     """From the allowed origin, Chromium reads discovery and the cards of an authorised POST."""
     result, console = run_page(browser, setup.allowed_site, setup.strict)
     assert result["discovery"] == {
-        "status": 200, "services": ["lemtrada-order-select", "lemtrada-order-sign"], "cards": 0,
+        "status": 200,
+        "services": ["lemtrada-order-select", "lemtrada-order-sign"],
+        "cards": 0,
     }, console
     assert result["service"]["status"] == 200, (result, console)
     assert result["service"]["cards"] >= 1
@@ -312,7 +359,8 @@ OVERSIZED_CALL = """async (api) => {
 
 @pytest.mark.browser
 def test_a_header_too_large_for_the_server_reaches_the_page_as_a_431_operation_outcome(
-        setup: Setup, browser: Any) -> None:
+    setup: Setup, browser: Any
+) -> None:
     """gunicorn refuses an 8 KB+ header line before the app; with any origin allowed, the page
     still reads the status and the OperationOutcome (the refusal carries CORS headers)."""
     page = browser.new_page()
@@ -326,7 +374,8 @@ def test_a_header_too_large_for_the_server_reaches_the_page_as_a_431_operation_o
 
 @pytest.mark.browser
 def test_with_listed_origins_a_refusal_before_the_headers_are_read_is_a_network_error(
-        setup: Setup, browser: Any) -> None:
+    setup: Setup, browser: Any
+) -> None:
     """The documented limit: the server cannot know the Origin of a request it refused before
     reading its headers, so with a list of origins the browser sees no allowed origin."""
     page = browser.new_page()

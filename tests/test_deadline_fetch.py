@@ -31,19 +31,30 @@ def self_signed_for_127_0_0_1(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cds test key server")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_file, key_file
 
 
@@ -65,7 +76,8 @@ def https(server: JwksServer, path: str, host: str = "127.0.0.1") -> str:
 
 
 def test_a_key_server_with_a_trusted_certificate_is_read(
-        tls_server: tuple[JwksServer, Path]) -> None:
+    tls_server: tuple[JwksServer, Path],
+) -> None:
     """The control: trusting the server's certificate, the document is fetched over TLS."""
     server, cert_file = tls_server
     trusting = ssl.create_default_context(cafile=cert_file)
@@ -73,7 +85,8 @@ def test_a_key_server_with_a_trusted_certificate_is_read(
 
 
 def test_a_key_server_whose_certificate_no_ca_vouches_for_is_refused(
-        tls_server: tuple[JwksServer, Path]) -> None:
+    tls_server: tuple[JwksServer, Path],
+) -> None:
     """With the default CA bundle a self-signed certificate fails verification."""
     server, _ = tls_server
     with pytest.raises(FetchFailed, match="SSLCertVerificationError"):
@@ -81,7 +94,8 @@ def test_a_key_server_whose_certificate_no_ca_vouches_for_is_refused(
 
 
 def test_a_certificate_for_another_host_name_is_refused(
-        tls_server: tuple[JwksServer, Path]) -> None:
+    tls_server: tuple[JwksServer, Path],
+) -> None:
     """Host names are checked: the certificate names 127.0.0.1, the URL says localhost."""
     server, cert_file = tls_server
     trusting = ssl.create_default_context(cafile=cert_file)
@@ -96,8 +110,7 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("case", "path", "message"), REFUSED, ids=[c[0] for c in REFUSED])
-def test_anything_but_a_complete_200_answer_is_refused(case: str, path: str,
-                                                       message: str) -> None:
+def test_anything_but_a_complete_200_answer_is_refused(case: str, path: str, message: str) -> None:
     with JwksServer() as server:
         server.documents["/big.json"] = {"keys": ["x" * 2048]}
         with pytest.raises(FetchFailed, match=message):

@@ -37,8 +37,13 @@ FIXTURE = ROOT / "fhir_fixtures" / "requests" / "vzv_status_unknown.json"
 
 
 def dev_issuer(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CONSOLE_SCRIPT), "dev-issuer", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), "dev-issuer", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def mint(kit: Path, url: str) -> str:
@@ -73,16 +78,23 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
-    env.update(CDS_PUBLIC_BASE_URL=base, CDS_DATABASE_URL=f"sqlite:///{tmp}/state.sqlite3",
-               CDS_TRUSTED_ISSUERS_FILE=str(kit / "issuers.json"))
+    env.update(
+        CDS_PUBLIC_BASE_URL=base,
+        CDS_DATABASE_URL=f"sqlite:///{tmp}/state.sqlite3",
+        CDS_TRUSTED_ISSUERS_FILE=str(kit / "issuers.json"),
+    )
     log_path = tmp / "serve.log"
     body = FIXTURE.read_bytes()
     statuses: dict[str, int] = {}
     bodies: dict[str, Any] = {}
     with log_path.open("w") as log:
-        proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--port", str(port),
-                                 "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=log, cwd=tmp)
+        proc = subprocess.Popen(
+            [str(CONSOLE_SCRIPT), "serve", "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=tmp,
+        )
         try:
             wait_until_serving(proc, base + "/healthz", why_exited=log_path.read_text)
             calls = {
@@ -90,15 +102,24 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 "minted for another URL": mint(kit, base + SIGN),
             }
             for case, token in calls.items():
-                response = requests.post(base + SELECT, data=body, timeout=30, headers={
-                    "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+                response = requests.post(
+                    base + SELECT,
+                    data=body,
+                    timeout=30,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                    },
+                )
                 statuses[case] = response.status_code
                 bodies[case] = response.json()
             replayed = calls["minted for the URL called"]
             statuses["the accepted token again"] = requests.post(
-                base + SELECT, data=body, timeout=30, headers={
-                    "Authorization": f"Bearer {replayed}",
-                    "Content-Type": "application/json"}).status_code
+                base + SELECT,
+                data=body,
+                timeout=30,
+                headers={"Authorization": f"Bearer {replayed}", "Content-Type": "application/json"},
+            ).status_code
         finally:
             stop(proc)
     raw = log_path.read_text()
@@ -116,10 +137,10 @@ def test_the_kit_holds_a_key_pair_its_jwks_and_an_issuers_file(served: Served) -
     assert b"PUBLIC KEY" in (kit / "public-key.pem").read_bytes()
     keys = json.loads((kit / "jwks.json").read_text())["keys"]
     assert [(k["kty"], k["crv"], k["alg"], k["use"]) for k in keys] == [
-        ("EC", "P-384", "ES384", "sig")]
+        ("EC", "P-384", "ES384", "sig")
+    ]
     assert "d" not in keys[0]
-    (issuer,) = parse_trusted_issuers(json.loads((kit / "issuers.json").read_text()),
-                                      base_dir=kit)
+    (issuer,) = parse_trusted_issuers(json.loads((kit / "issuers.json").read_text()), base_dir=kit)
     assert issuer.iss == DEFAULT_ISS
     assert issuer.jwks == {"keys": keys}
 
@@ -146,16 +167,16 @@ CALLS = [
 
 
 @pytest.mark.parametrize("case,call,status", CALLS, ids=[c[0] for c in CALLS])
-def test_a_real_server_trusting_the_kit(served: Served, case: str, call: str,
-                                        status: int) -> None:
+def test_a_real_server_trusting_the_kit(served: Served, case: str, call: str, status: int) -> None:
     """The real server, configured only by CDS_TRUSTED_ISSUERS_FILE, answers each call so."""
     assert served.statuses[call] == status
 
 
 def test_the_accepted_call_gets_its_cards(served: Served) -> None:
     """The accepted call is answered as without authentication: the fixture's two cards."""
-    topics = [c["source"]["topic"]["code"]
-              for c in served.bodies["minted for the URL called"]["cards"]]
+    topics = [
+        c["source"]["topic"]["code"] for c in served.bodies["minted for the URL called"]["cards"]
+    ]
     assert topics == ["vzv-immunity", "eligibility-summary"]
 
 
@@ -163,7 +184,9 @@ def test_the_refusals_are_logged_with_their_reason_and_never_the_token(served: S
     """One line per refusal: aud for the other URL, replay for the spent token; no JWT."""
     refused = [line for line in served.log_lines if line.get("message") == "EHR token refused"]
     assert [(r["reason"], r["iss"], r["path"]) for r in refused] == [
-        ("aud", DEFAULT_ISS, SELECT), ("replay", DEFAULT_ISS, SELECT)]
+        ("aud", DEFAULT_ISS, SELECT),
+        ("replay", DEFAULT_ISS, SELECT),
+    ]
     assert "eyJ" not in served.raw_log  # no JWT (every JWT starts with eyJ)
 
 
@@ -171,8 +194,9 @@ def test_the_readme_log_example_is_the_line_the_server_writes(served: Served) ->
     """The README's refused-token line is, byte for byte, the server's line for the token minted
     for another URL, but for the process id and the time."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    shown = re.search(r"<!-- readme-auth-log -->\n```json\n(.*)\n```\n<!-- /readme-auth-log -->",
-                      readme)
+    shown = re.search(
+        r"<!-- readme-auth-log -->\n```json\n(.*)\n```\n<!-- /readme-auth-log -->", readme
+    )
     assert shown is not None
     example = json.loads(shown.group(1))
     real = next(line for line in served.log_lines if line.get("reason") == "aud")
@@ -196,16 +220,23 @@ def test_running_again_keeps_the_kit_and_force_replaces_it(tmp_path: Path) -> No
 
 MISTAKES = [
     ("a URL without scheme and host", ["--mint", "/cds-services"], "full URL"),
-    ("a lifetime over an hour", ["--mint", "http://127.0.0.1:8080/cds-services",
-                                 "--lifetime", "3601"], "1 to 3600 seconds"),
-    ("another issuer name for an existing kit", ["--iss", "https://other.example"],
-     "--force writes a new issuer"),
+    (
+        "a lifetime over an hour",
+        ["--mint", "http://127.0.0.1:8080/cds-services", "--lifetime", "3601"],
+        "1 to 3600 seconds",
+    ),
+    (
+        "another issuer name for an existing kit",
+        ["--iss", "https://other.example"],
+        "--force writes a new issuer",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case,args,says", MISTAKES, ids=[m[0] for m in MISTAKES])
-def test_mistakes_are_one_line_errors(tmp_path: Path, case: str, args: list[str],
-                                      says: str) -> None:
+def test_mistakes_are_one_line_errors(
+    tmp_path: Path, case: str, args: list[str], says: str
+) -> None:
     """Each mistake is one `error:` line and exit 1; no token is printed."""
     kit = tmp_path / "kit"
     assert dev_issuer(str(kit)).returncode == 0

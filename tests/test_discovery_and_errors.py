@@ -34,14 +34,17 @@ def test_prefetch_templates_use_only_the_patient_id_token(client: FlaskClient) -
 
 
 def test_observation_prefetch_asks_for_laboratory_results_and_by_code_for_tests_filed_elsewhere(
-        client: FlaskClient) -> None:
+    client: FlaskClient,
+) -> None:
     """Laboratory results are asked for without codes; by code only the concepts the value sets
     flag as possibly filed outside the laboratory (a skin test read in clinic, a urine hCG)."""
     service = client.get("/cds-services").get_json()["services"][0]
     assert service["prefetch"]["observations"] == (
-        "Observation?patient={{context.patientId}}&category=laboratory")
+        "Observation?patient={{context.patientId}}&category=laboratory"
+    )
     assert service["prefetch"]["observationsByCode"] == (
-        "Observation?patient={{context.patientId}}&code=" + ",".join(FILED_OUTSIDE_THE_LABORATORY))
+        "Observation?patient={{context.patientId}}&code=" + ",".join(FILED_OUTSIDE_THE_LABORATORY)
+    )
     every_code = {code for vs in OBSERVATION_VALUE_SETS for code in value_set(vs).codes}
     assert len(FILED_OUTSIDE_THE_LABORATORY) < len(every_code) / 10
 
@@ -61,27 +64,70 @@ BAD_BODIES = [
     ("empty body", b"", 400, "empty"),
     ("a JSON array instead of an object", b"[]", 400, "JSON object"),
     ("missing hook", json.dumps({"hookInstance": "x", "context": {}}).encode(), 400, "'hook'"),
-    ("missing hookInstance", json.dumps({"hook": "order-select", "context": {}}).encode(), 400,
-     "'hookInstance'"),
-    ("missing context", json.dumps({"hook": "order-select", "hookInstance": "x"}).encode(), 400,
-     "'context'"),
-    ("hook of another service", json.dumps({"hook": "order-sign", "hookInstance": "x",
-                                            "context": {}}).encode(), 400, "order-select"),
-    ("context without draftOrders", json.dumps({
-        "hook": "order-select", "hookInstance": "x",
-        "context": {"patientId": "p", "selections": []}}).encode(), 400, "context.draftOrders"),
-    ("selections not a list", json.dumps({
-        "hook": "order-select", "hookInstance": "x",
-        "context": {"patientId": "p", "selections": "MedicationRequest/1",
-                    "draftOrders": {}}}).encode(),
-     400, "context.selections"),
+    (
+        "missing hookInstance",
+        json.dumps({"hook": "order-select", "context": {}}).encode(),
+        400,
+        "'hookInstance'",
+    ),
+    (
+        "missing context",
+        json.dumps({"hook": "order-select", "hookInstance": "x"}).encode(),
+        400,
+        "'context'",
+    ),
+    (
+        "hook of another service",
+        json.dumps({"hook": "order-sign", "hookInstance": "x", "context": {}}).encode(),
+        400,
+        "order-select",
+    ),
+    (
+        "context without draftOrders",
+        json.dumps(
+            {
+                "hook": "order-select",
+                "hookInstance": "x",
+                "context": {"patientId": "p", "selections": []},
+            }
+        ).encode(),
+        400,
+        "context.draftOrders",
+    ),
+    (
+        "selections not a list",
+        json.dumps(
+            {
+                "hook": "order-select",
+                "hookInstance": "x",
+                "context": {
+                    "patientId": "p",
+                    "selections": "MedicationRequest/1",
+                    "draftOrders": {},
+                },
+            }
+        ).encode(),
+        400,
+        "context.selections",
+    ),
     ("invalid UTF-8", b'{"hook": "\xff\xfe"}', 400, "not valid JSON"),
-    ("context.userId of the wrong type (a userId missing is tolerated: tests/test_hook_spec.py)",
-     json.dumps({
-         "hook": "order-select", "hookInstance": "x",
-         "context": {"patientId": "p", "selections": [], "userId": 42,
-                     "draftOrders": {"resourceType": "Bundle"}}}).encode(),
-     400, "context.userId"),
+    (
+        "context.userId of the wrong type (a userId missing is tolerated: tests/test_hook_spec.py)",
+        json.dumps(
+            {
+                "hook": "order-select",
+                "hookInstance": "x",
+                "context": {
+                    "patientId": "p",
+                    "selections": [],
+                    "userId": 42,
+                    "draftOrders": {"resourceType": "Bundle"},
+                },
+            }
+        ).encode(),
+        400,
+        "context.userId",
+    ),
 ]
 
 
@@ -90,8 +136,9 @@ def test_malformed_requests_get_an_operation_outcome(
     client: FlaskClient, case: str, body: bytes, status: int, mentions: str
 ) -> None:
     """Bad input gets a 400 OperationOutcome that says what is wrong, never a stack trace."""
-    response = client.post("/cds-services/lemtrada-order-select", data=body,
-                           content_type="application/json")
+    response = client.post(
+        "/cds-services/lemtrada-order-select", data=body, content_type="application/json"
+    )
     assert response.status_code == status
     outcome = response.get_json()
     assert outcome["resourceType"] == "OperationOutcome"
@@ -101,8 +148,9 @@ def test_malformed_requests_get_an_operation_outcome(
 
 def test_unknown_service_is_404_with_an_operation_outcome(client: FlaskClient) -> None:
     """A service id we do not offer answers 404 saying so, without repeating the id sent."""
-    response = client.post("/cds-services/no-such-service",
-                           json=fixture_request("eligible_patient_at_order_select"))
+    response = client.post(
+        "/cds-services/no-such-service", json=fixture_request("eligible_patient_at_order_select")
+    )
     assert response.status_code == 404
     assert response.get_json()["issue"][0]["diagnostics"] == "No CDS service with this id."
     assert "no-such-service" not in response.get_data(as_text=True)
@@ -126,11 +174,15 @@ def test_same_request_gives_byte_identical_responses(client: FlaskClient) -> Non
 def test_card_uuids_follow_the_hook_instance(client: FlaskClient) -> None:
     """A new hookInstance gives new card uuids; the same hookInstance gives the same ones."""
     body = fixture_request("vzv_status_unknown")
-    uuids = [c["uuid"] for c in client.post("/cds-services/lemtrada-order-select", json=body)
-             .get_json()["cards"]]
+    uuids = [
+        c["uuid"]
+        for c in client.post("/cds-services/lemtrada-order-select", json=body).get_json()["cards"]
+    ]
     body["hookInstance"] = "6a1e0c56-7d0a-4c57-9b51-3a6c1f1d2b90"
-    others = [c["uuid"] for c in client.post("/cds-services/lemtrada-order-select", json=body)
-              .get_json()["cards"]]
+    others = [
+        c["uuid"]
+        for c in client.post("/cds-services/lemtrada-order-select", json=body).get_json()["cards"]
+    ]
     assert len(uuids) == len(others) == 2
     assert not set(uuids) & set(others)
 
@@ -150,8 +202,9 @@ def test_most_urgent_card_comes_first_and_summary_carries_the_worst(client: Flas
 
 def test_unreadable_evidence_is_named_in_the_card(client: FlaskClient) -> None:
     """An Observation failing R4B validation is named as unreadable, and the check is not met."""
-    cards = client.post("/cds-services/lemtrada-order-select",
-                        json=fixture_request("unreadable_hiv_result")).get_json()["cards"]
+    cards = client.post(
+        "/cds-services/lemtrada-order-select", json=fixture_request("unreadable_hiv_result")
+    ).get_json()["cards"]
     hiv = next(c for c in cards if c["source"]["topic"]["code"] == "hiv-screening")
     assert "Unreadable evidence" in hiv["detail"]
     assert "Observation/" in hiv["detail"]

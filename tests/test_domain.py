@@ -20,11 +20,17 @@ V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 PACKAGE = Path(__file__).resolve().parent.parent / "cds_service"
 
 
-@pytest.mark.parametrize("system,given,expected", [
-    (CVX, "03", "3"), (CVX, "3", "3"), (CVX, "187", "187"),
-    (ICD10CM, "g35.a", "G35A"), (ICD10CM, "B02.21", "B0221"),
-    (LOINC, "2106-3", "2106-3"),
-])
+@pytest.mark.parametrize(
+    "system,given,expected",
+    [
+        (CVX, "03", "3"),
+        (CVX, "3", "3"),
+        (CVX, "187", "187"),
+        (ICD10CM, "g35.a", "G35A"),
+        (ICD10CM, "B02.21", "B0221"),
+        (LOINC, "2106-3", "2106-3"),
+    ],
+)
 def test_codes_are_normalised_before_lookup(system: str, given: str, expected: str) -> None:
     """CVX loses leading zeros and ICD-10-CM its dots, so '03' is MMR like '3'."""
     assert normalise_code(system, given) == (system, expected)
@@ -43,13 +49,18 @@ def test_loinc_2106_3_is_matched_with_its_system_only() -> None:
     assert ("urn:oid:2.16.840.1.113883.6.238", "2106-3") not in value_set("pregnancy-test-loinc")
 
 
-@pytest.mark.parametrize("value,span", [
-    ("2026-11-16", DateSpan(date(2026, 11, 16), date(2026, 11, 16))),
-    ("2026-11-16T23:30:00-05:00", DateSpan(date(2026, 11, 16), date(2026, 11, 16))),
-    ("2026-02", DateSpan(date(2026, 2, 1), date(2026, 2, 28))),
-    ("2024", DateSpan(date(2024, 1, 1), date(2024, 12, 31))),
-    ("last spring", None), (20261116, None), ("2026-13-01", None),
-])
+@pytest.mark.parametrize(
+    "value,span",
+    [
+        ("2026-11-16", DateSpan(date(2026, 11, 16), date(2026, 11, 16))),
+        ("2026-11-16T23:30:00-05:00", DateSpan(date(2026, 11, 16), date(2026, 11, 16))),
+        ("2026-02", DateSpan(date(2026, 2, 1), date(2026, 2, 28))),
+        ("2024", DateSpan(date(2024, 1, 1), date(2024, 12, 31))),
+        ("last spring", None),
+        (20261116, None),
+        ("2026-13-01", None),
+    ],
+)
 def test_fhir_dates_are_read_as_the_days_they_may_mean(value: Any, span: DateSpan | None) -> None:
     """Partial dates become ranges (rules use the end that is safer), garbage becomes None."""
     assert parse_date(value) == span
@@ -58,19 +69,36 @@ def test_fhir_dates_are_read_as_the_days_they_may_mean(value: Any, span: DateSpa
 TODAY = date(2026, 11, 21)
 
 
-@pytest.mark.parametrize("case,request_fields,expected", [
-    ("earliest bounds start wins", {"dosageInstruction": [
-        {"timing": {"repeat": {"boundsPeriod": {"start": "2026-12-09"}}}},
-        {"timing": {"repeat": {"boundsPeriod": {"start": "2026-12-07"}}}}],
-        "authoredOn": "2026-11-01"}, (date(2026, 12, 7), "dosage timing start")),
-    ("timing event counts",
-     {"dosageInstruction": [{"timing": {"event": ["2026-12-20T08:00:00Z"]}}]},
-     (date(2026, 12, 20), "dosage timing start")),
-    ("authoredOn when no timing", {"authoredOn": "2026-11-30"}, (date(2026, 11, 30), "authoredOn")),
-    ("today when nothing is given", {}, (TODAY, "today (the order has no start date)")),
-])
-def test_planned_start_t0(case: str, request_fields: dict[str, Any],
-                          expected: tuple[date, str]) -> None:
+@pytest.mark.parametrize(
+    "case,request_fields,expected",
+    [
+        (
+            "earliest bounds start wins",
+            {
+                "dosageInstruction": [
+                    {"timing": {"repeat": {"boundsPeriod": {"start": "2026-12-09"}}}},
+                    {"timing": {"repeat": {"boundsPeriod": {"start": "2026-12-07"}}}},
+                ],
+                "authoredOn": "2026-11-01",
+            },
+            (date(2026, 12, 7), "dosage timing start"),
+        ),
+        (
+            "timing event counts",
+            {"dosageInstruction": [{"timing": {"event": ["2026-12-20T08:00:00Z"]}}]},
+            (date(2026, 12, 20), "dosage timing start"),
+        ),
+        (
+            "authoredOn when no timing",
+            {"authoredOn": "2026-11-30"},
+            (date(2026, 11, 30), "authoredOn"),
+        ),
+        ("today when nothing is given", {}, (TODAY, "today (the order has no start date)")),
+    ],
+)
+def test_planned_start_t0(
+    case: str, request_fields: dict[str, Any], expected: tuple[date, str]
+) -> None:
     """T0 is the earliest dosage start or event, else authoredOn, else today."""
     assert planned_start({"resourceType": "MedicationRequest", **request_fields}, TODAY) == expected
 
@@ -83,31 +111,83 @@ def coded(system: str, code: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code}]}
 
 
-@pytest.mark.parametrize("case,observation,nucleic,meaning,source", [
-    ("interpretation POS", obs(interpretation=[coded(V3, "POS")]), False, Meaning.POSITIVE,
-     "interpretation"),
-    ("interpretation beats valueString",
-     obs(interpretation=[coded(V3, "NEG")], valueString="positive"),
-     False, Meaning.NEGATIVE, "interpretation"),
-    ("SNOMED detected value",
-     obs(valueCodeableConcept=coded("http://snomed.info/sct", "260373001")),
-     False, Meaning.POSITIVE, "valueCodeableConcept"),
-    ("LOINC answer negative", obs(valueCodeableConcept=coded(LOINC, "LA6577-6")), False,
-     Meaning.NEGATIVE, "valueCodeableConcept"),
-    ("non-reactive text", obs(valueString="Non-reactive"), False, Meaning.NEGATIVE, "valueString"),
-    ("not detected text", obs(valueString="HCV RNA not detected"), False, Meaning.NEGATIVE,
-     "valueString"),
-    ("reactive text", obs(valueString="Reactive"), False, Meaning.POSITIVE, "valueString"),
-    ("equivocal text", obs(valueString="equivocal, repeat"), False, Meaning.INDETERMINATE,
-     "valueString"),
-    ("a bare number says nothing", obs(valueQuantity={"value": 0.3}), False, Meaning.INDETERMINATE,
-     "no readable result"),
-    ("viral load below detection", obs(valueQuantity={"value": 15, "comparator": "<"}), True,
-     Meaning.NEGATIVE, "valueQuantity below detection"),
-    ("viral load detected", obs(valueQuantity={"value": 15000}), True, Meaning.POSITIVE,
-     "valueQuantity (virus detected)"),
-    ("nothing at all", obs(), False, Meaning.INDETERMINATE, "no readable result"),
-])
+@pytest.mark.parametrize(
+    "case,observation,nucleic,meaning,source",
+    [
+        (
+            "interpretation POS",
+            obs(interpretation=[coded(V3, "POS")]),
+            False,
+            Meaning.POSITIVE,
+            "interpretation",
+        ),
+        (
+            "interpretation beats valueString",
+            obs(interpretation=[coded(V3, "NEG")], valueString="positive"),
+            False,
+            Meaning.NEGATIVE,
+            "interpretation",
+        ),
+        (
+            "SNOMED detected value",
+            obs(valueCodeableConcept=coded("http://snomed.info/sct", "260373001")),
+            False,
+            Meaning.POSITIVE,
+            "valueCodeableConcept",
+        ),
+        (
+            "LOINC answer negative",
+            obs(valueCodeableConcept=coded(LOINC, "LA6577-6")),
+            False,
+            Meaning.NEGATIVE,
+            "valueCodeableConcept",
+        ),
+        (
+            "non-reactive text",
+            obs(valueString="Non-reactive"),
+            False,
+            Meaning.NEGATIVE,
+            "valueString",
+        ),
+        (
+            "not detected text",
+            obs(valueString="HCV RNA not detected"),
+            False,
+            Meaning.NEGATIVE,
+            "valueString",
+        ),
+        ("reactive text", obs(valueString="Reactive"), False, Meaning.POSITIVE, "valueString"),
+        (
+            "equivocal text",
+            obs(valueString="equivocal, repeat"),
+            False,
+            Meaning.INDETERMINATE,
+            "valueString",
+        ),
+        (
+            "a bare number says nothing",
+            obs(valueQuantity={"value": 0.3}),
+            False,
+            Meaning.INDETERMINATE,
+            "no readable result",
+        ),
+        (
+            "viral load below detection",
+            obs(valueQuantity={"value": 15, "comparator": "<"}),
+            True,
+            Meaning.NEGATIVE,
+            "valueQuantity below detection",
+        ),
+        (
+            "viral load detected",
+            obs(valueQuantity={"value": 15000}),
+            True,
+            Meaning.POSITIVE,
+            "valueQuantity (virus detected)",
+        ),
+        ("nothing at all", obs(), False, Meaning.INDETERMINATE, "no readable result"),
+    ],
+)
 def test_lab_results_are_read_interpretation_first(
     case: str, observation: dict[str, Any], nucleic: bool, meaning: Meaning, source: str
 ) -> None:
@@ -115,16 +195,24 @@ def test_lab_results_are_read_interpretation_first(
     assert read_meaning(observation, nucleic) == (meaning, source)
 
 
-@pytest.mark.parametrize("case,codes,words,product", [
-    ("Lemtrada branded drug code", [(RXNORM, "1594663")], "", Product.LEMTRADA),
-    ("alemtuzumab ingredient code only", [(RXNORM, "117055")], "", Product.LEMTRADA),
-    ("named only in text", [], "LEMTRADA 12 mg IV", Product.LEMTRADA),
-    ("alemtuzumab in lower case text", [], "alemtuzumab infusion", Product.LEMTRADA),
-    ("Campath product code", [(RXNORM, "828267")], "", Product.CAMPATH),
-    ("ingredient code but Campath in text", [(RXNORM, "117055")], "Campath 30 mg", Product.CAMPATH),
-    ("another drug", [(RXNORM, "197311")], "acyclovir", Product.OTHER),
-    ("a word that merely contains the name", [], "prelemtradaxyz", Product.OTHER),
-])
+@pytest.mark.parametrize(
+    "case,codes,words,product",
+    [
+        ("Lemtrada branded drug code", [(RXNORM, "1594663")], "", Product.LEMTRADA),
+        ("alemtuzumab ingredient code only", [(RXNORM, "117055")], "", Product.LEMTRADA),
+        ("named only in text", [], "LEMTRADA 12 mg IV", Product.LEMTRADA),
+        ("alemtuzumab in lower case text", [], "alemtuzumab infusion", Product.LEMTRADA),
+        ("Campath product code", [(RXNORM, "828267")], "", Product.CAMPATH),
+        (
+            "ingredient code but Campath in text",
+            [(RXNORM, "117055")],
+            "Campath 30 mg",
+            Product.CAMPATH,
+        ),
+        ("another drug", [(RXNORM, "197311")], "acyclovir", Product.OTHER),
+        ("a word that merely contains the name", [], "prelemtradaxyz", Product.OTHER),
+    ],
+)
 def test_lemtrada_orders_are_told_apart_from_campath_and_other_drugs(
     case: str, codes: list[tuple[str, str]], words: str, product: Product
 ) -> None:
@@ -154,30 +242,56 @@ def test_domain_is_pure_and_flask_and_fhir_resources_stay_in_their_layers() -> N
         if "fhir" in imported and relative != "models.py":
             pytest.fail(f"{relative} imports fhir.resources")
         if "flask" in imported:
-            assert relative in {"http_api.py", "app.py", "cors.py", "auth.py",
-                                "observability.py"}, relative
+            assert relative in {
+                "http_api.py",
+                "app.py",
+                "cors.py",
+                "auth.py",
+                "observability.py",
+            }, relative
 
 
-LEMTRADA_MED = {"resourceType": "Medication", "id": "m1",
-                "code": {"coding": [{"system": RXNORM, "code": "1594663"}], "text": "Lemtrada"}}
+LEMTRADA_MED = {
+    "resourceType": "Medication",
+    "id": "m1",
+    "code": {"coding": [{"system": RXNORM, "code": "1594663"}], "text": "Lemtrada"},
+}
 NAMED_CASES = [
-    pytest.param({"medicationCodeableConcept": LEMTRADA_MED["code"]}, (), "Lemtrada", None,
-                 id="an inline concept is read as it is"),
-    pytest.param({"medicationReference": {"reference": "#m1"},
-                  "contained": [LEMTRADA_MED]}, (), "Lemtrada", CONTAINED,
-                 id="a contained Medication is found by its local id"),
-    pytest.param({"medicationReference": {"reference": "Medication/m1", "display": "ALEMTUZUMAB"}},
-                 ([], [LEMTRADA_MED]), "ALEMTUZUMAB | Lemtrada", 1,
-                 id="a referenced Medication is found in the first pool holding it"),
-    pytest.param({"medicationReference": {"reference": "Medication/m1", "display": "ALEMTUZUMAB"}},
-                 ([],), "ALEMTUZUMAB", None,
-                 id="a reference resolved nowhere keeps only its display"),
+    pytest.param(
+        {"medicationCodeableConcept": LEMTRADA_MED["code"]},
+        (),
+        "Lemtrada",
+        None,
+        id="an inline concept is read as it is",
+    ),
+    pytest.param(
+        {"medicationReference": {"reference": "#m1"}, "contained": [LEMTRADA_MED]},
+        (),
+        "Lemtrada",
+        CONTAINED,
+        id="a contained Medication is found by its local id",
+    ),
+    pytest.param(
+        {"medicationReference": {"reference": "Medication/m1", "display": "ALEMTUZUMAB"}},
+        ([], [LEMTRADA_MED]),
+        "ALEMTUZUMAB | Lemtrada",
+        1,
+        id="a referenced Medication is found in the first pool holding it",
+    ),
+    pytest.param(
+        {"medicationReference": {"reference": "Medication/m1", "display": "ALEMTUZUMAB"}},
+        ([],),
+        "ALEMTUZUMAB",
+        None,
+        id="a reference resolved nowhere keeps only its display",
+    ),
 ]
 
 
 @pytest.mark.parametrize("holder,pools,words,found_in", NAMED_CASES)
 def test_one_resolver_names_the_medication_of_orders_history_and_drafts(
-        holder: dict[str, Any], pools: tuple[Any, ...], words: str, found_in: int | None) -> None:
+    holder: dict[str, Any], pools: tuple[Any, ...], words: str, found_in: int | None
+) -> None:
     """Orders under review, medication history and other drafts share one resolver."""
     named = name_medication(holder, pools)
     assert (named.words, named.found_in) == (words, found_in)
@@ -195,12 +309,16 @@ def test_a_finding_under_another_topic_is_reported_unknown_not_passed_on() -> No
 
     rule = dataclasses.replace(
         RULES_BY_TOPIC["thyroid-disorder"],
-        check=lambda record, order, policy: Finding("malignancy", Status.MET, Severity.INFO, "ok"))
+        check=lambda record, order, policy: Finding("malignancy", Status.MET, Severity.INFO, "ok"),
+    )
     from cds_service.domain.policy import load_policy
 
     finding = _guarded(rule, None, None, load_policy())  # type: ignore[arg-type]
     assert (finding.topic, finding.status, finding.severity) == (
-        "thyroid-disorder", Status.UNKNOWN, Severity.WARNING)
+        "thyroid-disorder",
+        Status.UNKNOWN,
+        Severity.WARNING,
+    )
 
 
 def test_every_suggested_lab_test_is_read_back_when_resulted() -> None:
@@ -212,10 +330,18 @@ def test_every_suggested_lab_test_is_read_back_when_resulted() -> None:
     from cds_service.domain.rules import RULES
     from cds_service.domain.terminology import value_set
 
-    doc = json.loads((Path(__file__).resolve().parent.parent / "cds_service" / "terminology"
-                      / "orderables.json").read_text(encoding="utf-8"))
+    doc = json.loads(
+        (
+            Path(__file__).resolve().parent.parent
+            / "cds_service"
+            / "terminology"
+            / "orderables.json"
+        ).read_text(encoding="utf-8")
+    )
     read = [value_set(vs) for rule in RULES for vs in rule.value_sets]
-    not_read = [entry["key"] for entry in doc["labTests"]
-                if not any((entry["coding"]["system"], entry["coding"]["code"]) in vs.codes
-                           for vs in read)]
+    not_read = [
+        entry["key"]
+        for entry in doc["labTests"]
+        if not any((entry["coding"]["system"], entry["coding"]["code"]) in vs.codes for vs in read)
+    ]
     assert not_read == []

@@ -36,14 +36,16 @@ LOCK_TIMEOUT = 0.2
 CARD = "7eadc5a4-02e6-518d-8c59-5d1bfce9c746"
 
 
-
-
 HOOK_REQUEST = fixture("hiv_test_positive")
 
 
 def comment(text_: str) -> dict[str, Any]:
-    return {"card": CARD, "outcome": "overridden", "overrideReason": {"userComment": text_},
-            "outcomeTimestamp": "2026-01-12T10:05:31Z"}
+    return {
+        "card": CARD,
+        "outcome": "overridden",
+        "overrideReason": {"userComment": text_},
+        "outcomeTimestamp": "2026-01-12T10:05:31Z",
+    }
 
 
 def stored_comments(path: Path) -> list[str]:
@@ -51,8 +53,12 @@ def stored_comments(path: Path) -> list[str]:
     engine = create_engine(f"sqlite:///{path}")
     try:
         with engine.connect() as connection:
-            return [row[0] for row in connection.execute(
-                text("SELECT override_comment FROM feedback ORDER BY id"))]
+            return [
+                row[0]
+                for row in connection.execute(
+                    text("SELECT override_comment FROM feedback ORDER BY id")
+                )
+            ]
     finally:
         engine.dispose()
 
@@ -128,10 +134,16 @@ OUTAGES = [
     pytest.param(folder_is_a_file, id="the database folder cannot be created (a file is there)"),
     pytest.param(file_is_a_directory, id="the database file is a directory"),
     pytest.param(exclusively_locked, id="another connection holds an exclusive lock"),
-    pytest.param(postgres_on_a_closed_port, id="PostgreSQL does not listen on its port",
-                 marks=pytest.mark.skipif(NO_PSYCOPG, reason="psycopg is not installed")),
-    pytest.param(postgres_that_never_answers, id="PostgreSQL accepts connections but never answers",
-                 marks=pytest.mark.skipif(NO_PSYCOPG, reason="psycopg is not installed")),
+    pytest.param(
+        postgres_on_a_closed_port,
+        id="PostgreSQL does not listen on its port",
+        marks=pytest.mark.skipif(NO_PSYCOPG, reason="psycopg is not installed"),
+    ),
+    pytest.param(
+        postgres_that_never_answers,
+        id="PostgreSQL accepts connections but never answers",
+        marks=pytest.mark.skipif(NO_PSYCOPG, reason="psycopg is not installed"),
+    ),
 ]
 
 
@@ -164,8 +176,11 @@ def cleanup() -> Iterator[list[Callable[[], None]]]:
 @pytest.mark.parametrize("outage", OUTAGES)
 @pytest.mark.slow
 def test_database_outage_keeps_cards_and_makes_feedback_retry(
-        tmp_path: Path, healthy_cards: bytes, cleanup: list[Callable[[], None]],
-        outage: Callable[[Path], Outage]) -> None:
+    tmp_path: Path,
+    healthy_cards: bytes,
+    cleanup: list[Callable[[], None]],
+    outage: Callable[[Path], Outage],
+) -> None:
     """Cards as with a healthy database, audit dropped and counted, feedback 503 then stored
     once."""
     down = outage(tmp_path)
@@ -203,7 +218,8 @@ def test_database_outage_keeps_cards_and_makes_feedback_retry(
 
 @pytest.mark.slow
 def test_feedback_interleaved_with_outages_loses_nothing_accepted(
-        tmp_path: Path, cleanup: list[Callable[[], None]]) -> None:
+    tmp_path: Path, cleanup: list[Callable[[], None]]
+) -> None:
     """Over posts interleaved with lock outages, every 200 is committed and no 503 left a trace."""
     path = tmp_path / "db.sqlite3"
     app = make_app(f"sqlite:///{path}")
@@ -256,19 +272,34 @@ class FhirFault:
 
 
 FHIR_FAULTS = [
-    pytest.param(FhirFault({"fault": "reset"}, mentions="could not be reached"),
-                 id="the connection is reset in the middle of the answer"),
-    pytest.param(FhirFault({"fault": "hang-up"}, mentions="could not be reached"),
-                 id="the server closes the connection without answering"),
-    pytest.param(FhirFault({"fault": "trickle"}, mentions="deadline"),
-                 id="an answer that trickles in and never finishes"),
-    pytest.param(FhirFault({"fault": "huge", "huge_bytes": 2_000_000}, mentions="too large",
-                           settings={"max_body_bytes": 1_000_000}),
-                 id="an answer larger than the size cap"),
-    pytest.param(FhirFault({"fault": "html"}, mentions="not JSON"),
-                 id="an HTML login page instead of FHIR JSON"),
-    pytest.param(FhirFault({"fault": "wrong-types"}, refused=False),
-                 id="a searchset of resources of an unknown type leaves the screening unknown"),
+    pytest.param(
+        FhirFault({"fault": "reset"}, mentions="could not be reached"),
+        id="the connection is reset in the middle of the answer",
+    ),
+    pytest.param(
+        FhirFault({"fault": "hang-up"}, mentions="could not be reached"),
+        id="the server closes the connection without answering",
+    ),
+    pytest.param(
+        FhirFault({"fault": "trickle"}, mentions="deadline"),
+        id="an answer that trickles in and never finishes",
+    ),
+    pytest.param(
+        FhirFault(
+            {"fault": "huge", "huge_bytes": 2_000_000},
+            mentions="too large",
+            settings={"max_body_bytes": 1_000_000},
+        ),
+        id="an answer larger than the size cap",
+    ),
+    pytest.param(
+        FhirFault({"fault": "html"}, mentions="not JSON"),
+        id="an HTML login page instead of FHIR JSON",
+    ),
+    pytest.param(
+        FhirFault({"fault": "wrong-types"}, refused=False),
+        id="a searchset of resources of an unknown type leaves the screening unknown",
+    ),
 ]
 
 
@@ -288,9 +319,13 @@ def test_fhir_server_fault_is_answered_within_the_deadline(stubs: Any, fault: Fh
     time."""
     full = fixture("eligible_patient_at_order_select")
     stub = stubs(full, fault_types=("Observation",), **fault.stub)
-    app = create_app(testing=True, fhir_server_allowlist=(stub.base_url,),
-                     http_allowed_hosts=("127.0.0.1",), fhir_deadline_seconds=DEADLINE,
-                     **(fault.settings or {}))
+    app = create_app(
+        testing=True,
+        fhir_server_allowlist=(stub.base_url,),
+        http_allowed_hosts=("127.0.0.1",),
+        fhir_deadline_seconds=DEADLINE,
+        **(fault.settings or {}),
+    )
     client = app.test_client()
     try:
         started = time.monotonic()

@@ -40,8 +40,12 @@ def make_client() -> Iterator[Callable[..., Any]]:
     apps: list[Any] = []
 
     def make(*allowed: str) -> Any:
-        app = create_app(testing=True, fhir_server_allowlist=allowed,
-                         http_allowed_hosts=("127.0.0.1",), fhir_deadline_seconds=3.0)
+        app = create_app(
+            testing=True,
+            fhir_server_allowlist=allowed,
+            http_allowed_hosts=("127.0.0.1",),
+            fhir_deadline_seconds=3.0,
+        )
         apps.append(app)
         return app.test_client()
 
@@ -53,15 +57,19 @@ def make_client() -> Iterator[Callable[..., Any]]:
 def stays_under_fhir(path: str) -> bool:
     """What the stub received is a plain path under /fhir (decoded, no dot or empty segment)."""
     segments = unquote(path).split("/")
-    return (segments[:2] == ["", "fhir"] and "\\" not in path
-            and not any(s in ("", ".", "..") for s in segments[1:]))
+    return (
+        segments[:2] == ["", "fhir"]
+        and "\\" not in path
+        and not any(s in ("", ".", "..") for s in segments[1:])
+    )
 
 
 def assert_nothing_left_fhir(stub: FhirStub) -> None:
     strays = [r.path for r in stub.requests if not stays_under_fhir(r.path)]
     assert strays == [], "requests reached a path outside /fhir"
-    tokens_elsewhere = [r.path for r in stub.requests
-                        if r.authorization and not stays_under_fhir(r.path)]
+    tokens_elsewhere = [
+        r.path for r in stub.requests if r.authorization and not stays_under_fhir(r.path)
+    ]
     assert tokens_elsewhere == []
 
 
@@ -72,8 +80,7 @@ def port_of(base: str) -> int:
 
 
 SERVER_ESCAPES = [
-    ("a dot-dot segment after the allowed prefix", lambda b: f"{b}/../admin",
-     "dot segment"),
+    ("a dot-dot segment after the allowed prefix", lambda b: f"{b}/../admin", "dot segment"),
     ("a single-dot segment", lambda b: f"{b}/./admin", "dot segment"),
     ("a percent-encoded dot-dot in lower case", lambda b: f"{b}/%2e%2e/admin", "dot segment"),
     ("a percent-encoded dot-dot in upper case", lambda b: f"{b}/%2E%2E/admin", "dot segment"),
@@ -82,16 +89,21 @@ SERVER_ESCAPES = [
     ("an encoded slash inside a segment", lambda b: f"{b}/%2f..%2fadmin", "encoded slash"),
     ("a doubled slash", lambda b: f"{b}//admin", "doubled slash"),
     ("backslashes", lambda b: f"{b}/..\\admin", "backslash"),
-    ("the allowed host and port as userinfo before another host",
-     lambda b: f"http://127.0.0.1:{port_of(b)}@localhost:{port_of(b)}/fhir", "credentials"),
+    (
+        "the allowed host and port as userinfo before another host",
+        lambda b: f"http://127.0.0.1:{port_of(b)}@localhost:{port_of(b)}/fhir",
+        "credentials",
+    ),
     ("a query after the base URL", lambda b: f"{b}?_format=json", "query"),
 ]
 
 
-@pytest.mark.parametrize(("case", "server", "problem"), SERVER_ESCAPES,
-                         ids=[c for c, _, _ in SERVER_ESCAPES])
+@pytest.mark.parametrize(
+    ("case", "server", "problem"), SERVER_ESCAPES, ids=[c for c, _, _ in SERVER_ESCAPES]
+)
 def test_fhir_server_that_escapes_the_allow_list_is_a_412_and_never_called(
-        stubs, make_client, case, server, problem):
+    stubs, make_client, case, server, problem
+):
     """A fhirServer with a path trick is refused before any connection: 412 naming every key,
     saying what is wrong without repeating the URL; the stub receives nothing."""
     full = fixture_request("eligible_patient_at_order_select")
@@ -116,19 +128,23 @@ NEXT_ESCAPES = [
     ("a link with an encoded slash", lambda b: f"{b}/%2f..%2fadmin"),
     ("a link with a doubled slash", lambda b: f"{b}//admin"),
     ("a link with backslashes", lambda b: f"{b}/..\\admin"),
-    ("a link naming the allowed host as userinfo",
-     lambda b: f"http://127.0.0.1:{port_of(b)}@localhost:{port_of(b)}/fhir"),
+    (
+        "a link naming the allowed host as userinfo",
+        lambda b: f"http://127.0.0.1:{port_of(b)}@localhost:{port_of(b)}/fhir",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "link"), NEXT_ESCAPES, ids=[c for c, _ in NEXT_ESCAPES])
 def test_next_link_of_a_server_page_that_escapes_is_a_412_and_never_followed(
-        stubs, make_client, case, link):
+    stubs, make_client, case, link
+):
     """The server's search page links its next page through a path trick: the key fails (412
     naming it) and nothing outside /fhir is requested, so the token never goes there."""
     full = fixture_request("eligible_patient_at_order_select")
-    stub = FhirStub(full, fault="next-elsewhere", fault_types=("Observation",),
-                    next_elsewhere="placeholder")
+    stub = FhirStub(
+        full, fault="next-elsewhere", fault_types=("Observation",), next_elsewhere="placeholder"
+    )
     stub.start()
     try:
         stub.next_elsewhere = link(stub.base_url)
@@ -143,13 +159,15 @@ def test_next_link_of_a_server_page_that_escapes_is_a_412_and_never_followed(
     assert "admin" not in response.get_data(as_text=True)
     # At most one search per Observation key (a failed key cancels the keys not yet sent).
     assert [r.path for r in stub.requests].count("/fhir/Observation") <= OBSERVATION_KEYS, (
-        "next was followed")
+        "next was followed"
+    )
     assert_nothing_left_fhir(stub)
 
 
 @pytest.mark.parametrize(("case", "link"), NEXT_ESCAPES, ids=[c for c, _ in NEXT_ESCAPES])
 def test_next_link_of_a_prefetched_page_that_escapes_is_a_412_and_never_followed(
-        stubs, make_client, case, link):
+    stubs, make_client, case, link
+):
     """The EHR prefetched a first page whose next link is a path trick: 412 for that key, and
     the stub receives nothing outside /fhir."""
     full = fixture_request("eligible_patient_at_order_select")
@@ -173,14 +191,18 @@ ADMITTED = [
     ("the allowed prefix itself", lambda b: (b,), lambda b: b),
     ("a trailing slash on the fhirServer", lambda b: (b,), lambda b: f"{b}/"),
     ("a trailing slash on the allow-list entry", lambda b: (f"{b}/",), lambda b: b),
-    ("an allow-list entry one segment above the server", lambda b: (b.removesuffix("/fhir"),),
-     lambda b: b),
+    (
+        "an allow-list entry one segment above the server",
+        lambda b: (b.removesuffix("/fhir"),),
+        lambda b: b,
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "allowed", "server"), ADMITTED, ids=[c for c, _, _ in ADMITTED])
-def test_fhir_server_on_the_allow_list_is_called_with_the_token(stubs, make_client, case,
-                                                                allowed, server):
+def test_fhir_server_on_the_allow_list_is_called_with_the_token(
+    stubs, make_client, case, allowed, server
+):
     """Plain base URLs under an allowed prefix still work: cards as with full prefetch."""
     full = fixture_request("eligible_patient_at_order_select")
     stub = stubs(full, page_size=3)
@@ -201,8 +223,9 @@ NOT_PREFIXES = [
 
 
 @pytest.mark.parametrize(("case", "suffix"), NOT_PREFIXES, ids=[c for c, _ in NOT_PREFIXES])
-def test_path_that_only_shares_text_with_the_allowed_prefix_is_refused(stubs, make_client,
-                                                                       case, suffix):
+def test_path_that_only_shares_text_with_the_allowed_prefix_is_refused(
+    stubs, make_client, case, suffix
+):
     """Compared by segments: /fhir does not admit /fhir-admin or the server root."""
     full = fixture_request("eligible_patient_at_order_select")
     stub = stubs(full)

@@ -21,12 +21,21 @@ from fixture_requests import SERVICE_URL, fixture_request
 pytestmark = pytest.mark.slow
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ALL_KEYS = sorted(f"prefetch.{k}" for k in (
-    "patient", "conditions", "observations", "observationsByCode", "immunizations",
-    "medicationStatements", "medicationRequests", "medicationAdministrations", "allergies"))
+ALL_KEYS = sorted(
+    f"prefetch.{k}"
+    for k in (
+        "patient",
+        "conditions",
+        "observations",
+        "observationsByCode",
+        "immunizations",
+        "medicationStatements",
+        "medicationRequests",
+        "medicationAdministrations",
+        "allergies",
+    )
+)
 TOKEN = "stub-token"
-
-
 
 
 @pytest.fixture
@@ -37,9 +46,12 @@ def make_client() -> Iterator[Callable[..., Any]]:
     apps: list[Any] = []
 
     def make(*allowed: str, **overrides: Any) -> Any:
-        settings: dict[str, Any] = {"fhir_server_allowlist": allowed,
-                                    "http_allowed_hosts": ("127.0.0.1",),
-                                    "fhir_deadline_seconds": 3.0, **overrides}
+        settings: dict[str, Any] = {
+            "fhir_server_allowlist": allowed,
+            "http_allowed_hosts": ("127.0.0.1",),
+            "fhir_deadline_seconds": 3.0,
+            **overrides,
+        }
         app = create_app(testing=True, **settings)
         apps.append(app)
         return app.test_client()
@@ -71,8 +83,9 @@ SAME_CARD_SCENARIOS = [
 
 
 @pytest.mark.parametrize("name", SAME_CARD_SCENARIOS)
-def test_request_without_prefetch_gets_the_same_cards_from_the_fhir_server(stubs, make_client,
-                                                                          name):
+def test_request_without_prefetch_gets_the_same_cards_from_the_fhir_server(
+    stubs, make_client, name
+):
     """Without prefetch but with a reachable fhirServer, the cards equal those of full prefetch."""
     full = fixture_request(name)
     stub = stubs(full)
@@ -121,8 +134,9 @@ NO_DATA_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "name", "status"), NO_DATA_CASES,
-                         ids=[c for c, _, _ in NO_DATA_CASES])
+@pytest.mark.parametrize(
+    ("case", "name", "status"), NO_DATA_CASES, ids=[c for c, _, _ in NO_DATA_CASES]
+)
 def test_without_prefetch_and_without_fhir_server(make_client, case, name, status):
     """No prefetch and no fhirServer: alemtuzumab gets 412 naming every key, others no cards."""
     client = make_client()
@@ -165,8 +179,7 @@ FAULT_CASES = [
 
 
 @pytest.mark.parametrize(("case", "options"), FAULT_CASES, ids=[c for c, _ in FAULT_CASES])
-def test_fhir_server_fault_is_a_412_within_the_deadline(stubs, make_client, caplog, case,
-                                                       options):
+def test_fhir_server_fault_is_a_412_within_the_deadline(stubs, make_client, caplog, case, options):
     """A failing FHIR server gives 412 naming the key, within the deadline, leaking no token."""
     caplog.set_level(logging.DEBUG)
     full = fixture_request("eligible_patient_at_order_select")
@@ -197,17 +210,18 @@ def test_unreachable_fhir_server_is_a_412(stubs, make_client):
 
 NOT_ALLOWED_CASES = [
     ("another server is allow-listed", lambda base: ("https://ehr.example.org/fhir",), {}),
-    ("plain http is not allowed for this host", lambda base: (base,),
-     {"http_allowed_hosts": ()}),
+    ("plain http is not allowed for this host", lambda base: (base,), {"http_allowed_hosts": ()}),
     ("allow-list prefix stops inside a path segment", lambda base: (base[:-2],), {}),
     ("nothing is allow-listed", lambda base: (), {}),
 ]
 
 
-@pytest.mark.parametrize(("case", "allowlist", "overrides"), NOT_ALLOWED_CASES,
-                         ids=[c for c, _, _ in NOT_ALLOWED_CASES])
-def test_fhir_server_not_allowed_is_a_412_and_never_called(stubs, make_client, case, allowlist,
-                                                          overrides):
+@pytest.mark.parametrize(
+    ("case", "allowlist", "overrides"), NOT_ALLOWED_CASES, ids=[c for c, _, _ in NOT_ALLOWED_CASES]
+)
+def test_fhir_server_not_allowed_is_a_412_and_never_called(
+    stubs, make_client, case, allowlist, overrides
+):
     """A fhirServer outside the allow-list is never called (no token sent) and gives 412."""
     full = fixture_request("eligible_patient_at_order_select")
     stub = stubs(full)
@@ -236,17 +250,26 @@ def test_fhir_server_with_credentials_in_its_url_is_never_called(stubs, make_cli
 # -- Observations filed outside the laboratory (prefetch keys observations / observationsByCode) --
 
 CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-NEGATIVE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-                        "code": "NEG"}]}
+NEGATIVE = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+            "code": "NEG",
+        }
+    ]
+}
 
 
 def observation(rid: str, loinc: str, category: str | None, patient_id: str) -> dict[str, Any]:
     """A final result read as negative, 17 days before the fixtures' planned start."""
     resource: dict[str, Any] = {
-        "resourceType": "Observation", "id": rid, "status": "final",
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
         "subject": {"reference": f"Patient/{patient_id}"},
-        "effectiveDateTime": "2026-11-20", "interpretation": [NEGATIVE],
+        "effectiveDateTime": "2026-11-20",
+        "interpretation": [NEGATIVE],
     }
     if category is not None:
         resource["category"] = [{"coding": [{"system": CATEGORY, "code": category}]}]
@@ -265,22 +288,27 @@ SKIN_TEST_CASES = [
 
 
 @pytest.mark.parametrize(("case", "category"), SKIN_TEST_CASES, ids=[c for c, _ in SKIN_TEST_CASES])
-def test_skin_test_filed_outside_the_laboratory_arrives_and_is_used(stubs, make_client, case,
-                                                                     category):
+def test_skin_test_filed_outside_the_laboratory_arrives_and_is_used(
+    stubs, make_client, case, category
+):
     """A tuberculin skin test (LOINC 1648-5) read in clinic reaches the TB check whatever its
     category: the observationsByCode key asks for it by code."""
     full = fixture_request("tb_screening_missing")
     stub = stubs(full)
     stub.by_type["Observation"].append(
-        observation("tst-read-in-clinic", "1648-5", category, full["context"]["patientId"]))
+        observation("tst-read-in-clinic", "1648-5", category, full["context"]["patientId"])
+    )
     client = make_client(stub.base_url)
     assert topics(cards_with_full_prefetch(client, full))["tb-screening"] == "warning"
     response = post(client, without_prefetch(full, stub.base_url, TOKEN))
     assert response.status_code == 200, response.get_data(as_text=True)[:1000]
     body = response.get_json()
     assert "tb-screening" not in topics(body)
-    checklist = next(card["detail"] for card in body["cards"]
-                     if card["source"]["topic"]["code"] == "eligibility-summary")
+    checklist = next(
+        card["detail"]
+        for card in body["cards"]
+        if card["source"]["topic"]["code"] == "eligibility-summary"
+    )
     assert "(LOINC 1648-5) negative on 2026-11-20 (Observation/tst-read-in-clinic" in checklist
     by_code = [r.query["code"][0] for r in stub.requests if "code" in r.query]
     assert len(by_code) == 1 and "http://loinc.org|1648-5" in by_code[0].split(",")
@@ -292,16 +320,19 @@ def test_laboratory_key_alone_does_not_bring_a_skin_test_read_in_clinic(stubs, m
     full = fixture_request("tb_screening_missing")
     stub = stubs(full)
     stub.by_type["Observation"].append(
-        observation("tst-read-in-clinic", "1648-5", "exam", full["context"]["patientId"]))
+        observation("tst-read-in-clinic", "1648-5", "exam", full["context"]["patientId"])
+    )
     client = make_client(stub.base_url)
     request_json = without_prefetch(full, stub.base_url, TOKEN)
     request_json["prefetch"] = {
-        "observationsByCode": {"resourceType": "Bundle", "type": "searchset", "entry": []}}
+        "observationsByCode": {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    }
     response = post(client, request_json)
     assert response.status_code == 200, response.get_data(as_text=True)[:1000]
     assert topics(response.get_json())["tb-screening"] == "warning"
-    assert [r.query.get("category") for r in stub.requests
-            if r.path == "/fhir/Observation"] == [["laboratory"]]
+    assert [r.query.get("category") for r in stub.requests if r.path == "/fhir/Observation"] == [
+        ["laboratory"]
+    ]
 
 
 UNRELATED_CASES = [
@@ -311,8 +342,7 @@ UNRELATED_CASES = [
 
 
 @pytest.mark.parametrize(("case", "loinc"), UNRELATED_CASES, ids=[c for c, _ in UNRELATED_CASES])
-def test_laboratory_result_with_an_unrelated_code_changes_nothing(stubs, make_client, case,
-                                                                   loinc):
+def test_laboratory_result_with_an_unrelated_code_changes_nothing(stubs, make_client, case, loinc):
     """The laboratory key brings every result; one no check reads leaves the response as is."""
     full = fixture_request("eligible_patient_at_order_select")
     stub = stubs(full)
@@ -320,10 +350,12 @@ def test_laboratory_result_with_an_unrelated_code_changes_nothing(stubs, make_cl
     without = post(client, without_prefetch(full, stub.base_url, TOKEN))
     assert without.status_code == 200, without.get_data(as_text=True)[:1000]
     stub.by_type["Observation"].append(
-        observation("unrelated-lab", loinc, "laboratory", full["context"]["patientId"]))
+        observation("unrelated-lab", loinc, "laboratory", full["context"]["patientId"])
+    )
     response = post(client, without_prefetch(full, stub.base_url, TOKEN))
     assert response.status_code == 200, response.get_data(as_text=True)[:1000]
     assert response.get_json() == without.get_json()
-    served = stub.first_page("Observation", full["context"]["patientId"], 1000,
-                             category="laboratory")
+    served = stub.first_page(
+        "Observation", full["context"]["patientId"], 1000, category="laboratory"
+    )
     assert "unrelated-lab" in {e["resource"]["id"] for e in served["entry"]}

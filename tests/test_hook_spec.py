@@ -24,13 +24,24 @@ from cds_service.errors import BadRequest
 from cds_service.hook_request import read_hook_request
 from cds_service.hook_spec import FIELDS, HOOKS, Field, JsonType
 
-CLEAN = {"order-select": "eligible_patient_at_order_select",
-         "order-sign": "eligible_patient_at_order_sign"}
-AUTHORIZATION = {"access_token": "abc", "token_type": "Bearer", "expires_in": 300,
-                 "scope": "patient/*.read", "subject": "cds-service", "patient": "p1"}
+CLEAN = {
+    "order-select": "eligible_patient_at_order_select",
+    "order-sign": "eligible_patient_at_order_sign",
+}
+AUTHORIZATION = {
+    "access_token": "abc",
+    "token_type": "Bearer",
+    "expires_in": 300,
+    "scope": "patient/*.read",
+    "subject": "cds-service",
+    "patient": "p1",
+}
 WRONG_TYPE: dict[JsonType, Any] = {
-    "string": 12345, "object": ["not", "an", "object"], "array": "MedicationRequest/1",
-    "integer": "300"}
+    "string": 12345,
+    "object": ["not", "an", "object"],
+    "array": "MedicationRequest/1",
+    "integer": "300",
+}
 
 
 def clean_request(hook: str) -> dict[str, Any]:
@@ -103,17 +114,43 @@ def cases() -> list[Any]:
             # In the clean request every required_with member (fhirAuthorization) is present.
             refused = _expect_refused_when_missing(field, doc_has_dependant=True)
             verb = "refused" if refused else "accepted"
-            out.append(pytest.param(hook, _missing(field), refused, field.path,
-                                    id=f"{hook}: {field.path} missing is {verb}"))
-            out.append(pytest.param(hook, _null(field), refused, field.path,
-                                    id=f"{hook}: {field.path} null is {verb}"))
-            out.append(pytest.param(hook, _mistyped(field), True, field.path,
-                                    id=f"{hook}: {field.path} not of type {field.json_type} is "
-                                       "refused"))
+            out.append(
+                pytest.param(
+                    hook,
+                    _missing(field),
+                    refused,
+                    field.path,
+                    id=f"{hook}: {field.path} missing is {verb}",
+                )
+            )
+            out.append(
+                pytest.param(
+                    hook,
+                    _null(field),
+                    refused,
+                    field.path,
+                    id=f"{hook}: {field.path} null is {verb}",
+                )
+            )
+            out.append(
+                pytest.param(
+                    hook,
+                    _mistyped(field),
+                    True,
+                    field.path,
+                    id=f"{hook}: {field.path} not of type {field.json_type} is refused",
+                )
+            )
             if field.items is not None:
-                out.append(pytest.param(hook, _mistyped_item(field), True, field.path,
-                                        id=f"{hook}: an entry of {field.path} not of type "
-                                           f"{field.items} is refused"))
+                out.append(
+                    pytest.param(
+                        hook,
+                        _mistyped_item(field),
+                        True,
+                        field.path,
+                        id=f"{hook}: an entry of {field.path} not of type {field.items} is refused",
+                    )
+                )
     return out
 
 
@@ -129,8 +166,9 @@ def test_reader_and_validate_agree_on_each_field(
     assert (by_reader.refused, by_validate.refused) == (refused, refused), (by_reader, by_validate)
     if refused:
         assert by_reader.paths == {f"$.{path}"}
-        assert any(p == f"$.{path}" or p.startswith(f"$.{path}[") for p in by_validate.paths), \
+        assert any(p == f"$.{path}" or p.startswith(f"$.{path}[") for p in by_validate.paths), (
             by_validate.paths
+        )
 
 
 def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -143,21 +181,48 @@ def _context(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 # Beyond presence and type: the rows the table cannot express as (missing, wrong type).
 OTHER_CASES = [
-    pytest.param("order-select", _set("hookInstance", "a" * 129), True,
-                 id="a hookInstance longer than 128 characters is refused by both"),
-    pytest.param("order-select", _set("hookInstance", "abc\n1"), True,
-                 id="a hookInstance outside printable ASCII is refused by both"),
-    pytest.param("order-select", _set("hookInstance", "abc-1"), False,
-                 id="a short hookInstance that is not a UUID is accepted by both"),
-    pytest.param("order-select", _set("hook", "patient-view"), True,
-                 id="a hook this service does not answer is refused by both"),
-    pytest.param("order-sign", _context("selections", "MedicationRequest/1"), False,
-                 id="order-sign ignores selections: they are not part of its context"),
-    pytest.param("order-select", _context("appointments", 12), False,
-                 id="an unknown context field is tolerated by both"),
-    pytest.param("order-select", lambda doc: doc["fhirAuthorization"].__setitem__("expires_in",
-                                                                                  True), True,
-                 id="a boolean expires_in is not an integer for either"),
+    pytest.param(
+        "order-select",
+        _set("hookInstance", "a" * 129),
+        True,
+        id="a hookInstance longer than 128 characters is refused by both",
+    ),
+    pytest.param(
+        "order-select",
+        _set("hookInstance", "abc\n1"),
+        True,
+        id="a hookInstance outside printable ASCII is refused by both",
+    ),
+    pytest.param(
+        "order-select",
+        _set("hookInstance", "abc-1"),
+        False,
+        id="a short hookInstance that is not a UUID is accepted by both",
+    ),
+    pytest.param(
+        "order-select",
+        _set("hook", "patient-view"),
+        True,
+        id="a hook this service does not answer is refused by both",
+    ),
+    pytest.param(
+        "order-sign",
+        _context("selections", "MedicationRequest/1"),
+        False,
+        id="order-sign ignores selections: they are not part of its context",
+    ),
+    pytest.param(
+        "order-select",
+        _context("appointments", 12),
+        False,
+        id="an unknown context field is tolerated by both",
+    ),
+    pytest.param(
+        "order-select",
+        lambda doc: doc["fhirAuthorization"].__setitem__("expires_in", True),
+        True,
+        id="a boolean expires_in is not an integer for either",
+    ),
 ]
 
 
@@ -189,8 +254,9 @@ def test_user_id_is_required_in_both_order_hooks_but_its_absence_costs_no_cards(
         doc = clean_request(hook)
         del doc["context"]["userId"]
         assert reader_verdict(doc, hook) == validate_verdict(doc) == Verdict(False, frozenset())
-        assert any(p.level == "warning" and p.path == "$.context.userId"
-                   for p in validate_request(doc)), validate_request(doc)
+        assert any(
+            p.level == "warning" and p.path == "$.context.userId" for p in validate_request(doc)
+        ), validate_request(doc)
 
 
 def _doc_row(field: Field) -> str:
@@ -198,17 +264,27 @@ def _doc_row(field: Field) -> str:
     if field.required_with is not None:
         required = f"when `{field.required_with}` is present"
     else:
-        required = ("yes (missing: a warning; the service answers)" if field.tolerated
-                    else "yes" if field.required else "no")
-    hooks = "every request" if field.hooks is None else ", ".join(
-        h for h in HOOKS if h in field.hooks)
+        required = (
+            "yes (missing: a warning; the service answers)"
+            if field.tolerated
+            else "yes"
+            if field.required
+            else "no"
+        )
+    hooks = (
+        "every request" if field.hooks is None else ", ".join(h for h in HOOKS if h in field.hooks)
+    )
     return f"| `{field.path}` | {kind} | {required} | {hooks} |"
 
 
 def test_docs_conformance_lists_the_table_as_it_is() -> None:
     """docs/conformance.md shows FIELDS row by row: what an implementer reads is what is used."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "conformance.md").read_text("utf-8")
-    rows = [line for line in doc.splitlines() if line.startswith("| `") and "` | " in line
-            and line.split(" | ")[-1].rstrip(" |") in ("every request", *HOOKS,
-                                                       ", ".join(HOOKS))]
+    rows = [
+        line
+        for line in doc.splitlines()
+        if line.startswith("| `")
+        and "` | " in line
+        and line.split(" | ")[-1].rstrip(" |") in ("every request", *HOOKS, ", ".join(HOOKS))
+    ]
     assert rows == [_doc_row(f) for f in FIELDS]

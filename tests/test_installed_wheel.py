@@ -58,19 +58,34 @@ class Installed:
 
     def env(self) -> dict[str, str]:
         """No setting, path or metrics folder leaks in from the test run's environment."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("CDS_", "PROMETHEUS_", "PYTHON", "VIRTUAL_ENV"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CDS_", "PROMETHEUS_", "PYTHON", "VIRTUAL_ENV"))
+        }
         env["CDS_STATE_DIR"] = str(self.outside / "state")
         return env
 
     def run(self, *command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(list(command), cwd=self.outside, env=self.env(), capture_output=True,
-                              text=True, timeout=120, check=False)
+        return subprocess.run(
+            list(command),
+            cwd=self.outside,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
 
 def pip(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", *args],
-                          capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [str(python), "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def fresh_venv(folder: Path) -> Path:
@@ -86,16 +101,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     source.mkdir()
     for name in BUILD_INPUTS:
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+            shutil.copytree(
+                ROOT / name,
+                source / name,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+            )
         else:
             shutil.copy2(ROOT / name, source / name)
     build_python = fresh_venv(work / "build-venv")
     backend = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
     got_backend = pip(build_python, "install", *backend)
     if got_backend.returncode != 0:
-        pytest.skip(f"the build backend {backend} cannot be installed: "
-                    f"{got_backend.stderr.strip()[-500:]}")
+        pytest.skip(
+            f"the build backend {backend} cannot be installed: {got_backend.stderr.strip()[-500:]}"
+        )
     dist = work / "dist"
     built = pip(build_python, *WHEEL_BUILD, str(dist), "--no-build-isolation", str(source))
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
@@ -116,12 +135,26 @@ def served(installed: Installed) -> Iterator[str]:
     log = installed.outside / "serve.log"
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [installed.script("cds-service"), "serve", "--no-auth", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            cwd=installed.outside, env=installed.env(), stdout=subprocess.DEVNULL, stderr=stderr)
+            [
+                installed.script("cds-service"),
+                "serve",
+                "--no-auth",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=installed.outside,
+            env=installed.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         try:
-            wait_until_serving(proc, base + "/readyz", timeout=60,
-                               why_exited=lambda: log.read_text()[-3000:])
+            wait_until_serving(
+                proc, base + "/readyz", timeout=60, why_exited=lambda: log.read_text()[-3000:]
+            )
             yield base
         finally:
             stop(proc)
@@ -144,21 +177,28 @@ def service_paths(source_client: FlaskClient) -> dict[str, str]:
 def test_the_wheel_holds_every_file_of_the_package(installed: Installed) -> None:
     """Every file under cds_service/ in the checkout (code, value sets, policy, code systems,
     notes) is in the wheel: a new data file cannot be left out unnoticed."""
-    source = {path.relative_to(ROOT).as_posix() for path in (ROOT / "cds_service").rglob("*")
-              if path.is_file() and not any(part in path.as_posix() for part in NOT_SHIPPED)}
+    source = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "cds_service").rglob("*")
+        if path.is_file() and not any(part in path.as_posix() for part in NOT_SHIPPED)
+    }
     with zipfile.ZipFile(installed.wheel) as wheel:
         shipped = set(wheel.namelist())
     assert sorted(source - shipped) == []
-    assert {"cds_service/terminology/CodeSystem-non-adherence-reason-codes.json",
-            "cds_service/domain/policy.toml"} <= shipped
+    assert {
+        "cds_service/terminology/CodeSystem-non-adherence-reason-codes.json",
+        "cds_service/domain/policy.toml",
+    } <= shipped
     assert not [name for name in shipped if any(part in name for part in NOT_SHIPPED)]
 
 
 def test_the_installed_package_is_imported_from_the_venv_not_the_checkout(
-        installed: Installed) -> None:
+    installed: Installed,
+) -> None:
     """The venv is not an editable install: the code it runs lies inside the venv."""
-    result = installed.run(installed.script("python"), "-c",
-                           "import cds_service; print(cds_service.__file__)")
+    result = installed.run(
+        installed.script("python"), "-c", "import cds_service; print(cds_service.__file__)"
+    )
     assert result.returncode == 0, result.stderr
     location = Path(result.stdout.strip())
     assert location.is_relative_to(installed.venv)
@@ -166,7 +206,8 @@ def test_the_installed_package_is_imported_from_the_venv_not_the_checkout(
 
 
 def test_the_installed_service_discovers_the_same_services(
-        served: str, source_client: FlaskClient) -> None:
+    served: str, source_client: FlaskClient
+) -> None:
     """Discovery, with its prefetch templates, is the source tree's."""
     got = requests.get(served + "/cds-services", timeout=10)
     assert (got.status_code, got.content) == (200, source_client.get("/cds-services").get_data())
@@ -174,8 +215,8 @@ def test_the_installed_service_discovers_the_same_services(
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_the_installed_service_answers_every_fixture_as_the_source_tree(
-        name: str, served: str, service_paths: dict[str, str],
-        source_client: FlaskClient) -> None:
+    name: str, served: str, service_paths: dict[str, str], source_client: FlaskClient
+) -> None:
     """Over HTTP to the installed server and in process to the source tree: the same status,
     content type and body bytes (card uuids derive from the request, so they match too)."""
     body = (REQUESTS / f"{name}.json").read_bytes()
@@ -184,12 +225,15 @@ def test_the_installed_service_answers_every_fixture_as_the_source_tree(
     expected = source_client.post(path, data=body, headers=headers)
     got = requests.post(served + path, data=body, headers=headers, timeout=60)
     assert (got.status_code, got.headers["Content-Type"]) == (
-        expected.status_code, expected.headers["Content-Type"])
+        expected.status_code,
+        expected.headers["Content-Type"],
+    )
     assert got.content == expected.get_data()
 
 
 def test_the_fixtures_cover_every_card_indicator(
-        service_paths: dict[str, str], source_client: FlaskClient) -> None:
+    service_paths: dict[str, str], source_client: FlaskClient
+) -> None:
     """The comparison above is worth something only if the fixtures build info, warning and
     critical cards (the missing code system broke warning and critical cards only)."""
     indicators = set()
@@ -202,12 +246,18 @@ def test_the_fixtures_cover_every_card_indicator(
 
 
 def test_the_installed_check_command_prints_what_the_source_tree_prints(
-        installed: Installed) -> None:
+    installed: Installed,
+) -> None:
     """`cds-service check` through the installed console script, from outside the checkout:
     the same checklist, the same exit status (2: a critical finding) as the source tree."""
     request = str(REQUESTS / f"{CHECKED_FIXTURE}.json")
     got = installed.run(installed.script("cds-service"), "check", request)
-    expected = subprocess.run([sys.executable, "-m", "cds_service.cli", "check", request],
-                              capture_output=True, text=True, timeout=120, check=False)
+    expected = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "check", request],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert (got.returncode, got.stderr) == (2, "")
     assert (expected.returncode, got.stdout) == (2, expected.stdout)

@@ -17,23 +17,37 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cds_service"
 # The layers, bottom first. A module may import its own layer and the layers below it.
 # A name ending in ".*" covers a package and everything under it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation: settings, errors, the FHIR models shim, data origins, logs and metrics, "
-     "storage, one-deadline GET, the table of request fields",
-     ("cds_service", "config", "errors", "models", "origin", "observability", "storage",
-      "deadline_fetch", "hook_spec")),
-    ("domain: pure rules over a patient record (no I/O, no clock)",
-     ("domain.*",)),
-    ("FHIR access: prefetch semantics and the FHIR client, given an endpoint",
-     ("fhir.*",)),
-    ("request, services and presentation: the hook request, the services table, cards, "
-     "EHR auth, feedback and audit, retention",
-     ("hook_request", "services", "cards", "auth", "feedback", "retention")),
-    ("engine and what runs on it: one hook call, check reports, validation, warm-up, "
-     "dev issuer",
-     ("engine", "check_report", "conformance", "dev_issuer", "warmup")),
-    ("entry points: the HTTP layer, the app factory, CORS, the server, the CLI, and the docs "
-     "generator (it runs the app for the README's example answer)",
-     ("http_api", "app", "cors", "server", "cli", "docs_gen")),
+    (
+        "foundation: settings, errors, the FHIR models shim, data origins, logs and metrics, "
+        "storage, one-deadline GET, the table of request fields",
+        (
+            "cds_service",
+            "config",
+            "errors",
+            "models",
+            "origin",
+            "observability",
+            "storage",
+            "deadline_fetch",
+            "hook_spec",
+        ),
+    ),
+    ("domain: pure rules over a patient record (no I/O, no clock)", ("domain.*",)),
+    ("FHIR access: prefetch semantics and the FHIR client, given an endpoint", ("fhir.*",)),
+    (
+        "request, services and presentation: the hook request, the services table, cards, "
+        "EHR auth, feedback and audit, retention",
+        ("hook_request", "services", "cards", "auth", "feedback", "retention"),
+    ),
+    (
+        "engine and what runs on it: one hook call, check reports, validation, warm-up, dev issuer",
+        ("engine", "check_report", "conformance", "dev_issuer", "warmup"),
+    ),
+    (
+        "entry points: the HTTP layer, the app factory, CORS, the server, the CLI, and the docs "
+        "generator (it runs the app for the README's example answer)",
+        ("http_api", "app", "cors", "server", "cli", "docs_gen"),
+    ),
 )
 
 
@@ -52,8 +66,9 @@ def layer_of(module: str) -> int:
     short = module.removeprefix("cds_service").removeprefix(".") or "cds_service"
     for index, (_, members) in enumerate(LAYERS):
         for member in members:
-            if short == member or (member.endswith(".*") and (
-                    short == member[:-2] or short.startswith(member[:-1]))):
+            if short == member or (
+                member.endswith(".*") and (short == member[:-2] or short.startswith(member[:-1]))
+            ):
                 return index
     raise KeyError(module)
 
@@ -68,8 +83,9 @@ def _target(name: str, modules: set[str]) -> str | None:
     return None
 
 
-def imports_of(module: str, source: str, is_package: bool,
-               modules: set[str]) -> Iterator[tuple[int, str]]:
+def imports_of(
+    module: str, source: str, is_package: bool, modules: set[str]
+) -> Iterator[tuple[int, str]]:
     """(line, imported package module) for every import in `source`, relative ones resolved."""
     for node in ast.walk(ast.parse(source)):
         names: list[str] = []
@@ -90,14 +106,17 @@ def imports_of(module: str, source: str, is_package: bool,
                 yield node.lineno, target
 
 
-def upward_imports(module: str, source: str, is_package: bool = False,
-                   modules: set[str] | None = None) -> list[str]:
+def upward_imports(
+    module: str, source: str, is_package: bool = False, modules: set[str] | None = None
+) -> list[str]:
     """Each import of `source` (as module `module`) that reaches a layer above its own."""
     known = set(MODULES) if modules is None else modules
     own = layer_of(module)
-    return [f"{module} line {line} imports {target} ({LAYERS[layer_of(target)][0].split(':')[0]})"
-            for line, target in imports_of(module, source, is_package, known)
-            if layer_of(target) > own]
+    return [
+        f"{module} line {line} imports {target} ({LAYERS[layer_of(target)][0].split(':')[0]})"
+        for line, target in imports_of(module, source, is_package, known)
+        if layer_of(target) > own
+    ]
 
 
 def test_every_module_of_the_package_is_in_a_stated_layer() -> None:
@@ -121,9 +140,13 @@ def test_no_module_imports_a_module_of_a_layer_above_it() -> None:
 
 def test_the_walk_sees_the_imports_between_the_packages_modules() -> None:
     """The walk finds relative imports (the engine's import of the cards, the domain's own)."""
-    edges = {(module, target) for module, path in MODULES.items()
-             for _, target in imports_of(module, path.read_text(), path.name == "__init__.py",
-                                         set(MODULES))}
+    edges = {
+        (module, target)
+        for module, path in MODULES.items()
+        for _, target in imports_of(
+            module, path.read_text(), path.name == "__init__.py", set(MODULES)
+        )
+    }
     assert ("cds_service.engine", "cds_service.cards") in edges
     assert ("cds_service.domain.evaluate", "cds_service.domain.rules") in edges
     assert ("cds_service.cli", "cds_service.server") in edges  # inside a function
@@ -131,16 +154,31 @@ def test_the_walk_sees_the_imports_between_the_packages_modules() -> None:
 
 UPWARD = "cds_service.domain.record"
 CASES = [
-    pytest.param("from ..cards import card_topic\n", ["cds_service.cards"],
-                 id="a relative import of the cards from the domain runs back up"),
-    pytest.param("def f():\n    from ..engine import answer\n", ["cds_service.engine"],
-                 id="an import inside a function is checked too"),
-    pytest.param("import cds_service.fhir.client\n", ["cds_service.fhir.client"],
-                 id="an absolute import of the FHIR client from the domain runs back up"),
-    pytest.param("from .. import observability\n", [],
-                 id="the domain may use the foundation (logs and metrics)"),
-    pytest.param("from .fhirdata import LOINC\nfrom . import terminology\n", [],
-                 id="imports within the domain are allowed"),
+    pytest.param(
+        "from ..cards import card_topic\n",
+        ["cds_service.cards"],
+        id="a relative import of the cards from the domain runs back up",
+    ),
+    pytest.param(
+        "def f():\n    from ..engine import answer\n",
+        ["cds_service.engine"],
+        id="an import inside a function is checked too",
+    ),
+    pytest.param(
+        "import cds_service.fhir.client\n",
+        ["cds_service.fhir.client"],
+        id="an absolute import of the FHIR client from the domain runs back up",
+    ),
+    pytest.param(
+        "from .. import observability\n",
+        [],
+        id="the domain may use the foundation (logs and metrics)",
+    ),
+    pytest.param(
+        "from .fhirdata import LOINC\nfrom . import terminology\n",
+        [],
+        id="imports within the domain are allowed",
+    ),
 ]
 
 

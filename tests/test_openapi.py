@@ -32,14 +32,24 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 
 def test_every_route_the_app_serves_is_documented_and_nothing_more(app: Flask) -> None:
     """Each Flask route (path and method) is an operation in openapi.yaml, and vice versa."""
+
     def as_template(rule: str) -> str:
         return rule.replace("<service_id>", "{id}")
 
-    served = {(as_template(rule.rule), method) for rule in app.url_map.iter_rules()
-              if rule.endpoint != "static" for method in (rule.methods or ()) if method != "HEAD"}
+    served = {
+        (as_template(rule.rule), method)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in (rule.methods or ())
+        if method != "HEAD"
+    }
     paths = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))["paths"]
-    documented = {(path, method.upper()) for path, item in paths.items() for method in item
-                  if method in ("get", "post", "put", "delete", "patch", "options")}
+    documented = {
+        (path, method.upper())
+        for path, item in paths.items()
+        for method in item
+        if method in ("get", "post", "put", "delete", "patch", "options")
+    }
     assert served == documented
 
 
@@ -48,50 +58,128 @@ def card_response(**changes: Any) -> dict[str, Any]:
     return {"cards": [{k: v for k, v in card.items() if v is not ...}]}
 
 
-SUGGESTION = {"label": "Order VZV IgG", "uuid": "2b5ba8e4-7f5e-4f1e-9d0e-3f1c2a4b5c6d",
-              "actions": [{"type": "create", "description": "Order VZV IgG",
-                           "resource": {"resourceType": "ServiceRequest"}}]}
+SUGGESTION = {
+    "label": "Order VZV IgG",
+    "uuid": "2b5ba8e4-7f5e-4f1e-9d0e-3f1c2a4b5c6d",
+    "actions": [
+        {
+            "type": "create",
+            "description": "Order VZV IgG",
+            "resource": {"resourceType": "ServiceRequest"},
+        }
+    ],
+}
 
 # name -> (method, path, status, content type, body, a phrase the refusal must contain)
 BROKEN = {
     "a card summary of 140 characters": (
-        "POST", "/cds-services/lemtrada-order-select", 200, "application/json",
-        card_response(summary="x" * 140), "is too long"),
+        "POST",
+        "/cds-services/lemtrada-order-select",
+        200,
+        "application/json",
+        card_response(summary="x" * 140),
+        "is too long",
+    ),
     "an indicator outside info, warning and critical": (
-        "POST", "/cds-services/lemtrada-order-select", 200, "application/json",
-        card_response(indicator="hard-stop"), "is not one of"),
+        "POST",
+        "/cds-services/lemtrada-order-select",
+        200,
+        "application/json",
+        card_response(indicator="hard-stop"),
+        "is not one of",
+    ),
     "suggestions without selectionBehavior": (
-        "POST", "/cds-services/lemtrada-order-select", 200, "application/json",
-        card_response(suggestions=[SUGGESTION]), "selectionBehavior"),
+        "POST",
+        "/cds-services/lemtrada-order-select",
+        200,
+        "application/json",
+        card_response(suggestions=[SUGGESTION]),
+        "selectionBehavior",
+    ),
     "an override reason without display": (
-        "POST", "/cds-services/lemtrada-order-select", 200, "application/json",
+        "POST",
+        "/cds-services/lemtrada-order-select",
+        200,
+        "application/json",
         card_response(overrideReasons=[{"system": "http://x", "code": "need-more-info"}]),
-        "display"),
+        "display",
+    ),
     "a null optional field": (
-        "POST", "/cds-services/lemtrada-order-select", 200, "application/json",
-        card_response(detail=None), "None is not of type"),
+        "POST",
+        "/cds-services/lemtrada-order-select",
+        200,
+        "application/json",
+        card_response(detail=None),
+        "None is not of type",
+    ),
     "a card uuid that is not a uuid": (
-        "POST", "/cds-services/lemtrada-order-select", 200, "application/json",
-        card_response(uuid="card-1"), "is not a 'uuid'"),
+        "POST",
+        "/cds-services/lemtrada-order-select",
+        200,
+        "application/json",
+        card_response(uuid="card-1"),
+        "is not a 'uuid'",
+    ),
     "an appContext on an absolute link": (
-        "POST", "/cds-services/lemtrada-order-select", 200, "application/json",
-        card_response(links=[{"label": "x", "url": "https://x.example", "type": "absolute",
-                              "appContext": "y"}]), "should not be valid"),
+        "POST",
+        "/cds-services/lemtrada-order-select",
+        200,
+        "application/json",
+        card_response(
+            links=[
+                {"label": "x", "url": "https://x.example", "type": "absolute", "appContext": "y"}
+            ]
+        ),
+        "should not be valid",
+    ),
     "an HTML error page": (
-        "POST", "/cds-services/lemtrada-order-select", 500, "text/html", "<h1>Oops</h1>",
-        "content type"),
+        "POST",
+        "/cds-services/lemtrada-order-select",
+        500,
+        "text/html",
+        "<h1>Oops</h1>",
+        "content type",
+    ),
     "an undocumented status": (
-        "GET", "/cds-services", 418, "application/json", {}, "status 418 is not documented"),
+        "GET",
+        "/cds-services",
+        418,
+        "application/json",
+        {},
+        "status 418 is not documented",
+    ),
     "an error that is not an OperationOutcome": (
-        "POST", "/cds-services/lemtrada-order-select", 400, "application/json",
-        {"error": "bad"}, "'resourceType' is a required property"),
+        "POST",
+        "/cds-services/lemtrada-order-select",
+        400,
+        "application/json",
+        {"error": "bad"},
+        "'resourceType' is a required property",
+    ),
     "a success on a path the document does not have": (
-        "GET", "/admin", 200, "application/json", {}, "is not documented"),
+        "GET",
+        "/admin",
+        200,
+        "application/json",
+        {},
+        "is not documented",
+    ),
     "a preflight answered 200 instead of 204": (
-        "OPTIONS", "/cds-services", 200, "application/json", {}, "status 200 is not documented"),
+        "OPTIONS",
+        "/cds-services",
+        200,
+        "application/json",
+        {},
+        "status 200 is not documented",
+    ),
     "a discovery entry without its id": (
-        "GET", "/cds-services", 200, "application/json",
-        {"services": [{"hook": "order-select", "description": "d"}]}, "'id' is a required"),
+        "GET",
+        "/cds-services",
+        200,
+        "application/json",
+        {"services": [{"hook": "order-select", "description": "d"}]},
+        "'id' is a required",
+    ),
 }
 
 
@@ -118,9 +206,17 @@ def test_the_contract_check_refuses(name: str) -> None:
 
 def test_the_contract_check_accepts_a_conforming_card_response() -> None:
     """A minimal valid card response passes (so the refusals above are about their one flaw)."""
-    response = canned(200, "application/json", card_response(
-        suggestions=[SUGGESTION], selectionBehavior="any",
-        overrideReasons=[{"system": "http://x", "code": "need-more-info", "display": "Need info"}]))
+    response = canned(
+        200,
+        "application/json",
+        card_response(
+            suggestions=[SUGGESTION],
+            selectionBehavior="any",
+            overrideReasons=[
+                {"system": "http://x", "code": "need-more-info", "display": "Need info"}
+            ],
+        ),
+    )
     assert contract().problems("POST", "/cds-services/lemtrada-order-select", response) == []
 
 

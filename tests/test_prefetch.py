@@ -21,10 +21,13 @@ from fixture_requests import fixture_request
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 URL = "/cds-services/lemtrada-order-select"
 TOKEN = "stub-token"
-AUTH = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
-        "scope": "patient/*.read", "subject": "cds-service"}
-
-
+AUTH = {
+    "access_token": TOKEN,
+    "token_type": "Bearer",
+    "expires_in": 300,
+    "scope": "patient/*.read",
+    "subject": "cds-service",
+}
 
 
 @pytest.fixture
@@ -35,8 +38,12 @@ def make_app() -> Iterator[Callable[..., Any]]:
     apps: list[Any] = []
 
     def make(*allowed: str, **overrides: Any) -> Any:
-        app = create_app(testing=True, fhir_server_allowlist=allowed,
-                         http_allowed_hosts=("127.0.0.1",), **overrides)
+        app = create_app(
+            testing=True,
+            fhir_server_allowlist=allowed,
+            http_allowed_hosts=("127.0.0.1",),
+            **overrides,
+        )
         apps.append(app)
         return app
 
@@ -55,14 +62,16 @@ def expected_body(app: Any, request_json: dict[str, Any]) -> Any:
     return response.get_json()
 
 
-def paginate(request_json: dict[str, Any], pager: FhirStub, keys: dict[str, str],
-             page_size: int) -> dict[str, Any]:
+def paginate(
+    request_json: dict[str, Any], pager: FhirStub, keys: dict[str, str], page_size: int
+) -> dict[str, Any]:
     """The request with these prefetch keys replaced by the pager's first page (next links)."""
     out = copy.deepcopy(request_json)
     patient = out["context"]["patientId"]
     for key, resource_type in keys.items():
-        out["prefetch"][key] = pager.first_page(resource_type, patient, page_size,
-                                                **template_params(key))
+        out["prefetch"][key] = pager.first_page(
+            resource_type, patient, page_size, **template_params(key)
+        )
     return out
 
 
@@ -113,7 +122,8 @@ def test_prefetch_next_link_on_another_origin_is_refetched_from_the_fhir_server(
     assert response.get_json() == expected_body(app, full)
     assert elsewhere.requests == []
     assert [(r.path, "_offset" in r.query) for r in server.requests] == [
-        ("/fhir/Observation", False)]
+        ("/fhir/Observation", False)
+    ]
 
 
 def test_prefetch_with_more_pages_than_the_cap_is_a_412(stubs, make_app):
@@ -126,13 +136,17 @@ def test_prefetch_with_more_pages_than_the_cap_is_a_412(stubs, make_app):
     assert response.status_code == 412
     issue = response.get_json()["issue"][0]
     assert issue["expression"] == ["prefetch.observations"]
-    assert "observations: more than 3 pages (the page cap, CDS_FHIR_PAGE_CAP)" in (
-        issue["diagnostics"])
+    assert (
+        "observations: more than 3 pages (the page cap, CDS_FHIR_PAGE_CAP)"
+        in (issue["diagnostics"])
+    )
     assert len(stub.requests) == 3
 
 
-OUTCOME = {"resourceType": "OperationOutcome",
-           "issue": [{"severity": "error", "code": "too-costly", "diagnostics": "too many"}]}
+OUTCOME = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "too-costly", "diagnostics": "too many"}],
+}
 
 
 def test_operation_outcome_prefetch_value_is_fetched_from_the_fhir_server(stubs, make_app):
@@ -183,8 +197,12 @@ def test_origin_records_where_each_key_came_from(stubs, make_app):
     request_json["prefetch"]["allergies"] = None
     del request_json["prefetch"]["immunizations"]
     hook_request = read_hook_request(with_server(request_json, stub.base_url), "order-select")
-    result = answer(hook_request, SERVICES_BY_ID["lemtrada-order-select"], date(2026, 11, 30),
-                    app.extensions["cds_fetcher"])
+    result = answer(
+        hook_request,
+        SERVICES_BY_ID["lemtrada-order-select"],
+        date(2026, 11, 30),
+        app.extensions["cds_fetcher"],
+    )
     assert result.origin == {
         "patient": Origin.PREFETCH,
         "conditions": Origin.FHIR_SERVER_PAGED,
@@ -204,8 +222,9 @@ BAD_PREFETCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "change"), BAD_PREFETCH_CASES,
-                         ids=[c for c, _ in BAD_PREFETCH_CASES])
+@pytest.mark.parametrize(
+    ("case", "change"), BAD_PREFETCH_CASES, ids=[c for c, _ in BAD_PREFETCH_CASES]
+)
 def test_prefetch_value_that_is_not_a_resource_is_a_400(make_app, case, change):
     """A prefetch value that is neither a resource, a Bundle nor null is the client's error."""
     request_json = fixture_request("eligible_patient_at_order_select")
@@ -224,7 +243,8 @@ def test_unknown_template_token_is_a_400():
         render_template("Encounter/{{context.encounterId}}", {"patientId": "123"})
     assert caught.value.expression == ["context.encounterId"]
     assert render_template("Condition?patient={{context.patientId}}", {"patientId": "123"}) == (
-        "Condition?patient=123")
+        "Condition?patient=123"
+    )
 
 
 # -- what the EHR is asked for: short URLs, each result counted once -----------------------------
@@ -240,8 +260,9 @@ def _templates() -> dict[str, str]:
     return dict(prefetch_templates())
 
 
-@pytest.mark.parametrize("key", sorted(_templates()),
-                         ids=[f"the {k} query fits in a URL" for k in sorted(_templates())])
+@pytest.mark.parametrize(
+    "key", sorted(_templates()), ids=[f"the {k} query fits in a URL" for k in sorted(_templates())]
+)
 def test_every_prefetch_query_fits_in_a_url(key):
     """Rendered with a 64-character patient id and every character but letters, digits and
     `-._~` percent-encoded, each query is at most 2,000 characters (URL caps of EHRs, proxies)."""
@@ -274,7 +295,8 @@ def test_fixture_builder_fills_the_observation_keys_as_the_templates_ask():
     from cds_service.services import OBSERVATION_VALUE_SETS
 
     spec = importlib.util.spec_from_file_location(
-        "build_requests", ROOT / "fhir_fixtures" / "build_requests.py")
+        "build_requests", ROOT / "fhir_fixtures" / "build_requests.py"
+    )
     assert spec is not None and spec.loader is not None
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)

@@ -21,11 +21,18 @@ def test_readme_curl_example_shows_the_real_cards() -> None:
     assert shown is not None
     fixture = re.search(r"--data @(fhir_fixtures/requests/\S+\.json)", readme)
     assert fixture is not None
-    cards = create_app(testing=True).test_client().post(
-        "/cds-services/lemtrada-order-select",
-        json=json.loads((ROOT / fixture.group(1)).read_text())).get_json()["cards"]
-    actual = "".join(f'{c["indicator"]} {c["source"]["topic"]["code"]} - {c["summary"]}\n'
-                     for c in cards)
+    cards = (
+        create_app(testing=True)
+        .test_client()
+        .post(
+            "/cds-services/lemtrada-order-select",
+            json=json.loads((ROOT / fixture.group(1)).read_text()),
+        )
+        .get_json()["cards"]
+    )
+    actual = "".join(
+        f"{c['indicator']} {c['source']['topic']['code']} - {c['summary']}\n" for c in cards
+    )
     assert shown.group(1) == actual
 
 
@@ -49,14 +56,18 @@ def test_readme_trusts_the_public_sandbox_only_with_its_warning() -> None:
     """The production example does not trust the sandbox issuer; where the README does, it says
     first that its private key is public and that it is for testing only."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = [(readme[:m.start()], m.group(1))
-              for m in re.finditer(r"(?s)```json\n(.*?)```", readme)]
-    trusting = [before for before, block in blocks
-                if '"iss": "https://sandbox.cds-hooks.org"' in block]
+    blocks = [
+        (readme[: m.start()], m.group(1)) for m in re.finditer(r"(?s)```json\n(.*?)```", readme)
+    ]
+    trusting = [
+        before for before, block in blocks if '"iss": "https://sandbox.cds-hooks.org"' in block
+    ]
     assert trusting, "the README shows how to trust the sandbox for testing"
     for before in trusting:
         said = " ".join(before.split()[-70:])  # the paragraph just before the example
         assert "is for testing only" in said
         assert "private half is published" in said
-    assert any('"iss": "https://ehr.hospital.example"' in block and "sandbox" not in block
-               for _, block in blocks)
+    assert any(
+        '"iss": "https://ehr.hospital.example"' in block and "sandbox" not in block
+        for _, block in blocks
+    )

@@ -146,8 +146,9 @@ def test_every_override_reason_is_a_coding_with_display(responses, name):
     """Every override reason has system, code and a human-readable display."""
     for card in _cards(responses, name):
         for reason in card.get("overrideReasons", []):
-            assert all(isinstance(reason.get(k), str) and reason[k]
-                       for k in ("system", "code", "display")), reason
+            assert all(
+                isinstance(reason.get(k), str) and reason[k] for k in ("system", "code", "display")
+            ), reason
 
 
 @every_answered_fixture
@@ -264,8 +265,10 @@ def test_same_request_gives_a_byte_identical_response(module_client, responses, 
 # comma = OR) and the :in modifier, date prefixes eq/lt/gt/ge/le, _count and _sort.
 READ = re.compile(r"^[A-Z][A-Za-z]+/\{\{context\.\w+\}\}$")
 SEARCH = re.compile(r"^[A-Z][A-Za-z]+\?(?P<query>.+)$")
-ALLOWED_PARAMETER = re.compile(r"^(patient|subject|encounter|code|code:in|category|status|date|"
-                               r"_count|_sort)$")
+ALLOWED_PARAMETER = re.compile(
+    r"^(patient|subject|encounter|code|code:in|category|status|date|"
+    r"_count|_sort)$"
+)
 
 
 def test_discovery_prefetch_queries_use_the_recommended_fhir_subset(module_client):
@@ -284,14 +287,23 @@ def test_discovery_prefetch_queries_use_the_recommended_fhir_subset(module_clien
                     assert re.match(r"^(eq|lt|gt|ge|le)", value)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ({"cards": []}, []),
-    ({"a": None}, ["$.a"]),
-    ({"a": [{"b": ""}]}, ["$.a[0].b"]),
-    ({"a": {"b": {}}, "c": [[]]}, ["$.a.b", "$.c[0]"]),
-    ({"a": 0, "b": False}, []),
-], ids=["an empty cards list", "a null", "an empty string in a list",
-        "empty object and empty list", "zero and false are values"])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"cards": []}, []),
+        ({"a": None}, ["$.a"]),
+        ({"a": [{"b": ""}]}, ["$.a[0].b"]),
+        ({"a": {"b": {}}, "c": [[]]}, ["$.a.b", "$.c[0]"]),
+        ({"a": 0, "b": False}, []),
+    ],
+    ids=[
+        "an empty cards list",
+        "a null",
+        "an empty string in a list",
+        "empty object and empty list",
+        "zero and false are values",
+    ],
+)
 def test_empty_value_walk_finds_what_it_should(value, expected):
     """The recursive walk used above reports exactly the null and empty values."""
     found = [p for p in _empty_values(value, "$") if p != "$.cards"]

@@ -43,45 +43,89 @@ count = storage_tests.count
 
 def add_issued(db: Database, *ages: timedelta) -> None:
     with db.begin() as connection:
-        connection.execute(insert(issued_cards), [
-            {"card_uuid": f"00000000-0000-4000-8000-{n:012d}", "service_id": SELECT,
-             "topic": "hiv-screening", "indicator": "critical", "hook_instance": f"hook-{n}",
-             "issued_at": NOW - age} for n, age in enumerate(ages)])
+        connection.execute(
+            insert(issued_cards),
+            [
+                {
+                    "card_uuid": f"00000000-0000-4000-8000-{n:012d}",
+                    "service_id": SELECT,
+                    "topic": "hiv-screening",
+                    "indicator": "critical",
+                    "hook_instance": f"hook-{n}",
+                    "issued_at": NOW - age,
+                }
+                for n, age in enumerate(ages)
+            ],
+        )
 
 
 def add_feedback(db: Database, *ages: timedelta) -> None:
     with db.begin() as connection:
-        connection.execute(insert(feedback), [
-            {"fingerprint": f"{n:064d}", "service_id": SELECT,
-             "card_uuid": f"00000000-0000-4000-8000-{n:012d}", "outcome": "overridden",
-             "override_comment": "typed by a clinician",
-             "outcome_timestamp": "2026-01-12T10:05:31Z",
-             "received_at": NOW - age} for n, age in enumerate(ages)])
+        connection.execute(
+            insert(feedback),
+            [
+                {
+                    "fingerprint": f"{n:064d}",
+                    "service_id": SELECT,
+                    "card_uuid": f"00000000-0000-4000-8000-{n:012d}",
+                    "outcome": "overridden",
+                    "override_comment": "typed by a clinician",
+                    "outcome_timestamp": "2026-01-12T10:05:31Z",
+                    "received_at": NOW - age,
+                }
+                for n, age in enumerate(ages)
+            ],
+        )
 
 
 def add_jti(db: Database, *expires_in: timedelta) -> None:
     with db.begin() as connection:
-        connection.execute(insert(seen_jti), [
-            {"iss": ISS, "jti": f"jti-{n}", "expires_at": NOW + delta}
-            for n, delta in enumerate(expires_in)])
+        connection.execute(
+            insert(seen_jti),
+            [
+                {"iss": ISS, "jti": f"jti-{n}", "expires_at": NOW + delta}
+                for n, delta in enumerate(expires_in)
+            ],
+        )
 
 
 RETENTION = [
-    ("rows older than 400 days go, younger ones stay", 400, 400,
-     [401 * DAY, 399 * DAY, DAY], [401 * DAY, 10 * DAY], (2, 1)),
-    ("a shorter retention for feedback than for the audit", 400, 30,
-     [31 * DAY], [31 * DAY, 29 * DAY], (1, 1)),
-    ("retention 0 keeps everything forever", 0, 0,
-     [4000 * DAY], [4000 * DAY], (1, 1)),
+    (
+        "rows older than 400 days go, younger ones stay",
+        400,
+        400,
+        [401 * DAY, 399 * DAY, DAY],
+        [401 * DAY, 10 * DAY],
+        (2, 1),
+    ),
+    (
+        "a shorter retention for feedback than for the audit",
+        400,
+        30,
+        [31 * DAY],
+        [31 * DAY, 29 * DAY],
+        (1, 1),
+    ),
+    ("retention 0 keeps everything forever", 0, 0, [4000 * DAY], [4000 * DAY], (1, 1)),
     ("nothing to prune on a fresh database", 400, 400, [], [], (0, 0)),
 ]
 
 
-@pytest.mark.parametrize(("case", "audit_days", "feedback_days", "issued", "posted", "left"),
-                         RETENTION, ids=[c[0] for c in RETENTION])
+@pytest.mark.parametrize(
+    ("case", "audit_days", "feedback_days", "issued", "posted", "left"),
+    RETENTION,
+    ids=[c[0] for c in RETENTION],
+)
 def test_prune_keeps_rows_for_their_retention_on_every_backend(
-        url: str, database: Database, case: str, audit_days: int, feedback_days: int,
-        issued: list[timedelta], posted: list[timedelta], left: tuple[int, int]) -> None:
+    url: str,
+    database: Database,
+    case: str,
+    audit_days: int,
+    feedback_days: int,
+    issued: list[timedelta],
+    posted: list[timedelta],
+    left: tuple[int, int],
+) -> None:
     """Issued cards by issue time and feedback by arrival: older than retention is deleted."""
     if issued:
         add_issued(database, *issued)
@@ -90,12 +134,10 @@ def test_prune_keeps_rows_for_their_retention_on_every_backend(
     settings = Settings(audit_retention_days=audit_days, feedback_retention_days=feedback_days)
     pruned = prune(database, settings, NOW)
     assert (count(url, "issued_cards"), count(url, "feedback")) == left
-    assert (pruned.issued_cards, pruned.feedback) == (len(issued) - left[0],
-                                                      len(posted) - left[1])
+    assert (pruned.issued_cards, pruned.feedback) == (len(issued) - left[0], len(posted) - left[1])
 
 
-def test_prune_deletes_in_batches_until_nothing_old_is_left(url: str,
-                                                            database: Database) -> None:
+def test_prune_deletes_in_batches_until_nothing_old_is_left(url: str, database: Database) -> None:
     """More old rows than one batch: every one is deleted, the young row stays."""
     add_issued(database, *([500 * DAY] * (BATCH_ROWS + 7)), DAY)
     pruned = prune(database, Settings(), NOW)
@@ -110,11 +152,10 @@ JTI_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "expires_in", "left"), JTI_CASES,
-                         ids=[c[0] for c in JTI_CASES])
+@pytest.mark.parametrize(("case", "expires_in", "left"), JTI_CASES, ids=[c[0] for c in JTI_CASES])
 def test_prune_removes_jti_rows_once_their_token_has_expired(
-        url: str, database: Database, case: str,
-        expires_in: list[timedelta], left: int) -> None:
+    url: str, database: Database, case: str, expires_in: list[timedelta], left: int
+) -> None:
     """The replay store holds a jti only while its token could still be accepted."""
     add_jti(database, *expires_in)
     prune(database, Settings(), NOW)
@@ -122,14 +163,16 @@ def test_prune_removes_jti_rows_once_their_token_has_expired(
 
 
 def test_a_verified_token_is_remembered_until_exp_plus_leeway_then_pruned(
-        url: str, database: Database) -> None:
+    url: str, database: Database
+) -> None:
     """A real signed token: its jti is stored until exp + leeway (a replay inside that window is
     refused), and the first prune after it removes the row."""
     key = ec_key("ec-retention")
     issuers = parse_trusted_issuers([{"iss": ISS, "jwks": jwks(key)}])
     clock_now = [NOW.timestamp()]
-    verifier = Verifier(issuers, DatabaseJtiStore(database, lambda: clock_now[0]), BASE,
-                        lambda: clock_now[0])
+    verifier = Verifier(
+        issuers, DatabaseJtiStore(database, lambda: clock_now[0]), BASE, lambda: clock_now[0]
+    )
     payload = claims(ISS, BASE + "/cds-services", clock_now[0], lifetime=300)
     token = f"Bearer {key.sign(payload)}"
     verifier.verify(token, "/cds-services")
@@ -144,18 +187,24 @@ def test_a_verified_token_is_remembered_until_exp_plus_leeway_then_pruned(
 
 
 @pytest.mark.slow
-def test_the_prune_command_reports_what_it_deleted(url: str,
-                                                   database: Database) -> None:
+def test_the_prune_command_reports_what_it_deleted(url: str, database: Database) -> None:
     """`cds-service prune --database-url ... --json` deletes with the configured retention."""
     add_issued(database, 401 * DAY + (datetime.now(UTC) - NOW), DAY)
     add_feedback(database, 3 * DAY + (datetime.now(UTC) - NOW))
     env = {"CDS_FEEDBACK_RETENTION_DAYS": "2", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "cds_service.cli", "prune", "--database-url",
-                             url, "--json"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120, check=False, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "prune", "--database-url", url, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"deleted": {"issued_cards": 1, "feedback": 1,
-                                                     "seen_jti": 0}}
+    assert json.loads(result.stdout) == {
+        "deleted": {"issued_cards": 1, "feedback": 1, "seen_jti": 0}
+    }
     assert (count(url, "issued_cards"), count(url, "feedback")) == (1, 0)
 
 
@@ -164,9 +213,21 @@ def test_the_prune_command_on_an_unreachable_database_exits_1(tmp_path: Path) ->
     """A database it cannot open is an error line and exit 1, not a traceback."""
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
-    result = subprocess.run([sys.executable, "-m", "cds_service.cli", "prune", "--database-url",
-                             f"sqlite:///{blocker}/db.sqlite3"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cds_service.cli",
+            "prune",
+            "--database-url",
+            f"sqlite:///{blocker}/db.sqlite3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot prune the database")
     assert "Traceback" not in result.stderr
@@ -192,8 +253,12 @@ def test_the_service_prunes_by_itself_at_most_once_per_interval(url: str) -> Non
     client = app.test_client()
     request = fixture_request("eligible_patient_at_order_select")
     assert client.post(f"/cds-services/{SELECT}", json=request).status_code == 200
-    assert wait_for(lambda: count(url, "issued_cards") > 0
-                    and count(url, "issued_cards", "WHERE hook_instance = 'hook-0'") == 0)
+    assert wait_for(
+        lambda: (
+            count(url, "issued_cards") > 0
+            and count(url, "issued_cards", "WHERE hook_instance = 'hook-0'") == 0
+        )
+    )
     pruner.wait()
     add_feedback(db, 500 * DAY + (datetime.now(UTC) - NOW))
     assert client.post(f"/cds-services/{SELECT}", json=request).status_code == 200
@@ -209,8 +274,12 @@ def test_automatic_pruning_can_be_turned_off(url: str) -> None:
     db = app.extensions["cds_db"]
     add_issued(db, 500 * DAY)
     client = app.test_client()
-    assert client.post(f"/cds-services/{SELECT}",
-                       json=fixture_request("eligible_patient_at_order_select")).status_code == 200
+    assert (
+        client.post(
+            f"/cds-services/{SELECT}", json=fixture_request("eligible_patient_at_order_select")
+        ).status_code
+        == 200
+    )
     app.extensions["cds_audit"].flush()
     app.extensions["cds_pruner"].wait()
     assert count(url, "issued_cards", "WHERE hook_instance = 'hook-0'") == 1
@@ -244,7 +313,8 @@ def test_an_older_database_gets_the_retention_indexes_on_first_use(url: str) -> 
 
 @pytest.mark.postgres
 def test_a_database_user_that_may_only_read_and_write_stores_and_prunes(
-        postgres: Any, caplog: pytest.LogCaptureFixture) -> None:
+    postgres: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """The deployment guide's least-privilege user (tables created by the owner, by a version
     without one of the retention indexes): it cannot add the index, says so once, and stores
     and prunes all the same."""
@@ -253,13 +323,15 @@ def test_a_database_user_that_may_only_read_and_write_stores_and_prunes(
         db = Database(owner_url)
         with db.begin() as connection:
             connection.execute(text("CREATE ROLE cds_rw LOGIN"))
-            connection.execute(text("GRANT SELECT, INSERT, DELETE ON feedback, issued_cards, "
-                                    "seen_jti TO cds_rw"))
+            connection.execute(
+                text("GRANT SELECT, INSERT, DELETE ON feedback, issued_cards, seen_jti TO cds_rw")
+            )
             connection.execute(text("GRANT USAGE ON SEQUENCE feedback_id_seq TO cds_rw"))
             connection.execute(text("DROP INDEX ix_feedback_received_at"))
         db.dispose()
-        limited_url = make_url(owner_url).set(username="cds_rw").render_as_string(
-            hide_password=False)
+        limited_url = (
+            make_url(owner_url).set(username="cds_rw").render_as_string(hide_password=False)
+        )
         limited = Database(limited_url)
         add_feedback(limited, 500 * DAY)
         assert prune(limited, Settings(), NOW).feedback == 1

@@ -41,7 +41,8 @@ def _tree(path: Path) -> ast.Module:
 def _is_doc_assignment(node: ast.AST) -> bool:
     """`f.__doc__ = ...`: a docstring written by code."""
     return isinstance(node, ast.Assign) and any(
-        isinstance(t, ast.Attribute) and t.attr == "__doc__" for t in node.targets)
+        isinstance(t, ast.Attribute) and t.attr == "__doc__" for t in node.targets
+    )
 
 
 def _exempt(tree: ast.Module) -> set[int]:
@@ -53,7 +54,8 @@ def _exempt(tree: ast.Module) -> set[int]:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             exempt.add(id(node.value))  # a bare string statement: a docstring
         elif _is_doc_assignment(node) or (
-                isinstance(node, ast.keyword) and node.arg in DECLARATION_FIELDS):
+            isinstance(node, ast.keyword) and node.arg in DECLARATION_FIELDS
+        ):
             exempt.update(id(n) for n in ast.walk(node.value))
         elif isinstance(node, ast.Raise) and node.exc is not None:
             exempt.update(id(n) for n in ast.walk(node.exc))
@@ -82,8 +84,9 @@ def sentences(path: Path) -> list[str]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             text = node.value
         elif isinstance(node, ast.JoinedStr):
-            text = "".join(part.value if isinstance(part, ast.Constant) else "{}"
-                           for part in node.values)
+            text = "".join(
+                part.value if isinstance(part, ast.Constant) else "{}" for part in node.values
+            )
         else:
             continue
         words = [w for w in text.split() if LOWER_WORD.fullmatch(w)]
@@ -98,21 +101,30 @@ def test_a_rule_module_writes_no_clinician_facing_sentence(path: Path) -> None:
     assert sentences(path) == []
 
 
-@pytest.mark.parametrize(("text", "sentence"), [
-    pytest.param("confirm when it was given", True, id="a phrase with a verb is a sentence"),
-    pytest.param("{} days before the planned start ({})", True,
-                 id="an f-string is judged with its expressions as placeholders"),
-    pytest.param("order-hcv-rna", False, id="an orderable key is not"),
-    pytest.param("CBC with differential", False, id="a three-word short name is not"),
-    pytest.param("effectivePeriod.end", False, id="a FHIR path is not"),
-])
-def test_the_sentence_rule_tells_prose_from_codes(tmp_path: Path, text: str,
-                                                   sentence: bool) -> None:
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        pytest.param("confirm when it was given", True, id="a phrase with a verb is a sentence"),
+        pytest.param(
+            "{} days before the planned start ({})",
+            True,
+            id="an f-string is judged with its expressions as placeholders",
+        ),
+        pytest.param("order-hcv-rna", False, id="an orderable key is not"),
+        pytest.param("CBC with differential", False, id="a three-word short name is not"),
+        pytest.param("effectivePeriod.end", False, id="a FHIR path is not"),
+    ],
+)
+def test_the_sentence_rule_tells_prose_from_codes(
+    tmp_path: Path, text: str, sentence: bool
+) -> None:
     """The detector above flags prose and lets codes, paths and short names through."""
     literal = f'f"{text}"' if "{}" in text else repr(text)
     source = tmp_path / "rule.py"
-    source.write_text(f"def check(x, y):\n    return Finding(x, {literal.replace('{}', '{y}')})\n",
-                      encoding="utf-8")
+    source.write_text(
+        f"def check(x, y):\n    return Finding(x, {literal.replace('{}', '{y}')})\n",
+        encoding="utf-8",
+    )
     assert bool(sentences(source)) is sentence
 
 
@@ -126,21 +138,29 @@ def test_docstrings_declarations_and_exception_messages_may_be_prose(tmp_path: P
         'RULE = Rule(title="No other MS therapy running at the start",\n'
         '            logic="a running therapy gives a warning card",\n'
         '            citation="PI section 5 (concomitant therapies increase the risk)")\n',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     assert sentences(source) == []
 
 
 def _calls(name: str) -> list[ast.Call]:
     """Calls of `name` (a function or a method) in the rule modules."""
-    return [node for path in RULE_MODULES for node in ast.walk(_tree(path))
-            if isinstance(node, ast.Call) and (
-                (isinstance(node.func, ast.Name) and node.func.id == name)
-                or (isinstance(node.func, ast.Attribute) and node.func.attr == name))]
+    return [
+        node
+        for path in RULE_MODULES
+        for node in ast.walk(_tree(path))
+        if isinstance(node, ast.Call)
+        and (
+            (isinstance(node.func, ast.Name) and node.func.id == name)
+            or (isinstance(node.func, ast.Attribute) and node.func.attr == name)
+        )
+    ]
 
 
 def _literals(node: ast.AST) -> set[str]:
-    return {n.value for n in ast.walk(node) if isinstance(n, ast.Constant)
-            and isinstance(n.value, str)}
+    return {
+        n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
 
 
 def _kinds(node: ast.expr, line: int) -> set[str]:
@@ -151,7 +171,8 @@ def _kinds(node: ast.expr, line: int) -> set[str]:
     if isinstance(node, ast.IfExp):
         return _kinds(node.body, line) | _kinds(node.orelse, line)
     assert isinstance(node, (ast.Name, ast.Subscript)), (
-        f"line {line}: write each evidence kind whole, so it can be found")
+        f"line {line}: write each evidence kind whole, so it can be found"
+    )
     return set()
 
 
@@ -164,8 +185,9 @@ def _evidence_kinds() -> set[str]:
     for call in _calls("evidence"):
         kinds |= {k for arg in call.args for k in _literals(arg)}
     tree = _tree(RULES_DIR / "conditions.py")
-    method = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
-                  and n.name == "evidence")
+    method = next(
+        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "evidence"
+    )
     kinds |= {k for default in method.args.defaults for k in _literals(default)}
     return kinds
 
@@ -197,9 +219,14 @@ def test_every_suggestion_a_rule_module_makes_is_worded_and_every_entry_is_used(
 def _fact_names() -> set[str]:
     """Names of the facts the rule modules give: string keys of dict literals and keyword
     arguments of order_test / _medication_suggestion."""
-    names = {key.value for path in RULE_MODULES for node in ast.walk(_tree(path))
-             if isinstance(node, ast.Dict) for key in node.keys
-             if isinstance(key, ast.Constant) and isinstance(key.value, str)}
+    names = {
+        key.value
+        for path in RULE_MODULES
+        for node in ast.walk(_tree(path))
+        if isinstance(node, ast.Dict)
+        for key in node.keys
+        if isinstance(key, ast.Constant) and isinstance(key.value, str)
+    }
     for function in ("order_test", "_medication_suggestion"):
         names |= {kw.arg for call in _calls(function) for kw in call.keywords if kw.arg}
     return names
@@ -211,8 +238,7 @@ def test_evidence_and_suggestion_wording_fill_only_from_facts_and_policy() -> No
     allowed = set(load_policy().placeholders()) | _fact_names() | {"display"}
     parts = wording_parts()
     texts = [(kind, text) for kind, text in parts[EVIDENCE].items()]
-    texts += [(name, text) for name, entry in parts[SUGGESTION].items()
-              for text in entry.values()]
+    texts += [(name, text) for name, entry in parts[SUGGESTION].items() for text in entry.values()]
     for key, text in texts:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
         assert names <= allowed, (key, names - allowed)

@@ -53,8 +53,16 @@ from cds_service.services import prefetch_templates
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 SANDBOX_JWKS = SANDBOX_DIR / ".well-known" / "jwks.json"
@@ -69,8 +77,9 @@ CHECKLIST = "Lemtrada eligibility:"
 PICKER_CARD = "Test helper: put Lemtrada on the draft order"
 
 # How many checks each hook runs (the summary card counts them).
-CHECKS = {hook: sum(1 for rule in RULES if hook in rule.hooks)
-          for hook in ("order-select", "order-sign")}
+CHECKS = {
+    hook: sum(1 for rule in RULES if hook in rule.hooks) for hook in ("order-select", "order-sign")
+}
 # What the clinician sees, top to bottom, once Lemtrada is on the Sandbox's draft order. The dose
 # card is the Sandbox's own doing: its draft order always says 1 {pill} with no route.
 EXPECTED_CARDS = {
@@ -90,8 +99,12 @@ EXPECTED_CARDS = {
 # The checklist rows that are not "met" (every other row must be).
 EXPECTED_PROBLEMS = {
     "rx-view": {"vzv-immunity": "unknown", "dose": "unknown"},
-    "rx-sign": {"vzv-immunity": "unknown", "dose": "unknown", "premedication": "NOT MET",
-                "herpes-prophylaxis": "NOT MET"},
+    "rx-sign": {
+        "vzv-immunity": "unknown",
+        "dose": "unknown",
+        "premedication": "NOT MET",
+        "herpes-prophylaxis": "NOT MET",
+    },
 }
 
 
@@ -136,30 +149,55 @@ def sandbox_available() -> str | None:
 def start_service(tmp: Path, sandbox_origin: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     """`cds-service serve` with authentication on, trusting the Sandbox issuer (tests only)."""
     issuers = tmp / "trusted-issuers.json"
-    issuers.write_text(json.dumps([{
-        "iss": SANDBOX_ISSUER, "jwks_file": str(SANDBOX_JWKS), "allowed_jku": [SANDBOX_JKU],
-        "algorithms": ["ES384"],
-    }]), encoding="utf-8")
+    issuers.write_text(
+        json.dumps(
+            [
+                {
+                    "iss": SANDBOX_ISSUER,
+                    "jwks_file": str(SANDBOX_JWKS),
+                    "allowed_jku": [SANDBOX_JKU],
+                    "algorithms": ["ES384"],
+                }
+            ]
+        ),
+        encoding="utf-8",
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
-    env.update({
-        "CDS_PUBLIC_BASE_URL": url,  # the JWT aud is the exact URL the Sandbox calls
-        "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
-        "CDS_DATABASE_URL": f"sqlite:///{tmp}/service.sqlite3",
-        "CDS_STATE_DIR": str(tmp / "state"),
-        "CDS_CORS_ALLOWED_ORIGINS": sandbox_origin,
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
-    })
+    env.update(
+        {
+            "CDS_PUBLIC_BASE_URL": url,  # the JWT aud is the exact URL the Sandbox calls
+            "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
+            "CDS_DATABASE_URL": f"sqlite:///{tmp}/service.sqlite3",
+            "CDS_STATE_DIR": str(tmp / "state"),
+            "CDS_CORS_ALLOWED_ORIGINS": sandbox_origin,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
+        }
+    )
     log = tmp / "service.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cds_service.cli", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "cds_service.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_until_serving(process, url + "/readyz", timeout=60,
-                           why_exited=lambda: log.read_text(errors="replace"))
+        wait_until_serving(
+            process, url + "/readyz", timeout=60, why_exited=lambda: log.read_text(errors="replace")
+        )
     except BaseException:
         stop(process)
         raise
@@ -195,9 +233,12 @@ def override(page: Any, journey: Journey, service_id: str, summary: str, reason:
 
     shown = card(page, summary)
     shown.get_by_role("button", name="select dismiss reason").click()
-    with page.expect_response(lambda r: r.request.method == "POST" and r.url
-                              == f"{journey.service_url}/cds-services/{service_id}/feedback"
-                              ) as feedback:
+    with page.expect_response(
+        lambda r: (
+            r.request.method == "POST"
+            and r.url == f"{journey.service_url}/cds-services/{service_id}/feedback"
+        )
+    ) as feedback:
         page.get_by_role("menuitem", name=f"Override: {reason}").click()
     journey.feedback_status.append(feedback.value.status)
     try:
@@ -224,14 +265,23 @@ def walk_through(page: Any, journey: Journey, screenshots: Path) -> None:
     screen = read_screen(page)
     page.screenshot(path=str(screenshots / "rx-view.png"))
     card(page, CHECKLIST).screenshot(path=str(screenshots / "rx-view-checklist.png"))
-    with page.expect_response(lambda r: r.request.method == "POST" and r.url == (
-            f"{journey.service_url}/cds-services/lemtrada-order-select/feedback")) as feedback:
+    with page.expect_response(
+        lambda r: (
+            r.request.method == "POST"
+            and r.url == (f"{journey.service_url}/cds-services/lemtrada-order-select/feedback")
+        )
+    ) as feedback:
         card(page, "VZV immunity unknown").get_by_role(
-            "button", name="Order Varicella zoster virus IgG").click()
+            "button", name="Order Varicella zoster virus IgG"
+        ).click()
     journey.feedback_status.append(feedback.value.status)
     screen.overridden_card_left = override(
-        page, journey, "lemtrada-order-select", "not readable as mg",
-        "Recipient disagrees with recommendation because of issues with the evidence")
+        page,
+        journey,
+        "lemtrada-order-select",
+        "not readable as mg",
+        "Recipient disagrees with recommendation because of issues with the evidence",
+    )
     journey.screens["rx-view"] = screen
 
     page.get_by_role("button", name="Rx Sign").click()
@@ -240,8 +290,12 @@ def walk_through(page: Any, journey: Journey, screenshots: Path) -> None:
     screen = read_screen(page)
     page.screenshot(path=str(screenshots / "rx-sign.png"))
     screen.overridden_card_left = override(
-        page, journey, "lemtrada-order-sign", "No methylprednisolone",
-        "Patient has indication/order for intended action")
+        page,
+        journey,
+        "lemtrada-order-sign",
+        "No methylprednisolone",
+        "Patient has indication/order for intended action",
+    )
     journey.screens["rx-sign"] = screen
 
 
@@ -265,13 +319,19 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
             started.append(server.stop)
         process, service_url, log = start_service(tmp, site.origin)
         result = Journey(service_url, f"sqlite:///{tmp}/service.sqlite3", log, fhir)
-        url = sandbox_url(site.origin, fhir.base_url, fhir.patient_id,
-                          [f"{service_url}/cds-services", picker.discovery_url], "rx-view")
+        url = sandbox_url(
+            site.origin,
+            fhir.base_url,
+            fhir.patient_id,
+            [f"{service_url}/cds-services", picker.discovery_url],
+            "rx-view",
+        )
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                context = browser.new_context(locale="en-US", viewport={"width": 1280,
-                                                                        "height": 1600})
+                context = browser.new_context(
+                    locale="en-US", viewport={"width": 1280, "height": 1600}
+                )
 
                 def local_only(route: Any) -> None:
                     if urlsplit(route.request.url).hostname == "127.0.0.1":
@@ -305,16 +365,28 @@ def read_log(log: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def feedback_report(journey: Journey, wanted: Callable[[dict[str, Any]], bool],
-                    timeout: float = 15.0) -> dict[str, Any]:
+def feedback_report(
+    journey: Journey, wanted: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+) -> dict[str, Any]:
     """`cds-service feedback-report --json` by topic, read again until `wanted` (the card audit
     is written in the background) or the deadline."""
     deadline = time.monotonic() + timeout
     while True:
         done = subprocess.run(
-            [sys.executable, "-m", "cds_service.cli", "feedback-report", "--json",
-             "--database-url", journey.database_url],
-            capture_output=True, text=True, timeout=60, check=True)
+            [
+                sys.executable,
+                "-m",
+                "cds_service.cli",
+                "feedback-report",
+                "--json",
+                "--database-url",
+                journey.database_url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         report = {t["topic"]: t for t in json.loads(done.stdout)["topics"]}
         if wanted(report) or time.monotonic() > deadline:
             return report
@@ -325,21 +397,32 @@ def feedback_report(journey: Journey, wanted: Callable[[dict[str, Any]], bool],
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("screen", [
-    pytest.param("rx-view", id="Rx View (order-select) shows one card per gap and the checklist"),
-    pytest.param("rx-sign", id="Rx Sign (order-sign) adds the premedication and prophylaxis gaps"),
-])
+@pytest.mark.parametrize(
+    "screen",
+    [
+        pytest.param(
+            "rx-view", id="Rx View (order-select) shows one card per gap and the checklist"
+        ),
+        pytest.param(
+            "rx-sign", id="Rx Sign (order-sign) adds the premedication and prophylaxis gaps"
+        ),
+    ],
+)
 def test_the_clinician_sees_the_card_summaries(journey: Journey, screen: str) -> None:
     assert journey.screens[screen].summaries == EXPECTED_CARDS[screen]
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("screen", [
-    pytest.param("rx-view", id="on Rx View"),
-    pytest.param("rx-sign", id="on Rx Sign"),
-])
+@pytest.mark.parametrize(
+    "screen",
+    [
+        pytest.param("rx-view", id="on Rx View"),
+        pytest.param("rx-sign", id="on Rx Sign"),
+    ],
+)
 def test_the_checklist_is_rendered_as_a_table_with_every_check(
-        journey: Journey, screen: str) -> None:
+    journey: Journey, screen: str
+) -> None:
     """The markdown table became an HTML table: a header, one row per check, problems marked."""
     seen = journey.screens[screen]
     checks = int(EXPECTED_CARDS[screen][-1].split(" of ")[1].split()[0])
@@ -351,10 +434,13 @@ def test_the_checklist_is_rendered_as_a_table_with_every_check(
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("screen", [
-    pytest.param("rx-view", id="the dose card, overridden on Rx View"),
-    pytest.param("rx-sign", id="the premedication card, overridden on Rx Sign"),
-])
+@pytest.mark.parametrize(
+    "screen",
+    [
+        pytest.param("rx-view", id="the dose card, overridden on Rx View"),
+        pytest.param("rx-sign", id="the premedication card, overridden on Rx Sign"),
+    ],
+)
 def test_an_overridden_card_leaves_the_screen(journey: Journey, screen: str) -> None:
     assert journey.screens[screen].overridden_card_left
 
@@ -364,18 +450,28 @@ def test_an_overridden_card_leaves_the_screen(journey: Journey, screen: str) -> 
 
 FEEDBACK = [
     pytest.param("vzv-immunity", 1, 0, {}, id="the VZV IgG suggestion was accepted"),
-    pytest.param("dose", 0, 1, {"recipient-disagrees-evidence": 1},
-                 id="the dose card was overridden with the reason chosen on Rx View"),
-    pytest.param("premedication", 0, 1, {"indication-order-exists": 1},
-                 id="the premedication card was overridden with the reason chosen on Rx Sign"),
+    pytest.param(
+        "dose",
+        0,
+        1,
+        {"recipient-disagrees-evidence": 1},
+        id="the dose card was overridden with the reason chosen on Rx View",
+    ),
+    pytest.param(
+        "premedication",
+        0,
+        1,
+        {"indication-order-exists": 1},
+        id="the premedication card was overridden with the reason chosen on Rx Sign",
+    ),
 ]
 
 
 @pytest.mark.browser
 @pytest.mark.parametrize(("topic", "accepted", "overridden", "reasons"), FEEDBACK)
 def test_the_clinicians_actions_reach_the_feedback_store(
-        journey: Journey, topic: str, accepted: int, overridden: int,
-        reasons: dict[str, int]) -> None:
+    journey: Journey, topic: str, accepted: int, overridden: int, reasons: dict[str, int]
+) -> None:
     """Read back with `cds-service feedback-report`, joined to the cards the service issued."""
 
     def complete(report: dict[str, Any]) -> bool:
@@ -396,10 +492,15 @@ def test_the_sandbox_prefetched_every_template_through_the_fhir_server(journey: 
     templates = prefetch_templates()
     searched = {query.split("?")[0] for query in templates.values() if "?" in query}
     assert searched <= journey.fhir.searched_types()
-    with_cards = [line for line in journey.log_lines
-                  if line.get("message") == "hook answered" and line.get("topics")]
-    assert {line["service"] for line in with_cards} == {"lemtrada-order-select",
-                                                        "lemtrada-order-sign"}
+    with_cards = [
+        line
+        for line in journey.log_lines
+        if line.get("message") == "hook answered" and line.get("topics")
+    ]
+    assert {line["service"] for line in with_cards} == {
+        "lemtrada-order-select",
+        "lemtrada-order-sign",
+    }
     for line in with_cards:
         assert line["dataOrigin"] == {key: "prefetch" for key in templates}
 
@@ -413,6 +514,9 @@ def test_every_sandbox_call_carried_a_token_the_service_accepted(journey: Journe
     assert refused == []
     assert journey.feedback_status == [200, 200, 200]
     discovery = requests.get(f"{journey.service_url}/cds-services", timeout=10)
-    unsigned = requests.post(f"{journey.service_url}/cds-services/lemtrada-order-select",
-                             json=fixture_request(FIXTURE), timeout=10)
+    unsigned = requests.post(
+        f"{journey.service_url}/cds-services/lemtrada-order-select",
+        json=fixture_request(FIXTURE),
+        timeout=10,
+    )
     assert (discovery.status_code, unsigned.status_code) == (401, 401)

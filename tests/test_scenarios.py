@@ -28,13 +28,21 @@ SCENARIO_TABLE = json.loads((FIXTURES / "scenarios.json").read_text(encoding="ut
 SUMMARY = "eligibility-summary"
 
 # (scenario, hook, EXACT {topic code: indicator} of the response); {} means no cards at all.
-CARD_CASES = [(s["name"], hook, s["expected_cards"][hook])
-              for s in SCENARIO_TABLE if "expected_cards" in s for hook in HOOKS]
+CARD_CASES = [
+    (s["name"], hook, s["expected_cards"][hook])
+    for s in SCENARIO_TABLE
+    if "expected_cards" in s
+    for hook in HOOKS
+]
 # (scenario, hook, HTTP status of a request the service must refuse).
 # CDS Hooks 2.0 (#prefetch-template): without the needed prefetch keys and without a FHIR server,
 # the service SHALL answer 412 Precondition Failed.
-REFUSED_CASES = [(s["name"], hook, s["refused_with"])
-                 for s in SCENARIO_TABLE if "refused_with" in s for hook in HOOKS]
+REFUSED_CASES = [
+    (s["name"], hook, s["refused_with"])
+    for s in SCENARIO_TABLE
+    if "refused_with" in s
+    for hook in HOOKS
+]
 SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 
 # Resources that are deliberately NOT valid R4/R4B, keyed by (resourceType, id), with the reason.
@@ -42,11 +50,14 @@ SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 # (120-character id, otherwise valid) parses and is not listed; the Epic-style MedicationRequest
 # fails on its missing intent.
 DELIBERATELY_INVALID = {
-    ("MedicationRequest",
-     "eRx.Lm7qWc2TbZ9vKd3sPf8nHj1yXg4uNa6oEi0rBt5-Fw3CzQh8VkYp2JsMd7GxLe.ORDER-0000000001"):
-        "Epic-style draft order without intent (its 83-character id also breaks R4's limit of 64)",
-    ("Observation", "hiv-ag-ab-unreadable"):
-        "unreadable HIV result: status is the number 12345 and valueCodeableConcept a bare string",
+    (
+        "MedicationRequest",
+        "eRx.Lm7qWc2TbZ9vKd3sPf8nHj1yXg4uNa6oEi0rBt5-Fw3CzQh8VkYp2JsMd7GxLe.ORDER-0000000001",
+    ): "Epic-style draft order without intent (its 83-character id also breaks R4's limit of 64)",
+    (
+        "Observation",
+        "hiv-ag-ab-unreadable",
+    ): "unreadable HIV result: status is the number 12345 and valueCodeableConcept a bare string",
 }
 # draftOrders Bundles sent without Bundle.type (required in R4) on purpose.
 UNTYPED_DRAFT_ORDERS = {"lemtrada_by_medication_reference"}
@@ -70,8 +81,11 @@ def _answer(frozen_answer: Any, name: str, hook: str) -> tuple[int, Any]:
     return answer["status"], answer["body"]
 
 
-@pytest.mark.parametrize(("name", "hook", "expected"), CARD_CASES,
-                         ids=[f"{name} at {hook}" for name, hook, _ in CARD_CASES])
+@pytest.mark.parametrize(
+    ("name", "hook", "expected"),
+    CARD_CASES,
+    ids=[f"{name} at {hook}" for name, hook, _ in CARD_CASES],
+)
 def test_scenario_returns_expected_cards(frozen_answer, name, hook, expected):
     """The service answers the committed request with exactly the expected topic/indicator cards,
     one card per topic."""
@@ -87,8 +101,11 @@ def test_scenario_returns_expected_cards(frozen_answer, name, hook, expected):
     assert got == expected
 
 
-@pytest.mark.parametrize(("name", "hook", "status"), REFUSED_CASES,
-                         ids=[f"{name} at {hook}" for name, hook, _ in REFUSED_CASES])
+@pytest.mark.parametrize(
+    ("name", "hook", "status"),
+    REFUSED_CASES,
+    ids=[f"{name} at {hook}" for name, hook, _ in REFUSED_CASES],
+)
 def test_refused_scenario_returns_error_status(frozen_answer, name, hook, status):
     """The service refuses the committed request with the expected HTTP status, not cards."""
     got, body = _answer(frozen_answer, name, hook)
@@ -96,8 +113,11 @@ def test_refused_scenario_returns_error_status(frozen_answer, name, hook, status
     assert body["resourceType"] == "OperationOutcome"
 
 
-@pytest.mark.parametrize(("name", "hook"), [(n, h) for n, h, e in CARD_CASES if e],
-                         ids=[f"{n} at {h}" for n, h, e in CARD_CASES if e])
+@pytest.mark.parametrize(
+    ("name", "hook"),
+    [(n, h) for n, h, e in CARD_CASES if e],
+    ids=[f"{n} at {h}" for n, h, e in CARD_CASES if e],
+)
 def test_summary_card_carries_the_worst_indicator_of_the_answer(frozen_answer, name, hook):
     """In every answer with cards, the service's summary card carries the worst indicator of the
     other cards it sent ("info" when it sent none), so a clinician reading only the summary is
@@ -128,8 +148,10 @@ def test_base_files_are_unchanged_copies():
     sources = (FIXTURES / "SOURCES.md").read_text(encoding="utf-8")
     pairs = re.findall(r"^([0-9a-f]{64})  (base/\S+)$", sources, re.M)
     recorded = {path: digest for digest, path in pairs}
-    actual = {f"base/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
-              for p in sorted((FIXTURES / "base").iterdir())}
+    actual = {
+        f"base/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((FIXTURES / "base").iterdir())
+    }
     assert actual == recorded
 
 
@@ -160,7 +182,8 @@ def test_every_fixture_resource_parses_with_r4b_models():
         for where, resource in _resources_of(_request(name)):
             key = (resource["resourceType"], resource.get("id"))
             expected_invalid = key in DELIBERATELY_INVALID or (
-                where == "context.draftOrders" and name in UNTYPED_DRAFT_ORDERS)
+                where == "context.draftOrders" and name in UNTYPED_DRAFT_ORDERS
+            )
             try:
                 get_fhir_model_class(resource["resourceType"]).model_validate(resource)
             except Exception as exc:  # pydantic.ValidationError and friends

@@ -36,10 +36,19 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
-SLOW_OK = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture,
-           HealthCheck.data_too_large]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+SLOW_OK = [
+    HealthCheck.too_slow,
+    HealthCheck.filter_too_much,
+    HealthCheck.function_scoped_fixture,
+    HealthCheck.data_too_large,
+]
 
 schema = schemathesis.openapi.from_path(ROOT / "openapi.yaml")
 
@@ -54,7 +63,8 @@ def fuzzed_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=SLOW_OK)
 def test_generated_requests_get_documented_answers_and_never_a_5xx(
-        case: schemathesis.Case, fuzzed_app: Flask) -> None:
+    case: schemathesis.Case, fuzzed_app: Flask
+) -> None:
     """Any request schemathesis derives from the contract gets a documented, non-5xx answer."""
     case.call_and_validate(checks=CHECKS, app=fuzzed_app)
 
@@ -82,19 +92,37 @@ FIXTURES = {
     "order-select": "eligible_patient_at_order_select",
     "order-sign": "eligible_patient_at_order_sign",
 }
-DOCS = {hook: json.loads((REQUESTS / f"{name}.json").read_text())
-        for hook, name in FIXTURES.items()}
+DOCS = {
+    hook: json.loads((REQUESTS / f"{name}.json").read_text()) for hook, name in FIXTURES.items()
+}
 PATHS = {hook: list(json_paths(doc)) for hook, doc in DOCS.items()}
 DELETE = object()
 
 # Values that are the wrong type almost everywhere, or extreme where a value has the right type.
 wrong_values = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40),
-    st.sampled_from(["", "x" * 100_000, "Patient/", "9999-99-99", "2026-02-30T25:61:00Z",
-                     "urn:uuid:", "Bundle", "MedicationRequest/does-not-exist"]),
-    st.just([]), st.just({}), st.just([[[]]]), st.just({"resourceType": "Bundle"}),
-    st.just({"resourceType": "OperationOutcome", "issue": []}), st.just(DELETE),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "",
+            "x" * 100_000,
+            "Patient/",
+            "9999-99-99",
+            "2026-02-30T25:61:00Z",
+            "urn:uuid:",
+            "Bundle",
+            "MedicationRequest/does-not-exist",
+        ]
+    ),
+    st.just([]),
+    st.just({}),
+    st.just([[[]]]),
+    st.just({"resourceType": "Bundle"}),
+    st.just({"resourceType": "OperationOutcome", "issue": []}),
+    st.just(DELETE),
 )
 
 
@@ -102,8 +130,11 @@ wrong_values = st.one_of(
 def mutated_requests(draw: st.DrawFn) -> tuple[str, Any]:
     hook = draw(st.sampled_from(sorted(DOCS)))
     paths = PATHS[hook]
-    path = draw(st.one_of(st.sampled_from([p for p in paths if outside_prefetch(p)]),
-                          st.sampled_from(paths)))
+    path = draw(
+        st.one_of(
+            st.sampled_from([p for p in paths if outside_prefetch(p)]), st.sampled_from(paths)
+        )
+    )
     value = draw(wrong_values)
     doc = copy.deepcopy(DOCS[hook])
     if not path:
@@ -121,7 +152,8 @@ def mutated_requests(draw: st.DrawFn) -> tuple[str, Any]:
 @given(request=mutated_requests())
 @settings(max_examples=120, deadline=None, suppress_health_check=SLOW_OK)
 def test_a_real_request_broken_anywhere_gets_a_documented_answer_not_a_5xx(
-        request: tuple[str, Any], fuzzed_app: Flask) -> None:
+    request: tuple[str, Any], fuzzed_app: Flask
+) -> None:
     """Breaking any one node of a real hook request gives a card answer, 400 or 412, never 5xx."""
     hook, body = request
     response = fuzzed_app.test_client().post(SERVICE_URL[hook], json=body)  # contract-checked

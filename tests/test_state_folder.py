@@ -27,19 +27,36 @@ WHEN = "2026-01-12T10:05:31Z"
 # case, environment (HOME is the test's home folder, XDG_STATE_HOME a folder under it),
 # the expected state folder and database URL ("~" is the home folder).
 SETTINGS = [
-    ("nothing set: the per-user state folder under ~/.local/state",
-     {}, "~/.local/state/cds-service", "sqlite:///~/.local/state/cds-service/cds_service.sqlite3"),
-    ("XDG_STATE_HOME set: the cds-service folder in it",
-     {"XDG_STATE_HOME": "~/xdg"}, "~/xdg/cds-service",
-     "sqlite:///~/xdg/cds-service/cds_service.sqlite3"),
-    ("a relative XDG_STATE_HOME is ignored, as the XDG specification asks",
-     {"XDG_STATE_HOME": "xdg"}, "~/.local/state/cds-service",
-     "sqlite:///~/.local/state/cds-service/cds_service.sqlite3"),
-    ("CDS_STATE_DIR names the state folder",
-     {"CDS_STATE_DIR": "~/srv/cds"}, "~/srv/cds", "sqlite:///~/srv/cds/cds_service.sqlite3"),
-    ("CDS_DATABASE_URL wins over the state folder's database",
-     {"CDS_STATE_DIR": "~/srv/cds", "CDS_DATABASE_URL": "postgresql+psycopg://cds@db/cds"},
-     "~/srv/cds", "postgresql+psycopg://cds@db/cds"),
+    (
+        "nothing set: the per-user state folder under ~/.local/state",
+        {},
+        "~/.local/state/cds-service",
+        "sqlite:///~/.local/state/cds-service/cds_service.sqlite3",
+    ),
+    (
+        "XDG_STATE_HOME set: the cds-service folder in it",
+        {"XDG_STATE_HOME": "~/xdg"},
+        "~/xdg/cds-service",
+        "sqlite:///~/xdg/cds-service/cds_service.sqlite3",
+    ),
+    (
+        "a relative XDG_STATE_HOME is ignored, as the XDG specification asks",
+        {"XDG_STATE_HOME": "xdg"},
+        "~/.local/state/cds-service",
+        "sqlite:///~/.local/state/cds-service/cds_service.sqlite3",
+    ),
+    (
+        "CDS_STATE_DIR names the state folder",
+        {"CDS_STATE_DIR": "~/srv/cds"},
+        "~/srv/cds",
+        "sqlite:///~/srv/cds/cds_service.sqlite3",
+    ),
+    (
+        "CDS_DATABASE_URL wins over the state folder's database",
+        {"CDS_STATE_DIR": "~/srv/cds", "CDS_DATABASE_URL": "postgresql+psycopg://cds@db/cds"},
+        "~/srv/cds",
+        "postgresql+psycopg://cds@db/cds",
+    ),
 ]
 
 
@@ -49,11 +66,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     monkeypatch.setenv("HOME", str(home))
 
 
-@pytest.mark.parametrize("case,env,state_dir,database_url", SETTINGS,
-                         ids=[s[0] for s in SETTINGS])
+@pytest.mark.parametrize("case,env,state_dir,database_url", SETTINGS, ids=[s[0] for s in SETTINGS])
 def test_the_default_database_is_in_the_state_folder_whatever_the_current_folder(
-        case: str, env: dict[str, str], state_dir: str, database_url: str, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    case: str,
+    env: dict[str, str],
+    state_dir: str,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The settings name the same absolute state folder and database from any current folder."""
     home = tmp_path / "home"
     clean_environment(monkeypatch, home)
@@ -69,40 +90,60 @@ def test_the_default_database_is_in_the_state_folder_whatever_the_current_folder
 
 
 NAMES = [
-    ("a password is hidden", "postgresql+psycopg://cds:s3cret@db.internal:5432/cds",
-     "postgresql+psycopg://cds:***@db.internal:5432/cds"),
-    ("a relative SQLite file is named by its absolute path", "sqlite:///var/x.sqlite3",
-     "sqlite:///{cwd}/var/x.sqlite3"),
-    ("an absolute SQLite file is named as it is", "sqlite:////srv/cds/x.sqlite3",
-     "sqlite:////srv/cds/x.sqlite3"),
+    (
+        "a password is hidden",
+        "postgresql+psycopg://cds:s3cret@db.internal:5432/cds",
+        "postgresql+psycopg://cds:***@db.internal:5432/cds",
+    ),
+    (
+        "a relative SQLite file is named by its absolute path",
+        "sqlite:///var/x.sqlite3",
+        "sqlite:///{cwd}/var/x.sqlite3",
+    ),
+    (
+        "an absolute SQLite file is named as it is",
+        "sqlite:////srv/cds/x.sqlite3",
+        "sqlite:////srv/cds/x.sqlite3",
+    ),
     ("an in-memory database is named as it is", "sqlite://", "sqlite://"),
 ]
 
 
 @pytest.mark.parametrize("case,url,shown", NAMES, ids=[n[0] for n in NAMES])
 def test_the_database_is_named_without_credentials(
-        case: str, url: str, shown: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    case: str, url: str, shown: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert database_name(url) == shown.replace("{cwd}", str(tmp_path))
 
 
 def commands_env(home: Path) -> dict[str, str]:
     """No CDS_ setting and no XDG_STATE_HOME: the defaults alone decide where state goes."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CDS_", "PROMETHEUS_")) and k != "XDG_STATE_HOME"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CDS_", "PROMETHEUS_")) and k != "XDG_STATE_HOME"
+    }
     env["HOME"] = str(home)
     return env
 
 
 def feedback_report(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cds_service.cli", "feedback-report", "--json"],
-                          cwd=folder, env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "feedback-report", "--json"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.slow
 def test_serve_and_feedback_report_from_different_folders_use_and_name_the_same_database(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """`serve` started in one folder records cards and feedback; `feedback-report` run in another
     folder reads them back. Both name the database in the state folder; neither folder gets a
     file."""
@@ -117,20 +158,44 @@ def test_serve_and_feedback_report_from_different_folders_use_and_name_the_same_
     log = tmp_path / "serve.log"
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cds_service.cli", "serve", "--no-auth", "--port", str(port),
-             "--workers", "1"], cwd=serve_folder, env=env, stdout=subprocess.DEVNULL,
-            stderr=stderr)
+            [
+                sys.executable,
+                "-m",
+                "cds_service.cli",
+                "serve",
+                "--no-auth",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=serve_folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         try:
             wait_until_serving(proc, base + "/readyz", why_exited=lambda: log.read_text()[-3000:])
             request = fixture_request("tb_screening_missing")
-            cards = requests.post(f"{base}/cds-services/lemtrada-{request['hook']}", json=request,
-                                  timeout=30).json()["cards"]
+            cards = requests.post(
+                f"{base}/cds-services/lemtrada-{request['hook']}", json=request, timeout=30
+            ).json()["cards"]
             tb_card = next(c for c in cards if c["source"]["topic"]["code"] == "tb-screening")
-            feedback = {"feedback": [{"card": tb_card["uuid"], "outcome": "overridden",
-                                      "overrideReason": {"userComment": "IGRA sent today"},
-                                      "outcomeTimestamp": WHEN}]}
-            stored = requests.post(f"{base}/cds-services/lemtrada-{request['hook']}/feedback",
-                                   json=feedback, timeout=30)
+            feedback = {
+                "feedback": [
+                    {
+                        "card": tb_card["uuid"],
+                        "outcome": "overridden",
+                        "overrideReason": {"userComment": "IGRA sent today"},
+                        "outcomeTimestamp": WHEN,
+                    }
+                ]
+            }
+            stored = requests.post(
+                f"{base}/cds-services/lemtrada-{request['hook']}/feedback",
+                json=feedback,
+                timeout=30,
+            )
             assert stored.status_code == 200
             # The issued-card audit is written off the request path: wait for it (generously).
             deadline = time.monotonic() + 30
@@ -146,8 +211,9 @@ def test_serve_and_feedback_report_from_different_folders_use_and_name_the_same_
     tb = topics.get("tb-screening", {})
     assert (tb.get("issued"), tb.get("overridden")) == (1, 1), report.stderr
     assert report.stderr == f"database: sqlite:///{database}\n"
-    served = [json.loads(line)["message"] for line in log.read_text().splitlines()
-              if line.startswith("{")]
+    served = [
+        json.loads(line)["message"] for line in log.read_text().splitlines() if line.startswith("{")
+    ]
     assert f"database: sqlite:///{database}" in served
     assert database.is_file()
     assert list(serve_folder.iterdir()) == [] and list(report_folder.iterdir()) == []

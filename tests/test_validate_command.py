@@ -40,8 +40,6 @@ EXPECTED_WARNINGS: dict[str, set[str]] = {
 }
 
 
-
-
 def _errors(problems: list[Problem]) -> set[tuple[str, str]]:
     return {(p.level, p.path) for p in problems if p.level == "error"}
 
@@ -89,8 +87,14 @@ def _delete(doc: dict[str, Any], path: tuple[Any, ...]) -> dict[str, Any]:
 
 def _with_server(doc: dict[str, Any], **auth: Any) -> dict[str, Any]:
     doc["fhirServer"] = "https://ehr.example.org/fhir"
-    doc["fhirAuthorization"] = {"access_token": "abc", "token_type": "Bearer", "expires_in": 300,
-                                "scope": "user/Patient.read", "subject": "cds-service", **auth}
+    doc["fhirAuthorization"] = {
+        "access_token": "abc",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "user/Patient.read",
+        "subject": "cds-service",
+        **auth,
+    }
     return doc
 
 
@@ -104,8 +108,12 @@ def _lemtrada(doc: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
-def _edit(doc: dict[str, Any], find: Callable[[dict[str, Any], int], dict[str, Any]], index: int,
-          **fields: Any) -> dict[str, Any]:
+def _edit(
+    doc: dict[str, Any],
+    find: Callable[[dict[str, Any], int], dict[str, Any]],
+    index: int,
+    **fields: Any,
+) -> dict[str, Any]:
     """The request with some fields of one of its resources replaced."""
     find(doc, index).update(fields)
     return doc
@@ -115,99 +123,231 @@ def _edit(doc: dict[str, Any], find: Callable[[dict[str, Any], int], dict[str, A
 BROKEN: list[tuple[str, Callable[[], Any], str, str, str]] = [
     ("a JSON array is not a request", lambda: [], "error", "$", "must be a JSON object"),
     ("a request without hook", lambda: _delete(_base(), ("hook",)), "error", "$.hook", "required"),
-    ("a hook this service does not answer", lambda: _set(_base(), ("hook",), "patient-view"),
-     "error", "$.hook", "not 'patient-view'"),
-    ("a short hookInstance that is not a UUID is accepted with a warning",
-     lambda: _set(_base(), ("hookInstance",), "abc-1"), "warning", "$.hookInstance",
-     "not a UUID"),
-    ("a hookInstance longer than 128 characters is refused as the service does",
-     lambda: _set(_base(), ("hookInstance",), "a" * 129), "error", "$.hookInstance",
-     "longer than 128 characters"),
-    ("a hookInstance with a line break is refused as the service does",
-     lambda: _set(_base(), ("hookInstance",), "abc\n1"), "error", "$.hookInstance",
-     "outside printable ASCII"),
-    ("a request without context", lambda: _delete(_base(), ("context",)), "error", "$.context",
-     "required"),
-    ("order-select without selections", lambda: _delete(_base(), ("context", "selections")),
-     "error", "$.context.selections", "required for the order-select hook"),
-    ("order-select without userId (the service answers without it)",
-     lambda: _delete(_base(), ("context", "userId")),
-     "warning", "$.context.userId", "required"),
-    ("order-sign without draftOrders", lambda: _delete(_sign(), ("context", "draftOrders")),
-     "error", "$.context.draftOrders", "required for the order-sign hook"),
-    ("order-sign without patientId", lambda: _delete(_sign(), ("context", "patientId")),
-     "error", "$.context.patientId", "required"),
-    ("a userId that is a Patient", lambda: _set(_base(), ("context", "userId"), "Patient/1"),
-     "error", "$.context.userId", "'Practitioner/id' or 'PractitionerRole/id'"),
-    ("a patientId given as a reference", lambda: _set(_base(), ("context", "patientId"),
-                                                      "Patient/123"),
-     "error", "$.context.patientId", "not a reference"),
-    ("a selection that is not a Type/id reference",
-     lambda: _set(_base(), ("context", "selections"), ["lemtrada-first-course"]),
-     "error", "$.context.selections[0]", "not a 'Type/id' reference"),
-    ("a selection that is not among the draft orders",
-     lambda: _set(_base(), ("context", "selections"),
-                  ["MedicationRequest/x", "MedicationRequest/y"]),
-     "error", "$.context.selections[1]", "is not an entry of context.draftOrders"),
-    ("draftOrders that is a bare resource, not a Bundle",
-     lambda: _set(_base(), ("context", "draftOrders"), {"resourceType": "MedicationRequest"}),
-     "error", "$.context.draftOrders", "must be a FHIR Bundle"),
-    ("a draft order with an invalid status",
-     lambda: _set(_base(), ("context", "draftOrders", "entry", 0, "resource", "status"), 7),
-     "error", "$.context.draftOrders.entry[0].resource", "not a valid FHIR R4 resource: status"),
-    ("fhirAuthorization without fhirServer",
-     lambda: _delete(_with_server(_base()), ("fhirServer",)),
-     "error", "$.fhirServer", "required when fhirAuthorization is present"),
-    ("fhirAuthorization without access_token",
-     lambda: _delete(_with_server(_base()), ("fhirAuthorization", "access_token")),
-     "error", "$.fhirAuthorization.access_token", "required"),
-    ("fhirAuthorization with a token type other than Bearer",
-     lambda: _with_server(_base(), token_type="MAC"),
-     "error", "$.fhirAuthorization.token_type", "must be 'Bearer'"),
-    ("fhirAuthorization whose expires_in is a string",
-     lambda: _with_server(_base(), expires_in="300"),
-     "error", "$.fhirAuthorization.expires_in", "must be an integer"),
-    ("fhirAuthorization without subject (the service answers without it)",
-     lambda: _delete(_with_server(_base()), ("fhirAuthorization", "subject")),
-     "warning", "$.fhirAuthorization.subject", "required"),
-    ("a prefetch value that is a string",
-     lambda: _set(_base(), ("prefetch", "patient"), "Patient/123"),
-     "error", "$.prefetch.patient", "not a Bundle, a resource, null or an OperationOutcome"),
-    ("a prefetch value without resourceType",
-     lambda: _set(_base(), ("prefetch", "conditions"), {"entry": []}),
-     "error", "$.prefetch.conditions", "not a Bundle, a resource, null or an OperationOutcome"),
-    ("a prefetched Observation that fails the R4B models",
-     lambda: _edit(_base(), _observation, 3, effectiveDateTime="last Tuesday"),
-     "error", "$.prefetch.observations.entry[3].resource", "not a valid FHIR R4 resource"),
-    ("a prefetched resource of an unknown type",
-     lambda: _set(_base(), ("prefetch", "patient"), {"resourceType": "Patent"}),
-     "error", "$.prefetch.patient", "unknown resourceType 'Patent'"),
-    ("an Observation coded in a local system only",
-     lambda: _edit(_base(), _observation, 3, code={"coding": [
-         {"system": "urn:oid:1.2.3", "code": "HIV"}]}),
-     "warning", "$.prefetch.observations.entry[3].resource.code.coding[0].system",
-     "not a code system the checks read"),
-    ("a draft order coding without a system",
-     lambda: _edit(_base(), lambda d, _: _lemtrada(d), 0,
-                   medicationCodeableConcept={"coding": [{"code": "1594660"}]}),
-     "warning", "$.context.draftOrders.entry[0].resource.medicationCodeableConcept.coding[0]",
-     "coding without a system"),
-    ("a prefetch OperationOutcome without a fhirServer",
-     lambda: _set(_base(), ("prefetch", "immunizations"), {
-         "resourceType": "OperationOutcome",
-         "issue": [{"severity": "error", "code": "forbidden"}]}),
-     "warning", "$.prefetch.immunizations", "will answer 412"),
-    ("a prefetch key the service does not declare",
-     lambda: _set(_base(), ("prefetch", "encounters"), None),
-     "warning", "$.prefetch.encounters", "not a prefetch key of this service"),
-    ("a plain-http fhirServer", lambda: _set(_with_server(_base()), ("fhirServer",),
-                                             "http://ehr.example.org/fhir"),
-     "warning", "$.fhirServer", "plain http"),
+    (
+        "a hook this service does not answer",
+        lambda: _set(_base(), ("hook",), "patient-view"),
+        "error",
+        "$.hook",
+        "not 'patient-view'",
+    ),
+    (
+        "a short hookInstance that is not a UUID is accepted with a warning",
+        lambda: _set(_base(), ("hookInstance",), "abc-1"),
+        "warning",
+        "$.hookInstance",
+        "not a UUID",
+    ),
+    (
+        "a hookInstance longer than 128 characters is refused as the service does",
+        lambda: _set(_base(), ("hookInstance",), "a" * 129),
+        "error",
+        "$.hookInstance",
+        "longer than 128 characters",
+    ),
+    (
+        "a hookInstance with a line break is refused as the service does",
+        lambda: _set(_base(), ("hookInstance",), "abc\n1"),
+        "error",
+        "$.hookInstance",
+        "outside printable ASCII",
+    ),
+    (
+        "a request without context",
+        lambda: _delete(_base(), ("context",)),
+        "error",
+        "$.context",
+        "required",
+    ),
+    (
+        "order-select without selections",
+        lambda: _delete(_base(), ("context", "selections")),
+        "error",
+        "$.context.selections",
+        "required for the order-select hook",
+    ),
+    (
+        "order-select without userId (the service answers without it)",
+        lambda: _delete(_base(), ("context", "userId")),
+        "warning",
+        "$.context.userId",
+        "required",
+    ),
+    (
+        "order-sign without draftOrders",
+        lambda: _delete(_sign(), ("context", "draftOrders")),
+        "error",
+        "$.context.draftOrders",
+        "required for the order-sign hook",
+    ),
+    (
+        "order-sign without patientId",
+        lambda: _delete(_sign(), ("context", "patientId")),
+        "error",
+        "$.context.patientId",
+        "required",
+    ),
+    (
+        "a userId that is a Patient",
+        lambda: _set(_base(), ("context", "userId"), "Patient/1"),
+        "error",
+        "$.context.userId",
+        "'Practitioner/id' or 'PractitionerRole/id'",
+    ),
+    (
+        "a patientId given as a reference",
+        lambda: _set(_base(), ("context", "patientId"), "Patient/123"),
+        "error",
+        "$.context.patientId",
+        "not a reference",
+    ),
+    (
+        "a selection that is not a Type/id reference",
+        lambda: _set(_base(), ("context", "selections"), ["lemtrada-first-course"]),
+        "error",
+        "$.context.selections[0]",
+        "not a 'Type/id' reference",
+    ),
+    (
+        "a selection that is not among the draft orders",
+        lambda: _set(
+            _base(), ("context", "selections"), ["MedicationRequest/x", "MedicationRequest/y"]
+        ),
+        "error",
+        "$.context.selections[1]",
+        "is not an entry of context.draftOrders",
+    ),
+    (
+        "draftOrders that is a bare resource, not a Bundle",
+        lambda: _set(_base(), ("context", "draftOrders"), {"resourceType": "MedicationRequest"}),
+        "error",
+        "$.context.draftOrders",
+        "must be a FHIR Bundle",
+    ),
+    (
+        "a draft order with an invalid status",
+        lambda: _set(_base(), ("context", "draftOrders", "entry", 0, "resource", "status"), 7),
+        "error",
+        "$.context.draftOrders.entry[0].resource",
+        "not a valid FHIR R4 resource: status",
+    ),
+    (
+        "fhirAuthorization without fhirServer",
+        lambda: _delete(_with_server(_base()), ("fhirServer",)),
+        "error",
+        "$.fhirServer",
+        "required when fhirAuthorization is present",
+    ),
+    (
+        "fhirAuthorization without access_token",
+        lambda: _delete(_with_server(_base()), ("fhirAuthorization", "access_token")),
+        "error",
+        "$.fhirAuthorization.access_token",
+        "required",
+    ),
+    (
+        "fhirAuthorization with a token type other than Bearer",
+        lambda: _with_server(_base(), token_type="MAC"),
+        "error",
+        "$.fhirAuthorization.token_type",
+        "must be 'Bearer'",
+    ),
+    (
+        "fhirAuthorization whose expires_in is a string",
+        lambda: _with_server(_base(), expires_in="300"),
+        "error",
+        "$.fhirAuthorization.expires_in",
+        "must be an integer",
+    ),
+    (
+        "fhirAuthorization without subject (the service answers without it)",
+        lambda: _delete(_with_server(_base()), ("fhirAuthorization", "subject")),
+        "warning",
+        "$.fhirAuthorization.subject",
+        "required",
+    ),
+    (
+        "a prefetch value that is a string",
+        lambda: _set(_base(), ("prefetch", "patient"), "Patient/123"),
+        "error",
+        "$.prefetch.patient",
+        "not a Bundle, a resource, null or an OperationOutcome",
+    ),
+    (
+        "a prefetch value without resourceType",
+        lambda: _set(_base(), ("prefetch", "conditions"), {"entry": []}),
+        "error",
+        "$.prefetch.conditions",
+        "not a Bundle, a resource, null or an OperationOutcome",
+    ),
+    (
+        "a prefetched Observation that fails the R4B models",
+        lambda: _edit(_base(), _observation, 3, effectiveDateTime="last Tuesday"),
+        "error",
+        "$.prefetch.observations.entry[3].resource",
+        "not a valid FHIR R4 resource",
+    ),
+    (
+        "a prefetched resource of an unknown type",
+        lambda: _set(_base(), ("prefetch", "patient"), {"resourceType": "Patent"}),
+        "error",
+        "$.prefetch.patient",
+        "unknown resourceType 'Patent'",
+    ),
+    (
+        "an Observation coded in a local system only",
+        lambda: _edit(
+            _base(), _observation, 3, code={"coding": [{"system": "urn:oid:1.2.3", "code": "HIV"}]}
+        ),
+        "warning",
+        "$.prefetch.observations.entry[3].resource.code.coding[0].system",
+        "not a code system the checks read",
+    ),
+    (
+        "a draft order coding without a system",
+        lambda: _edit(
+            _base(),
+            lambda d, _: _lemtrada(d),
+            0,
+            medicationCodeableConcept={"coding": [{"code": "1594660"}]},
+        ),
+        "warning",
+        "$.context.draftOrders.entry[0].resource.medicationCodeableConcept.coding[0]",
+        "coding without a system",
+    ),
+    (
+        "a prefetch OperationOutcome without a fhirServer",
+        lambda: _set(
+            _base(),
+            ("prefetch", "immunizations"),
+            {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "forbidden"}],
+            },
+        ),
+        "warning",
+        "$.prefetch.immunizations",
+        "will answer 412",
+    ),
+    (
+        "a prefetch key the service does not declare",
+        lambda: _set(_base(), ("prefetch", "encounters"), None),
+        "warning",
+        "$.prefetch.encounters",
+        "not a prefetch key of this service",
+    ),
+    (
+        "a plain-http fhirServer",
+        lambda: _set(_with_server(_base()), ("fhirServer",), "http://ehr.example.org/fhir"),
+        "warning",
+        "$.fhirServer",
+        "plain http",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "build", "level", "path", "message"), BROKEN,
-                         ids=[row[0] for row in BROKEN])
+@pytest.mark.parametrize(
+    ("name", "build", "level", "path", "message"), BROKEN, ids=[row[0] for row in BROKEN]
+)
 def test_broken_request_reports_the_problem_at_its_path(
     name: str, build: Callable[[], Any], level: str, path: str, message: str
 ) -> None:
@@ -231,8 +371,13 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cds_service.cli", "validate", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "validate", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -255,8 +400,10 @@ def test_cli_exits_1_with_one_line_per_problem(tmp_path: pathlib.Path) -> None:
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
     assert any(line.startswith("warning: $.hookInstance: not a UUID: 'nope'") for line in lines)
-    assert ("error: $.context.selections[0]: 'MedicationRequest/missing' is not an entry of "
-            "context.draftOrders") in lines
+    assert (
+        "error: $.context.selections[0]: 'MedicationRequest/missing' is not an entry of "
+        "context.draftOrders"
+    ) in lines
     assert lines[-1].endswith(": 1 error, 1 warning")
 
 
@@ -265,8 +412,10 @@ def test_cli_warnings_alone_exit_0(tmp_path: pathlib.Path) -> None:
     """Warnings (the lenient Epic-style order) are printed but do not fail the command."""
     result = _cli(str(REQUESTS / "lemtrada_by_medication_reference.json"))
     assert result.returncode == 0
-    assert any(line.startswith("warning: $.context.draftOrders.entry[0].resource.intent")
-               for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("warning: $.context.draftOrders.entry[0].resource.intent")
+        for line in result.stdout.splitlines()
+    )
 
 
 @pytest.mark.slow
@@ -280,13 +429,18 @@ def test_cli_json_output_for_machines() -> None:
     assert report["problems"][0]["level"] == "error"
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"{not json", "not valid JSON"),
-    (b"\xff\xfe", "not valid JSON"),
-], ids=["text that is not JSON", "bytes that are not UTF-8"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+    ids=["text that is not JSON", "bytes that are not UTF-8"],
+)
 @pytest.mark.slow
-def test_cli_reports_an_unparsable_file_as_an_error(tmp_path: pathlib.Path, content: bytes,
-                                                    message: str) -> None:
+def test_cli_reports_an_unparsable_file_as_an_error(
+    tmp_path: pathlib.Path, content: bytes, message: str
+) -> None:
     """A file that is not JSON is one error at `$`, exit 1, not a traceback."""
     path = tmp_path / "bad.json"
     path.write_bytes(content)

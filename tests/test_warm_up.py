@@ -68,7 +68,12 @@ def fresh_process() -> dict[str, Any]:
     """What a fresh interpreter saw: readiness, then every fixture request posted in turn."""
     result = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, str(REQUESTS)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return report
@@ -112,17 +117,27 @@ def unreadable_card_wording() -> dict[str, str]:
 
 
 READINESS_CASES = [
-    pytest.param(None, 200, "ready", True,
-                 id="the warm-up evaluated its synthetic requests: ready"),
-    pytest.param(unreadable_card_wording, 503, "not ready", False,
-                 id="the card wording cannot be read (package data missing): not ready"),
+    pytest.param(
+        None, 200, "ready", True, id="the warm-up evaluated its synthetic requests: ready"
+    ),
+    pytest.param(
+        unreadable_card_wording,
+        503,
+        "not ready",
+        False,
+        id="the card wording cannot be read (package data missing): not ready",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("break_cards", "status", "state", "warm"), READINESS_CASES)
-def test_readiness_reports_the_warm_up(monkeypatch: pytest.MonkeyPatch,
-                                       break_cards: Callable[[], dict[str, str]] | None,
-                                       status: int, state: str, warm: bool) -> None:
+def test_readiness_reports_the_warm_up(
+    monkeypatch: pytest.MonkeyPatch,
+    break_cards: Callable[[], dict[str, str]] | None,
+    status: int,
+    state: str,
+    warm: bool,
+) -> None:
     """An engine that cannot answer its own synthetic request is not ready (while liveness still
     answers), instead of a 500 for the first real patient."""
     monkeypatch.setattr(cds_service.warmup, "_done", None)  # warm up again in this process

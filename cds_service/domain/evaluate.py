@@ -23,14 +23,23 @@ def _guarded(rule: Rule, record: PatientRecord, order: OrderContext, policy: Pol
             raise ValueError(f"rule {rule.topic} returned a finding without a reason code")
     except Exception:  # a crashing rule must surface as unknown, not as a 500
         log.exception("rule %s failed", rule.topic)
-        return Finding(rule.topic, Status.UNKNOWN, Severity.WARNING, reason="not-evaluated",
-                       facts={"title": rule.titled(policy)})
+        return Finding(
+            rule.topic,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="not-evaluated",
+            facts={"title": rule.titled(policy)},
+        )
     if finding.status is Status.MET and finding.unreadable:
         # Unreadable evidence might contradict what was read: never an all-clear.
         return Finding(
-            finding.topic, Status.UNKNOWN, Severity.WARNING,
-            evidence=finding.evidence, unreadable=finding.unreadable,
-            suggestions=finding.suggestions, reason="met-but-unreadable",
+            finding.topic,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            evidence=finding.evidence,
+            unreadable=finding.unreadable,
+            suggestions=finding.suggestions,
+            reason="met-but-unreadable",
             facts={"title": rule.titled(policy), "unreadable": len(finding.unreadable)},
         )
     return finding

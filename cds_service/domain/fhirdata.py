@@ -55,8 +55,12 @@ def codings(concept: Any) -> list[Code]:
         system, code = coding.get("system"), coding.get("code")
         if isinstance(system, str) and isinstance(code, str):
             out.append(normalise_code(system, code))
-        elif (system is not None and not isinstance(system, str)
-              or code is not None and not isinstance(code, str)):
+        elif (
+            system is not None
+            and not isinstance(system, str)
+            or code is not None
+            and not isinstance(code, str)
+        ):
             raise Malformed("coding system/code is not a string")
     return out
 

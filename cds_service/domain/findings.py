@@ -36,8 +36,7 @@ class Evidence:
     each worded by its own kind and joined with '; '."""
 
     kind: str
-    facts: Mapping[str, str | int | tuple[Evidence, ...]] = field(default_factory=dict,
-                                                                   hash=False)
+    facts: Mapping[str, str | int | tuple[Evidence, ...]] = field(default_factory=dict, hash=False)
     text: str = ""
 
 
@@ -79,8 +78,9 @@ class Finding:
     reason: str = ""
     """Why the check concluded this, as a code: with the topic, the key of its sentences in
     cds_service/wording.toml."""
-    facts: Mapping[str, str | int | tuple[Evidence, ...]] = field(default_factory=dict,
-                                                                   hash=False, compare=False)
+    facts: Mapping[str, str | int | tuple[Evidence, ...]] = field(
+        default_factory=dict, hash=False, compare=False
+    )
     """Named values the sentences of `reason` fill in (policy numbers are filled from policy);
     evidence parts are worded and joined with '; ', as in Evidence facts."""
 
@@ -88,4 +88,3 @@ class Finding:
     def shown(self) -> bool:
         """Whether the finding gets a card of its own (anything but met)."""
         return self.status is not Status.MET
-

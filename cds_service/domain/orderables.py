@@ -19,7 +19,8 @@ GROUPS = ("labTests", "medications", "routes", "categories")
 @cache
 def _codings() -> dict[str, dict[str, str]]:
     text = (resources.files("cds_service") / "terminology" / "orderables.json").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
     doc = json.loads(text)
     out: dict[str, dict[str, str]] = {}
     for group in GROUPS:
@@ -37,10 +38,14 @@ def coding(key: str) -> dict[str, str]:
 
 @cache
 def _names() -> dict[str, str]:
-    doc = json.loads((resources.files("cds_service") / "terminology" / "orderables.json")
-                     .read_text(encoding="utf-8"))
-    return {entry["key"]: entry["name"] for group in GROUPS for entry in doc[group]
-            if "name" in entry}
+    doc = json.loads(
+        (resources.files("cds_service") / "terminology" / "orderables.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    return {
+        entry["key"]: entry["name"] for group in GROUPS for entry in doc[group] if "name" in entry
+    }
 
 
 def name(key: str) -> str:

@@ -80,8 +80,12 @@ class MedicationSources:
 
     @cached_property
     def in_prefetch(self) -> list[dict[str, Any]]:
-        return [r for value in (self.prefetch or {}).values() for r in iter_resources(value)
-                if r.get("resourceType") == "Medication"]
+        return [
+            r
+            for value in (self.prefetch or {}).values()
+            for r in iter_resources(value)
+            if r.get("resourceType") == "Medication"
+        ]
 
     def pools(self) -> Iterator[Sequence[dict[str, Any]]]:
         """The pools in the order they are searched; each built only when it is reached."""
@@ -94,8 +98,9 @@ UNRESOLVED = "medicationReference display"
 """How an order's medication was read when its reference resolved nowhere (display only)."""
 
 
-def _medication_of(request: dict[str, Any],
-                   sources: MedicationSources) -> tuple[tuple[Code, ...], str, str]:
+def _medication_of(
+    request: dict[str, Any], sources: MedicationSources
+) -> tuple[tuple[Code, ...], str, str]:
     """(codes, words, how) of a request's medication: inline, or the referenced Medication
     (contained for '#id'; else draftOrders, then prefetch, then read from the FHIR server)."""
     named = name_medication(request, sources.pools())
@@ -109,8 +114,12 @@ def _medication_of(request: dict[str, Any],
     return named.codes, named.words, f"medicationReference to Medication in {where}"
 
 
-_POOL_NAMES = {CONTAINED: "the order's contained resources", 0: "draftOrders", 1: "prefetch",
-               2: "the FHIR server"}
+_POOL_NAMES = {
+    CONTAINED: "the order's contained resources",
+    0: "draftOrders",
+    1: "prefetch",
+    2: "the FHIR server",
+}
 """MedicationSources.pools() in order, as the sentence saying how an order was recognised
 names them."""
 
@@ -148,19 +157,22 @@ class OrderScan:
         return None
 
 
-def _read_medication(resource: dict[str, Any],
-                     sources: MedicationSources) -> tuple[tuple[Code, ...], str, str]:
+def _read_medication(
+    resource: dict[str, Any], sources: MedicationSources
+) -> tuple[tuple[Code, ...], str, str]:
     """(codes, words, how) of an order's medication; UnreadableOrder when the Medication it
     names cannot be read."""
     try:
         return _medication_of(resource, sources)
     except Malformed as exc:
-        raise UnreadableOrder(f"MedicationRequest/{resource.get('id')}",
-                              f"its Medication cannot be read ({exc})") from None
+        raise UnreadableOrder(
+            f"MedicationRequest/{resource.get('id')}", f"its Medication cannot be read ({exc})"
+        ) from None
 
 
-def _as_lemtrada(resource: dict[str, Any], codes: tuple[Code, ...], words: str,
-                 how: str) -> AlemtuzumabOrder | None:
+def _as_lemtrada(
+    resource: dict[str, Any], codes: tuple[Code, ...], words: str, how: str
+) -> AlemtuzumabOrder | None:
     """The order as an AlemtuzumabOrder when its medication is Lemtrada, else None."""
     if classify(codes, words) is not Product.LEMTRADA:
         return None

@@ -78,7 +78,7 @@ def _subject_id(resource: dict[str, Any]) -> str | None:
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
             value: str = ref["reference"]
             if value.startswith("urn:uuid:"):
-                return value[len("urn:uuid:"):]
+                return value[len("urn:uuid:") :]
             if "Patient/" in value:
                 return value.rsplit("Patient/", 1)[1].split("/")[0]
             return None
@@ -117,6 +117,7 @@ def canonical_order(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     The content key (sorted-key JSON) is computed only for those ties, so a large prefetch costs
     one cheap sort. A resource too deeply nested to serialise keeps its place among its ties.
     """
+
     def content(resource: dict[str, Any]) -> str:
         try:
             return json.dumps(resource, sort_keys=True, default=str)
@@ -124,8 +125,9 @@ def canonical_order(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return ""
 
     # Keys computed once per resource; the position breaks ties so resources are never compared.
-    keyed = sorted((str(r.get("resourceType")), str(r.get("id")), i)
-                   for i, r in enumerate(resources))
+    keyed = sorted(
+        (str(r.get("resourceType")), str(r.get("id")), i) for i, r in enumerate(resources)
+    )
     out: list[dict[str, Any]] = []
     for _, group in groupby(keyed, key=lambda k: k[:2]):
         ties = [resources[i] for _, _, i in group]
@@ -205,8 +207,9 @@ class PatientRecord:
         if not isinstance(rtype, str):
             return  # not a FHIR resource (resourceType is not a string): no rule can read it
         if rtype not in READ_TYPES:
-            if rtype == "Patient" and (resource.get("id") == self.patient_id
-                                       or self.patient is None):
+            if rtype == "Patient" and (
+                resource.get("id") == self.patient_id or self.patient is None
+            ):
                 self.patient = resource
             return
         if rtype != "Medication":

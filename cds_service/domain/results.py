@@ -48,8 +48,10 @@ class LabResult:
         return reference_of(self.resource)
 
     def describe(self) -> str:
-        return (f"{self.test} {self.meaning.value} on {self.when} ({self.reference}; read from "
-                f"{self.read_from})")
+        return (
+            f"{self.test} {self.meaning.value} on {self.when} ({self.reference}; read from "
+            f"{self.read_from})"
+        )
 
 
 def _meaning_of_codes(codes: list[tuple[str, str]]) -> Meaning | None:
@@ -111,8 +113,9 @@ def read_meaning(observation: dict[str, Any], nucleic_acid: bool = False) -> tup
 
 
 def result_date(observation: dict[str, Any]) -> DateSpan | None:
-    return first_date(observation, "effectiveDateTime", "effectivePeriod.start",
-                      "effectiveInstant", "issued")
+    return first_date(
+        observation, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"
+    )
 
 
 _SEVERITY_ORDER = {Meaning.POSITIVE: 2, Meaning.INDETERMINATE: 1, Meaning.NEGATIVE: 0}

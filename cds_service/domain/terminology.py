@@ -89,8 +89,10 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
             displays[code] = concept.get("display", concept["code"])
             for ext in _ext_value(concept.get("extension"), INGREDIENT_EXT):
                 ingredient_of_code[code] = ext["valueString"].casefold()
-            if any(ext.get("valueBoolean") is True
-                   for ext in _ext_value(concept.get("extension"), OUTSIDE_LABORATORY_EXT)):
+            if any(
+                ext.get("valueBoolean") is True
+                for ext in _ext_value(concept.get("extension"), OUTSIDE_LABORATORY_EXT)
+            ):
                 outside_laboratory.add(code)
     names: list[tuple[str, str]] = []
     for ext in _ext_value(doc.get("extension"), NAME_MATCH_EXT):
@@ -99,8 +101,9 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
     pattern = None
     if names:
         alternatives = sorted({re.escape(n) for n, _ in names}, key=len, reverse=True)
-        pattern = re.compile(r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])",
-                             re.IGNORECASE)
+        pattern = re.compile(
+            r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])", re.IGNORECASE
+        )
     return ValueSet(
         id=doc["id"],
         url=doc["url"],

@@ -76,8 +76,10 @@ class Location:
     def under(self, prefix: Location) -> bool:
         """Same origin, and the prefix's path segments start this path (so /fhir does not admit
         /fhir-admin, and nothing admits what a server would resolve elsewhere)."""
-        return (self.origin() == prefix.origin()
-                and self.segments[:len(prefix.segments)] == prefix.segments)
+        return (
+            self.origin() == prefix.origin()
+            and self.segments[: len(prefix.segments)] == prefix.segments
+        )
 
 
 _HOST = re.compile(r"^[a-z0-9.\-:]+$")
@@ -129,9 +131,13 @@ def parse_location(url: str) -> Location:
         raw_segments.pop()  # one trailing slash
     if "" in raw_segments:
         raise UrlRefused("has an empty path segment (a doubled slash)")
-    return Location(scheme, host, port or _DEFAULT_PORT[scheme],
-                    tuple(_segment(s) for s in raw_segments),
-                    bool(parts.query or parts.fragment or url.endswith(("?", "#"))))
+    return Location(
+        scheme,
+        host,
+        port or _DEFAULT_PORT[scheme],
+        tuple(_segment(s) for s in raw_segments),
+        bool(parts.query or parts.fragment or url.endswith(("?", "#"))),
+    )
 
 
 class FhirClient:
@@ -190,8 +196,12 @@ class FhirClient:
 
     # -- Fetcher ------------------------------------------------------------------------------
 
-    def __call__(self, endpoint: Endpoint, queries: Mapping[str, str],
-                 pages: Mapping[str, dict[str, Any]] | None = None) -> FetchOutcome:
+    def __call__(
+        self,
+        endpoint: Endpoint,
+        queries: Mapping[str, str],
+        pages: Mapping[str, dict[str, Any]] | None = None,
+    ) -> FetchOutcome:
         """Obtain every key concurrently within the deadline; what failed is in the outcome."""
         deadline = _Deadline(self.settings.fhir_deadline_seconds)
         keys = sorted(queries)
@@ -207,12 +217,14 @@ class FhirClient:
         pool = ThreadPoolExecutor(max_workers=max(1, len(keys)), thread_name_prefix="fhir-fetch")
         try:
             futures: dict[Future[Fetched], str] = {
-                pool.submit(self._obtain, server, base, queries[k], pages.get(k), token,
-                            deadline): k
+                pool.submit(
+                    self._obtain, server, base, queries[k], pages.get(k), token, deadline
+                ): k
                 for k in keys
             }
-            done, _ = wait(futures, timeout=max(0.0, deadline.remaining()),
-                           return_when=FIRST_EXCEPTION)
+            done, _ = wait(
+                futures, timeout=max(0.0, deadline.remaining()), return_when=FIRST_EXCEPTION
+            )
         finally:
             # Never wait for stragglers: their own timeouts are bounded by the same deadline.
             pool.shutdown(wait=False, cancel_futures=True)
@@ -231,22 +243,34 @@ class FhirClient:
             else:  # a bug, not the server: keep the detail in the log, not in the response
                 log.error("fetching prefetch key %s failed: %s", key, type(exc).__name__)
                 outcome.failures[key] = "internal error"
-        outcome.unfinished = [k for k in keys if k not in outcome.results
-                              and k not in outcome.failures]
+        outcome.unfinished = [
+            k for k in keys if k not in outcome.results and k not in outcome.failures
+        ]
         if outcome.failures or outcome.unfinished:
-            log.warning("prefetch fallback failed for %s",
-                        ", ".join(sorted({*outcome.failures, *outcome.unfinished})))
+            log.warning(
+                "prefetch fallback failed for %s",
+                ", ".join(sorted({*outcome.failures, *outcome.unfinished})),
+            )
         return outcome
 
     # -- one key ------------------------------------------------------------------------------
 
-    def _obtain(self, server: Location, base: str, query: str, first_page: dict[str, Any] | None,
-                token: str | None, deadline: _Deadline) -> Fetched:
+    def _obtain(
+        self,
+        server: Location,
+        base: str,
+        query: str,
+        first_page: dict[str, Any] | None,
+        token: str | None,
+        deadline: _Deadline,
+    ) -> Fetched:
         if first_page is not None:
             url = self._next_url(server, base + "/", next_link(first_page) or "")
             if url is not None:
-                return Fetched(self._complete(server, first_page, url, token, deadline),
-                               Origin.FHIR_SERVER_PAGED)
+                return Fetched(
+                    self._complete(server, first_page, url, token, deadline),
+                    Origin.FHIR_SERVER_PAGED,
+                )
             origin = Origin.FHIR_SERVER_OTHER_ORIGIN
         else:
             origin = Origin.FHIR_SERVER
@@ -257,13 +281,15 @@ class FhirClient:
         url = f"{base}/{query}"
         value = self._get(url, token, deadline)
         if value.get("resourceType") != expected:
-            raise KeyFailed(f"the FHIR server answered a {value.get('resourceType')}, "
-                            f"not a {expected}")
+            raise KeyFailed(
+                f"the FHIR server answered a {value.get('resourceType')}, not a {expected}"
+            )
         if expected == "Bundle":
             nxt = next_link(value)
             if nxt is not None:
-                value = self._complete(server, value, self._follow(server, base + "/", nxt),
-                                       token, deadline)
+                value = self._complete(
+                    server, value, self._follow(server, base + "/", nxt), token, deadline
+                )
         return Fetched(value, origin)
 
     def _follow(self, server: Location, current: str, link: str) -> str:
@@ -273,8 +299,14 @@ class FhirClient:
             raise KeyFailed("a next link points outside the FHIR server; not followed")
         return url
 
-    def _complete(self, server: Location, first: dict[str, Any], url: str, token: str | None,
-                  deadline: _Deadline) -> dict[str, Any]:
+    def _complete(
+        self,
+        server: Location,
+        first: dict[str, Any],
+        url: str,
+        token: str | None,
+        deadline: _Deadline,
+    ) -> dict[str, Any]:
         """Follow `next` links (on fhirServer, page cap) and merge all entries into one Bundle."""
         entries = _entries(first)
         followed = 0
@@ -282,8 +314,10 @@ class FhirClient:
         while next_url is not None:
             if followed >= self.settings.fhir_page_cap:
                 # Never a partial read: the rules cannot tell a cut history from a short one.
-                raise KeyFailed(f"more than {self.settings.fhir_page_cap} pages (the page cap, "
-                                "CDS_FHIR_PAGE_CAP)")
+                raise KeyFailed(
+                    f"more than {self.settings.fhir_page_cap} pages (the page cap, "
+                    "CDS_FHIR_PAGE_CAP)"
+                )
             page = self._get(next_url, token, deadline)
             followed += 1
             if page.get("resourceType") != "Bundle":
@@ -307,8 +341,9 @@ class FhirClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         timeout = (min(self.settings.fhir_connect_timeout_seconds, remaining), remaining)
         try:
-            with self.session.get(url, headers=headers, timeout=timeout, stream=True,
-                                  allow_redirects=False) as response:
+            with self.session.get(
+                url, headers=headers, timeout=timeout, stream=True, allow_redirects=False
+            ) as response:
                 if response.status_code != 200:
                     raise KeyFailed(f"the FHIR server answered HTTP {response.status_code}")
                 body = bytearray()
@@ -321,13 +356,15 @@ class FhirClient:
                     if deadline.remaining() <= 0:
                         raise KeyFailed(f"the deadline of {deadline.seconds:g} s passed")
         except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
-            raise KeyFailed(f"the FHIR server did not answer within the deadline of "
-                            f"{deadline.seconds:g} s") from None
+            raise KeyFailed(
+                f"the FHIR server did not answer within the deadline of {deadline.seconds:g} s"
+            ) from None
         # Reading the raw stream raises urllib3's and the socket's own errors, not requests'.
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             # The message may hold the URL: keep it out.
             raise KeyFailed(
-                f"the FHIR server could not be reached ({type(exc).__name__})") from None
+                f"the FHIR server could not be reached ({type(exc).__name__})"
+            ) from None
         try:
             value = orjson.loads(bytes(body))
         except orjson.JSONDecodeError:

@@ -58,19 +58,29 @@ class FetchOutcome:
         if self.refused is not None:
             return PreconditionFailed(
                 f"The fhirServer {self.refused}, so it was not called; required data could not be "
-                f"obtained: {', '.join(keys)}.", _keys_expression(keys))
+                f"obtained: {', '.join(keys)}.",
+                _keys_expression(keys),
+            )
         failures = {k: self.failures[k] for k in keys if k in self.failures}
         unfinished = [k for k in keys if k in self.unfinished]
-        lost = [k for k in keys if k not in self.results and k not in failures
-                and k not in unfinished]
+        lost = [
+            k for k in keys if k not in self.results and k not in failures and k not in unfinished
+        ]
         if lost:  # a fetcher must report what it cannot get; never treat silence as no data
-            return PreconditionFailed("Required data could not be obtained from the FHIR server: "
-                                      + ", ".join(lost) + ".", _keys_expression(lost))
+            return PreconditionFailed(
+                "Required data could not be obtained from the FHIR server: "
+                + ", ".join(lost)
+                + ".",
+                _keys_expression(lost),
+            )
         if not failures and not unfinished:
             return None
         if not failures:
-            why = (f"not obtained within the deadline of {self.deadline_seconds:g} s"
-                   if not self.failures else "abandoned after another read failed")
+            why = (
+                f"not obtained within the deadline of {self.deadline_seconds:g} s"
+                if not self.failures
+                else "abandoned after another read failed"
+            )
             failures = dict.fromkeys(unfinished, why)
             unfinished = []
         detail = "; ".join(f"{k}: {failures[k]}" for k in sorted(failures))
@@ -78,7 +88,8 @@ class FetchOutcome:
             detail += "; abandoned after that failure: " + ", ".join(unfinished)
         return PreconditionFailed(
             f"Required data could not be obtained from the FHIR server ({detail}).",
-            _keys_expression([*failures, *unfinished]))
+            _keys_expression([*failures, *unfinished]),
+        )
 
 
 class Fetcher(Protocol):
@@ -90,8 +101,12 @@ class Fetcher(Protocol):
     key it cannot obtain: the outcome says which and why.
     """
 
-    def __call__(self, endpoint: Endpoint, queries: Mapping[str, str],
-                 pages: Mapping[str, dict[str, Any]] | None = None) -> FetchOutcome: ...
+    def __call__(
+        self,
+        endpoint: Endpoint,
+        queries: Mapping[str, str],
+        pages: Mapping[str, dict[str, Any]] | None = None,
+    ) -> FetchOutcome: ...
 
 
 @dataclass
@@ -122,9 +137,11 @@ def _bundle_problem(value: dict[str, Any]) -> str | None:
     for entry in entries:
         resource = entry.get("resource")
         if resource is not None and not (
-                isinstance(resource, dict) and isinstance(resource.get("resourceType"), str)):
-            return ("every entry's 'resource' must be a FHIR resource (an object with a "
-                    "resourceType)")
+            isinstance(resource, dict) and isinstance(resource.get("resourceType"), str)
+        ):
+            return (
+                "every entry's 'resource' must be a FHIR resource (an object with a resourceType)"
+            )
     return None
 
 
@@ -152,11 +169,12 @@ def render_template(template: str, context: Mapping[str, Any]) -> str:
         if not sep:
             raise BadRequest(f"Unterminated prefetch token in template {template!r}.")
         name = token.strip()
-        value = context.get(name[len("context."):]) if name.startswith("context.") else None
+        value = context.get(name[len("context.") :]) if name.startswith("context.") else None
         if not isinstance(value, str) or not value:
-            raise BadRequest(f"Prefetch token '{{{{{name}}}}}' cannot be filled from the hook "
-                             "context.",
-                             [f"context.{name.removeprefix('context.')}"])
+            raise BadRequest(
+                f"Prefetch token '{{{{{name}}}}}' cannot be filled from the hook context.",
+                [f"context.{name.removeprefix('context.')}"],
+            )
         out.extend((before, value))
     out.append(rest)
     return "".join(out)
@@ -179,8 +197,9 @@ class _Plan:
     paged: dict[str, dict[str, Any]]
 
 
-def _plan(prefetch: Mapping[str, Any], templates: Mapping[str, str],
-          types: Mapping[str, str]) -> _Plan:
+def _plan(
+    prefetch: Mapping[str, Any], templates: Mapping[str, str], types: Mapping[str, str]
+) -> _Plan:
     """Sort every declared key into used, no data, missing or paged; a bad value is a 400."""
     plan = _Plan(ResolvedData(), {}, {})
     resolved = plan.resolved
@@ -195,16 +214,19 @@ def _plan(prefetch: Mapping[str, Any], templates: Mapping[str, str],
         elif _is_outcome(value):
             plan.missing[key] = template
         elif isinstance(value, dict) and _bundle_problem(value):
-            raise BadRequest(f"Prefetch value '{key}': {_bundle_problem(value)}.",
-                             [f"prefetch.{key}.entry"])
+            raise BadRequest(
+                f"Prefetch value '{key}': {_bundle_problem(value)}.", [f"prefetch.{key}.entry"]
+            )
         elif isinstance(value, dict) and next_link(value) is not None:
             plan.paged[key] = value  # only the first page: the rest must come from the server
         elif isinstance(value, dict):
             resolved.values.append(value)
             resolved.origin[key] = Origin.PREFETCH
         else:
-            raise BadRequest(f"Prefetch value '{key}' must be a FHIR resource, Bundle or null.",
-                             [f"prefetch.{key}"])
+            raise BadRequest(
+                f"Prefetch value '{key}' must be a FHIR resource, Bundle or null.",
+                [f"prefetch.{key}"],
+            )
     for key, value in prefetch.items():  # undeclared keys: still evidence if they are resources
         if key not in templates and isinstance(value, dict) and not _is_outcome(value):
             resolved.values.append(value)
@@ -212,8 +234,13 @@ def _plan(prefetch: Mapping[str, Any], templates: Mapping[str, str],
     return plan
 
 
-def _queries(plan: _Plan, context: Mapping[str, Any], templates: Mapping[str, str],
-             endpoint: Endpoint, fetcher: Fetcher | None) -> dict[str, str]:
+def _queries(
+    plan: _Plan,
+    context: Mapping[str, Any],
+    templates: Mapping[str, str],
+    endpoint: Endpoint,
+    fetcher: Fetcher | None,
+) -> dict[str, str]:
     """The rendered queries of the keys to read; 412 when there is no FHIR server to read from,
     400 for a template the context cannot fill."""
     needed = sorted({*plan.missing, *plan.paged})
@@ -224,8 +251,9 @@ def _queries(plan: _Plan, context: Mapping[str, Any], templates: Mapping[str, st
         if plan.paged:
             parts.append("prefetched only in part (paginated): " + ", ".join(sorted(plan.paged)))
         raise PreconditionFailed(
-            "Required data is " + "; ".join(parts)
-            + "; and no FHIR server was given to fetch it.", _keys_expression(needed))
+            "Required data is " + "; ".join(parts) + "; and no FHIR server was given to fetch it.",
+            _keys_expression(needed),
+        )
     return {k: render_template(templates[k], context) for k in needed}
 
 
@@ -259,8 +287,11 @@ def resolve(
         return resolved
     assert fetcher is not None  # _queries raised without one; medications are asked with one
     paged = {k: v for k, v in plan.paged.items() if k in queries}
-    outcome = fetcher(endpoint, {**queries, **medications}, paged) if paged else \
-        fetcher(endpoint, {**queries, **medications})
+    outcome = (
+        fetcher(endpoint, {**queries, **medications}, paged)
+        if paged
+        else fetcher(endpoint, {**queries, **medications})
+    )
     if medications:
         failed = outcome.problem(list(medications))
         if failed is not None:

@@ -50,27 +50,54 @@ def check_baseline_labs(record: PatientRecord, order: OrderContext, policy: Poli
         unreadable.extend(results.unreadable)
         latest = max(results.current, key=lambda r: r.when.earliest) if results.current else None
         if latest is not None:
-            present.append(Evidence("baseline-lab", {
-                "name": name, "test": latest.test, "when": str(latest.when),
-                "reference": latest.reference}))
+            present.append(
+                Evidence(
+                    "baseline-lab",
+                    {
+                        "name": name,
+                        "test": latest.test,
+                        "when": str(latest.when),
+                        "reference": latest.reference,
+                    },
+                )
+            )
             continue
         missing.append(name)
         old = results.latest_stale
         if old is not None:
-            stale.append(Evidence("baseline-lab-too-old", {
-                "name": name, "test": old.test, "when": str(old.when),
-                "reference": old.reference}))
+            stale.append(
+                Evidence(
+                    "baseline-lab-too-old",
+                    {
+                        "name": name,
+                        "test": old.test,
+                        "when": str(old.when),
+                        "reference": old.reference,
+                    },
+                )
+            )
         suggestions.append(order_test(orderable, "baseline-lab", test=name))
     evidence = tuple(present + stale)
     if not missing:
-        return Finding(BASELINE, Status.MET, Severity.INFO, reason="all-present",
-                       facts={"total": len(BASELINE_TESTS)},
-                       evidence=evidence, unreadable=_unique(unreadable))
-    return Finding(BASELINE, Status.UNKNOWN, Severity.WARNING, reason="missing",
-                   facts={"listed": ", ".join(missing), "missing": len(missing),
-                          "total": len(BASELINE_TESTS)},
-                   evidence=evidence, unreadable=_unique(unreadable),
-                   suggestions=tuple(suggestions))
+        return Finding(
+            BASELINE,
+            Status.MET,
+            Severity.INFO,
+            reason="all-present",
+            facts={"total": len(BASELINE_TESTS)},
+            evidence=evidence,
+            unreadable=_unique(unreadable),
+        )
+    return Finding(
+        BASELINE,
+        Status.UNKNOWN,
+        Severity.WARNING,
+        reason="missing",
+        facts={"listed": ", ".join(missing), "missing": len(missing), "total": len(BASELINE_TESTS)},
+        evidence=evidence,
+        unreadable=_unique(unreadable),
+        suggestions=tuple(suggestions),
+    )
 
 
 BASELINE_LABS_RULE = Rule(
@@ -86,10 +113,19 @@ BASELINE_LABS_RULE = Rule(
     "infusion); PI boxed warning and section 5 (CBC, creatinine, urinalysis, UPCR, thyroid "
     "function, transaminases and bilirubin before starting)",
     check=check_baseline_labs,
-    value_sets=("alt-loinc", "ast-loinc", "bilirubin-total-loinc", "cbc-differential-loinc",
-                "result-indeterminate", "result-negative", "result-positive",
-                "serum-creatinine-loinc", "tsh-loinc", "urinalysis-loinc",
-                "urine-protein-creatinine-ratio-loinc"),
+    value_sets=(
+        "alt-loinc",
+        "ast-loinc",
+        "bilirubin-total-loinc",
+        "cbc-differential-loinc",
+        "result-indeterminate",
+        "result-negative",
+        "result-positive",
+        "serum-creatinine-loinc",
+        "tsh-loinc",
+        "urinalysis-loinc",
+        "urine-protein-creatinine-ratio-loinc",
+    ),
     policy_keys=("baseline_lab_window",),
     override_reasons=("action-completed", "need-more-info"),
 )

@@ -30,8 +30,13 @@ UNRECORDED = "unrecorded"
 """The status of a Condition or allergy that may be current because none was recorded."""
 THYROID = "thyroid-disorder"
 MALIGNANCY = "malignancy"
-ABATEMENT = ("abatementDateTime", "abatementPeriod", "abatementAge", "abatementRange",
-             "abatementString")
+ABATEMENT = (
+    "abatementDateTime",
+    "abatementPeriod",
+    "abatementAge",
+    "abatementRange",
+    "abatementString",
+)
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,24 @@ class ConditionHit:
         """The evidence line of this diagnosis: the first of `kinds` ([evidence] of wording.toml),
         or the second when the record gives neither onset nor recorded date."""
         when = first_date(self.resource, "onsetDateTime", "onsetPeriod.start", "recordedDate")
-        system = ("ICD-10-CM" if "icd-10" in self.code[0]
-                  else "SNOMED CT" if "snomed" in self.code[0] else self.code[0])
-        return Evidence(kinds[0] if when else kinds[1], {
-            "condition": self.name, "system": system, "code": self.written or self.code[1],
-            "status": status_fact(self.status), "when": str(when), "reference": self.reference})
+        system = (
+            "ICD-10-CM"
+            if "icd-10" in self.code[0]
+            else "SNOMED CT"
+            if "snomed" in self.code[0]
+            else self.code[0]
+        )
+        return Evidence(
+            kinds[0] if when else kinds[1],
+            {
+                "condition": self.name,
+                "system": system,
+                "code": self.written or self.code[1],
+                "status": status_fact(self.status),
+                "when": str(when),
+                "reference": self.reference,
+            },
+        )
 
 
 def status_fact(status: str) -> str | tuple[Evidence, ...]:
@@ -95,8 +113,11 @@ def current_status(condition: dict[str, Any], also: frozenset[str] = frozenset()
             return None
         return UNRECORDED
     if status in CURRENT or status in also:
-        unconfirmed = [c for _, c in _codes_of(condition.get("verificationStatus"))
-                       if c in ("unconfirmed", "provisional", "differential")]
+        unconfirmed = [
+            c
+            for _, c in _codes_of(condition.get("verificationStatus"))
+            if c in ("unconfirmed", "provisional", "differential")
+        ]
         return status + (f" ({unconfirmed[0]})" if unconfirmed else "")
     return None
 
@@ -107,8 +128,11 @@ def _display(condition: dict[str, Any], code: Code, vs: ValueSet | None) -> str:
     concept = condition.get("code")
     if isinstance(concept, dict):
         for coding in concept.get("coding") or ():
-            if (isinstance(coding, dict) and coding.get("code")
-                    and isinstance(coding.get("display"), str)):
+            if (
+                isinstance(coding, dict)
+                and coding.get("code")
+                and isinstance(coding.get("display"), str)
+            ):
                 return str(coding["display"])
         if isinstance(concept.get("text"), str):
             return str(concept["text"])
@@ -118,9 +142,12 @@ def _display(condition: dict[str, Any], code: Code, vs: ValueSet | None) -> str:
 def _written(condition: dict[str, Any], code: Code) -> str:
     concept = condition.get("code")
     for coding in concept.get("coding") or () if isinstance(concept, dict) else ():
-        if (isinstance(coding, dict) and isinstance(coding.get("system"), str)
-                and isinstance(coding.get("code"), str)
-                and normalise_code(coding["system"], coding["code"]) == code):
+        if (
+            isinstance(coding, dict)
+            and isinstance(coding.get("system"), str)
+            and isinstance(coding.get("code"), str)
+            and normalise_code(coding["system"], coding["code"]) == code
+        ):
             return str(coding["code"])
     return code[1]
 
@@ -174,27 +201,41 @@ def current_conditions(
             matched = (code, None)
         assert matched is not None
         code, vs_of = matched
-        hits.append(ConditionHit(condition, code, _display(condition, code, vs_of), status,
-                                 _written(condition, code)))
+        hits.append(
+            ConditionHit(
+                condition, code, _display(condition, code, vs_of), status, _written(condition, code)
+            )
+        )
     return hits, unreadable
 
 
 # -- checks -------------------------------------------------------------------------------------
 
 
-def current_condition_check(topic: str, value_set_id: str,
-                            extra_match: Callable[[Code], bool] | None = None) -> Check:
+def current_condition_check(
+    topic: str, value_set_id: str, extra_match: Callable[[Code], bool] | None = None
+) -> Check:
     """The shape of a warning for a current Condition in one value set: reason `current` with the
     first hit's name as {condition}, else `none` (sentences in cds_service/wording.toml)."""
+
     def check(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-        hits, unreadable = current_conditions(record, [value_set(value_set_id)],
-                                              extra_match=extra_match)
+        hits, unreadable = current_conditions(
+            record, [value_set(value_set_id)], extra_match=extra_match
+        )
         if hits:
-            return Finding(topic, Status.NOT_MET, Severity.WARNING, reason="current",
-                           facts={"condition": shorten(hits[0].name)},
-                           evidence=tuple(h.evidence() for h in hits), unreadable=tuple(unreadable))
-        return Finding(topic, Status.MET, Severity.INFO, reason="none",
-                       unreadable=tuple(unreadable))
+            return Finding(
+                topic,
+                Status.NOT_MET,
+                Severity.WARNING,
+                reason="current",
+                facts={"condition": shorten(hits[0].name)},
+                evidence=tuple(h.evidence() for h in hits),
+                unreadable=tuple(unreadable),
+            )
+        return Finding(
+            topic, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable)
+        )
+
     check.__name__ = check.__qualname__ = f"check_{topic.replace('-', '_')}"
     check.__doc__ = f"Warning for a current Condition in {value_set_id}."
     return check
@@ -202,13 +243,30 @@ def current_condition_check(topic: str, value_set_id: str,
 
 # -- checks -------------------------------------------------------------------------------------
 
-def condition_rule(*, topic: str, value_set_id: str, title: str, logic: str, citation: str,
-                   override_reasons: tuple[str, ...], source: str = "label",
-                   extra_match: Callable[[Code], bool] | None = None) -> Rule:
+
+def condition_rule(
+    *,
+    topic: str,
+    value_set_id: str,
+    title: str,
+    logic: str,
+    citation: str,
+    override_reasons: tuple[str, ...],
+    source: str = "label",
+    extra_match: Callable[[Code], bool] | None = None,
+) -> Rule:
     """The declaration of a warning for a current Condition in one value set (a table row)."""
-    return Rule(topic=topic, title=title, logic=logic, indicator="warning", source=source,
-                citation=citation, check=current_condition_check(topic, value_set_id, extra_match),
-                value_sets=(value_set_id,), override_reasons=override_reasons)
+    return Rule(
+        topic=topic,
+        title=title,
+        logic=logic,
+        indicator="warning",
+        source=source,
+        citation=citation,
+        check=current_condition_check(topic, value_set_id, extra_match),
+        value_sets=(value_set_id,),
+        override_reasons=override_reasons,
+    )
 
 
 THYROID_DISORDER_RULE = condition_rule(

@@ -17,8 +17,13 @@ from .conditions import UNRECORDED, current_conditions, refuted, shorten, status
 HYPERSENSITIVITY = "hypersensitivity"
 ACTIVE_INFECTION = "active-infection"
 INACTIVE_ALLERGY = frozenset({"inactive", "resolved"})
-INFECTION_SETS = ("active-tuberculosis-condition", "hiv-condition", "hepatitis-b-condition",
-                  "hepatitis-c-condition", "acute-infection-condition")
+INFECTION_SETS = (
+    "active-tuberculosis-condition",
+    "hiv-condition",
+    "hepatitis-b-condition",
+    "hepatitis-c-condition",
+    "acute-infection-condition",
+)
 
 
 def _allergy_concepts(allergy: dict[str, Any]) -> list[Any]:
@@ -40,9 +45,15 @@ def _allergy_match(allergy: dict[str, Any]) -> tuple[Evidence, ...] | None:
         except Malformed:
             code = None
         if code is not None:
-            return (Evidence("coded-medication", {
-                "display": vs.display(code),
-                "how": (Evidence("matched-by-code", {"code": code[1]}),)}),)
+            return (
+                Evidence(
+                    "coded-medication",
+                    {
+                        "display": vs.display(code),
+                        "how": (Evidence("matched-by-code", {"code": code[1]}),),
+                    },
+                ),
+            )
         named = vs.name_in(concept_words(concept))
         if named is not None:
             return (Evidence("matched-by-name", {"name": named[0]}),)
@@ -95,15 +106,30 @@ def check_hypersensitivity(record: PatientRecord, order: OrderContext, policy: P
             continue
         when = first_date(allergy, "recordedDate", "onsetDateTime", "lastOccurrence")
         detail = _allergy_detail(allergy)
-        found.append(Evidence("allergy", {
-            "allergen": how, "status": status_fact(status),
-            "detail": f", {detail}" if detail else "",
-            "when": str(when) if when else "undated", "reference": reference_of(allergy)}))
+        found.append(
+            Evidence(
+                "allergy",
+                {
+                    "allergen": how,
+                    "status": status_fact(status),
+                    "detail": f", {detail}" if detail else "",
+                    "when": str(when) if when else "undated",
+                    "reference": reference_of(allergy),
+                },
+            )
+        )
     if found:
-        return Finding(HYPERSENSITIVITY, Status.NOT_MET, Severity.CRITICAL, reason="allergy",
-                       evidence=tuple(found), unreadable=tuple(unreadable))
-    return Finding(HYPERSENSITIVITY, Status.MET, Severity.INFO, reason="none",
-                   unreadable=tuple(unreadable))
+        return Finding(
+            HYPERSENSITIVITY,
+            Status.NOT_MET,
+            Severity.CRITICAL,
+            reason="allergy",
+            evidence=tuple(found),
+            unreadable=tuple(unreadable),
+        )
+    return Finding(
+        HYPERSENSITIVITY, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable)
+    )
 
 
 HYPERSENSITIVITY_RULE = Rule(
@@ -122,7 +148,6 @@ HYPERSENSITIVITY_RULE = Rule(
 )
 
 
-
 def check_active_infection(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Critical for a current active TB, HIV, hepatitis B/C or other listed acute infection.
 
@@ -132,17 +157,25 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
     sets = [value_set(vs_id) for vs_id in INFECTION_SETS]
     hits, unreadable = current_conditions(record, sets)
     hiv = value_set("hiv-condition")
-    hiv_hits, hiv_bad = current_conditions(record, [hiv],
-                                           also=frozenset({"inactive", "remission", "resolved"}))
+    hiv_hits, hiv_bad = current_conditions(
+        record, [hiv], also=frozenset({"inactive", "remission", "resolved"})
+    )
     seen = {id(h.resource) for h in hits}
     hits.extend(h for h in hiv_hits if id(h.resource) not in seen)
     unreadable.extend(u for u in hiv_bad if u not in unreadable)
     if hits:
-        return Finding(ACTIVE_INFECTION, Status.NOT_MET, Severity.CRITICAL, reason="infection",
-                       facts={"condition": shorten(hits[0].name)},
-                       evidence=tuple(h.evidence() for h in hits), unreadable=tuple(unreadable))
-    return Finding(ACTIVE_INFECTION, Status.MET, Severity.INFO, reason="none",
-                   unreadable=tuple(unreadable))
+        return Finding(
+            ACTIVE_INFECTION,
+            Status.NOT_MET,
+            Severity.CRITICAL,
+            reason="infection",
+            facts={"condition": shorten(hits[0].name)},
+            evidence=tuple(h.evidence() for h in hits),
+            unreadable=tuple(unreadable),
+        )
+    return Finding(
+        ACTIVE_INFECTION, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable)
+    )
 
 
 ACTIVE_INFECTION_RULE = Rule(
@@ -155,8 +188,12 @@ ACTIVE_INFECTION_RULE = Rule(
     source="label",
     citation="PI section 4 (Contraindications: infection with HIV; active infection)",
     check=check_active_infection,
-    value_sets=("active-tuberculosis-condition", "acute-infection-condition",
-                "hepatitis-b-condition", "hepatitis-c-condition", "hiv-condition"),
+    value_sets=(
+        "active-tuberculosis-condition",
+        "acute-infection-condition",
+        "hepatitis-b-condition",
+        "hepatitis-c-condition",
+        "hiv-condition",
+    ),
     override_reasons=("action-completed", "recipient-disagrees-evidence", "risk-benefit-ratio"),
 )
-

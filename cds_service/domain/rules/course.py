@@ -124,8 +124,9 @@ def _bounds(request: dict[str, Any]) -> tuple[DateSpan, DateSpan] | None:
         if end is None:
             count = repeat.get("count")
             days = count - 1 if isinstance(count, int) and count > 0 else 0
-            end = DateSpan(start.earliest + timedelta(days=days),
-                           start.latest + timedelta(days=days))
+            end = DateSpan(
+                start.earliest + timedelta(days=days), start.latest + timedelta(days=days)
+            )
         return start, end
     return None
 
@@ -151,24 +152,39 @@ def prior_courses(record: PatientRecord, order: OrderContext, gap_days: int) -> 
             continue
         span = _dose_span(resource)
         if span is None:
-            unreadable.append(Unreadable(reference_of(resource),
-                                         "alemtuzumab given, date not readable"))
+            unreadable.append(
+                Unreadable(reference_of(resource), "alemtuzumab given, date not readable")
+            )
             continue
         first, last = span
         if not (first.exact and last.exact):
-            unreadable.append(Unreadable(reference_of(resource),
-                                         f"alemtuzumab given {first}, exact day not recorded"))
+            unreadable.append(
+                Unreadable(
+                    reference_of(resource), f"alemtuzumab given {first}, exact day not recorded"
+                )
+            )
             if first.earliest >= order.t0:
                 continue
-            doses.append(Dose(first.earliest, min(last.latest, order.t0 - timedelta(days=1)),
-                              reference_of(resource),
-                              f"{use.resource_type} {use.status}, partial date",
-                              last_earliest=last.earliest))
+            doses.append(
+                Dose(
+                    first.earliest,
+                    min(last.latest, order.t0 - timedelta(days=1)),
+                    reference_of(resource),
+                    f"{use.resource_type} {use.status}, partial date",
+                    last_earliest=last.earliest,
+                )
+            )
             continue
         if first.earliest >= order.t0:
             continue  # on or after the planned start: not a prior course
-        doses.append(Dose(first.earliest, last.latest, reference_of(resource),
-                          f"{use.resource_type} {use.status}"))
+        doses.append(
+            Dose(
+                first.earliest,
+                last.latest,
+                reference_of(resource),
+                f"{use.resource_type} {use.status}",
+            )
+        )
     # Records whose medication could not be read at all might be alemtuzumab.
     unreadable.extend(u for u in bad if u.reference.startswith("MedicationAdministration"))
     courses: list[Course] = []
@@ -267,20 +283,35 @@ def course_days(dosage: dict[str, Any]) -> tuple[int | None, How]:
     if isinstance(bounds, dict):
         start, end = parse_date(bounds.get("start")), parse_date(bounds.get("end"))
         if start and end and start.exact and end.exact:
-            found.append(((end.earliest - start.earliest).days + 1,
-                          Evidence("timing-period", {"start": str(start), "end": str(end)})))
+            found.append(
+                (
+                    (end.earliest - start.earliest).days + 1,
+                    Evidence("timing-period", {"start": str(start), "end": str(end)}),
+                )
+            )
     duration = repeat.get("boundsDuration")
     if isinstance(duration, dict) and isinstance(duration.get("value"), (int, float)):
         unit = str(duration.get("code") or duration.get("unit") or "").lower()
         if unit in DAY_UNITS:
-            found.append((int(duration["value"] * DAY_UNITS[unit]),
-                          Evidence("timing-duration",
-                                   {"value": str(duration["value"]), "unit": unit})))
+            found.append(
+                (
+                    int(duration["value"] * DAY_UNITS[unit]),
+                    Evidence("timing-duration", {"value": str(duration["value"]), "unit": unit}),
+                )
+            )
     if not found:
         return None, (Evidence("timing-missing"),)
     if len({days for days, _ in found}) > 1:
-        return None, (Evidence("timing-contradictory", {"readings": tuple(
-            Evidence("timing-reading", {"how": (how,), "days": d}) for d, how in found)}),)
+        return None, (
+            Evidence(
+                "timing-contradictory",
+                {
+                    "readings": tuple(
+                        Evidence("timing-reading", {"how": (how,), "days": d}) for d, how in found
+                    )
+                },
+            ),
+        )
     return found[0][0], (found[0][1],)
 
 
@@ -310,14 +341,19 @@ def dosage_list(request: dict[str, Any]) -> list[dict[str, Any]]:
 def other_drafts(order: OrderContext) -> list[dict[str, Any]]:
     """Draft MedicationRequests signed with the alemtuzumab order (not the order itself)."""
     own = order.order.request
-    return [r for r in order.draft_orders
-            if r.get("resourceType") == "MedicationRequest" and r is not own
-            and r.get("id") != own.get("id")
-            and r.get("status") not in ("cancelled", "entered-in-error", "revoked")]
+    return [
+        r
+        for r in order.draft_orders
+        if r.get("resourceType") == "MedicationRequest"
+        and r is not own
+        and r.get("id") != own.get("id")
+        and r.get("status") not in ("cancelled", "entered-in-error", "revoked")
+    ]
 
 
-def draft_medication(request: dict[str, Any],
-                     drafts: tuple[dict[str, Any], ...]) -> tuple[list[Any], str]:
+def draft_medication(
+    request: dict[str, Any], drafts: tuple[dict[str, Any], ...]
+) -> tuple[list[Any], str]:
     """Codes and words of a draft order's medication: inline, contained or in the draft Bundle."""
     named = name_medication(request, (drafts,))
     return list(named.codes), named.words

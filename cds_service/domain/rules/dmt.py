@@ -54,9 +54,9 @@ def match_medication(use: MedicationUse, vs: ValueSet) -> MedicationMatch | None
     return None
 
 
-def matching_uses(record: PatientRecord, value_sets: Sequence[ValueSet],
-                  keep: Callable[[MedicationUse], bool]
-                  ) -> tuple[list[MedicationMatch], list[Unreadable]]:
+def matching_uses(
+    record: PatientRecord, value_sets: Sequence[ValueSet], keep: Callable[[MedicationUse], bool]
+) -> tuple[list[MedicationMatch], list[Unreadable]]:
     """Medication uses that `keep` admits and that one of the value sets matches (the first that
     does). A matching use whose resource is unreadable is returned as unreadable, never used;
     the record's unreadable uses come first."""
@@ -90,20 +90,40 @@ def check_prior_dmt(record: PatientRecord, order: OrderContext, policy: Policy) 
     found: dict[str, list[Evidence]] = {}
     for match in matches:
         use = match.use
-        found.setdefault(match.ingredient, []).append(Evidence(
-            "prior-dmt" if use.start else "prior-dmt-undated",
-            {"ingredient": match.ingredient, "resource_type": use.resource_type,
-             "start": str(use.start), "reference": reference_of(use.resource),
-             "matched_by": match.how}))
+        found.setdefault(match.ingredient, []).append(
+            Evidence(
+                "prior-dmt" if use.start else "prior-dmt-undated",
+                {
+                    "ingredient": match.ingredient,
+                    "resource_type": use.resource_type,
+                    "start": str(use.start),
+                    "reference": reference_of(use.resource),
+                    "matched_by": match.how,
+                },
+            )
+        )
     evidence = tuple(line for ingredient in sorted(found) for line in found[ingredient])
     count = len(found)
     if count >= needed:
-        return Finding(TOPIC, Status.MET, Severity.INFO, reason="enough", facts={"count": count},
-                       evidence=evidence, unreadable=tuple(bad))
+        return Finding(
+            TOPIC,
+            Status.MET,
+            Severity.INFO,
+            reason="enough",
+            facts={"count": count},
+            evidence=evidence,
+            unreadable=tuple(bad),
+        )
     names = ", ".join(sorted(found)) or "none"
-    return Finding(TOPIC, Status.NOT_MET, Severity.WARNING, reason="too-few",
-                   facts={"count": count, "names": names[:60]},
-                   evidence=evidence, unreadable=tuple(bad))
+    return Finding(
+        TOPIC,
+        Status.NOT_MET,
+        Severity.WARNING,
+        reason="too-few",
+        facts={"count": count, "names": names[:60]},
+        evidence=evidence,
+        unreadable=tuple(bad),
+    )
 
 
 PRIOR_DMT_RULE = Rule(
@@ -119,7 +139,5 @@ PRIOR_DMT_RULE = Rule(
     check=check_prior_dmt,
     value_sets=("ms-dmt-rxnorm",),
     policy_keys=("min_prior_dmts",),
-    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio",
-                      "expert-contradicts"),
+    override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio", "expert-contradicts"),
 )
-

@@ -24,22 +24,41 @@ def check_indication(record: PatientRecord, order: OrderContext, policy: Policy)
     'remission' counts as current here: relapsing-remitting MS between relapses is still the
     indication.
     """
-    ms, ppms, cis = (value_set("ms-diagnosis-condition"),
-                     value_set("ms-primary-progressive-condition"),
-                     value_set("clinically-isolated-syndrome-condition"))
+    ms, ppms, cis = (
+        value_set("ms-diagnosis-condition"),
+        value_set("ms-primary-progressive-condition"),
+        value_set("clinically-isolated-syndrome-condition"),
+    )
     hits, unreadable = current_conditions(record, [ms, cis], also=frozenset({"remission"}))
     not_indicated = [h for h in hits if h.code in ppms.codes or h.code in cis.codes]
     indicated = [h for h in hits if h not in not_indicated]
     evidence = tuple(h.evidence() for h in indicated + not_indicated)
     if indicated:
-        return Finding(INDICATION, Status.MET, Severity.INFO, reason="ms-on-file",
-                       evidence=evidence, unreadable=tuple(unreadable))
+        return Finding(
+            INDICATION,
+            Status.MET,
+            Severity.INFO,
+            reason="ms-on-file",
+            evidence=evidence,
+            unreadable=tuple(unreadable),
+        )
     if not_indicated:
-        return Finding(INDICATION, Status.NOT_MET, Severity.WARNING, reason="not-indicated",
-                       facts={"condition": shorten(not_indicated[0].name)},
-                       evidence=evidence, unreadable=tuple(unreadable))
-    return Finding(INDICATION, Status.UNKNOWN, Severity.WARNING, reason="no-ms-diagnosis",
-                   unreadable=tuple(unreadable))
+        return Finding(
+            INDICATION,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="not-indicated",
+            facts={"condition": shorten(not_indicated[0].name)},
+            evidence=evidence,
+            unreadable=tuple(unreadable),
+        )
+    return Finding(
+        INDICATION,
+        Status.UNKNOWN,
+        Severity.WARNING,
+        reason="no-ms-diagnosis",
+        unreadable=tuple(unreadable),
+    )
 
 
 INDICATION_RULE = Rule(
@@ -53,11 +72,13 @@ INDICATION_RULE = Rule(
     citation="PI section 1 (Indications and Usage: relapsing forms of MS in adults; not "
     "recommended for clinically isolated syndrome)",
     check=check_indication,
-    value_sets=("clinically-isolated-syndrome-condition", "ms-diagnosis-condition",
-                "ms-primary-progressive-condition"),
+    value_sets=(
+        "clinically-isolated-syndrome-condition",
+        "ms-diagnosis-condition",
+        "ms-primary-progressive-condition",
+    ),
     override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
 )
-
 
 
 @dataclass(frozen=True)
@@ -81,8 +102,11 @@ def age_at(record: PatientRecord, t0: date) -> tuple[Age | None, tuple[Evidence,
         return None, (Evidence("no-patient"),)
     problem = record.problem(patient)
     if problem is not None:
-        return None, (Evidence("patient-unreadable", {"reference": reference_of(patient),
-                                                      "problem": problem}),)
+        return None, (
+            Evidence(
+                "patient-unreadable", {"reference": reference_of(patient), "problem": problem}
+            ),
+        )
     born = parse_date(patient.get("birthDate"))
     if born is None:
         return None, (Evidence("no-birth-date", {"reference": reference_of(patient)}),)
@@ -96,22 +120,46 @@ def check_age(record: PatientRecord, order: OrderContext, policy: Policy) -> Fin
     if age is None:
         unreadable: tuple[Unreadable, ...] = ()
         if record.patient is not None and record.problem(record.patient) is not None:
-            unreadable = (Unreadable(reference_of(record.patient),
-                                     str(record.problem(record.patient))),)
-        return Finding(AGE, Status.UNKNOWN, Severity.WARNING, reason="unknown",
-                       facts={"why": why}, unreadable=unreadable)
+            unreadable = (
+                Unreadable(reference_of(record.patient), str(record.problem(record.patient))),
+            )
+        return Finding(
+            AGE,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="unknown",
+            facts={"why": why},
+            unreadable=unreadable,
+        )
     patient = record.patient
     assert patient is not None
-    evidence = (Evidence("age", {"born": str(age.born), "reference": reference_of(patient),
-                                 "age": str(age), "t0": order.t0.isoformat()}),)
+    evidence = (
+        Evidence(
+            "age",
+            {
+                "born": str(age.born),
+                "reference": reference_of(patient),
+                "age": str(age),
+                "t0": order.t0.isoformat(),
+            },
+        ),
+    )
     if age.oldest < limit:
-        return Finding(AGE, Status.NOT_MET, Severity.WARNING, reason="under-age",
-                       facts={"age": str(age)}, evidence=evidence)
+        return Finding(
+            AGE,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="under-age",
+            facts={"age": str(age)},
+            evidence=evidence,
+        )
     if age.youngest < limit:
-        return Finding(AGE, Status.UNKNOWN, Severity.WARNING, reason="maybe-under-age",
-                       evidence=evidence)
-    return Finding(AGE, Status.MET, Severity.INFO, reason="adult", facts={"age": str(age)},
-                   evidence=evidence)
+        return Finding(
+            AGE, Status.UNKNOWN, Severity.WARNING, reason="maybe-under-age", evidence=evidence
+        )
+    return Finding(
+        AGE, Status.MET, Severity.INFO, reason="adult", facts={"age": str(age)}, evidence=evidence
+    )
 
 
 AGE_RULE = Rule(
@@ -127,4 +175,3 @@ AGE_RULE = Rule(
     policy_keys=("pediatric_age",),
     override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
 )
-

@@ -68,8 +68,9 @@ def lab_results(
     return out
 
 
-def _result(observation: dict[str, Any], vs: ValueSet, when: DateSpan,
-            nucleic_acid: bool) -> LabResult:
+def _result(
+    observation: dict[str, Any], vs: ValueSet, when: DateSpan, nucleic_acid: bool
+) -> LabResult:
     try:
         code = vs.matches_any(codings(observation.get("code")))
     except Malformed:
@@ -84,5 +85,12 @@ def order_test(key: str, wording: str, **facts: str | int) -> Suggestion:
     display there), worded by [suggestion.<wording>] of cds_service/wording.toml (its label,
     reason, and a shorter display where the card words the test differently)."""
     coding = orderables.coding(key)
-    return Suggestion(key=key, label="", kind="lab", code=(coding["system"], coding["code"]),
-                      display=coding["display"], wording=wording, facts=facts)
+    return Suggestion(
+        key=key,
+        label="",
+        kind="lab",
+        code=(coding["system"], coding["code"]),
+        display=coding["display"],
+        wording=wording,
+        facts=facts,
+    )

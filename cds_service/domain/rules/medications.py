@@ -28,15 +28,32 @@ RUNNING = {
 def check_prior_campath(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Warning for any Campath (alemtuzumab 30 mg/mL, for CLL) in the medication history."""
     matches, bad = matching_uses(record, [value_set("campath-rxnorm")], taken)
-    found = [Evidence("campath" if m.use.start else "campath-undated", {
-        "medication": (Evidence("coded-medication", {"display": str(m.code_display),
-                                                     "how": m.how}),) if m.code else m.how,
-        "resource_type": m.use.resource_type, "status": m.use.status or "no status",
-        "start": str(m.use.start), "reference": reference_of(m.use.resource)})
-        for m in matches]
+    found = [
+        Evidence(
+            "campath" if m.use.start else "campath-undated",
+            {
+                "medication": (
+                    Evidence("coded-medication", {"display": str(m.code_display), "how": m.how}),
+                )
+                if m.code
+                else m.how,
+                "resource_type": m.use.resource_type,
+                "status": m.use.status or "no status",
+                "start": str(m.use.start),
+                "reference": reference_of(m.use.resource),
+            },
+        )
+        for m in matches
+    ]
     if found:
-        return Finding(PRIOR_CAMPATH, Status.NOT_MET, Severity.WARNING, reason="found",
-                       evidence=tuple(found), unreadable=tuple(bad))
+        return Finding(
+            PRIOR_CAMPATH,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="found",
+            evidence=tuple(found),
+            unreadable=tuple(bad),
+        )
     return Finding(PRIOR_CAMPATH, Status.MET, Severity.INFO, reason="none", unreadable=tuple(bad))
 
 
@@ -61,24 +78,31 @@ def _end(use: MedicationUse) -> DateSpan | None:
     resource = use.resource
     if use.resource_type != "MedicationRequest":
         return first_date(resource, "effectivePeriod.end")
-    ends = [span for span in (first_date(d, "timing.repeat.boundsPeriod.end")
-                              for d in resource.get("dosageInstruction") or ()
-                              if isinstance(d, dict))
-            if span is not None]
+    ends = [
+        span
+        for span in (
+            first_date(d, "timing.repeat.boundsPeriod.end")
+            for d in resource.get("dosageInstruction") or ()
+            if isinstance(d, dict)
+        )
+        if span is not None
+    ]
     validity = first_date(resource, "dispenseRequest.validityPeriod.end")
     if validity is not None:
         ends.append(validity)
     return max(ends) if ends else None
 
 
-def check_concurrent_immunosuppression(record: PatientRecord, order: OrderContext,
-                                       policy: Policy) -> Finding:
+def check_concurrent_immunosuppression(
+    record: PatientRecord, order: OrderContext, policy: Policy
+) -> Finding:
     """Warning for another MS DMT or an immunosuppressant still running at T0.
 
     Running: MedicationStatement active/intended/on-hold/unknown, MedicationRequest
     active/on-hold/unknown, MedicationAdministration in-progress/on-hold, unless its end date is
     before T0. No end date means it may still be running.
     """
+
     def running_at_t0(use: MedicationUse) -> bool:
         if use.status not in RUNNING.get(use.resource_type, frozenset()):
             return False
@@ -90,17 +114,36 @@ def check_concurrent_immunosuppression(record: PatientRecord, order: OrderContex
     found: list[tuple[str, Evidence]] = []
     for match in matches:
         use, end = match.use, _end(match.use)
-        found.append((match.ingredient, Evidence(
-            ("running-until" if end else "running-no-end") if use.start
-            else ("running-undated-until" if end else "running-undated-no-end"), {
-            "ingredient": match.ingredient, "resource_type": use.resource_type,
-            "status": str(use.status), "start": str(use.start), "end": str(end),
-            "reference": reference_of(use.resource), "matched_by": match.how})))
+        found.append(
+            (
+                match.ingredient,
+                Evidence(
+                    ("running-until" if end else "running-no-end")
+                    if use.start
+                    else ("running-undated-until" if end else "running-undated-no-end"),
+                    {
+                        "ingredient": match.ingredient,
+                        "resource_type": use.resource_type,
+                        "status": str(use.status),
+                        "start": str(use.start),
+                        "end": str(end),
+                        "reference": reference_of(use.resource),
+                        "matched_by": match.how,
+                    },
+                ),
+            )
+        )
     if found:
         names = ", ".join(sorted({i for i, _ in found}))
-        return Finding(CONCURRENT, Status.NOT_MET, Severity.WARNING, reason="running",
-                       facts={"medications": shorten(names, 60)},
-                       evidence=tuple(e for _, e in found), unreadable=tuple(bad))
+        return Finding(
+            CONCURRENT,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="running",
+            facts={"medications": shorten(names, 60)},
+            evidence=tuple(e for _, e in found),
+            unreadable=tuple(bad),
+        )
     return Finding(CONCURRENT, Status.MET, Severity.INFO, reason="none", unreadable=tuple(bad))
 
 

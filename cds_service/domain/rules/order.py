@@ -50,9 +50,18 @@ def _expected_days(history: History, policy: Policy) -> int:
 
 
 def _course_lines(history: History) -> list[Evidence]:
-    return [Evidence("course", {"number": i, "first": str(c.first), "last": str(c.last),
-                                "doses": "; ".join(str(d) for d in c.doses)})
-            for i, c in enumerate(history.courses, start=1)]
+    return [
+        Evidence(
+            "course",
+            {
+                "number": i,
+                "first": str(c.first),
+                "last": str(c.last),
+                "doses": "; ".join(str(d) for d in c.doses),
+            },
+        )
+        for i, c in enumerate(history.courses, start=1)
+    ]
 
 
 # -- course interval ---------------------------------------------------------------------------
@@ -66,23 +75,46 @@ def check_course_interval(record: PatientRecord, order: OrderContext, policy: Po
     evidence = tuple(_course_lines(history))
     unreadable = tuple(history.unreadable)
     if not history.courses:
-        return Finding(topic, Status.MET, Severity.INFO, reason="first-course",
-                       unreadable=unreadable)
+        return Finding(
+            topic, Status.MET, Severity.INFO, reason="first-course", unreadable=unreadable
+        )
     last = history.courses[-1].last
     allowed = add_months(last, months)
     if order.t0 < allowed and order.t0 >= add_months(history.courses[-1].last_certain, months):
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="partly-dated",
-                       facts={"latest_allowed_dose": add_months(order.t0, -months).isoformat()},
-                       evidence=evidence, unreadable=unreadable)
+        return Finding(
+            topic,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="partly-dated",
+            facts={"latest_allowed_dose": add_months(order.t0, -months).isoformat()},
+            evidence=evidence,
+            unreadable=unreadable,
+        )
     if order.t0 < allowed:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="too-soon",
-                       facts={"course": history.number, "days": (order.t0 - last).days,
-                              "last_dose": last.isoformat(), "allowed_start": allowed.isoformat(),
-                              "t0": order.t0.isoformat()},
-                       evidence=evidence, unreadable=unreadable)
-    return Finding(topic, Status.MET, Severity.INFO, reason="interval-kept",
-                   facts={"course": history.number, "last_dose": last.isoformat()},
-                   evidence=evidence, unreadable=unreadable)
+        return Finding(
+            topic,
+            Status.NOT_MET,
+            Severity.CRITICAL,
+            reason="too-soon",
+            facts={
+                "course": history.number,
+                "days": (order.t0 - last).days,
+                "last_dose": last.isoformat(),
+                "allowed_start": allowed.isoformat(),
+                "t0": order.t0.isoformat(),
+            },
+            evidence=evidence,
+            unreadable=unreadable,
+        )
+    return Finding(
+        topic,
+        Status.MET,
+        Severity.INFO,
+        reason="interval-kept",
+        facts={"course": history.number, "last_dose": last.isoformat()},
+        evidence=evidence,
+        unreadable=unreadable,
+    )
 
 
 COURSE_INTERVAL_RULE = Rule(
@@ -101,7 +133,6 @@ COURSE_INTERVAL_RULE = Rule(
     policy_keys=("course_interval", "course_grouping_gap"),
     override_reasons=("recipient-disagrees-evidence", "risk-benefit-ratio"),
 )
-
 
 
 # -- dose, route and days -----------------------------------------------------------------------
@@ -125,15 +156,20 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
         if mg is None:
             warnings.append(Evidence("dose-unreadable" if written else "dose-not-stated", facts))
         elif abs(mg - daily) > 1e-6:
-            critical.append(Evidence("dose-wrong" if written == f"{mg:g} mg"
-                                     else "dose-wrong-converted", {**facts, "mg": f"{mg:g}"}))
+            critical.append(
+                Evidence(
+                    "dose-wrong" if written == f"{mg:g} mg" else "dose-wrong-converted",
+                    {**facts, "mg": f"{mg:g}"},
+                )
+            )
         else:
             evidence.append(Evidence("dose-as-labelled", facts))
         route = route_of(dosage)
         facts = {"where": where, "route": route.written}
         if route.iv is None:
-            warnings.append(Evidence("route-unrecognised" if route.written
-                                     else "route-not-stated", facts))
+            warnings.append(
+                Evidence("route-unrecognised" if route.written else "route-not-stated", facts)
+            )
         elif not route.iv:
             critical.append(Evidence("route-not-iv", facts))
         elif route.push:
@@ -143,10 +179,17 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
     history = _history(record, order, policy)
     expected = _expected_days(history, policy)
     days, how = order_days(request)
-    course = ((Evidence("first-course"),) if history.number == 1
-              else (Evidence("later-course", {"number": history.number}),))
+    course = (
+        (Evidence("first-course"),)
+        if history.number == 1
+        else (Evidence("later-course", {"number": history.number}),)
+    )
     timing: dict[str, str | int | tuple[Evidence, ...]] = {
-        "days": days or 0, "how": how, "course": course, "expected": expected}
+        "days": days or 0,
+        "how": how,
+        "course": course,
+        "expected": expected,
+    }
     if dosages and days is None:
         warnings.append(Evidence("days-unreadable", timing))
     elif days is not None and days != expected:
@@ -155,16 +198,32 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
         evidence.append(Evidence("days-as-labelled", timing))
     # The headline names the first problem: the first evidence line ({first_evidence}).
     if critical:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="problem",
-                       facts={"mg_per_ml": LEMTRADA_MG_PER_ML},
-                       evidence=tuple(critical + warnings + evidence))
+        return Finding(
+            topic,
+            Status.NOT_MET,
+            Severity.CRITICAL,
+            reason="problem",
+            facts={"mg_per_ml": LEMTRADA_MG_PER_ML},
+            evidence=tuple(critical + warnings + evidence),
+        )
     if warnings:
         status = Status.NOT_MET if days is not None and days != expected else Status.UNKNOWN
-        return Finding(topic, status, Severity.WARNING, reason="problem",
-                       facts={"mg_per_ml": LEMTRADA_MG_PER_ML},
-                       evidence=tuple(warnings + evidence))
-    return Finding(topic, Status.MET, Severity.INFO, reason="as-labelled",
-                   facts={"days": days or 0, "course": course}, evidence=tuple(evidence))
+        return Finding(
+            topic,
+            status,
+            Severity.WARNING,
+            reason="problem",
+            facts={"mg_per_ml": LEMTRADA_MG_PER_ML},
+            evidence=tuple(warnings + evidence),
+        )
+    return Finding(
+        topic,
+        Status.MET,
+        Severity.INFO,
+        reason="as-labelled",
+        facts={"days": days or 0, "course": course},
+        evidence=tuple(evidence),
+    )
 
 
 DOSE_RULE = Rule(
@@ -183,7 +242,6 @@ DOSE_RULE = Rule(
     policy_keys=("daily_dose", "first_course_days", "later_course_days"),
     override_reasons=("recipient-disagrees-evidence", "expert-contradicts"),
 )
-
 
 
 # -- premedication and herpes prophylaxis --------------------------------------------------------
@@ -207,14 +265,22 @@ def _candidates(order: OrderContext, vs_id: str) -> list[tuple[dict[str, Any], s
     return out
 
 
-def _medication_suggestion(key: str, wording: str, dosage: dict[str, Any],
-                           **facts: str | int) -> Suggestion:
+def _medication_suggestion(
+    key: str, wording: str, dosage: dict[str, Any], **facts: str | int
+) -> Suggestion:
     """A new MedicationRequest for the medication `key` of orderables.json (its RxNorm code);
     its label, reason and dosage text are [suggestion.<wording>] of wording.toml."""
     coding = orderables.coding(key)
-    return Suggestion(key=key, label="", kind="medication",
-                      code=(coding["system"], coding["code"]), display=coding["display"],
-                      details={"dosage": dosage}, wording=wording, facts=facts)
+    return Suggestion(
+        key=key,
+        label="",
+        kind="medication",
+        code=(coding["system"], coding["code"]),
+        display=coding["display"],
+        details={"dosage": dosage},
+        wording=wording,
+        facts=facts,
+    )
 
 
 def _route(key: str, text: str) -> dict[str, Any]:
@@ -232,13 +298,25 @@ def premedication_suggestion(t0: date, policy: Policy) -> Suggestion:
     end = t0 + timedelta(days=days - 1)
     dosage = {
         "sequence": 1,
-        "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": end.isoformat()},
-                              "count": days, "frequency": 1, "period": 1, "periodUnit": "d"}},
+        "timing": {
+            "repeat": {
+                "boundsPeriod": {"start": t0.isoformat(), "end": end.isoformat()},
+                "count": days,
+                "frequency": 1,
+                "period": 1,
+                "periodUnit": "d",
+            }
+        },
         "route": _route("intravenous", "IV"),
         "doseAndRate": _mg(dose),
     }
-    return _medication_suggestion("order-methylprednisolone", "methylprednisolone", dosage,
-                                  start=t0.isoformat(), end=end.isoformat())
+    return _medication_suggestion(
+        "order-methylprednisolone",
+        "methylprednisolone",
+        dosage,
+        start=t0.isoformat(),
+        end=end.isoformat(),
+    )
 
 
 def check_premedication(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
@@ -263,26 +341,46 @@ def check_premedication(record: PatientRecord, order: OrderContext, policy: Poli
         routes = [route_of(d) for d in dosages]
         if not any(r.iv for r in routes):
             written = ", ".join(r.written for r in routes if r.written)
-            short.append(Evidence("premedication-route-not-iv" if written
-                                  else "premedication-route-not-stated", {"route": written}))
+            short.append(
+                Evidence(
+                    "premedication-route-not-iv" if written else "premedication-route-not-stated",
+                    {"route": written},
+                )
+            )
         first, last = covered_days(draft)
         if first is None:
             short.append(Evidence("premedication-no-start"))
         elif first > order.t0:
-            short.append(Evidence("starts-after-day-1", {"start": str(first),
-                                                          "t0": order.t0.isoformat()}))
+            short.append(
+                Evidence("starts-after-day-1", {"start": str(first), "t0": order.t0.isoformat()})
+            )
         elif last is not None and last < last_needed:
-            short.append(Evidence("premedication-ends-early", {
-                "end": str(last), "last_day": last_needed.isoformat()}))
+            short.append(
+                Evidence(
+                    "premedication-ends-early",
+                    {"end": str(last), "last_day": last_needed.isoformat()},
+                )
+            )
         if not short:
-            return Finding(topic, Status.MET, Severity.INFO, reason="ordered",
-                           facts={"medication": name}, evidence=(Evidence("draft-order", ref),))
+            return Finding(
+                topic,
+                Status.MET,
+                Severity.INFO,
+                reason="ordered",
+                facts={"medication": name},
+                evidence=(Evidence("draft-order", ref),),
+            )
         gaps.append(Evidence("draft-order-falls-short", {**ref, "problems": tuple(short)}))
     # The headline names the first order that falls short: the first evidence line.
-    return Finding(topic, Status.NOT_MET, Severity.WARNING,
-                   reason="order-falls-short" if gaps else "not-ordered",
-                   facts={"t0": order.t0.isoformat(), "last_day": last_needed.isoformat()},
-                   evidence=tuple(gaps), suggestions=(premedication_suggestion(order.t0, policy),))
+    return Finding(
+        topic,
+        Status.NOT_MET,
+        Severity.WARNING,
+        reason="order-falls-short" if gaps else "not-ordered",
+        facts={"t0": order.t0.isoformat(), "last_day": last_needed.isoformat()},
+        evidence=tuple(gaps),
+        suggestions=(premedication_suggestion(order.t0, policy),),
+    )
 
 
 PREMEDICATION_RULE = Rule(
@@ -299,11 +397,9 @@ PREMEDICATION_RULE = Rule(
     check=check_premedication,
     value_sets=("corticosteroid-rxnorm", "methylprednisolone-rxnorm"),
     policy_keys=("premedication_dose", "premedication_days"),
-    override_reasons=("indication-order-exists", "patient-contraindication",
-                      "policy-contradicts"),
+    override_reasons=("indication-order-exists", "patient-contraindication", "policy-contradicts"),
     hooks=ORDER_SIGN,
 )
-
 
 
 def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
@@ -314,13 +410,25 @@ def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
     dose = ACYCLOVIR_DOSE
     dosage = {
         "sequence": 1,
-        "timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat(), "end": until.isoformat()},
-                              "frequency": 2, "period": 1, "periodUnit": "d"}},
+        "timing": {
+            "repeat": {
+                "boundsPeriod": {"start": t0.isoformat(), "end": until.isoformat()},
+                "frequency": 2,
+                "period": 1,
+                "periodUnit": "d",
+            }
+        },
         "route": _route("oral", "oral"),
         "doseAndRate": _mg(dose),
     }
-    return _medication_suggestion("order-acyclovir", "acyclovir", dosage, dose=dose,
-                                  start=t0.isoformat(), end=until.isoformat())
+    return _medication_suggestion(
+        "order-acyclovir",
+        "acyclovir",
+        dosage,
+        dose=dose,
+        start=t0.isoformat(),
+        end=until.isoformat(),
+    )
 
 
 def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
@@ -344,23 +452,40 @@ def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy:
         if first is None:
             short.append(Evidence("prophylaxis-no-start"))
         elif first > order.t0:
-            short.append(Evidence("starts-after-day-1", {"start": str(first),
-                                                          "t0": order.t0.isoformat()}))
+            short.append(
+                Evidence("starts-after-day-1", {"start": str(first), "t0": order.t0.isoformat()})
+            )
         if last is not None and last < minimum:
-            short.append(Evidence("prophylaxis-ends-early", {"end": str(last),
-                                                              "minimum": minimum.isoformat()}))
+            short.append(
+                Evidence(
+                    "prophylaxis-ends-early", {"end": str(last), "minimum": minimum.isoformat()}
+                )
+            )
         if not short:
-            return Finding(topic, Status.MET, Severity.INFO, reason="ordered",
-                           facts={"medication": name, "start": str(first)},
-                           evidence=(Evidence(
-                               "prophylaxis-ordered" if last else "prophylaxis-ordered-open",
-                               {**ref, "start": str(first), "how": how, "end": str(last)}),))
+            return Finding(
+                topic,
+                Status.MET,
+                Severity.INFO,
+                reason="ordered",
+                facts={"medication": name, "start": str(first)},
+                evidence=(
+                    Evidence(
+                        "prophylaxis-ordered" if last else "prophylaxis-ordered-open",
+                        {**ref, "start": str(first), "how": how, "end": str(last)},
+                    ),
+                ),
+            )
         gaps.append(Evidence("draft-order-falls-short", {**ref, "problems": tuple(short)}))
     # The headline names the first order that falls short: the first evidence line.
-    return Finding(topic, Status.NOT_MET, Severity.WARNING,
-                   reason="order-falls-short" if gaps else "not-ordered",
-                   facts={"t0": order.t0.isoformat(), "until": until.isoformat()},
-                   evidence=tuple(gaps), suggestions=(prophylaxis_suggestion(order.t0, until),))
+    return Finding(
+        topic,
+        Status.NOT_MET,
+        Severity.WARNING,
+        reason="order-falls-short" if gaps else "not-ordered",
+        facts={"t0": order.t0.isoformat(), "until": until.isoformat()},
+        evidence=tuple(gaps),
+        suggestions=(prophylaxis_suggestion(order.t0, until),),
+    )
 
 
 HERPES_PROPHYLAXIS_RULE = Rule(
@@ -378,7 +503,6 @@ HERPES_PROPHYLAXIS_RULE = Rule(
     check=check_herpes_prophylaxis,
     value_sets=("alemtuzumab-lemtrada-rxnorm", "campath-rxnorm", "herpes-antiviral-rxnorm"),
     policy_keys=("herpes_prophylaxis_months",),
-    override_reasons=("indication-order-exists", "patient-contraindication",
-                      "policy-contradicts"),
+    override_reasons=("indication-order-exists", "patient-contraindication", "policy-contradicts"),
     hooks=ORDER_SIGN,
 )

@@ -21,14 +21,20 @@ HCV = "hcv-screening"
 HBV = "hbv-screening"
 
 
-def _missing(topic: str, results: list[Results], lookback: int,
-             suggestion: Suggestion) -> Finding:
+def _missing(topic: str, results: list[Results], lookback: int, suggestion: Suggestion) -> Finding:
     """No result within the lookback: reason `stale` (only older ones) or `missing`."""
     stale = [r.latest_stale for r in results if r.latest_stale is not None]
     evidence = tuple(stale_result(s, lookback) for s in stale)
     unreadable = tuple(u for r in results for u in r.unreadable)
-    return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="stale" if stale else "missing",
-                   evidence=evidence, unreadable=unreadable, suggestions=(suggestion,))
+    return Finding(
+        topic,
+        Status.UNKNOWN,
+        Severity.WARNING,
+        reason="stale" if stale else "missing",
+        evidence=evidence,
+        unreadable=unreadable,
+        suggestions=(suggestion,),
+    )
 
 
 def result(found: LabResult) -> Evidence:
@@ -49,20 +55,37 @@ def check_tb_screening(record: PatientRecord, order: OrderContext, policy: Polic
     tb = lab_results(record, "tb-screening-loinc", order.t0, lookback)
     latest = tb.latest
     if latest is None:
-        return _missing(topic, [tb], lookback,
-                        order_test("order-igra", "tb-screening"))
+        return _missing(topic, [tb], lookback, order_test("order-igra", "tb-screening"))
     if latest.meaning is Meaning.POSITIVE:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="positive",
-                       facts={"when": str(latest.when)},
-                       evidence=(result(latest),), unreadable=tuple(tb.unreadable))
+        return Finding(
+            topic,
+            Status.NOT_MET,
+            Severity.CRITICAL,
+            reason="positive",
+            facts={"when": str(latest.when)},
+            evidence=(result(latest),),
+            unreadable=tuple(tb.unreadable),
+        )
     if latest.meaning is Meaning.INDETERMINATE:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="indeterminate",
-                       facts={"when": str(latest.when)}, evidence=(result(latest),),
-                       unreadable=tuple(tb.unreadable),
-                       suggestions=(order_test("order-igra", "tb-screening-repeat"),))
-    return Finding(topic, Status.MET, Severity.INFO, reason="negative",
-                   facts={"when": str(latest.when)},
-                   evidence=(result(latest),), unreadable=tuple(tb.unreadable))
+        return Finding(
+            topic,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="indeterminate",
+            facts={"when": str(latest.when)},
+            evidence=(result(latest),),
+            unreadable=tuple(tb.unreadable),
+            suggestions=(order_test("order-igra", "tb-screening-repeat"),),
+        )
+    return Finding(
+        topic,
+        Status.MET,
+        Severity.INFO,
+        reason="negative",
+        facts={"when": str(latest.when)},
+        evidence=(result(latest),),
+        unreadable=tuple(tb.unreadable),
+    )
 
 
 TB_SCREENING_RULE = Rule(
@@ -81,7 +104,6 @@ TB_SCREENING_RULE = Rule(
 )
 
 
-
 def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """HIV-1/2 Ag/Ab or HIV-1 RNA: positive is critical (HIV infection is a contraindication)."""
     topic, lookback = HIV, policy["screening_lookback"]
@@ -90,21 +112,40 @@ def check_hiv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     latest = [r for r in (screen.latest, rna.latest) if r is not None]
     unreadable = _all_unreadable([screen, rna])
     if not latest:
-        return _missing(topic, [screen, rna], lookback,
-                        order_test("order-hiv-ag-ab", "hiv-screening"))
+        return _missing(
+            topic, [screen, rna], lookback, order_test("order-hiv-ag-ab", "hiv-screening")
+        )
     positive = [r for r in latest if r.meaning is Meaning.POSITIVE]
     if positive:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="positive",
-                       facts={"when": str(positive[0].when)},
-                       evidence=tuple(result(r) for r in positive), unreadable=unreadable)
+        return Finding(
+            topic,
+            Status.NOT_MET,
+            Severity.CRITICAL,
+            reason="positive",
+            facts={"when": str(positive[0].when)},
+            evidence=tuple(result(r) for r in positive),
+            unreadable=unreadable,
+        )
     unclear = [r for r in latest if r.meaning is Meaning.INDETERMINATE]
     if unclear:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="indeterminate",
-                       facts={"when": str(unclear[0].when)},
-                       evidence=tuple(result(r) for r in latest), unreadable=unreadable,
-                       suggestions=(order_test("order-hiv-ag-ab", "hiv-screening-confirm"),))
-    return Finding(topic, Status.MET, Severity.INFO, reason="negative",
-                   evidence=tuple(result(r) for r in latest), unreadable=unreadable)
+        return Finding(
+            topic,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="indeterminate",
+            facts={"when": str(unclear[0].when)},
+            evidence=tuple(result(r) for r in latest),
+            unreadable=unreadable,
+            suggestions=(order_test("order-hiv-ag-ab", "hiv-screening-confirm"),),
+        )
+    return Finding(
+        topic,
+        Status.MET,
+        Severity.INFO,
+        reason="negative",
+        evidence=tuple(result(r) for r in latest),
+        unreadable=unreadable,
+    )
 
 
 HIV_SCREENING_RULE = Rule(
@@ -116,12 +157,16 @@ HIV_SCREENING_RULE = Rule(
     source="label",
     citation="PI section 4 (Contraindications: infection with HIV)",
     check=check_hiv_screening,
-    value_sets=("hiv-rna-loinc", "hiv-screening-loinc", "result-indeterminate", "result-negative",
-                "result-positive"),
+    value_sets=(
+        "hiv-rna-loinc",
+        "hiv-screening-loinc",
+        "result-indeterminate",
+        "result-negative",
+        "result-positive",
+    ),
     policy_keys=("screening_lookback",),
     override_reasons=("action-completed", "need-more-info"),
 )
-
 
 
 def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
@@ -134,28 +179,71 @@ def check_hcv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     r, ab = rna.latest, antibody.latest
     evidence = tuple(result(x) for x in (ab, r) if isinstance(x, LabResult))
     if r is not None and r.meaning is Meaning.POSITIVE:
-        return Finding(topic, Status.NOT_MET, Severity.CRITICAL, reason="rna-detected",
-                       facts={"when": str(r.when)}, evidence=evidence, unreadable=unreadable)
+        return Finding(
+            topic,
+            Status.NOT_MET,
+            Severity.CRITICAL,
+            reason="rna-detected",
+            facts={"when": str(r.when)},
+            evidence=evidence,
+            unreadable=unreadable,
+        )
     if r is not None and r.meaning is Meaning.NEGATIVE:
-        return Finding(topic, Status.MET, Severity.INFO, reason="rna-not-detected",
-                       facts={"when": str(r.when)}, evidence=evidence, unreadable=unreadable)
+        return Finding(
+            topic,
+            Status.MET,
+            Severity.INFO,
+            reason="rna-not-detected",
+            facts={"when": str(r.when)},
+            evidence=evidence,
+            unreadable=unreadable,
+        )
     if r is not None:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="rna-indeterminate",
-                       facts={"when": str(r.when)}, evidence=evidence, unreadable=unreadable,
-                       suggestions=(rna_order,))
+        return Finding(
+            topic,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="rna-indeterminate",
+            facts={"when": str(r.when)},
+            evidence=evidence,
+            unreadable=unreadable,
+            suggestions=(rna_order,),
+        )
     if ab is None:
-        return _missing(topic, [antibody, rna], lookback,
-                        order_test("order-hcv-antibody", "hcv-screening"))
+        return _missing(
+            topic, [antibody, rna], lookback, order_test("order-hcv-antibody", "hcv-screening")
+        )
     if ab.meaning is Meaning.POSITIVE:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="antibody-positive",
-                       facts={"when": str(ab.when)}, evidence=evidence, unreadable=unreadable,
-                       suggestions=(rna_order,))
+        return Finding(
+            topic,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="antibody-positive",
+            facts={"when": str(ab.when)},
+            evidence=evidence,
+            unreadable=unreadable,
+            suggestions=(rna_order,),
+        )
     if ab.meaning is Meaning.INDETERMINATE:
-        return Finding(topic, Status.UNKNOWN, Severity.WARNING, reason="antibody-indeterminate",
-                       facts={"when": str(ab.when)}, evidence=evidence, unreadable=unreadable,
-                       suggestions=(rna_order,))
-    return Finding(topic, Status.MET, Severity.INFO, reason="antibody-negative",
-                   facts={"when": str(ab.when)}, evidence=evidence, unreadable=unreadable)
+        return Finding(
+            topic,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="antibody-indeterminate",
+            facts={"when": str(ab.when)},
+            evidence=evidence,
+            unreadable=unreadable,
+            suggestions=(rna_order,),
+        )
+    return Finding(
+        topic,
+        Status.MET,
+        Severity.INFO,
+        reason="antibody-negative",
+        facts={"when": str(ab.when)},
+        evidence=evidence,
+        unreadable=unreadable,
+    )
 
 
 HCV_SCREENING_RULE = Rule(
@@ -168,8 +256,13 @@ HCV_SCREENING_RULE = Rule(
     citation="PI section 5 (hepatitis B and C: screen patients at high risk) and section 4 "
     "(active infection)",
     check=check_hcv_screening,
-    value_sets=("hcv-antibody-loinc", "hcv-rna-loinc", "result-indeterminate", "result-negative",
-                "result-positive"),
+    value_sets=(
+        "hcv-antibody-loinc",
+        "hcv-rna-loinc",
+        "result-indeterminate",
+        "result-negative",
+        "result-positive",
+    ),
     policy_keys=("screening_lookback",),
     override_reasons=("action-completed", "need-more-info"),
 )
@@ -180,10 +273,16 @@ def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Poli
     order."""
     lookback = policy["screening_lookback"]
     tests = (
-        ("HBsAg", lab_results(record, "hbv-surface-antigen-loinc", order.t0, lookback),
-         order_test("order-hbsag", "hbv-screening")),
-        ("anti-HBc", lab_results(record, "hbv-core-antibody-loinc", order.t0, lookback),
-         order_test("order-anti-hbc", "hbv-screening")),
+        (
+            "HBsAg",
+            lab_results(record, "hbv-surface-antigen-loinc", order.t0, lookback),
+            order_test("order-hbsag", "hbv-screening"),
+        ),
+        (
+            "anti-HBc",
+            lab_results(record, "hbv-core-antibody-loinc", order.t0, lookback),
+            order_test("order-anti-hbc", "hbv-screening"),
+        ),
     )
     unreadable = tuple(dict.fromkeys([u for _, r, _ in tests for u in r.unreadable]))
     evidence: list[Evidence] = []
@@ -206,18 +305,35 @@ def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Poli
             unclear.append(f"{name} indeterminate")
             suggestions.append(suggestion)
     if positive:
-        return Finding(HBV, Status.NOT_MET, Severity.WARNING,
-                       reason="positive-and-incomplete" if unclear else "positive",
-                       facts={"positive": " and ".join(positive), "unclear": ", ".join(unclear)},
-                       evidence=tuple(evidence), unreadable=unreadable,
-                       suggestions=tuple(suggestions))
+        return Finding(
+            HBV,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="positive-and-incomplete" if unclear else "positive",
+            facts={"positive": " and ".join(positive), "unclear": ", ".join(unclear)},
+            evidence=tuple(evidence),
+            unreadable=unreadable,
+            suggestions=tuple(suggestions),
+        )
     if unclear:
-        return Finding(HBV, Status.UNKNOWN, Severity.WARNING, reason="incomplete",
-                       facts={"unclear": ", ".join(unclear)},
-                       evidence=tuple(evidence), unreadable=unreadable,
-                       suggestions=tuple(suggestions))
-    return Finding(HBV, Status.MET, Severity.INFO, reason="negative",
-                   evidence=tuple(evidence), unreadable=unreadable)
+        return Finding(
+            HBV,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="incomplete",
+            facts={"unclear": ", ".join(unclear)},
+            evidence=tuple(evidence),
+            unreadable=unreadable,
+            suggestions=tuple(suggestions),
+        )
+    return Finding(
+        HBV,
+        Status.MET,
+        Severity.INFO,
+        reason="negative",
+        evidence=tuple(evidence),
+        unreadable=unreadable,
+    )
 
 
 HBV_SCREENING_RULE = Rule(
@@ -231,8 +347,13 @@ HBV_SCREENING_RULE = Rule(
     citation="PI section 5 (hepatitis B and C: consider screening before initiating; carriers "
     "risk irreversible liver damage from reactivation)",
     check=check_hbv_screening,
-    value_sets=("hbv-core-antibody-loinc", "hbv-surface-antigen-loinc", "result-indeterminate",
-                "result-negative", "result-positive"),
+    value_sets=(
+        "hbv-core-antibody-loinc",
+        "hbv-surface-antigen-loinc",
+        "result-indeterminate",
+        "result-negative",
+        "result-positive",
+    ),
     policy_keys=("screening_lookback",),
     override_reasons=("action-completed", "need-more-info", "risk-benefit-ratio"),
 )

@@ -46,16 +46,21 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
         name = f"{vs.display(code)} (CVX {code[1]})"
         when = first_date(imm, "occurrenceDateTime")
         if when is None:
-            to_confirm.append(Evidence("live-vaccine-undated",
-                                       {"vaccine": name, "reference": reference_of(imm)}))
+            to_confirm.append(
+                Evidence("live-vaccine-undated", {"vaccine": name, "reference": reference_of(imm)})
+            )
             continue
         days_before = (order.t0 - when.latest).days
         if days_before >= gap:
             continue
         allowed = when.latest + timedelta(days=gap)
         facts: dict[str, str | int] = {
-            "vaccine": name, "when": str(when), "days": days_before,
-            "reference": reference_of(imm), "allowed_start": allowed.isoformat()}
+            "vaccine": name,
+            "when": str(when),
+            "days": days_before,
+            "reference": reference_of(imm),
+            "allowed_start": allowed.isoformat(),
+        }
         if live_code:
             # The headline names the vaccine up to its first comma ("OPV", not "OPV, trivalent").
             short = name.split(", ")[0] if ", " in name else f"{name} on {when}"
@@ -65,14 +70,24 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
     if critical:
         allowed_start = max(a for a, _, _ in critical)
         first = critical[0][1]
-        return Finding(TOPIC, Status.NOT_MET, Severity.CRITICAL, reason="live-vaccine",
-                       facts={"vaccine": first, "allowed_start": allowed_start,
-                              "t0": order.t0.isoformat()},
-                       evidence=tuple(e for _, _, e in critical) + tuple(to_confirm),
-                       unreadable=tuple(unreadable))
+        return Finding(
+            TOPIC,
+            Status.NOT_MET,
+            Severity.CRITICAL,
+            reason="live-vaccine",
+            facts={"vaccine": first, "allowed_start": allowed_start, "t0": order.t0.isoformat()},
+            evidence=tuple(e for _, _, e in critical) + tuple(to_confirm),
+            unreadable=tuple(unreadable),
+        )
     if to_confirm:
-        return Finding(TOPIC, Status.UNKNOWN, Severity.WARNING, reason="uncertain-liveness",
-                       evidence=tuple(to_confirm), unreadable=tuple(unreadable))
+        return Finding(
+            TOPIC,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="uncertain-liveness",
+            evidence=tuple(to_confirm),
+            unreadable=tuple(unreadable),
+        )
     return Finding(TOPIC, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable))
 
 
@@ -105,8 +120,9 @@ def _vaccine_name(imm: dict[str, Any], codes: list[Code]) -> tuple[str, bool]:
     return (f"{name} (CVX {cvx[1]})", False) if cvx else (name, True)
 
 
-def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
-                               policy: Policy) -> Finding:
+def check_non_live_vaccine_gap(
+    record: PatientRecord, order: OrderContext, policy: Policy
+) -> Finding:
     """Warning when a vaccine that is not live (nor of doubtful liveness) was given inside the gap.
 
     Live and doubtful vaccines are the live-vaccine-gap rule's; immune globulins, skin tests and
@@ -114,8 +130,10 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
     a CVX code is counted here.
     """
     gap = policy["vaccine_min_gap"]
-    skip = [value_set(v) for v in ("live-vaccines-cvx", "liveness-ambiguous-vaccines-cvx",
-                                    "non-vaccine-cvx")]
+    skip = [
+        value_set(v)
+        for v in ("live-vaccines-cvx", "liveness-ambiguous-vaccines-cvx", "non-vaccine-cvx")
+    ]
     # (earliest start keeping the gap, days before, evidence)
     recent: list[tuple[str, int, Evidence]] = []
     undated: list[Evidence] = []
@@ -136,8 +154,12 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
             if problem is not None:
                 unreadable.append(Unreadable(reference_of(imm), problem))
             else:
-                undated.append(Evidence("vaccine-undated-no-cvx" if no_cvx else "vaccine-undated",
-                                        {"vaccine": name, "reference": reference_of(imm)}))
+                undated.append(
+                    Evidence(
+                        "vaccine-undated-no-cvx" if no_cvx else "vaccine-undated",
+                        {"vaccine": name, "reference": reference_of(imm)},
+                    )
+                )
             continue
         days_before = (order.t0 - when.latest).days
         if days_before >= gap:
@@ -147,21 +169,48 @@ def check_non_live_vaccine_gap(record: PatientRecord, order: OrderContext,
             unreadable.append(Unreadable(reference_of(imm), problem))
             continue
         allowed = when.latest + timedelta(days=gap)
-        recent.append((allowed.isoformat(), days_before, Evidence(
-            "vaccine-recent-no-cvx" if no_cvx else "vaccine-recent", {
-            "vaccine": name, "when": str(when), "days": days_before,
-            "reference": reference_of(imm), "allowed_start": allowed.isoformat()})))
+        recent.append(
+            (
+                allowed.isoformat(),
+                days_before,
+                Evidence(
+                    "vaccine-recent-no-cvx" if no_cvx else "vaccine-recent",
+                    {
+                        "vaccine": name,
+                        "when": str(when),
+                        "days": days_before,
+                        "reference": reference_of(imm),
+                        "allowed_start": allowed.isoformat(),
+                    },
+                ),
+            )
+        )
     evidence = tuple(e for _, _, e in recent) + tuple(undated)
     if recent:
-        return Finding(NON_LIVE_GAP, Status.NOT_MET, Severity.WARNING, reason="recent",
-                       facts={"days": min(d for _, d, _ in recent),
-                              "allowed_start": max(a for a, _, _ in recent)},
-                       evidence=evidence, unreadable=tuple(unreadable))
+        return Finding(
+            NON_LIVE_GAP,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="recent",
+            facts={
+                "days": min(d for _, d, _ in recent),
+                "allowed_start": max(a for a, _, _ in recent),
+            },
+            evidence=evidence,
+            unreadable=tuple(unreadable),
+        )
     if undated:
-        return Finding(NON_LIVE_GAP, Status.UNKNOWN, Severity.WARNING, reason="undated",
-                       evidence=evidence, unreadable=tuple(unreadable))
-    return Finding(NON_LIVE_GAP, Status.MET, Severity.INFO, reason="none",
-                   unreadable=tuple(unreadable))
+        return Finding(
+            NON_LIVE_GAP,
+            Status.UNKNOWN,
+            Severity.WARNING,
+            reason="undated",
+            evidence=evidence,
+            unreadable=tuple(unreadable),
+        )
+    return Finding(
+        NON_LIVE_GAP, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable)
+    )
 
 
 NON_LIVE_VACCINE_GAP_RULE = Rule(
@@ -175,8 +224,12 @@ NON_LIVE_VACCINE_GAP_RULE = Rule(
     citation="PI section 2 (Testing and Procedures Prior to Treatment: complete any necessary "
     "immunizations at least 6 weeks prior to treatment)",
     check=check_non_live_vaccine_gap,
-    value_sets=("live-vaccines-cvx", "liveness-ambiguous-vaccines-cvx", "non-vaccine-cvx",
-                "not-live-lookalike-vaccines-cvx"),
+    value_sets=(
+        "live-vaccines-cvx",
+        "liveness-ambiguous-vaccines-cvx",
+        "non-vaccine-cvx",
+        "not-live-lookalike-vaccines-cvx",
+    ),
     policy_keys=("vaccine_min_gap",),
     override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
 )

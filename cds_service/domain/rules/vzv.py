@@ -41,9 +41,17 @@ def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Polic
         code = history_vs.matches_any(codings(condition.get("code")))
         when = first_date(condition, "onsetDateTime", "recordedDate")
         assert code is not None
-        immune.append(Evidence("varicella-history" if when else "varicella-history-undated", {
-            "condition": history_vs.display(code), "code": code[1], "when": str(when),
-            "reference": reference_of(condition)}))
+        immune.append(
+            Evidence(
+                "varicella-history" if when else "varicella-history-undated",
+                {
+                    "condition": history_vs.display(code),
+                    "code": code[1],
+                    "when": str(when),
+                    "reference": reference_of(condition),
+                },
+            )
+        )
 
     vaccine_vs = value_set("varicella-vaccines-cvx")
     vaccinations, bad = record.split_readable(
@@ -54,25 +62,51 @@ def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Polic
         code = vaccine_vs.matches_any(codings(imm.get("vaccineCode")))
         assert code is not None
         when = first_date(imm, "occurrenceDateTime")
-        immune.append(Evidence("varicella-vaccination" if when else "varicella-vaccination-undated",
-                               {"vaccine": vaccine_vs.display(code), "code": code[1],
-                                "when": str(when), "reference": reference_of(imm)}))
+        immune.append(
+            Evidence(
+                "varicella-vaccination" if when else "varicella-vaccination-undated",
+                {
+                    "vaccine": vaccine_vs.display(code),
+                    "code": code[1],
+                    "when": str(when),
+                    "reference": reference_of(imm),
+                },
+            )
+        )
 
     latest = igg.latest
     if latest is not None and latest.meaning is Meaning.POSITIVE:
         immune.insert(0, _antibody(latest))
     if immune:
-        return Finding(TOPIC, Status.MET, Severity.INFO, reason="immune",
-                       evidence=tuple(immune), unreadable=tuple(unreadable))
+        return Finding(
+            TOPIC,
+            Status.MET,
+            Severity.INFO,
+            reason="immune",
+            evidence=tuple(immune),
+            unreadable=tuple(unreadable),
+        )
 
     suggestion = order_test("order-vzv-igg", "vzv-igg")
     if latest is not None and latest.meaning is Meaning.NEGATIVE:
-        return Finding(TOPIC, Status.NOT_MET, Severity.WARNING, reason="antibody-negative",
-                       evidence=(_antibody(latest),), unreadable=tuple(unreadable))
+        return Finding(
+            TOPIC,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="antibody-negative",
+            evidence=(_antibody(latest),),
+            unreadable=tuple(unreadable),
+        )
     evidence = [_antibody(latest)] if latest else []
-    return Finding(TOPIC, Status.UNKNOWN, Severity.WARNING, reason="unknown",
-                   evidence=tuple(evidence), unreadable=tuple(unreadable),
-                   suggestions=(suggestion,))
+    return Finding(
+        TOPIC,
+        Status.UNKNOWN,
+        Severity.WARNING,
+        reason="unknown",
+        evidence=tuple(evidence),
+        unreadable=tuple(unreadable),
+        suggestions=(suggestion,),
+    )
 
 
 VZV_IMMUNITY_RULE = Rule(
@@ -86,9 +120,14 @@ VZV_IMMUNITY_RULE = Rule(
     citation="PI section 2 (Testing and Procedures Prior to Treatment: VZV antibodies, "
     "vaccination of antibody-negative patients)",
     check=check_vzv_immunity,
-    value_sets=("result-indeterminate", "result-negative", "result-positive",
-                "varicella-vaccines-cvx", "varicella-zoster-history-condition", "vzv-igg-loinc"),
+    value_sets=(
+        "result-indeterminate",
+        "result-negative",
+        "result-positive",
+        "varicella-vaccines-cvx",
+        "varicella-zoster-history-condition",
+        "vzv-igg-loinc",
+    ),
     policy_keys=("vaccine_min_gap",),
     override_reasons=("action-completed", "risk-benefit-ratio"),
 )
-
