@@ -18,11 +18,12 @@ from importlib import resources
 from typing import Any
 
 from .domain import orderables
+from .domain.evaluate import Checked
 from .domain.fhirdata import LOINC
 from .domain.findings import Evidence, Finding, Severity, Status, Suggestion
 from .domain.orders import OrderContext
 from .domain.policy import Policy
-from .domain.rules import RULES_BY_TOPIC
+from .domain.rules import Rule
 from .domain.terminology import BASE_URL
 
 TOPIC_SYSTEM = f"{BASE_URL}/CodeSystem/card-topic"
@@ -202,15 +203,11 @@ def card_topic(card: Mapping[str, Any]) -> str:
     return str(((card.get("source") or {}).get("topic") or {}).get("code") or "(no topic)")
 
 
-def _source(topic: str, policy: Policy) -> dict[str, Any]:
-    rule = RULES_BY_TOPIC.get(topic)
-    key = rule.source if rule else "label"
+def _source(rule: Rule, policy: Policy) -> dict[str, Any]:
     return {
-        "label": SOURCE_LABELS[key],
-        "url": policy.sources[key].url,
-        "topic": _topic_coding(
-            topic, rule.titled(policy) if rule else "Lemtrada eligibility checklist"
-        ),
+        "label": SOURCE_LABELS[rule.source],
+        "url": policy.sources[rule.source].url,
+        "topic": _topic_coding(rule.topic, rule.titled(policy)),
     }
 
 
@@ -271,8 +268,7 @@ def _suggestions(finding: Finding, hook_instance: str, patient_id: str) -> list[
     return out
 
 
-def _detail(finding: Finding, policy: Policy) -> str:
-    rule = RULES_BY_TOPIC.get(finding.topic)
+def _detail(rule: Rule, finding: Finding, policy: Policy) -> str:
     lines = list(finding.explanation)
     if finding.evidence:
         lines.append("")
@@ -284,33 +280,31 @@ def _detail(finding: Finding, policy: Policy) -> str:
             "**Unreadable evidence** (could not be read, so it cannot count as an all-clear)"
         )
         lines.extend(f"- {u}" for u in finding.unreadable)
-    if rule is not None:
-        lines.append("")
-        source = policy.sources[rule.source]
-        lines.append(f"Source: {source.title}, {rule.citation}.")
-        for key in rule.policy_keys:
-            number = policy.numbers[key]
-            lines.append(f"Policy: {number.value} {number.unit} ({number.citation}).")
+    lines.append("")
+    source = policy.sources[rule.source]
+    lines.append(f"Source: {source.title}, {rule.citation}.")
+    for key in rule.policy_keys:
+        number = policy.numbers[key]
+        lines.append(f"Policy: {number.value} {number.unit} ({number.citation}).")
     return "\n".join(lines).strip()
 
 
 def finding_card(
-    finding: Finding, hook_instance: str, patient_id: str, policy: Policy
+    rule: Rule, finding: Finding, hook_instance: str, patient_id: str, policy: Policy
 ) -> dict[str, Any]:
     """The card for one unsatisfied check."""
     card: dict[str, Any] = {
         "uuid": card_uuid(hook_instance, finding.topic),
         "summary": fit_summary(finding.headline),
         "indicator": finding.severity.indicator,
-        "detail": _detail(finding, policy),
-        "source": _source(finding.topic, policy),
+        "detail": _detail(rule, finding, policy),
+        "source": _source(rule, policy),
     }
     suggestions = _suggestions(finding, hook_instance, patient_id)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "any"
-    rule = RULES_BY_TOPIC.get(finding.topic)
-    reasons = rule.override_reasons if rule else ("need-more-info",)
+    reasons = rule.override_reasons
     displays = _override_displays()
     card["overrideReasons"] = [
         {"system": NON_ADHERENCE, "code": code, "display": displays[code]} for code in reasons
@@ -322,13 +316,14 @@ STATUS_MARK = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "un
 
 
 def summary_card(
-    findings: list[Finding],
+    checked: list[Checked],
     order: OrderContext,
     hook_instance: str,
     policy: Policy,
     reminders: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The pharmacist's checklist: every check with its status and evidence."""
+    findings = [finding for _, finding in checked]
     shown = [f for f in findings if f.shown]
     worst = max((f.severity for f in shown), default=Severity.INFO)
     counts = {
@@ -348,9 +343,8 @@ def summary_card(
         "| Check | Status | Evidence |",
         "|---|---|---|",
     ]
-    for finding in findings:
-        rule = RULES_BY_TOPIC.get(finding.topic)
-        title = rule.titled(policy) if rule else finding.topic
+    for rule, finding in checked:
+        title = rule.titled(policy)
         evidence = "; ".join(e.text for e in finding.evidence) or finding.headline
         if finding.unreadable:
             evidence += "; unreadable: " + "; ".join(str(u) for u in finding.unreadable)
@@ -375,7 +369,7 @@ def summary_card(
 
 
 def build_cards(
-    findings: list[Finding],
+    checked: list[Checked],
     order: OrderContext,
     hook_instance: str,
     patient_id: str,
@@ -383,13 +377,13 @@ def build_cards(
     reminders: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """One card per unsatisfied check, most urgent first, then the summary; nothing else."""
-    findings = [worded(f, policy) for f in findings]
+    checked = [(rule, worded(finding, policy)) for rule, finding in checked]
     ranked = sorted(
-        (f for f in findings if f.shown), key=lambda f: -f.severity
+        (pair for pair in checked if pair[1].shown), key=lambda pair: -pair[1].severity
     )  # stable: rule-table order within a severity
-    cards = [finding_card(f, hook_instance, patient_id, policy) for f in ranked]
-    summary = summary_card(findings, order, hook_instance, policy, reminders)
+    cards = [finding_card(rule, f, hook_instance, patient_id, policy) for rule, f in ranked]
+    summary = summary_card(checked, order, hook_instance, policy, reminders)
     # The summary goes after the specific cards of its own severity, before milder ones.
-    position = sum(1 for f in ranked if f.severity >= Severity[summary["indicator"].upper()])
+    position = sum(1 for _, f in ranked if f.severity >= Severity[summary["indicator"].upper()])
     cards.insert(position, summary)
     return cards

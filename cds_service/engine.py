@@ -98,10 +98,11 @@ def answer(
         t0_source=t0_source,
         draft_orders=tuple(draft_resources(request.context.get("draftOrders"))),
     )
-    findings = evaluate(record, context, policy)
+    checked = evaluate(record, context, policy)
+    findings = [finding for _, finding in checked]
     reminders = summary_reminders(policy)
     cards = build_cards(
-        findings, context, request.hook_instance, request.patient_id, policy, reminders=reminders
+        checked, context, request.hook_instance, request.patient_id, policy, reminders=reminders
     )
     topics = tuple((card_topic(card), str(card.get("indicator", ""))) for card in cards)
     return Answer({"cards": cards}, findings, context, data.origin, record, reminders, topics)

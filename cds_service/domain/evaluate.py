@@ -45,6 +45,12 @@ def _guarded(rule: Rule, record: PatientRecord, order: OrderContext, policy: Pol
     return finding
 
 
-def evaluate(record: PatientRecord, order: OrderContext, policy: Policy) -> list[Finding]:
-    """Findings of every rule that applies to this hook, in rule-table order."""
-    return [_guarded(rule, record, order, policy) for rule in RULES if order.hook in rule.hooks]
+Checked = tuple[Rule, Finding]
+"""A rule and its finding: cards take the pair, so they never look a rule up by topic."""
+
+
+def evaluate(record: PatientRecord, order: OrderContext, policy: Policy) -> list[Checked]:
+    """Every rule that applies to this hook with its finding, in rule-table order."""
+    return [
+        (rule, _guarded(rule, record, order, policy)) for rule in RULES if order.hook in rule.hooks
+    ]
