@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
+from types import MappingProxyType
 
 NUMBER_WORDS = (
     "zero",
@@ -50,10 +52,15 @@ class Policy:
     def __getitem__(self, key: str) -> int:
         return self.numbers[key].value
 
-    def placeholders(self) -> dict[str, int | str]:
+    def placeholders(self) -> Mapping[str, int | str]:
         """Named numbers for wording templates: each key, plus `<key>_weeks` and `<key>_months`
         (whole weeks, 30-day months) for numbers in days, and `<key>_in_words` ("two") for
-        numbers up to twelve, as a sentence spells them."""
+        numbers up to twelve, as a sentence spells them. Built once per policy (read-only): every
+        sentence of every card reads it."""
+        return self._placeholders
+
+    @cached_property
+    def _placeholders(self) -> Mapping[str, int | str]:
         out: dict[str, int | str] = {key: number.value for key, number in self.numbers.items()}
         for key, number in self.numbers.items():
             if 0 <= number.value < len(NUMBER_WORDS):
@@ -62,7 +69,7 @@ class Policy:
             if number.unit == "days":
                 out[f"{key}_weeks"] = number.value // 7
                 out[f"{key}_months"] = number.value // 30
-        return out
+        return MappingProxyType(out)
 
     def cite(self, key: str) -> str:
         number = self.numbers[key]
