@@ -10,7 +10,6 @@ browser download) and are skipped when either is absent.
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import launch_chromium, why_no_chromium
 from flask.testing import FlaskClient
 from served import free_port
 
@@ -34,17 +34,6 @@ from cds_service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = ROOT / "fhir_fixtures" / "requests" / "eligible_patient_at_order_select.json"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EHR = "https://ehr.example.org"
 OTHER = "https://evil.example.net"
 SERVICE = "/cds-services/lemtrada-order-select"
@@ -264,8 +253,9 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    if not Path(CHROMIUM).exists() or importlib.util.find_spec("playwright") is None:
-        pytest.skip("needs /usr/bin/chromium and the playwright module")
+    missing = why_no_chromium()
+    if missing:
+        pytest.skip(missing)
     root = tmp_path_factory.mktemp("cors")
     sites = []
     for name in ("allowed", "other"):
@@ -293,7 +283,7 @@ def browser(setup: Setup) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = launch_chromium(playwright)
         try:
             yield chromium
         finally:

@@ -20,7 +20,6 @@ playwright module is absent.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from browser import launch_chromium, why_no_chromium
 from fixture_requests import fixture_request
 from sandbox_servers import (
     FIXTURE,
@@ -52,17 +52,6 @@ from cds_service.services import prefetch_templates
 # `make test` runs it, `make test-fast` leaves it out.
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 SANDBOX_JWKS = SANDBOX_DIR / ".well-known" / "jwks.json"
@@ -141,8 +130,8 @@ def sandbox_available() -> str | None:
     """Why the test cannot run here, or None."""
     if not (SANDBOX_DIR / "index.html").is_file() or not SANDBOX_JWKS.is_file():
         return f"the prebuilt CDS Hooks Sandbox is not at {SANDBOX_DIR}"
-    if not Path(CHROMIUM).exists() or importlib.util.find_spec("playwright") is None:
-        return "needs /usr/bin/chromium and the playwright module"
+    if why_no_chromium():
+        return why_no_chromium()
     return None
 
 
@@ -327,7 +316,7 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
             "rx-view",
         )
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = launch_chromium(playwright)
             try:
                 context = browser.new_context(
                     locale="en-US", viewport={"width": 1280, "height": 1600}
