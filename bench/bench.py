@@ -331,6 +331,29 @@ def load_test(
     return LoadResult(total, time.perf_counter() - start, latencies, errors)
 
 
+def start_service(
+    port: int, workers: int, cwd: str | Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`cds-service serve --no-auth` on 127.0.0.1 as the benchmarks run it (output discarded)."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "cds-service"),
+            "serve",
+            "--no-auth",
+            "--workers",
+            str(workers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=cwd,
+        env={**os.environ, **(env or {"CDS_DATABASE_URL": DATABASE_URL})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def over_http(size_mb: float, total: int) -> list[tuple[str, str, LoadResult, LoadResult]]:
     base = load(ALEMTUZUMAB_BASE)
     request = scaled(base, int(size_mb * 1e6), f"Patient/{base['context']['patientId']}")
@@ -339,22 +362,7 @@ def over_http(size_mb: float, total: int) -> list[tuple[str, str, LoadResult, Lo
     other["hook"] = o["hook"]
     other["context"] = o["context"] | {"patientId": base["context"]["patientId"]}
     service_port, floor_port = free_port(), free_port()
-    env = {"CDS_DATABASE_URL": DATABASE_URL}
-    service = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "cds-service"),
-            "serve",
-            "--no-auth",
-            "--workers",
-            "2",
-            "--port",
-            str(service_port),
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    service = start_service(service_port, 2, STATE.name)
     floor = start_floor(floor_port)
     try:
         wait_for(service_port, "/cds-services")
@@ -394,22 +402,7 @@ def slow_clients(slow: int, hook_calls: int, timeout: float) -> list[SlowClients
     from slow_clients import SlowClients, honest_calls  # type: ignore[import-not-found]
 
     port = free_port()
-    env = {"CDS_DATABASE_URL": DATABASE_URL}
-    service = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "cds-service"),
-            "serve",
-            "--no-auth",
-            "--workers",
-            "2",
-            "--port",
-            str(port),
-        ],
-        cwd=STATE.name,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    service = start_service(port, 2, STATE.name)
     body = orjson.dumps(load("eligible_patient_at_order_select"))
     calls: list[tuple[str, str, bytes | None]] = [
         ("POST", "/cds-services/lemtrada-order-select", body)
@@ -516,28 +509,11 @@ def first_calls(starts: int, warm_runs: int) -> list[FreshStart]:
         with tempfile.TemporaryDirectory(prefix="cds-bench-") as state:
             port = free_port()
             env = {
-                **os.environ,
                 "CDS_DATABASE_URL": f"sqlite:///{state}/bench.sqlite3",
                 "PROMETHEUS_MULTIPROC_DIR": f"{state}/metrics",
             }
             started = time.perf_counter()
-            process = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "cds-service"),
-                    "serve",
-                    "--no-auth",
-                    "--workers",
-                    "1",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                cwd=state,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            process = start_service(port, 1, state, env)
             try:
                 wait_until_ready(port, process)
                 ready = time.perf_counter() - started
