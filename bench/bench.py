@@ -243,17 +243,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(port: int, path: str, timeout: float = 30.0) -> None:
+def wait_for(
+    port: int,
+    path: str,
+    timeout: float = 30.0,
+    process: subprocess.Popen[bytes] | None = None,
+    require_ok: bool = False,
+) -> None:
+    """Poll `path` until the server answers (with 200 when `require_ok`, as an orchestrator polls
+    /readyz); fail early if `process` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server on {port} exited with {process.returncode}")
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", path)
-            conn.getresponse().read()
-            return
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            if response.status == 200 or not require_ok:
+                return
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server on {port} did not start")
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"the server on {port} did not answer {path} within {timeout:g} s")
 
 
 def start_floor(port: int) -> subprocess.Popen[bytes]:
@@ -460,25 +474,6 @@ def post_ms(port: int, path: str, body: bytes) -> float:
     return elapsed * 1e3
 
 
-def wait_until_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Poll /readyz as an orchestrator would, until it answers 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"cds-service serve exited with {process.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/readyz")
-            status = conn.getresponse().status
-            conn.close()
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError(f"cds-service on {port} was not ready within {timeout:g} s")
-
-
 def unseen_record(request: dict[str, Any]) -> dict[str, Any]:
     """The request with every resource (prefetched or drafted) given a meta.versionId: the same
     cards, but nothing the validation cache has seen (as for another patient)."""
@@ -515,7 +510,7 @@ def first_calls(starts: int, warm_runs: int) -> list[FreshStart]:
             started = time.perf_counter()
             process = start_service(port, 1, state, env)
             try:
-                wait_until_ready(port, process)
+                wait_for(port, "/readyz", timeout=60.0, process=process, require_ok=True)
                 ready = time.perf_counter() - started
                 first, second = post_ms(port, path, body), post_ms(port, path, body)
                 other = post_ms(port, path, unseen)
