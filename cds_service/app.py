@@ -19,6 +19,7 @@ from .observability import AUTH_FAILURES, initialise_labels, loggable, route_lab
 from .retention import Pruner
 from .services import SERVICES, SERVICES_BY_ID
 from .storage import init_storage
+from .terminology_server import terminology_server
 from .warmup import warm_up
 
 auth_log = logging.getLogger("cds_service.auth")
@@ -40,6 +41,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.config["TESTING"] = testing
     app.extensions["cds_settings"] = settings
     app.extensions["cds_fetcher"] = FhirClient(settings)  # prefetch fallback (fhirServer)
+    # The site's terminology server (CDS_TERMINOLOGY_URL); None: nothing is ever asked.
+    app.extensions["cds_terminology"] = terminology_server(settings)
     database = init_storage(app, settings)  # connects lazily: starts while the database is down
     app.extensions["cds_audit"] = audit = CardAudit(database)
     audit.start()  # its writer thread, here rather than in the first hook call

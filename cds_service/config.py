@@ -45,6 +45,15 @@ class Settings:
     fhir_connect_timeout_seconds: float = 1.0
     fhir_page_cap: int = 20
     """At most this many `next` pages are followed per prefetch key."""
+    terminology_url: str = ""
+    """Base URL of a FHIR terminology server (https, or plain http for http_allowed_hosts) asked
+    about Condition codes no local value set lists (CodeSystem/$subsumes against each value set's
+    `is-a` roots); empty: none, and no code ever leaves the process."""
+    terminology_deadline_seconds: float = 1.0
+    """One overall deadline for a hook call's terminology-server questions; they also end when
+    fhir_deadline_seconds have passed since the hook call started. Late or failed: local answer."""
+    terminology_cache_seconds: float = 86400.0
+    """How long a terminology-server answer (member or not) is reused, per process."""
     jwks_deadline_seconds: float = 2.0
     """One overall deadline for fetching an issuer's JWKS (connect, TLS, headers, body); a call
     needing keys waits at most this long for them, then gets 401 (reason jwks-unavailable)."""

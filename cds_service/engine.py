@@ -5,6 +5,7 @@ The HTTP layer and the `cds-service check` command both call `answer`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -28,6 +29,7 @@ from .fhir.prefetch import MEDICATION_KEY, Endpoint, Fetcher, resolve
 from .hook_request import HookRequest
 from .origin import Origin
 from .services import PREFETCH_TYPES, ServiceDefinition, prefetch_templates
+from .terminology_server import TerminologyServer
 
 
 @dataclass
@@ -47,14 +49,23 @@ class Answer:
 
 
 def answer(
-    request: HookRequest, service: ServiceDefinition, today: date, fetcher: Fetcher | None = None
+    request: HookRequest,
+    service: ServiceDefinition,
+    today: date,
+    fetcher: Fetcher | None = None,
+    terminology: TerminologyServer | None = None,
 ) -> Answer:
     """Cards for one hook request; other drugs get {"cards": []} before any data is read.
 
     The draft orders are scanned once; the FHIR server is reached at most once (`resolve`), for
     the keys the prefetch lacks and the Medications of orders nobody could identify together.
     When such a Medication proves to be another drug the answer is still {"cards": []}, whatever
-    the prefetch lacked (its problem is raised only for the alemtuzumab order)."""
+    the prefetch lacked (its problem is raised only for the alemtuzumab order).
+
+    With a site's `terminology` server, the record's codes no local value set lists are asked
+    about before evaluation (within what remains of the call's FHIR deadline); what it places in
+    a value set reaches every check through PatientRecord.member."""
+    started = time.monotonic()
     found = scan(request)
     if found.order is None and not found.unidentified:
         return Answer({"cards": []})
@@ -90,6 +101,8 @@ def answer(
         raise data.problem
     policy = load_policy()
     record = PatientRecord.build(request.patient_id, data.values, data.no_data)
+    if terminology is not None:
+        record.extra_members = terminology(record, started)
     t0, t0_source = planned_start(order.request, today)
     context = OrderContext(
         hook=request.hook,

@@ -66,7 +66,8 @@ def call_service(service_id: str) -> Response:
         if not is_uuid(hook_instance):
             HOOK_INSTANCE_NOT_UUID.inc()
         fetcher = current_app.extensions.get("cds_fetcher")
-        result = answer(hook_request, service, today(), fetcher)
+        terminology = current_app.extensions.get("cds_terminology")
+        result = answer(hook_request, service, today(), fetcher, terminology)
     except ServiceError as exc:
         _log_hook(service.id, hook_instance, exc.status, started, code=exc.issue_code)
         raise

@@ -60,6 +60,13 @@ FHIR_FETCHES = Counter(
     "deadline, or abandoned after another key failed).",
     ["outcome"],
 )
+TERMINOLOGY_LOOKUPS = Counter(
+    "cds_terminology_lookups",
+    "Terminology-server questions (one code under one value-set root), by outcome: member and "
+    "not-member (asked), cached (answered from the cache), failed (error or unreadable answer) "
+    "and unfinished (past the deadline); failed and unfinished use the local answer.",
+    ["outcome"],
+)
 FEEDBACK = Counter(
     "cds_feedback",
     "Feedback items and posts by outcome: stored and duplicate count items; invalid and "
@@ -84,6 +91,7 @@ PRUNED_TABLES = ("issued_cards", "feedback", "seen_jti")
 
 FEEDBACK_OUTCOMES = ("stored", "duplicate", "invalid", "unavailable")
 FETCH_OUTCOMES = ("ok", "failed", "unfinished")
+TERMINOLOGY_OUTCOMES = ("member", "not-member", "cached", "failed", "unfinished")
 PREFETCH_ORIGINS = ORIGIN_LABELS
 
 
@@ -100,6 +108,8 @@ def initialise_labels(auth_reasons: Iterable[str], service_ids: Iterable[str] = 
         FEEDBACK.labels(outcome=outcome)
     for outcome in FETCH_OUTCOMES:
         FHIR_FETCHES.labels(outcome=outcome)
+    for outcome in TERMINOLOGY_OUTCOMES:
+        TERMINOLOGY_LOOKUPS.labels(outcome=outcome)
     for origin in PREFETCH_ORIGINS:
         PREFETCH_KEYS.labels(origin=origin)
     for table in PRUNED_TABLES:

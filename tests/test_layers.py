@@ -33,7 +33,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("domain: pure rules over a patient record (no I/O, no clock)", ("domain.*",)),
-    ("FHIR access: prefetch semantics and the FHIR client, given an endpoint", ("fhir.*",)),
+    (
+        "FHIR access: prefetch semantics and the FHIR client, given an endpoint; the site's "
+        "terminology server",
+        ("fhir.*", "terminology_server"),
+    ),
     (
         "request, services and presentation: the hook request, the services table, cards, "
         "EHR auth, feedback and audit, retention",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -165,6 +165,10 @@ class PatientRecord:
     by_full_url: dict[str, dict[str, Any]] = field(default_factory=dict)
     no_data: frozenset[str] = frozenset()
     """Resource types the EHR said it has no data for (prefetch value null)."""
+    extra_members: Mapping[str, Mapping[Code, Code]] = field(default_factory=dict)
+    """Codes a site's terminology server placed in a value set whose local file does not list
+    them: {value set id: {code: the value set's root concept it is a kind of}}. Set by the engine
+    before evaluation (see cds_service/terminology_server.py); empty without a server."""
     _problems: dict[int, str | None] = field(default_factory=dict)
     _seq: dict[int, int] = field(default_factory=dict)
     _uses: tuple[list[MedicationUse], list[Unreadable]] | None = None
@@ -241,12 +245,30 @@ class PatientRecord:
                 self._problems[key] = "nested too deeply to be read"
         return self._problems[key]
 
+    def member(self, code: Code, value_set: ValueSet) -> bool:
+        """The one membership test of the rules: the value set's own answer, else the site's
+        terminology server's answer for this record (`extra_members`)."""
+        return code in value_set or code in self.extra_members.get(value_set.id, {})
+
+    def first_member(self, codes: Iterable[Code], value_set: ValueSet) -> Code | None:
+        """The first of the codes that is a member of the value set (see `member`), if any."""
+        return next((code for code in codes if self.member(code, value_set)), None)
+
+    def server_root(self, code: Code, value_set: ValueSet) -> Code | None:
+        """The root concept under which the terminology server placed a code the value set's
+        file does not list; None when the local file decides (or no server was asked)."""
+        if code in value_set:
+            return None
+        return self.extra_members.get(value_set.id, {}).get(code)
+
     def coded(self, rtype: str, value_set: ValueSet) -> list[dict[str, Any]]:
-        """Resources of a type with a code in the value set, each once, in record order."""
+        """Resources of a type with a code in the value set (see `member`), each once, in record
+        order."""
         seen: dict[int, dict[str, Any]] = {}
-        for code in value_set.codes:
-            for resource in self.by_code.get((rtype, code), ()):
-                seen.setdefault(id(resource), resource)
+        for (resource_type, code), resources in self.by_code.items():
+            if resource_type == rtype and self.member(code, value_set):
+                for resource in resources:
+                    seen.setdefault(id(resource), resource)
         return sorted(seen.values(), key=lambda r: self._seq.get(id(r), 0))
 
     def split_readable(

@@ -41,6 +41,9 @@ class ValueSet:
     name_pattern: re.Pattern[str] | None = field(default=None, hash=False, compare=False)
     outside_laboratory: frozenset[Code] = frozenset()
     """Codes flagged as possibly filed outside the laboratory category (OUTSIDE_LABORATORY_EXT)."""
+    roots: tuple[Code, ...] = ()
+    """The concepts of compose.include[].filter with op `is-a` (SNOMED CT roots): never evaluated
+    here (no local hierarchy), only asked about on a site's terminology server."""
 
     def __contains__(self, code: object) -> bool:
         return code in self.codes
@@ -114,6 +117,17 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
         names=tuple(names),
         name_pattern=pattern,
         outside_laboratory=frozenset(outside_laboratory),
+        roots=is_a_roots(doc),
+    )
+
+
+def is_a_roots(doc: dict[str, Any]) -> tuple[Code, ...]:
+    """The `is-a` filter values of a ValueSet's compose.include, as codes of their system."""
+    return tuple(
+        normalise_code(include["system"], str(flt["value"]))
+        for include in doc.get("compose", {}).get("include", [])
+        for flt in include.get("filter", [])
+        if flt.get("op") == "is-a" and flt.get("property") == "concept" and "value" in flt
     )
 
 

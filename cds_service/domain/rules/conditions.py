@@ -49,6 +49,9 @@ class ConditionHit:
     status: str
     written: str = ""
     """The code as the record writes it (ICD-10-CM with its dot)."""
+    server_root: tuple[Code, str] | None = None
+    """(root concept, value set title) when a terminology server, not the local file, placed
+    the code in the value set."""
 
     @property
     def reference(self) -> str:
@@ -70,7 +73,18 @@ class ConditionHit:
             {
                 "condition": self.name,
                 "system": system,
-                "code": self.written or self.code[1],
+                "code": self.written or self.code[1]
+                if self.server_root is None
+                else (
+                    Evidence(
+                        "recognised-by-terminology-server",
+                        {
+                            "code": self.written or self.code[1],
+                            "root": self.server_root[0][1],
+                            "value_set": self.server_root[1],
+                        },
+                    ),
+                ),
                 "status": status_fact(self.status),
                 "when": str(when),
                 "reference": self.reference,
@@ -192,7 +206,7 @@ def current_conditions(
         codes = _codes_of(condition.get("code"))
         matched: tuple[Code, ValueSet | None] | None = None
         for vs in sets:
-            code = vs.matches_any(codes)
+            code = record.first_member(codes, vs)
             if code is not None:
                 matched = (code, vs)
                 break
@@ -201,9 +215,15 @@ def current_conditions(
             matched = (code, None)
         assert matched is not None
         code, vs_of = matched
+        root = None if vs_of is None else record.server_root(code, vs_of)
         hits.append(
             ConditionHit(
-                condition, code, _display(condition, code, vs_of), status, _written(condition, code)
+                condition,
+                code,
+                _display(condition, code, vs_of),
+                status,
+                _written(condition, code),
+                None if root is None or vs_of is None else (root, vs_of.title.split(" (")[0]),
             )
         )
     return hits, unreadable

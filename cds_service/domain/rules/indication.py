@@ -30,7 +30,7 @@ def check_indication(record: PatientRecord, order: OrderContext, policy: Policy)
         value_set("clinically-isolated-syndrome-condition"),
     )
     hits, unreadable = current_conditions(record, [ms, cis], also=frozenset({"remission"}))
-    not_indicated = [h for h in hits if h.code in ppms.codes or h.code in cis.codes]
+    not_indicated = [h for h in hits if record.member(h.code, ppms) or record.member(h.code, cis)]
     indicated = [h for h in hits if h not in not_indicated]
     evidence = tuple(h.evidence() for h in indicated + not_indicated)
     if indicated:

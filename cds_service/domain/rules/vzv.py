@@ -38,7 +38,7 @@ def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Polic
     for condition in conditions:
         if _refuted(condition):
             continue
-        code = history_vs.matches_any(codings(condition.get("code")))
+        code = record.first_member(codings(condition.get("code")), history_vs)
         when = first_date(condition, "onsetDateTime", "recordedDate")
         assert code is not None
         immune.append(
