@@ -233,7 +233,10 @@ class TerminologyServer:
         if len(to_ask) > MAX_QUESTIONS:
             result.skipped = len(to_ask) - MAX_QUESTIONS
             to_ask = to_ask[:MAX_QUESTIONS]
-        if to_ask:
+        if to_ask and deadline <= time.monotonic():  # the hook's budget is spent already
+            result.unfinished = len(to_ask)
+            TERMINOLOGY_LOOKUPS.labels(outcome="unfinished").inc(len(to_ask))
+        elif to_ask:
             self._ask_all(to_ask, deadline, answers, result)
         for vs_id, vs in self.rooted.items():
             for (system, root, code), member in answers.items():

@@ -380,6 +380,23 @@ def test_only_codes_no_local_value_set_lists_are_asked(
     assert all(set(c) == {"system", "codeA", "codeB"} for c in calls)
 
 
+def test_nothing_is_asked_when_the_hook_calls_budget_is_spent(
+    start_stub: Callable[..., Stub], value_sets: dict[str, ValueSet]
+) -> None:
+    """A FHIR fetch that used the whole CDS_FHIR_DEADLINE_SECONDS leaves the questions no time:
+    the local answer, without a call."""
+    stub = start_stub()
+    config = settings(stub.base_url)
+    server = TerminologyServer(config, value_sets)
+    before = lookups("unfinished")
+    started = time.monotonic() - config.fhir_deadline_seconds
+    lookup = server.lookup(record_of(condition(LUNG_CANCER, "Lung cancer")), started)
+    assert lookup.members == {}
+    assert lookup.unfinished == len(ROOTS)
+    assert lookups("unfinished") - before == len(ROOTS)
+    assert stub.calls() == []
+
+
 # -- without the setting ------------------------------------------------------------------------
 
 
