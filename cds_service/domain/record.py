@@ -169,6 +169,7 @@ class PatientRecord:
     """Codes a site's terminology server placed in a value set whose local file does not list
     them: {value set id: {code: the value set's root concept it is a kind of}}. Set by the engine
     before evaluation (see cds_service/terminology_server.py); empty without a server."""
+    _codes_of_type: dict[str, set[Code]] = field(default_factory=lambda: defaultdict(set))
     _problems: dict[int, str | None] = field(default_factory=dict)
     _seq: dict[int, int] = field(default_factory=dict)
     _uses: tuple[list[MedicationUse], list[Unreadable]] | None = None
@@ -230,6 +231,7 @@ class PatientRecord:
         try:
             for code in codings(resource.get(element)):
                 self.by_code[(rtype, code)].append(resource)
+                self._codes_of_type[rtype].add(code)
         except Malformed as exc:
             self.uncoded[rtype].append(Unreadable(reference_of(resource), str(exc)))
 
@@ -265,9 +267,9 @@ class PatientRecord:
         """Resources of a type with a code in the value set (see `member`), each once, in record
         order."""
         seen: dict[int, dict[str, Any]] = {}
-        for (resource_type, code), resources in self.by_code.items():
-            if resource_type == rtype and self.member(code, value_set):
-                for resource in resources:
+        for code in self._codes_of_type.get(rtype, ()):
+            if self.member(code, value_set):
+                for resource in self.by_code[(rtype, code)]:
                     seen.setdefault(id(resource), resource)
         return sorted(seen.values(), key=lambda r: self._seq.get(id(r), 0))
 
