@@ -15,6 +15,7 @@ so that only the server can recognise them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import socket
 import subprocess
@@ -37,7 +38,12 @@ from cds_service.config import Settings
 from cds_service.domain import terminology
 from cds_service.domain.record import PatientRecord
 from cds_service.domain.terminology import ValueSet, parse_value_set
-from cds_service.terminology_server import TerminologyServer, terminology_server
+from cds_service.terminology_server import (
+    BadAnswer,
+    TerminologyServer,
+    subsumes_outcome,
+    terminology_server,
+)
 
 pytestmark = pytest.mark.slow  # starts a server process
 
@@ -465,3 +471,39 @@ def test_roots_are_read_from_the_is_a_filters_of_compose() -> None:
     )
     assert vs.roots == ((SNOMED, "363346000"),)
     assert (SNOMED, "363346000") not in vs, "an is-a root is not evaluated locally"
+
+
+def parameters(*outcomes: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "outcome", "valueCode": o} for o in outcomes],
+    }
+
+
+READINGS = [
+    pytest.param(parameters("subsumes"), True, id="subsumes: the root subsumes the code, member"),
+    pytest.param(parameters("equivalent"), True, id="equivalent: the code is the root, member"),
+    pytest.param(parameters("subsumed-by"), False, id="subsumed-by: the code is above the root"),
+    pytest.param(parameters("not-subsumed"), False, id="not-subsumed: not a member"),
+]
+GARBAGE = [
+    pytest.param(b"<html>log in</html>", id="not JSON"),
+    pytest.param(b"[]", id="JSON that is not a resource"),
+    pytest.param(
+        b'{"resourceType": "OperationOutcome", "issue": []}', id="an OperationOutcome with 200"
+    ),
+    pytest.param(json.dumps(parameters()).encode(), id="Parameters without an outcome"),
+    pytest.param(json.dumps(parameters("subsumes", "not-subsumed")).encode(), id="two outcomes"),
+    pytest.param(json.dumps(parameters("maybe")).encode(), id="an outcome $subsumes never gives"),
+]
+
+
+@pytest.mark.parametrize("answer,member", READINGS)
+def test_a_subsumes_answer_is_read(answer: dict[str, Any], member: bool) -> None:
+    assert subsumes_outcome(json.dumps(answer).encode()) is member
+
+
+@pytest.mark.parametrize("body", GARBAGE)
+def test_an_answer_that_is_not_a_subsumes_result_is_refused(body: bytes) -> None:
+    with pytest.raises(BadAnswer):
+        subsumes_outcome(body)
