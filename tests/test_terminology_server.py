@@ -36,7 +36,9 @@ from cds_service.app import create_app
 from cds_service.cards import card_topic
 from cds_service.config import Settings
 from cds_service.domain import terminology
+from cds_service.domain.policy import load_policy
 from cds_service.domain.record import PatientRecord
+from cds_service.domain.rules.indication import check_indication
 from cds_service.domain.terminology import ValueSet, parse_value_set
 from cds_service.terminology_server import (
     BadAnswer,
@@ -507,3 +509,37 @@ def test_a_subsumes_answer_is_read(answer: dict[str, Any], member: bool) -> None
 def test_an_answer_that_is_not_a_subsumes_result_is_refused(body: bytes) -> None:
     with pytest.raises(BadAnswer):
         subsumes_outcome(body)
+
+
+# -- every check sees the server's answer (PatientRecord.member) --------------------------------
+
+PPMS_ONLY = "FAKE-PPMS"
+"""A code no value set lists; the rows below say what the server placed it under."""
+MS_ROOT = (SNOMED, "24700007")
+PPMS_ROOT = (SNOMED, "83942000")
+INDICATION_ROWS = [
+    pytest.param(
+        {"ms-diagnosis-condition": {(SNOMED, PPMS_ONLY): MS_ROOT}},
+        "ms-on-file",
+        id="a code the server places under multiple sclerosis is an MS diagnosis on file",
+    ),
+    pytest.param(
+        {
+            "ms-diagnosis-condition": {(SNOMED, PPMS_ONLY): MS_ROOT},
+            "ms-primary-progressive-condition": {(SNOMED, PPMS_ONLY): PPMS_ROOT},
+        },
+        "not-indicated",
+        id="a code the server places under primary progressive MS too is not indicated",
+    ),
+    pytest.param({}, "no-ms-diagnosis", id="control: without the server the code is nothing"),
+]
+
+
+@pytest.mark.parametrize("members,reason", INDICATION_ROWS)
+def test_the_indication_check_reads_membership_through_the_record(
+    members: dict[str, dict[tuple[str, str], tuple[str, str]]], reason: str
+) -> None:
+    record = record_of(condition(PPMS_ONLY, "Multiple sclerosis of a kind"))
+    record.extra_members = members
+    finding = check_indication(record, None, load_policy())  # type: ignore[arg-type]
+    assert finding.reason == reason
