@@ -78,8 +78,14 @@ def _is_lab(obs: dict[str, Any]) -> bool:
 
 def facts(p: RealPatient) -> list[str]:
     pat = p.patient
+    sex = [
+        e["valueCoding"].get("display")
+        for e in pat.get("extension") or []
+        if e.get("url", "").endswith("us-core-individual-sex") and "valueCoding" in e
+    ]
+    gender = f"{pat.get('gender')}" + (f" (individual-sex {sex[0]})" if sex else "")
     lines = [
-        f"=== {p.key}  T0 {p.t0}  {pat.get('gender')} born {pat.get('birthDate')} "
+        f"=== {p.key}  T0 {p.t0}  {gender} born {pat.get('birthDate')} "
         f"(age {_age(pat.get('birthDate'), p.t0)} at T0)  deceased "
         f"{pat.get('deceasedDateTime') or pat.get('deceasedBoolean') or 'no'}"
     ]

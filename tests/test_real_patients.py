@@ -163,4 +163,6 @@ def test_real_patient_gets_the_reviewed_checklist(
     response = module_client.post(SERVICE_PATH, json=order_select_request(patient, templates))
     assert response.status_code == 200, response.get_data(as_text=True)[:2000]
     differences = _diff(patient.key, check_statuses(response.get_json()))
-    assert not differences, "\n" + "\n".join(differences)
+    if differences:
+        header = f"{'patient':32} {'check':30} expected vs got{' ' * 47}reason (expected)"
+        pytest.fail("\n".join([f"{len(differences)} lines differ:", header, *differences]), False)
