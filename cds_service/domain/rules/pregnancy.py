@@ -238,8 +238,8 @@ PREGNANCY_RULE = Rule(
     "critical, unless a pregnancy end (delivery, miscarriage, abortion, ectopic/molar outcome, "
     "postpartum state, or a resolved/inactive pregnancy) is dated on or after it, or it is "
     "older than the maximum length of a pregnancy (the newest evidence wins; the test window "
-    "still applies). Age at T0 in the reproductive range (or unknown) without a negative hCG within "
-    "the window -> warning with an hCG order. Advice: contraception during and for 4 months "
+    "still applies). Age at T0 in the reproductive range (or unknown) without a negative hCG "
+    "within the window -> warning with an hCG order. Advice: contraception during and for 4 months "
     "after each course. Gender missing/unknown/other is treated as possibly female.",
     indicator="critical / warning",
     source="label",
