@@ -564,6 +564,22 @@ VACCINE_CASES = [
         "live-vaccine",
     ),
     (
+        "MMR dated only by the month of T0 stays critical",
+        "live-vaccine-gap",
+        [_imm("03", "2026-12")],
+        NOT_MET,
+        C,
+        "live-vaccine",
+    ),
+    (
+        "inactivated flu vaccine dated only by the month of T0 is inside the gap",
+        "non-live-vaccine-gap",
+        [_imm("140", "2026-12")],
+        NOT_MET,
+        W,
+        "recent",
+    ),
+    (
         "zoster of unknown formulation after T0 asks to confirm the product",
         "live-vaccine-gap",
         [_imm("188", "2026-12-20")],
@@ -607,6 +623,8 @@ def test_vaccines_dated_after_the_start(case, topic, resources, status, severity
     finding = _run(topic, resources)
     assert (finding.status, finding.severity, finding.reason) == (status, severity, reason)
     assert len(finding.headline) < 140
+    every_line = [finding.headline, *finding.explanation, *(e.text for e in finding.evidence)]
+    assert not any(re.search(r"-\d+ days", line) for line in every_line), every_line
 
 
 def test_live_vaccine_after_start_names_the_vaccine_and_date_never_a_negative_gap():

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from ..fhirdata import SNOMED, DateSpan, Malformed, codings, first_date, reference_of
+from ..fhirdata import ICD10CM, Code, DateSpan, Malformed, codings, first_date, reference_of
 from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
@@ -60,6 +60,12 @@ def _verification(condition: dict[str, Any]) -> str | None:
     return None
 
 
+def _dotted(code: Code) -> str:
+    """A code as a clinician writes it: ICD-10-CM with its dot after the third character."""
+    value = code[1]
+    return f"{value[:3]}.{value[3:]}" if code[0] == ICD10CM and len(value) > 3 else value
+
+
 def _pregnancy_ends(record: PatientRecord, unreadable: list[Unreadable]) -> list[_Dated]:
     """Every recorded end of a pregnancy, dated by the earliest day it can have happened."""
     ended_vs, pregnancy_vs = (
@@ -81,11 +87,11 @@ def _pregnancy_ends(record: PatientRecord, unreadable: list[Unreadable]) -> list
             if id(condition) in seen or _verification(condition) in NOT_AN_END:
                 continue
             codes = codings(condition.get("code"))
-            code = ended_vs.matches_any(codes)
-            if code is None and clinical_status(condition) not in ENDED_STATUSES:
-                continue  # a pregnancy that is still current (or of unknown status)
+            still_current = clinical_status(condition) not in ENDED_STATUSES
+            if vs is pregnancy_vs and (ended_vs.matches_any(codes) or still_current):
+                continue  # an outcome (read above), or a pregnancy still current or unknown
             seen.add(id(condition))
-            code = code or vs.matches_any(codes)
+            code = vs.matches_any(codes)
             assert code is not None
             when = first_date(condition, *dated_by)
             if when is None:
@@ -97,8 +103,8 @@ def _pregnancy_ends(record: PatientRecord, unreadable: list[Unreadable]) -> list
                         "pregnancy-ended",
                         {
                             "condition": vs.display(code),
-                            "system": "SNOMED CT" if code[0] == SNOMED else "ICD-10-CM",
-                            "code": code[1],
+                            "system": "ICD-10-CM" if code[0] == ICD10CM else "SNOMED CT",
+                            "code": _dotted(code),
                             "when": str(when),
                             "reference": reference_of(condition),
                         },

@@ -73,7 +73,9 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
             else:
                 to_confirm.append(Evidence("uncertain-vaccine-after-start", facts_after))
             continue
-        days_before = (order.t0 - when.latest).days
+        # A partial date that takes in T0 ("2026-12") counts as inside the gap, said as 0 days
+        # before the start, never as a negative number of days.
+        days_before = max((order.t0 - when.latest).days, 0)
         if days_before >= gap:
             continue
         allowed = when.latest + timedelta(days=gap)
@@ -205,7 +207,9 @@ def check_non_live_vaccine_gap(
             continue
         if when.earliest > order.t0:
             continue  # after the planned start: not given before it, and no rule after a course
-        days_before = (order.t0 - when.latest).days
+        # A partial date that takes in T0 ("2026-12") counts as inside the gap, said as 0 days
+        # before the start, never as a negative number of days.
+        days_before = max((order.t0 - when.latest).days, 0)
         if days_before >= gap:
             continue
         problem = record.problem(imm)
