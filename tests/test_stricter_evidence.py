@@ -182,6 +182,27 @@ VZV_CASES = [
         "one-dose",
     ),
     (
+        "a dose before the first birthday does not count (ACIP minimum age 12 months)",
+        [_imm("21", "1987-10-01"), _imm("21", "1988-02-01")],
+        UNKNOWN,
+        W,
+        "one-dose",
+    ),
+    (
+        "doses only before the first birthday ask for a VZV IgG",
+        [_imm("21", "1987-06-01"), _imm("21", "1987-10-01")],
+        UNKNOWN,
+        W,
+        "doses-too-young",
+    ),
+    (
+        "doses from the first birthday on count",
+        [_imm("21", "1987-11-28"), _imm("21", "1988-02-28")],
+        MET,
+        OK,
+        "immune",
+    ),
+    (
         "recombinant zoster vaccine (CVX 187) twice is not varicella immunity",
         [_imm("187", "2024-01-10"), _imm("187", "2024-04-10")],
         UNKNOWN,

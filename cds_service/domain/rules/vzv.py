@@ -3,7 +3,8 @@
 What counts as evidence of immunity follows ACIP (MMWR 2007;56(RR-4), "Prevention of varicella"):
 a positive VZV IgG; two doses of a varicella-containing vaccine (CVX 21 varicella, 94 MMRV: the
 only CVX codes the CDC table groups under varicella), the second at least the minimum interval
-after the first (`varicella_dose_interval`; doses on one day count once); or a varicella or
+after the first (`varicella_dose_interval`; doses on one day count once; a dose that may have
+been given before the first birthday, ACIP's minimum age, does not count); or a varicella or
 herpes zoster history diagnosed or verified by a health-care provider. Zoster vaccines are not
 varicella vaccination: the recombinant one (CVX 187) holds no live virus, and the live one (CVX
 121, Zostavax) is "not indicated for prevention of primary varicella" (its label; ACIP, MMWR
@@ -22,7 +23,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..fhirdata import DateSpan, Malformed, codings, first_date, reference_of
+from ..fhirdata import (
+    DateSpan,
+    Malformed,
+    add_months,
+    codings,
+    first_date,
+    parse_date,
+    reference_of,
+)
 from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
@@ -119,7 +128,13 @@ def _doses(
     evidence: list[Evidence] = []
     valid = 0
     previous: DateSpan | None = None
+    born = parse_date(record.patient.get("birthDate")) if record.patient else None
+    first_birthday = add_months(born.latest, 12) if born else None
     for dose in sorted(dated, key=lambda d: (d.when.earliest, d.when.latest)):
+        if first_birthday is not None and dose.when.earliest < first_birthday:
+            # ACIP: the minimum age is 12 months; a dose before it is not a valid dose.
+            evidence.append(Evidence("varicella-vaccination-too-young", dose.facts))
+            continue
         if previous is None or (dose.when.earliest - previous.latest).days >= interval:
             valid += 1
             previous = dose.when
@@ -168,6 +183,8 @@ def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Polic
         reason = "doses-undated"
     elif valid + undated == 1:
         reason = "one-dose"
+    elif any(e.kind == "varicella-vaccination-too-young" for e in doses):
+        reason = "doses-too-young"
     elif unconfirmed:
         reason = "history-unconfirmed"
     else:
@@ -189,9 +206,10 @@ VZV_IMMUNITY_RULE = Rule(
     logic="Immune if the newest VZV IgG is positive, a varicella/zoster history is confirmed "
     "(verificationStatus confirmed; provisional, unconfirmed, differential or, by local choice, "
     "absent do not count), or two completed doses of a varicella-containing vaccine (CVX 21, "
-    "94; never zoster vaccines 187 or 121) dated up to T0 on distinct days at least the minimum "
-    "interval apart. IgG negative -> warning (vaccinate, start at least the gap after); one "
-    "dose, undated doses, an unconfirmed history or no evidence -> warning with a VZV IgG order.",
+    "94; never zoster vaccines 187 or 121) dated up to T0, from the first birthday on, on "
+    "distinct days at least the minimum interval apart. IgG negative -> warning (vaccinate, "
+    "start at least the gap after); one dose, undated or infant-only doses, an unconfirmed "
+    "history or no evidence -> warning with a VZV IgG order.",
     indicator="warning",
     source="label",
     citation="PI section 2 (Testing and Procedures Prior to Treatment: VZV antibodies, "
