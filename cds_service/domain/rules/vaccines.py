@@ -1,5 +1,12 @@
 """Vaccines given too close to the planned start: live ones (label section 5) and all others
-(label section 2)."""
+(label section 2).
+
+A vaccination dated after T0 (every day it may mean is after the planned start) is not "given
+before the start": it never counts toward either gap. A live one is still a finding of
+live-vaccine-gap, because the label says not to give live viral vaccines after a course (section
+5); a non-live one after T0 is not a finding (the label sets no rule for inactivated vaccines
+after a course).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
     gap = policy["vaccine_min_gap"]
     live, ambiguous = value_set("live-vaccines-cvx"), value_set("liveness-ambiguous-vaccines-cvx")
     critical: list[tuple[str, str, Evidence]] = []  # (allowed start, vaccine, evidence)
+    after_start: list[tuple[str, Evidence]] = []  # (vaccine, evidence): live, dated after T0
     to_confirm: list[Evidence] = []
     unreadable: list[Unreadable] = list(record.uncoded.get("Immunization", ()))
     for imm in record.by_type.get("Immunization", ()):
@@ -50,7 +58,24 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
                 Evidence("live-vaccine-undated", {"vaccine": name, "reference": reference_of(imm)})
             )
             continue
-        days_before = (order.t0 - when.latest).days
+        if when.earliest > order.t0:
+            # After the planned start: not a vaccination before it, but the label forbids live
+            # vaccines after a course (a doubtful one asks to confirm the product).
+            facts_after: dict[str, str | int] = {
+                "vaccine": name,
+                "when": str(when),
+                "days": (when.earliest - order.t0).days,
+                "reference": reference_of(imm),
+            }
+            if live_code:
+                short_name = name.split(", ")[0] if ", " in name else name
+                after_start.append((short_name, Evidence("live-vaccine-after-start", facts_after)))
+            else:
+                to_confirm.append(Evidence("uncertain-vaccine-after-start", facts_after))
+            continue
+        # A partial date that takes in T0 ("2026-12") counts as inside the gap, said as 0 days
+        # before the start, never as a negative number of days.
+        days_before = max((order.t0 - when.latest).days, 0)
         if days_before >= gap:
             continue
         allowed = when.latest + timedelta(days=gap)
@@ -76,7 +101,24 @@ def check_live_vaccine_gap(record: PatientRecord, order: OrderContext, policy: P
             Severity.CRITICAL,
             reason="live-vaccine",
             facts={"vaccine": first, "allowed_start": allowed_start, "t0": order.t0.isoformat()},
-            evidence=tuple(e for _, _, e in critical) + tuple(to_confirm),
+            evidence=tuple(e for _, _, e in critical)
+            + tuple(e for _, e in after_start)
+            + tuple(to_confirm),
+            unreadable=tuple(unreadable),
+        )
+    if after_start:
+        first_after = after_start[0][1].facts
+        return Finding(
+            TOPIC,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="live-vaccine-after-start",
+            facts={
+                "vaccine": after_start[0][0],
+                "when": str(first_after["when"]),
+                "t0": order.t0.isoformat(),
+            },
+            evidence=tuple(e for _, e in after_start) + tuple(to_confirm),
             unreadable=tuple(unreadable),
         )
     if to_confirm:
@@ -95,11 +137,13 @@ LIVE_VACCINE_GAP_RULE = Rule(
     topic=TOPIC,
     title="Live vaccine at least {vaccine_min_gap_weeks} weeks before the start",
     logic="Completed Immunization with a live CVX given less than the gap before T0 -> "
-    "critical; a CVX of uncertain liveness or an undated live vaccine -> warning.",
+    "critical; a live CVX dated after T0 -> warning (no live vaccines after a course; it never "
+    "counts as given before the start); a CVX of uncertain liveness or an undated live vaccine "
+    "-> warning.",
     indicator="critical / warning",
     source="label",
     citation="PI section 2 (complete immunizations at least 6 weeks before treatment) and "
-    "section 5 (live vaccines)",
+    "section 5 (do not administer live viral vaccines following a course of LEMTRADA)",
     check=check_live_vaccine_gap,
     value_sets=("live-vaccines-cvx", "liveness-ambiguous-vaccines-cvx"),
     policy_keys=("vaccine_min_gap",),
@@ -161,7 +205,11 @@ def check_non_live_vaccine_gap(
                     )
                 )
             continue
-        days_before = (order.t0 - when.latest).days
+        if when.earliest > order.t0:
+            continue  # after the planned start: not given before it, and no rule after a course
+        # A partial date that takes in T0 ("2026-12") counts as inside the gap, said as 0 days
+        # before the start, never as a negative number of days.
+        days_before = max((order.t0 - when.latest).days, 0)
         if days_before >= gap:
             continue
         problem = record.problem(imm)
@@ -218,7 +266,7 @@ NON_LIVE_VACCINE_GAP_RULE = Rule(
     title="Other vaccines at least {vaccine_min_gap_weeks} weeks before the start",
     logic="Completed Immunization that is not live, not of doubtful liveness and not a "
     "non-vaccine CVX (Shingrix 187 and JYNNEOS 206 count here) given less than the gap "
-    "before T0 -> warning; an undated one -> warning.",
+    "before T0 -> warning; an undated one -> warning; one dated after T0 is not counted.",
     indicator="warning",
     source="label",
     citation="PI section 2 (Testing and Procedures Prior to Treatment: complete any necessary "
