@@ -247,6 +247,12 @@ class PatientRecord:
         for code in value_set.codes:
             for resource in self.by_code.get((rtype, code), ()):
                 seen.setdefault(id(resource), resource)
+        if value_set.filters:  # ICD-10-CM ranges: ask the value set about each code on file
+            systems = value_set.filter_systems
+            for (held_type, code), resources in self.by_code.items():
+                if held_type == rtype and code[0] in systems and code in value_set:
+                    for resource in resources:
+                        seen.setdefault(id(resource), resource)
         return sorted(seen.values(), key=lambda r: self._seq.get(id(r), 0))
 
     def split_readable(
