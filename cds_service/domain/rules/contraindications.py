@@ -237,10 +237,10 @@ ACTIVE_INFECTION_RULE = Rule(
     "without abatement; not refuted) of active tuberculosis, hepatitis B or C, or an HIV "
     "Condition with any status -> critical, whatever its date. A current serious or systemic "
     "infection (acute-infection-condition: sepsis, pneumonia, urinary, skin and soft tissue, "
-    "viral incl. herpes zoster and COVID-19, invasive fungal) with onset or recorded date within "
-    "infection_recent_window days (policy) before the start -> critical; an older or undated one, or a "
-    "minor one (minor-infection-condition: superficial fungal, upper respiratory, otitis) -> "
-    "warning to confirm it is resolved.",
+    "viral incl. herpes zoster and COVID-19, invasive fungal) with onset or recorded date "
+    "within infection_recent_window days (policy) before the start -> critical; an older or "
+    "undated one, or a minor one (minor-infection-condition: superficial fungal, upper "
+    "respiratory, otitis) -> warning to confirm it is resolved.",
     indicator="critical / warning",
     source="label",
     citation="PI section 4 (Contraindications: infection with HIV; active infection)",
