@@ -93,13 +93,13 @@ def _in_any_value_set(system: str, code: str) -> bool:
     from cds_service.domain.fhirdata import normalise_code
 
     wanted = normalise_code(system, code)
-    return any(wanted in vs.codes for vs in all_value_sets().values())
+    return any(wanted in vs for vs in all_value_sets().values())
 
 
 def _in_value_set(vs_id: str, system: str, code: str) -> bool:
     from cds_service.domain.fhirdata import normalise_code
 
-    return normalise_code(system, code) in value_set(vs_id).codes
+    return normalise_code(system, code) in value_set(vs_id)
 
 
 def _decisive_observation(resource: dict[str, Any]) -> bool:

@@ -2,6 +2,17 @@
 
 Medication value sets carry, per concept, the ingredient it belongs to and, per value set,
 the names to look for in free text (the fallback when a medication is not coded).
+
+Hierarchies (issue 13). Local membership = the enumerated concepts of `compose.include`, plus the
+codes an ICD-10-CM `regex` filter of an include accepts, minus what `compose.exclude` names
+(enumerated or by regex). A regex filter is written against the code AS WRITTEN IN ICD-10-CM,
+with its dot (`C50\\..*`), and must match the whole code (FHIR's regex filter; `re.fullmatch`).
+Codes are stored normalised (upper case, no dot: fhirdata.normalise_code), so the dotted form is
+rebuilt before matching (the dot of an ICD-10-CM code always follows the third character): `C50.911`
+and `C50911` are the same member. SNOMED CT `is-a` filters cannot be evaluated here (no open
+distribution of SNOMED CT): they are kept as data (`ValueSet.roots`) for a terminology server, and
+their descendants are shipped as enumerated concepts gathered from public expansions. Regex
+results are cached per code, so membership stays a dictionary look-up after the first time.
 """
 
 from __future__ import annotations
@@ -11,9 +22,9 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
-from .fhirdata import Code, normalise_code
+from .fhirdata import ICD10CM, Code, normalise_code
 
 BASE_URL = "https://cds-service.example.org/fhir"
 INGREDIENT_EXT = f"{BASE_URL}/StructureDefinition/ingredient"
@@ -23,6 +34,33 @@ OUTSIDE_LABORATORY_EXT = f"{BASE_URL}/StructureDefinition/may-be-filed-outside-l
 """Concept-level flag (valueBoolean true): a test often done and filed outside the laboratory
 (a tuberculin skin test read in clinic, a point-of-care urine hCG), so its Observation may carry
 no `laboratory` category and must be asked for by code as well (see services.prefetch_templates)."""
+
+
+REGEX_CACHE_LIMIT = 50_000
+"""Codes remembered per value set for its regex filters; past this the memo starts afresh (a
+bound on memory for a long-lived process that sees many distinct codes)."""
+REGEX_SYSTEMS = frozenset({ICD10CM})
+"""Code systems whose `regex` filters are evaluated locally."""
+
+
+def icd10cm_dotted(code: str) -> str:
+    """An ICD-10-CM code as written in the code system: the dot after the third character."""
+    code = code.replace(".", "").upper()
+    return code if len(code) <= 3 else f"{code[:3]}.{code[3:]}"
+
+
+@dataclass(frozen=True)
+class CodeFilter:
+    """A `regex` filter of one include or exclude, on one code system."""
+
+    system: str
+    pattern: re.Pattern[str]
+
+    def accepts(self, code: Code) -> bool:
+        if code[0] != self.system:
+            return False
+        written = icd10cm_dotted(code[1]) if self.system == ICD10CM else code[1]
+        return self.pattern.fullmatch(written) is not None
 
 
 @dataclass(frozen=True)
@@ -41,17 +79,41 @@ class ValueSet:
     name_pattern: re.Pattern[str] | None = field(default=None, hash=False, compare=False)
     outside_laboratory: frozenset[Code] = frozenset()
     """Codes flagged as possibly filed outside the laboratory category (OUTSIDE_LABORATORY_EXT)."""
+    filters: tuple[CodeFilter, ...] = ()
+    """Regex filters of compose.include (ICD-10-CM ranges)."""
+    excluded: frozenset[Code] = frozenset()
+    """Codes compose.exclude names; never members, even when a filter accepts them."""
+    exclude_filters: tuple[CodeFilter, ...] = ()
     roots: tuple[Code, ...] = ()
-    """The concepts of compose.include[].filter with op `is-a` (SNOMED CT roots): never evaluated
-    here (no local hierarchy), only asked about on a site's terminology server."""
+    """Root concepts of `is-a` filters (SNOMED CT): for a terminology server, not evaluated here."""
+    _memo: dict[Code, bool] = field(default_factory=dict, hash=False, compare=False, repr=False)
+
+    @property
+    def filter_systems(self) -> frozenset[str]:
+        """Code systems whose codes may be members through a filter (not only by enumeration)."""
+        return frozenset(f.system for f in self.filters)
 
     def __contains__(self, code: object) -> bool:
-        return code in self.codes
+        if code in self.codes:
+            return True
+        if not self.filters or not isinstance(code, tuple) or len(code) != 2:
+            return False
+        key = cast(Code, code)
+        known = self._memo.get(key)
+        if known is None:
+            known = key not in self.excluded and (
+                any(f.accepts(key) for f in self.filters)
+                and not any(f.accepts(key) for f in self.exclude_filters)
+            )
+            if len(self._memo) >= REGEX_CACHE_LIMIT:
+                self._memo.clear()
+            self._memo[key] = known
+        return known
 
     def matches_any(self, codes: list[Code]) -> Code | None:
         """The first of the codes in this value set, if any."""
         for code in codes:
-            if code in self.codes:
+            if code in self:
                 return code
         return None
 
@@ -78,14 +140,48 @@ def _ext_value(extensions: Any, url: str) -> list[Any]:
     return [e for e in extensions if isinstance(e, dict) and e.get("url") == url]
 
 
+def _filters(
+    part: dict[str, Any], roots: list[Code] | None = None
+) -> tuple[list[CodeFilter], list[Code]]:
+    """The regex filters of one include/exclude, and the roots of its is-a filters.
+
+    A regex filter on a system other than ICD-10-CM, or a filter with another operator, is
+    refused: it would silently match nothing here (a programming error in a shipped file)."""
+    system = part["system"]
+    regexes: list[CodeFilter] = []
+    found_roots: list[Code] = []
+    for flt in part.get("filter", []):
+        op, prop, value = flt.get("op"), flt.get("property"), flt.get("value")
+        if op == "regex" and prop == "code" and system in REGEX_SYSTEMS:
+            regexes.append(CodeFilter(system, re.compile(value)))
+        elif op in ("is-a", "descendent-of") and prop == "concept":
+            found_roots.append(normalise_code(system, value))
+        else:
+            raise ValueError(f"unsupported filter {flt!r} on {system}")
+    return regexes, found_roots
+
+
 def parse_value_set(doc: dict[str, Any]) -> ValueSet:
-    """Build a ValueSet from FHIR ValueSet JSON (compose.include with explicit concepts)."""
+    """Build a ValueSet from FHIR ValueSet JSON: compose.include with explicit concepts, ICD-10-CM
+    regex filters and SNOMED CT is-a roots; compose.exclude with concepts or regex filters."""
     codes: set[Code] = set()
     displays: dict[Code, str] = {}
     ingredient_of_code: dict[Code, str] = {}
     outside_laboratory: set[Code] = set()
+    filters: list[CodeFilter] = []
+    roots: list[Code] = []
+    excluded: set[Code] = set()
+    exclude_filters: list[CodeFilter] = []
+    for exclude in doc.get("compose", {}).get("exclude", []):
+        regexes, _ = _filters(exclude)
+        exclude_filters.extend(regexes)
+        for concept in exclude.get("concept", []):
+            excluded.add(normalise_code(exclude["system"], concept["code"]))
     for include in doc.get("compose", {}).get("include", []):
         system = include["system"]
+        regexes, found_roots = _filters(include)
+        filters.extend(regexes)
+        roots.extend(found_roots)
         for concept in include.get("concept", []):
             code = normalise_code(system, concept["code"])
             codes.add(code)
@@ -107,27 +203,25 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
         pattern = re.compile(
             r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])", re.IGNORECASE
         )
+    members = {
+        code
+        for code in codes
+        if code not in excluded and not any(f.accepts(code) for f in exclude_filters)
+    }
     return ValueSet(
         id=doc["id"],
         url=doc["url"],
         title=doc.get("title", doc["id"]),
-        codes=frozenset(codes),
+        codes=frozenset(members),
         displays=displays,
         ingredient_of_code=ingredient_of_code,
         names=tuple(names),
         name_pattern=pattern,
         outside_laboratory=frozenset(outside_laboratory),
-        roots=is_a_roots(doc),
-    )
-
-
-def is_a_roots(doc: dict[str, Any]) -> tuple[Code, ...]:
-    """The `is-a` filter values of a ValueSet's compose.include, as codes of their system."""
-    return tuple(
-        normalise_code(include["system"], str(flt["value"]))
-        for include in doc.get("compose", {}).get("include", [])
-        for flt in include.get("filter", [])
-        if flt.get("op") == "is-a" and flt.get("property") == "concept" and "value" in flt
+        filters=tuple(filters),
+        excluded=frozenset(excluded),
+        exclude_filters=tuple(exclude_filters),
+        roots=tuple(dict.fromkeys(roots)),
     )
 
 
@@ -150,4 +244,8 @@ def value_set(vs_id: str) -> ValueSet:
 
 def known_systems() -> frozenset[str]:
     """Code systems any value set uses (for telling implementers which codings we will read)."""
-    return frozenset(system for vs in all_value_sets().values() for system, _ in vs.codes)
+    return frozenset(
+        system
+        for vs in all_value_sets().values()
+        for system in {s for s, _ in vs.codes} | vs.filter_systems
+    )

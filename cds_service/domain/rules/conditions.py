@@ -12,12 +12,11 @@ ones were dropped by PatientRecord.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..fhirdata import ICD10CM, Code, Malformed, codings, first_date, normalise_code, reference_of
+from ..fhirdata import Code, Malformed, codings, first_date, normalise_code, reference_of
 from ..findings import Evidence, Finding, Severity, Status
 from ..orders import OrderContext
 from ..policy import Policy
@@ -301,25 +300,12 @@ THYROID_DISORDER_RULE = condition_rule(
 )
 
 
-# ICD-10-CM chapter 2, malignant neoplasms C00-C96 (blocks C00-C75, C7A, C7B, C76-C80, C81-C96;
-# C4A is Merkel cell carcinoma). The malignancy-condition value set lists no C codes (see
-# terminology/README.md), so the chapter is matched here by prefix. D00-D49 (in situ, benign,
-# uncertain behaviour) are not malignancies for this warning.
-_ICD10_MALIGNANT = re.compile(r"^C(?:[0-8]\d|9[0-6]|4A|7A|7B)")
-
-
-def icd10_malignant(code: Code) -> bool:
-    """True for an ICD-10-CM code in C00-C96 (codes are stored upper case without the dot)."""
-    return code[0] == ICD10CM and _ICD10_MALIGNANT.match(code[1]) is not None
-
-
 MALIGNANCY_RULE = condition_rule(
     topic=MALIGNANCY,
     value_set_id="malignancy-condition",
-    extra_match=icd10_malignant,
     title="No current malignancy",
-    logic="Current Condition in the malignancy value set, or with any ICD-10-CM code C00-C96 "
-    "(matched by prefix, as the value set lists no C codes) -> warning.",
+    logic="Current Condition in the malignancy value set (ICD-10-CM C00-C96 with C4A, C7A and "
+    "C7B by range; SNOMED CT malignant neoplasms from public expansions) -> warning.",
     citation="Boxed warning and PI section 5 (malignancies: use caution in patients with "
     "pre-existing or ongoing malignancies)",
     override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),

@@ -3,6 +3,7 @@ infection."""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from ..fhirdata import Malformed, codings, concept_words, first_date, reference_of
@@ -12,18 +13,25 @@ from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import value_set
 from .base import Rule
-from .conditions import UNRECORDED, current_conditions, refuted, shorten, status_fact
+from .conditions import (
+    UNRECORDED,
+    ConditionHit,
+    current_conditions,
+    refuted,
+    shorten,
+    status_fact,
+)
 
 HYPERSENSITIVITY = "hypersensitivity"
 ACTIVE_INFECTION = "active-infection"
 INACTIVE_ALLERGY = frozenset({"inactive", "resolved"})
-INFECTION_SETS = (
+SPECIFIC_INFECTION_SETS = (
     "active-tuberculosis-condition",
     "hiv-condition",
     "hepatitis-b-condition",
     "hepatitis-c-condition",
-    "acute-infection-condition",
 )
+"""Chronic infections the label names or implies: a hard stop whatever the entry's date."""
 
 
 def _allergy_concepts(allergy: dict[str, Any]) -> list[Any]:
@@ -148,13 +156,30 @@ HYPERSENSITIVITY_RULE = Rule(
 )
 
 
+def _recent(hit: ConditionHit, t0: date, window_days: int) -> bool:
+    """Onset or recorded date within the window before the planned start (or after it); a partial
+    date counts when any day it may mean is inside. Undated entries are not recent."""
+    earliest_recent = t0 - timedelta(days=window_days)
+    for path in ("onsetDateTime", "onsetPeriod.start", "recordedDate"):
+        when = first_date(hit.resource, path)
+        if when is not None and when.latest >= earliest_recent:
+            return True
+    return False
+
+
 def check_active_infection(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """Critical for a current active TB, HIV, hepatitis B/C or other listed acute infection.
+    """Critical for a current active TB, HIV or hepatitis B/C, or a recent serious infection;
+    a warning to confirm resolution for an older or undated one, or a minor one.
 
     HIV counts with any clinical status except refuted: the label contraindication is infection
-    with HIV, which an 'inactive' or 'remission' status does not end.
+    with HIV, which an 'inactive' or 'remission' status does not end. TB, HIV and hepatitis B/C
+    are hard stops whatever their date (chronic infections). Other infections (problem lists keep
+    stale entries: a 1971 sepsis still 'active') are a hard stop only when recent, within the local
+    window infection_recent_window, and serious (acute-infection-condition); older or undated
+    ones, and minor ones (minor-infection-condition: nail or skin fungus, a cold), ask the
+    pharmacist to confirm they are resolved.
     """
-    sets = [value_set(vs_id) for vs_id in INFECTION_SETS]
+    sets = [value_set(vs_id) for vs_id in SPECIFIC_INFECTION_SETS]
     hits, unreadable = current_conditions(record, sets)
     hiv = value_set("hiv-condition")
     hiv_hits, hiv_bad = current_conditions(
@@ -163,6 +188,21 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
     seen = {id(h.resource) for h in hits}
     hits.extend(h for h in hiv_hits if id(h.resource) not in seen)
     unreadable.extend(u for u in hiv_bad if u not in unreadable)
+    serious = value_set("acute-infection-condition")
+    other_hits, other_bad = current_conditions(
+        record, [serious, value_set("minor-infection-condition")]
+    )
+    unreadable.extend(u for u in other_bad if u not in unreadable)
+    seen = {id(h.resource) for h in hits}
+    window = policy["infection_recent_window"]
+    to_confirm: list[ConditionHit] = []
+    for hit in other_hits:
+        if id(hit.resource) in seen:
+            continue
+        if hit.code in serious and _recent(hit, order.t0, window):
+            hits.append(hit)
+        else:
+            to_confirm.append(hit)
     if hits:
         return Finding(
             ACTIVE_INFECTION,
@@ -170,7 +210,19 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
             Severity.CRITICAL,
             reason="infection",
             facts={"condition": shorten(hits[0].name)},
-            evidence=tuple(h.evidence() for h in hits),
+            evidence=tuple(h.evidence() for h in hits + to_confirm),
+            unreadable=tuple(unreadable),
+        )
+    if to_confirm:
+        first = to_confirm[0]
+        when = first_date(first.resource, "onsetDateTime", "onsetPeriod.start", "recordedDate")
+        return Finding(
+            ACTIVE_INFECTION,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="confirm-resolved" if when is not None else "confirm-resolved-undated",
+            facts={"condition": shorten(first.name), "when": str(when)},
+            evidence=tuple(h.evidence() for h in to_confirm),
             unreadable=tuple(unreadable),
         )
     return Finding(
@@ -182,18 +234,25 @@ ACTIVE_INFECTION_RULE = Rule(
     topic=ACTIVE_INFECTION,
     title="No active infection or HIV infection",
     logic="Current Condition (clinicalStatus active/recurrence/relapse, or not recorded "
-    "without abatement; not refuted) of active tuberculosis, hepatitis B or C, or a listed "
-    "acute infection, or an HIV Condition with any status -> critical.",
-    indicator="critical",
+    "without abatement; not refuted) of active tuberculosis, hepatitis B or C, or an HIV "
+    "Condition with any status -> critical, whatever its date. A current serious or systemic "
+    "infection (acute-infection-condition: sepsis, pneumonia, urinary, skin and soft tissue, "
+    "viral incl. herpes zoster and COVID-19, invasive fungal) with onset or recorded date "
+    "within infection_recent_window days (policy) before the start -> critical; an older or "
+    "undated one, or a minor one (minor-infection-condition: superficial fungal, upper "
+    "respiratory, otitis) -> warning to confirm it is resolved.",
+    indicator="critical / warning",
     source="label",
     citation="PI section 4 (Contraindications: infection with HIV; active infection)",
     check=check_active_infection,
     value_sets=(
         "active-tuberculosis-condition",
         "acute-infection-condition",
+        "minor-infection-condition",
         "hepatitis-b-condition",
         "hepatitis-c-condition",
         "hiv-condition",
     ),
+    policy_keys=("infection_recent_window",),
     override_reasons=("action-completed", "recipient-disagrees-evidence", "risk-benefit-ratio"),
 )
