@@ -60,8 +60,16 @@ _BRACES = re.compile(r"\{([^}]*)\}")
 
 def readable_unit(unit: str) -> str:
     """A unit as a clinician reads it: no UCUM braces or brackets ('m[IU]/L' -> 'mIU/L',
-    'mL/min/{1.73_m2}' -> 'mL/min/1.73 m2', '10*3/uL' -> 'x10^3/uL')."""
-    text = _BRACES.sub(lambda m: m.group(1).replace("_", " "), unit.strip())
+    'mL/min/{1.73_m2}' -> 'mL/min/1.73 m2', 'mg/g{creat}' -> 'mg/g', '10*3/uL' -> 'x10^3/uL')."""
+    unit = unit.strip()
+    if _BRACES.fullmatch(unit):
+        return unit[1:-1].replace("_", " ")  # an annotation alone ('{index}'): its words
+
+    def annotation(match: re.Match[str]) -> str:
+        words = match.group(1)
+        return words.replace("_", " ") if any(c.isdigit() for c in words) else ""
+
+    text = _BRACES.sub(annotation, unit)
     text = text.replace("[", "").replace("]", "")
     text = _UCUM_POWER.sub(lambda m: f"x10^{m.group(1)}", text)
     return text.strip()

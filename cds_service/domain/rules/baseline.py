@@ -90,19 +90,21 @@ class _Reading:
         self.short.append(short)
 
 
+def _worry(value: DatedValue) -> float:
+    """How worrying a value is, to break ties between results of one day: an abnormal value or a
+    positive dipstick grade first, then an unreadable one."""
+    m = value.measurement
+    if m.value is None:
+        grade = dipstick_grade(m.element)
+        return 2 + grade if grade else 1
+    return 2 if m.judgement.abnormal else 1 if m.judgement is Judgement.UNREADABLE else 0
+
+
 def _newest(values: list[DatedValue]) -> DatedValue | None:
-    """The newest value; on one day the most worrying (an abnormal one, then an unreadable one)."""
+    """The newest value; on one day the most worrying (so a tie never hides a problem)."""
     if not values:
         return None
-    rank = {True: 2, False: 0}
-    return max(
-        values,
-        key=lambda v: (
-            v.when.earliest,
-            rank[v.measurement.judgement.abnormal]
-            + (v.measurement.judgement is Judgement.UNREADABLE),
-        ),
-    )
+    return max(values, key=lambda v: (v.when.earliest, _worry(v)))
 
 
 def _facts(value: DatedValue, name: str) -> dict[str, str | int]:
