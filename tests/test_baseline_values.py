@@ -91,6 +91,13 @@ def lab(
     return observation
 
 
+def coded(loinc: str, snomed: str) -> dict[str, Any]:
+    """A dipstick result sent only as a SNOMED CT qualifier code (no text, no display)."""
+    observation = lab(loinc, rid=f"obs-{loinc}-{snomed}")
+    observation["valueCodeableConcept"] = {"coding": [{"system": SCT, "code": snomed}]}
+    return observation
+
+
 def component(loinc: str, text: str) -> dict[str, Any]:
     return {
         "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
@@ -371,6 +378,36 @@ CASES = [
         ["unexplained"],
     ),
     (
+        "dipstick blood coded Positive (SNOMED 10828004) with no text is hematuria",
+        BASELINE,
+        {},
+        [coded("5794-3", "10828004")],
+        NOT_MET,
+        W,
+        ["unexplained hematuria"],
+        [],
+    ),
+    (
+        "dipstick blood coded Negative (SNOMED 260385009) is met",
+        BASELINE,
+        {},
+        [coded("5794-3", "260385009")],
+        MET,
+        OK,
+        [],
+        ["hematuria"],
+    ),
+    (
+        "a dipstick blood result that says nothing readable is unreadable, not negative",
+        BASELINE,
+        {},
+        [lab("5794-3", text="see comment")],
+        MET,
+        OK,
+        ["unreadable, no grade"],
+        ["hematuria"],
+    ),
+    (
         "urine red cells 12 /HPF above the range 0-3 are hematuria",
         BASELINE,
         {},
@@ -439,6 +476,16 @@ CASES = [
         OK,
         [],
         ["TSH"],
+    ),
+    (
+        "TSH without a unit is unreadable for the thyroid check, not normal",
+        THYROID,
+        {"tsh": lab("11579-0", 12, None)},
+        [],
+        MET,
+        OK,
+        ["unreadable, 12 without a unit"],
+        [],
     ),
     (
         "TSH of 12 mIU/L is the thyroid check's, not a baseline-lab problem",

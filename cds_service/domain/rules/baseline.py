@@ -23,7 +23,7 @@ from ..lab_values import (
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
-from ..results import LabResult
+from ..results import LabResult, Meaning, read_meaning
 from ..terminology import value_set
 from .base import Rule
 from .labs import DatedValue, current_values, dated_values, lab_results, order_test
@@ -200,6 +200,26 @@ def _note_text(resource: dict[str, Any]) -> str:
     return "; ".join(t.strip() for t in texts if isinstance(t, str) and t.strip())
 
 
+def _graded(value: DatedValue) -> float | None:
+    """A dipstick grade written in the result, else the qualitative reading of the result
+    (positive: at least 1+, negative: 0); None when neither can be read."""
+    grade = dipstick_grade(value.measurement.element)
+    if grade is not None:
+        return grade
+    meaning, _ = read_meaning(value.measurement.element)
+    if meaning is Meaning.POSITIVE:
+        return 1.0
+    if meaning is Meaning.NEGATIVE:
+        return 0.0
+    return None
+
+
+def _no_grade(value: DatedValue) -> Unreadable:
+    return Unreadable(
+        value.measurement.reference, f"{value.test}: {Judgement.UNREADABLE.value}, no grade"
+    )
+
+
 def _urine(
     reading: _Reading,
     record: PatientRecord,
@@ -215,22 +235,23 @@ def _urine(
     latest = _newest(current_values(protein, order.t0, window))
     if latest is not None and not upcr_present:
         m = latest.measurement
-        grade = dipstick_grade(m.element)
+        grade = _graded(latest) if m.value is None else None
         facts = _facts(latest, "dipstick protein")
-        if grade is not None and grade >= policy["dipstick_protein_grade"]:
+        if m.value is not None:
+            _judge(reading, latest, "dipstick protein")
+        elif grade is None:
+            reading.unreadable.append(_no_grade(latest))
+        elif grade >= policy["dipstick_protein_grade"]:
             reading.problem(
                 Evidence("dipstick-protein-without-upcr", facts),
                 Evidence("short-dipstick-protein", facts),
             )
-        elif grade is None and m.value is not None:
-            _judge(reading, latest, "dipstick protein")
     blood, bad = dated_values(record, URINE_BLOOD)
     reading.unreadable.extend(bad)
     latest = _newest(current_values(blood, order.t0, window))
     if latest is None:
         return
     m = latest.measurement
-    grade = dipstick_grade(m.element)
     if m.value is not None:
         if m.judgement is Judgement.UNREADABLE:
             reading.unreadable.append(_unit_missing(latest))
@@ -239,7 +260,11 @@ def _urine(
         if m.judgement is Judgement.UNKNOWN:
             reading.notes.append(Evidence("lab-not-judged", _facts(latest, "urine blood")))
     else:
-        positive = grade is not None and grade > 0
+        grade = _graded(latest)
+        if grade is None:
+            reading.unreadable.append(_no_grade(latest))
+            return
+        positive = grade > 0
     if not positive:
         return
     explanation = _note_text(m.element) or _note_text(latest.measurement.resource)

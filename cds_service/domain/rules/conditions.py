@@ -19,6 +19,7 @@ from typing import Any
 
 from ..fhirdata import ICD10CM, Code, Malformed, codings, first_date, normalise_code, reference_of
 from ..findings import Evidence, Finding, Severity, Status
+from ..lab_values import Judgement
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
@@ -273,18 +274,24 @@ def condition_rule(
 _thyroid_condition = current_condition_check(THYROID, "thyroid-disorder-condition")
 
 
-def tsh_out_of_range(record: PatientRecord, order: OrderContext, policy: Policy) -> Evidence | None:
-    """The newest TSH within the screening lookback when the lab flags it or it lies outside the
-    lab's range (lab_values.Measurement.judgement), as an evidence line; else None."""
-    values, _ = dated_values(record, "tsh-loinc")
+def newest_tsh(
+    record: PatientRecord, order: OrderContext, policy: Policy
+) -> tuple[Evidence | None, list[Unreadable]]:
+    """The newest TSH within the screening lookback as an evidence line when the lab flags it or
+    it lies outside the lab's range (lab_values.Measurement.judgement), else None; and the TSH
+    results that could not be read (a value without a unit is not normal)."""
+    values, unreadable = dated_values(record, "tsh-loinc")
     current = current_values(values, order.t0, policy["screening_lookback"])
     if not current:
-        return None
+        return None, unreadable
     newest = max(current, key=lambda v: v.when.earliest)
-    judgement = newest.measurement.judgement
-    if not judgement.abnormal:
-        return None
     m = newest.measurement
+    judgement = m.judgement
+    if judgement is Judgement.UNREADABLE:
+        why = f"{newest.test}: {judgement.value}, {m.value_text()} without a unit"
+        return None, [*unreadable, Unreadable(m.reference, why)]
+    if not judgement.abnormal:
+        return None, unreadable
     return Evidence(
         "tsh-out-of-range",
         {
@@ -295,14 +302,16 @@ def tsh_out_of_range(record: PatientRecord, order: OrderContext, policy: Policy)
             "when": str(newest.when),
             "reference": m.reference,
         },
-    )
+    ), unreadable
 
 
 def check_thyroid_disorder(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """A current thyroid Condition, or a TSH outside the lab's range: warning naming the value.
     The Condition's finding is kept as it is (with the TSH line added to its evidence)."""
     finding = _thyroid_condition(record, order, policy)
-    tsh = tsh_out_of_range(record, order, policy)
+    tsh, unreadable = newest_tsh(record, order, policy)
+    if unreadable:
+        finding = replace(finding, unreadable=(*finding.unreadable, *unreadable))
     if tsh is None:
         return finding
     if finding.status is Status.MET:
