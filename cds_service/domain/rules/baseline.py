@@ -2,7 +2,12 @@
 
 Baseline labs (boxed warning, PI section 5, REMS): CBC with differential, serum creatinine,
 urinalysis with cell counts, urine protein/creatinine ratio, TSH, ALT, AST and total bilirubin,
-each with a final result within the policy window before T0.
+each with a final result within the policy window before T0. A CBC with differential may also
+arrive as its analytes, reported the same day.
+
+Every newest value in the window is then read (lab_values): abnormal by the lab's flag or range,
+past a cited policy number (UPCR, dipstick protein without a UPCR, hematuria, creatinine rise), or
+unreadable (a number without a unit is not normal). TSH values belong to thyroid-disorder.
 """
 
 from __future__ import annotations
@@ -57,7 +62,6 @@ CBC_ANALYTES: tuple[tuple[str, str], ...] = (
     ("cbc-neutrophils-loinc", "neutrophils"),
     ("cbc-lymphocytes-loinc", "lymphocytes"),
 )
-PLATELETS = "cbc-platelets-loinc"
 CREATININE = "serum-creatinine-loinc"
 UPCR = "urine-protein-creatinine-ratio-loinc"
 TSH = "tsh-loinc"
@@ -95,7 +99,7 @@ def _worry(value: DatedValue) -> float:
     positive dipstick grade first, then an unreadable one."""
     m = value.measurement
     if m.value is None:
-        grade = dipstick_grade(m.element)
+        grade = _graded(value)
         return 2 + grade if grade else 1
     return 2 if m.judgement.abnormal else 1 if m.judgement is Judgement.UNREADABLE else 0
 
