@@ -53,8 +53,10 @@ def test_observation_prefetch_asks_for_laboratory_results_and_by_code_for_tests_
 # the value sets the service reads), so a change to what the EHR is asked for shows in this diff.
 FILED_OUTSIDE_THE_LABORATORY = [
     "http://loinc.org|1648-5",  # tuberculin skin test wheal, read in clinic 3 days after
+    "http://loinc.org|20454-5",  # urine protein by dipstick, often read at the point of care
     "http://loinc.org|2106-3",  # hCG (pregnancy test) [Presence] in Urine
     "http://loinc.org|2112-1",  # hCG beta subunit (pregnancy test) [Presence] in Urine
+    "http://loinc.org|5794-3",  # urine hemoglobin (blood) by dipstick, point of care
     "http://loinc.org|80384-1",  # hCG (pregnancy test) [Presence] in Urine, rapid immunoassay
 ]
 

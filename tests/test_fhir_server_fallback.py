@@ -335,6 +335,31 @@ def test_laboratory_key_alone_does_not_bring_a_skin_test_read_in_clinic(stubs, m
     ]
 
 
+def test_point_of_care_dipstick_filed_outside_the_laboratory_reaches_the_baseline_check(
+    stubs, make_client
+):
+    """A urine dipstick read at the point of care (blood 1+, LOINC 5794-3, filed as an exam) is
+    asked for by code, so its hematuria reaches the baseline-labs check; without it (the
+    fixture's own prefetch) the same patient has no baseline card."""
+    full = fixture_request("eligible_patient_at_order_select")
+    stub = stubs(full)
+    dipstick = observation("dipstick-in-clinic", "5794-3", "exam", full["context"]["patientId"])
+    del dipstick["interpretation"]
+    dipstick.update({"effectiveDateTime": "2026-12-01", "valueString": "1+"})
+    stub.by_type["Observation"].append(dipstick)
+    client = make_client(stub.base_url)
+    assert "baseline-labs" not in topics(cards_with_full_prefetch(client, full))
+    response = post(client, without_prefetch(full, stub.base_url, TOKEN))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    body = response.get_json()
+    assert topics(body)["baseline-labs"] == "warning"
+    card = next(c for c in body["cards"] if c["source"]["topic"]["code"] == "baseline-labs")
+    assert "unexplained hematuria" in card["summary"]
+    assert "Observation/dipstick-in-clinic" in card["detail"]
+    by_code = [r.query["code"][0] for r in stub.requests if "code" in r.query]
+    assert len(by_code) == 1 and "http://loinc.org|5794-3" in by_code[0].split(",")
+
+
 UNRELATED_CASES = [
     ("a cholesterol result", "2093-3"),
     ("a hemoglobin A1c result", "4548-4"),

@@ -13,16 +13,18 @@ ones were dropped by PatientRecord.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..fhirdata import Code, Malformed, codings, first_date, normalise_code, reference_of
 from ..findings import Evidence, Finding, Severity, Status
+from ..lab_values import Judgement
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord, Unreadable
 from ..terminology import ValueSet, value_set
 from .base import Check, Rule
+from .labs import current_values, dated_values
 
 CURRENT = frozenset({"active", "recurrence", "relapse"})
 UNRECORDED = "unrecorded"
@@ -288,14 +290,76 @@ def condition_rule(
     )
 
 
-THYROID_DISORDER_RULE = condition_rule(
+_thyroid_condition = current_condition_check(THYROID, "thyroid-disorder-condition")
+
+
+def newest_tsh(
+    record: PatientRecord, order: OrderContext, policy: Policy
+) -> tuple[Evidence | None, list[Unreadable]]:
+    """The newest TSH within the screening lookback as an evidence line when the lab flags it or
+    it lies outside the lab's range (lab_values.Measurement.judgement), else None; and the TSH
+    results that could not be read (a value without a unit is not normal)."""
+    values, unreadable = dated_values(record, "tsh-loinc")
+    current = current_values(values, order.t0, policy["screening_lookback"])
+    if not current:
+        return None, unreadable
+    newest = max(current, key=lambda v: v.when.earliest)
+    m = newest.measurement
+    judgement = m.judgement
+    if judgement is Judgement.UNREADABLE:
+        why = f"{newest.test}: {judgement.value}, {m.value_text()} without a unit"
+        return None, [*unreadable, Unreadable(m.reference, why)]
+    if not judgement.abnormal:
+        return None, unreadable
+    return Evidence(
+        "tsh-out-of-range",
+        {
+            "test": newest.test,
+            "value": m.value_text(),
+            "judgement": judgement.value,
+            "range": m.range_text(),
+            "when": str(newest.when),
+            "reference": m.reference,
+        },
+    ), unreadable
+
+
+def check_thyroid_disorder(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
+    """A current thyroid Condition, or a TSH outside the lab's range: warning naming the value.
+    The Condition's finding is kept as it is (with the TSH line added to its evidence)."""
+    finding = _thyroid_condition(record, order, policy)
+    tsh, unreadable = newest_tsh(record, order, policy)
+    if unreadable:
+        finding = replace(finding, unreadable=(*finding.unreadable, *unreadable))
+    if tsh is None:
+        return finding
+    if finding.status is Status.MET:
+        return Finding(
+            THYROID,
+            Status.NOT_MET,
+            Severity.WARNING,
+            reason="tsh-out-of-range",
+            facts={"tsh": str(tsh.facts["value"])},
+            evidence=(tsh,),
+            unreadable=finding.unreadable,
+        )
+    return replace(finding, evidence=(*finding.evidence, tsh))
+
+
+THYROID_DISORDER_RULE = Rule(
     topic=THYROID,
-    value_set_id="thyroid-disorder-condition",
     title="No current thyroid disorder",
     logic="Current Condition in the thyroid-disorder value set (hypothyroidism, "
-    "hyperthyroidism/Graves, thyroiditis) -> warning.",
+    "hyperthyroidism/Graves, thyroiditis), or the newest TSH within `screening_lookback` days "
+    "flagged abnormal by the lab or outside its reference range -> warning naming the value.",
+    indicator="warning",
+    source="label",
     citation="PI section 5 (thyroid disorders: in patients with an ongoing thyroid disorder, "
-    "administer only if the potential benefit justifies the potential risks)",
+    "administer only if the potential benefit justifies the potential risks; thyroid function "
+    "tests before initiation)",
+    check=check_thyroid_disorder,
+    value_sets=("thyroid-disorder-condition", "tsh-loinc"),
+    policy_keys=("screening_lookback",),
     override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),
 )
 

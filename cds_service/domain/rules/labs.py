@@ -9,6 +9,7 @@ from typing import Any
 from .. import orderables
 from ..fhirdata import DateSpan, Malformed, codings, reference_of
 from ..findings import Suggestion
+from ..lab_values import Measurement, measurements
 from ..record import PatientRecord, Unreadable
 from ..results import LabResult, is_final, newest, read_meaning, result_date, within
 from ..terminology import ValueSet, value_set
@@ -94,3 +95,46 @@ def order_test(key: str, wording: str, **facts: str | int) -> Suggestion:
         wording=wording,
         facts=facts,
     )
+
+
+@dataclass(frozen=True)
+class DatedValue:
+    """A value of one test (lab_values.Measurement) with its result date and the test's name."""
+
+    measurement: Measurement
+    when: DateSpan
+    test: str
+
+
+def dated_values(record: PatientRecord, vs_id: str) -> tuple[list[DatedValue], list[Unreadable]]:
+    """Every final, dated value of the tests in a LOINC value set, oldest first: Observations coded
+    in the set and components of any Observation (a panel) coded in it. Observations failing R4
+    validation are unreadable."""
+    vs = value_set(vs_id)
+    candidates: dict[int, dict[str, Any]] = {id(o): o for o in record.coded("Observation", vs)}
+    for observation in record.by_type.get("Observation", ()):
+        if isinstance(observation.get("component"), list):
+            candidates.setdefault(id(observation), observation)
+    out: list[DatedValue] = []
+    unreadable: list[Unreadable] = []
+    for observation in candidates.values():
+        found = measurements(observation, vs)
+        if not found or not is_final(observation):
+            continue
+        problem = record.problem(observation)
+        when = result_date(observation)
+        if problem is not None:
+            unreadable.append(Unreadable(reference_of(observation), problem))
+            continue
+        if when is None:
+            continue
+        for measurement in found:
+            test = f"{vs.display(measurement.code)} (LOINC {measurement.code[1]})"
+            out.append(DatedValue(measurement, when, test))
+    out.sort(key=lambda v: v.when.earliest)
+    return out, unreadable
+
+
+def current_values(values: list[DatedValue], t0: date, days: int) -> list[DatedValue]:
+    """The values dated no more than `days` before T0 (as `lab_results` counts them)."""
+    return [v for v in values if within(v.when, t0, days)]
