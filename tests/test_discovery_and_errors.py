@@ -58,6 +58,7 @@ FILED_OUTSIDE_THE_LABORATORY = [
     "http://loinc.org|2112-1",  # hCG beta subunit (pregnancy test) [Presence] in Urine
     "http://loinc.org|5794-3",  # urine hemoglobin (blood) by dipstick, point of care
     "http://loinc.org|80384-1",  # hCG (pregnancy test) [Presence] in Urine, rapid immunoassay
+    "http://loinc.org|82810-3",  # Pregnancy status (US Core; filed as social history)
 ]
 
 

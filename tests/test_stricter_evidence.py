@@ -474,6 +474,65 @@ PREGNANCY_CASES = [
 ]
 
 
+def _pregnancy_status(day: str, snomed: str) -> dict[str, Any]:
+    """A US Core pregnancy status (LOINC 82810-3), filed as social history, not laboratory."""
+    return {
+        "resourceType": "Observation",
+        "id": f"pregnancy-status-{day}",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "social-history",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "82810-3"}]},
+        "subject": REF,
+        "effectiveDateTime": day,
+        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": snomed}]},
+    }
+
+
+PREGNANT, NOT_PREGNANT = "77386006", "60001007"
+PREGNANCY_CASES += [
+    (
+        "recorded pregnancy status Pregnant two months ago is a hard stop",
+        [_pregnancy_status("2026-10-01", PREGNANT)],
+        NOT_MET,
+        C,
+        "may-be-pregnant",
+    ),
+    (
+        "recorded status Not pregnant is no test: the hCG is still asked for",
+        [_pregnancy_status("2026-12-01", NOT_PREGNANT)],
+        UNKNOWN,
+        W,
+        "no-test",
+    ),
+    (
+        "status Pregnant replaced by a newer Not pregnant: no hard stop, hCG asked for",
+        [
+            _pregnancy_status("2026-06-01", PREGNANT),
+            _pregnancy_status("2026-11-01", NOT_PREGNANT),
+        ],
+        UNKNOWN,
+        W,
+        "no-test",
+    ),
+    (
+        "status Pregnant then a delivery: no hard stop",
+        [_pregnancy_status("2025-06-01", PREGNANT), _condition(DELIVERY, onset="2025-08-10")],
+        UNKNOWN,
+        W,
+        "no-test",
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("case", "resources", "status", "severity", "reason"),
     PREGNANCY_CASES,

@@ -114,6 +114,43 @@ def _pregnancy_ends(record: PatientRecord, unreadable: list[Unreadable]) -> list
     return ends
 
 
+def _pregnancy_status(
+    record: PatientRecord, t0: date, unreadable: list[Unreadable]
+) -> list[_Dated]:
+    """The newest recorded pregnancy status (US Core, LOINC 82810-3), when it says pregnant.
+
+    Only the newest status counts (a later "Not pregnant" replaces an earlier "Pregnant"). A
+    status is a clinician's statement, not a test: "Not pregnant" never satisfies the hCG window.
+    """
+    statuses = lab_results(record, "pregnancy-status-loinc", t0, lookback_days=None)
+    unreadable.extend(u for u in statuses.unreadable if u not in unreadable)
+    if not statuses.current:
+        return []
+    newest = max(statuses.current, key=lambda r: r.when.earliest)
+    try:
+        answer = codings(newest.resource.get("valueCodeableConcept"))
+    except Malformed:
+        answer = []
+    pregnant = value_set("pregnancy-status-pregnant")
+    code = pregnant.matches_any(answer)
+    if code is None:
+        return []
+    return [
+        _Dated(
+            newest.when,
+            Evidence(
+                "pregnancy-status",
+                {
+                    "status": pregnant.display(code),
+                    "code": code[1],
+                    "when": str(newest.when),
+                    "reference": newest.reference,
+                },
+            ),
+        )
+    ]
+
+
 def _superseded(item: _Dated, ends: list[_Dated], t0: date, max_age: int) -> Evidence | None:
     """Why a positive piece of evidence is no longer a hard stop, or None when it still is."""
     if item.when is None:
@@ -146,7 +183,6 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
     conditions, bad = current_conditions(record, [value_set("pregnancy-condition")])
     found_unreadable = list(tests.unreadable) + [u for u in bad if u not in tests.unreadable]
     ends = _pregnancy_ends(record, found_unreadable)
-    unreadable = tuple(found_unreadable)
     newest = tests.latest
     ended_vs = value_set("pregnancy-ended-condition")
     positive = (
@@ -162,6 +198,8 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
         for c in conditions
         if c.code not in ended_vs
     ]
+    positive += _pregnancy_status(record, order.t0, found_unreadable)
+    unreadable = tuple(found_unreadable)
     critical: list[Evidence] = []
     superseded: list[Evidence] = []
     for item in positive:
@@ -240,7 +278,8 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
 PREGNANCY_RULE = Rule(
     topic=TOPIC,
     title="Pregnancy excluded, contraception advised",
-    logic="Not recorded as male: newest hCG positive or a current pregnancy Condition -> "
+    logic="Not recorded as male: newest hCG positive, a current pregnancy Condition or a newest "
+    "recorded pregnancy status (LOINC 82810-3) of Pregnant -> "
     "critical, unless a pregnancy end (delivery, miscarriage, abortion, ectopic/molar outcome, "
     "postpartum state, or a resolved/inactive pregnancy) is dated on or after it, or it is "
     "older than the maximum length of a pregnancy (the newest evidence wins; the test window "
@@ -256,6 +295,8 @@ PREGNANCY_RULE = Rule(
     value_sets=(
         "pregnancy-condition",
         "pregnancy-ended-condition",
+        "pregnancy-status-loinc",
+        "pregnancy-status-pregnant",
         "pregnancy-test-loinc",
         "result-indeterminate",
         "result-negative",
