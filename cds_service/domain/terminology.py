@@ -23,6 +23,10 @@ OUTSIDE_LABORATORY_EXT = f"{BASE_URL}/StructureDefinition/may-be-filed-outside-l
 """Concept-level flag (valueBoolean true): a test often done and filed outside the laboratory
 (a tuberculin skin test read in clinic, a point-of-care urine hCG), so its Observation may carry
 no `laboratory` category and must be asked for by code as well (see services.prefetch_templates)."""
+RESULT_ROLE_EXT = f"{BASE_URL}/StructureDefinition/result-role"
+"""Concept-level role of a result code (valueCode), read by domain/result_grammar.py: a panel
+component (qft-nil, qft-antigen-minus-nil, qft-mitogen-minus-nil, tspot-nil, tspot-antigen,
+tspot-mitogen: never a result on its own) or a measured reading (tst-induration)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class ValueSet:
     name_pattern: re.Pattern[str] | None = field(default=None, hash=False, compare=False)
     outside_laboratory: frozenset[Code] = frozenset()
     """Codes flagged as possibly filed outside the laboratory category (OUTSIDE_LABORATORY_EXT)."""
+    roles: dict[Code, str] = field(default_factory=dict, hash=False, compare=False)
+    """The result role of a code (RESULT_ROLE_EXT), for the codes that have one."""
 
     def __contains__(self, code: object) -> bool:
         return code in self.codes
@@ -68,6 +74,9 @@ class ValueSet:
     def display(self, code: Code) -> str:
         return self.displays.get(code, code[1])
 
+    def role_of(self, code: Code) -> str | None:
+        return self.roles.get(code)
+
 
 def _ext_value(extensions: Any, url: str) -> list[Any]:
     if not isinstance(extensions, list):
@@ -81,6 +90,7 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
     displays: dict[Code, str] = {}
     ingredient_of_code: dict[Code, str] = {}
     outside_laboratory: set[Code] = set()
+    roles: dict[Code, str] = {}
     for include in doc.get("compose", {}).get("include", []):
         system = include["system"]
         for concept in include.get("concept", []):
@@ -94,6 +104,8 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
                 for ext in _ext_value(concept.get("extension"), OUTSIDE_LABORATORY_EXT)
             ):
                 outside_laboratory.add(code)
+            for ext in _ext_value(concept.get("extension"), RESULT_ROLE_EXT):
+                roles[code] = ext["valueCode"]
     names: list[tuple[str, str]] = []
     for ext in _ext_value(doc.get("extension"), NAME_MATCH_EXT):
         parts = {e["url"]: e["valueString"] for e in ext.get("extension", [])}
@@ -114,6 +126,7 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
         names=tuple(names),
         name_pattern=pattern,
         outside_laboratory=frozenset(outside_laboratory),
+        roles=roles,
     )
 
 
