@@ -404,7 +404,7 @@ OVERALL_NEGATIVE = tb_obs(
             [OVERALL_NEGATIVE, *qft("2026-11-01", 0.1, 0.02, 0.05, 9.5)],
             NEG,
             "coded-value",
-            id="a negative QuantiFERON with numeric tubes stays negative: components never outrank it",
+            id="a negative QuantiFERON with numeric tubes stays negative: tubes never outrank it",
         ),
         pytest.param(
             [OVERALL_NEGATIVE, *qft("2026-11-01", 9.0, 0.0, 0.0, 0.1)],
