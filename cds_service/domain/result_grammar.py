@@ -18,7 +18,7 @@ A result is read from the first of these that says something, in this order (iss
      quantification (comparator `<`) is "detected, not quantified" unless the lab says not
      detected (interpretation ND, a coded answer, a note or text); any other value is detected;
    - QuantiFERON and T-SPOT.TB components (nil, antigen and mitogen tubes, spot counts) by the
-     manufacturer's rule (`components`); they never outrank an overall result of the same
+     manufacturer's rule (`read_components`); they never outrank an overall result of the same
      day (rules/labs.py drops them then);
    - any other test reported as a number (an index, a signal-to-cut-off ratio): against the
      result's `referenceRange` (a range whose text names an answer is matched by containment;
