@@ -26,6 +26,7 @@ from cds_service.domain.result_grammar import (
 )
 from cds_service.domain.rules.labs import lab_results
 from cds_service.domain.terminology import value_set
+from cds_service.services import OBSERVATION_VALUE_SETS, prefetch_templates
 
 POS, NEG, IND = Meaning.POSITIVE, Meaning.NEGATIVE, Meaning.INDETERMINATE
 T0 = date(2026, 12, 7)
@@ -580,3 +581,41 @@ def test_negating_a_positive_phrase_never_gives_positive(
     assert read_text(f"{analyte} {answer}").meaning is POS
     text = f"{negation}{analyte} {answer}" if negation_first else f"{analyte} {negation}{answer}"
     assert read_text(text).meaning is not POS
+
+
+# -- What is asked for ----------------------------------------------------------------------------
+
+SCREENING_CODES = [
+    pytest.param("hiv-rna-loinc", "25835-0", id="HIV-1 RNA qualitative 25835-0"),
+    pytest.param("hiv-screening-loinc", "56888-1", id="HIV-1/2 Ag/Ab 4th generation 56888-1"),
+    pytest.param("hiv-screening-loinc", "75622-1", id="HIV 1 and 2 tests panel 75622-1"),
+    pytest.param("hiv-screening-loinc", "89365-1", id="HIV 1 and 2 Ab rapid panel 89365-1"),
+    pytest.param("hcv-rna-loinc", "11259-9", id="HCV RNA presence 11259-9"),
+    pytest.param("hcv-rna-loinc", "38180-6", id="HCV RNA log10 38180-6"),
+    pytest.param("tb-screening-loinc", "71773-6", id="IGRA interpretation 71773-6"),
+    pytest.param("tb-screening-loinc", "71776-9", id="QuantiFERON nil 71776-9 (component)"),
+    pytest.param("tb-screening-loinc", "71774-4", id="QuantiFERON mitogen minus nil 71774-4"),
+    pytest.param("tb-screening-loinc", "64084-7", id="QuantiFERON TB antigen minus nil 64084-7"),
+    pytest.param("hbv-surface-antigen-loinc", "5196-1", id="HBsAg 5196-1"),
+    pytest.param("hbv-core-antibody-loinc", "16933-4", id="anti-HBc total 16933-4"),
+]
+
+
+@pytest.mark.parametrize(("vs_id", "code"), SCREENING_CODES)
+def test_the_screening_codes_labs_send_are_kept_and_fetched(vs_id: str, code: str) -> None:
+    """The code is in the check's value set, the value set is one the prefetch serves, and the
+    laboratory prefetch asks for every lab result (no code list), so the code arrives; only
+    tests a clinic may file outside the laboratory are asked for by code."""
+    assert (LOINC, code) in value_set(vs_id)
+    assert vs_id in OBSERVATION_VALUE_SETS
+    observations = prefetch_templates()["observations"]
+    assert "category=laboratory" in observations and "code=" not in observations
+
+
+def test_45323_3_is_never_read_as_a_tb_result() -> None:
+    """Sources disagree whether 45323-3 is a QuantiFERON result or its mitogen tube."""
+    assert (LOINC, "45323-3") not in value_set("tb-screening-loinc")
+
+
+def test_a_skin_test_read_in_clinic_is_asked_for_by_code() -> None:
+    assert f"{LOINC}|1648-5" in prefetch_templates()["observationsByCode"]
