@@ -204,6 +204,11 @@ ROWS = [
     ),
     row("text 'not negative' is no all-clear", {"valueString": "not negative"}, IND),
     row("a text with no answer is indeterminate", {"valueString": "See comment"}, IND),
+    row(
+        "a kit's 'positive control' is not an answer: the patient's negative stands",
+        {"valueString": "Positive control valid; patient result negative"},
+        NEG,
+    ),
     # 3. Quantities: hCG against its cut-offs.
     row(
         "quantitative hCG 3 mIU/mL is negative", {"valueQuantity": qty(3, "mIU/mL")}, NEG, Kind.HCG
@@ -329,6 +334,11 @@ ROWS = [
         NEG,
     ),
     row("a number without a unit says nothing", {"valueQuantity": qty(0.3)}, IND),
+    row(
+        "an index against a range with only a lower end (perhaps the immune range) is not guessed",
+        {"valueQuantity": qty(1.3, "index"), "referenceRange": [{"low": {"value": 1.1}}]},
+        IND,
+    ),
 ]
 
 

@@ -22,7 +22,8 @@ A result is read from the first of these that says something, in this order (iss
      day (rules/labs.py drops them then);
    - any other test reported as a number (an index, a signal-to-cut-off ratio): against the
      result's `referenceRange` (a range whose text names an answer is matched by containment;
-     a plain range: inside is negative, above is positive), else the lab's H/N flag.
+     a plain range with an upper end: inside is negative, above is positive; a range with only
+     a lower end is not guessed), else, without any range, the lab's H/N flag.
 4. **Text** (`valueString`, and the texts above): negation is scoped to its phrase ("not
    reactive" is negative), phrases are split at punctuation and conjunctions and read per
    analyte. Any positive analyte makes the text positive (never negative when a part is
@@ -161,8 +162,9 @@ _ANSWERS: tuple[tuple[str, Meaning], ...] = (
     (r"weakly reactive", Meaning.POSITIVE),
     (r"presumptive(?:ly)? positive", Meaning.POSITIVE),
     (r"indeterminate|equivocal|inconclusive|borderline|invalid|ind", Meaning.INDETERMINATE),
-    (r"negative|neg|absent|nr", Meaning.NEGATIVE),
-    (r"reactive|detected|positive|pos|present", Meaning.POSITIVE),
+    # A "positive control" or "negative control" is a part of the kit, not an answer.
+    (r"(?:negative|neg)(?!\s+control)|absent|nr", Meaning.NEGATIVE),
+    (r"reactive|detected|(?:positive|pos)(?!\s+control)|present", Meaning.POSITIVE),
 )
 _ANSWER = re.compile(
     r"\b(?P<neg>(?:not|no|none)\b.*?\s)?(?P<answer>"
@@ -397,8 +399,12 @@ def _read_against_range(
             if named is None:
                 plain.append((low, high, text or _range_text(low, high, quantity)))
     if plain:
+        # A plain range is read only when it has an upper end (the non-reactive range); a range
+        # with only a lower end may be the immune or reactive range: not guessed.
         low, high, text = plain[0]
-        if high is not None and value > high:
+        if high is None:
+            return None
+        if value > high:
             return Reading(Meaning.POSITIVE, "above-range", shown, values={"range": text})
         if (low is None or value >= low) and (high is None or value <= high):
             return Reading(Meaning.NEGATIVE, "within-range", shown, values={"range": text})
