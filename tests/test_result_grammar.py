@@ -18,8 +18,13 @@ from cds_service.domain.fhirdata import LOINC, SNOMED, V3_INTERPRETATION
 from cds_service.domain.record import PatientRecord
 from cds_service.domain.result_grammar import (
     READ_HOWS,
+    TSPOT_ANTIGEN,
+    TSPOT_MITOGEN,
+    TSPOT_NIL,
+    Component,
     Kind,
     Meaning,
+    read_components,
     read_result,
     read_text,
     readable_unit,
@@ -629,3 +634,99 @@ def test_45323_3_is_never_read_as_a_tb_result() -> None:
 
 def test_a_skin_test_read_in_clinic_is_asked_for_by_code() -> None:
     assert f"{LOINC}|1648-5" in prefetch_templates()["observationsByCode"]
+
+
+# -- The manufacturers' rules, part by part ------------------------------------------------------
+
+
+def spots(role: str, count: int, label: str) -> Component:
+    return Component(role, count, f"{count} spots", label)
+
+
+@pytest.mark.parametrize(
+    ("nil", "panel_a", "panel_b", "mitogen", "meaning"),
+    [
+        pytest.param(1, 10, 2, 50, POS, id="T-SPOT panel A 10 minus nil 1 = 9 spots: positive"),
+        pytest.param(0, 6, 3, 50, IND, id="T-SPOT 6 spots above nil: borderline, retest"),
+        pytest.param(0, 3, 4, 50, NEG, id="control: T-SPOT 4 spots above nil: negative"),
+        pytest.param(12, 25, 2, 50, IND, id="T-SPOT nil control above 10 spots: invalid"),
+        pytest.param(0, 1, 2, 10, IND, id="T-SPOT positive control below 20 spots: invalid"),
+    ],
+)
+def test_t_spot_counts_follow_the_package_insert(
+    nil: int, panel_a: int, panel_b: int, mitogen: int, meaning: Meaning
+) -> None:
+    parts = [
+        spots(TSPOT_NIL, nil, "Nil control"),
+        spots(TSPOT_ANTIGEN, panel_a, "Panel A (ESAT-6)"),
+        spots(TSPOT_ANTIGEN, panel_b, "Panel B (CFP10)"),
+        spots(TSPOT_MITOGEN, mitogen, "Positive control"),
+    ]
+    reading = read_components(parts)
+    assert reading.meaning is meaning
+    assert "Panel A (ESAT-6)" in reading.value, "the card shows the values it read"
+
+
+def qft_part(code: str, label: str, value: float) -> dict[str, Any]:
+    return {
+        "code": {"coding": [{"system": LOINC, "code": code}], "text": label},
+        "valueQuantity": qty(value, "IU/mL"),
+    }
+
+
+QFT_PARTS = [
+    qft_part("71776-9", "Nil", 0.1),
+    qft_part("46217-6", "TB1 minus Nil", 0.6),
+    qft_part("64084-7", "TB2 minus Nil", 0.1),
+    qft_part("71774-4", "Mitogen minus Nil", 9.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("observation", "meaning", "how"),
+    [
+        pytest.param(
+            {"code": coded(LOINC, "71773-6"), "component": QFT_PARTS},
+            POS,
+            "qft-rule",
+            id="one QuantiFERON Observation with only its tubes as components: read by the rule",
+        ),
+        pytest.param(
+            {
+                "code": coded(LOINC, "71773-6"),
+                "component": QFT_PARTS,
+                "valueCodeableConcept": coded(SNOMED, "260385009"),
+            },
+            NEG,
+            "coded-value",
+            id="the same Observation with the lab's overall Negative: the overall result wins",
+        ),
+        pytest.param(
+            {
+                "code": coded(LOINC, "71773-6"),
+                "component": [qft_part("46217-6", "TB1 minus Nil", 0.6)],
+            },
+            IND,
+            "panel-incomplete",
+            id="a lone antigen tube as a component: indeterminate with the value",
+        ),
+    ],
+)
+def test_a_panel_sent_as_observation_components(
+    observation: dict[str, Any], meaning: Meaning, how: str
+) -> None:
+    reading = read_result(observation, Kind.QUALITATIVE, TB)
+    assert (reading.meaning, reading.how) == (meaning, how)
+
+
+def test_a_lab_filing_its_nil_tube_on_the_antigen_code_is_read_by_its_label() -> None:
+    """One lab reports the nil tube on 46217-6: the label 'Nil' decides the role."""
+    parts = [
+        qft_part("46217-6", "QuantiFERON Nil", 0.1),
+        qft_part("64084-7", "TB1 minus Nil", 0.05),
+        qft_part("71774-4", "Mitogen minus Nil", 9.0),
+    ]
+    reading = read_result(
+        {"code": coded(LOINC, "71773-6"), "component": parts}, Kind.QUALITATIVE, TB
+    )
+    assert (reading.meaning, reading.how) == (NEG, "qft-rule")
