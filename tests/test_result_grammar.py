@@ -6,7 +6,9 @@ checks read them.
 
 from __future__ import annotations
 
+import ast
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_service.cards import EVIDENCE, wording_parts
+from cds_service.domain import result_grammar
 from cds_service.domain.fhirdata import LOINC, SNOMED, V3_INTERPRETATION
 from cds_service.domain.record import PatientRecord
 from cds_service.domain.result_grammar import (
@@ -730,3 +733,18 @@ def test_a_lab_filing_its_nil_tube_on_the_antigen_code_is_read_by_its_label() ->
         {"code": coded(LOINC, "71773-6"), "component": parts}, Kind.QUALITATIVE, TB
     )
     assert (reading.meaning, reading.how) == (NEG, "qft-rule")
+
+
+def test_every_way_the_grammar_reads_is_listed_in_read_hows() -> None:
+    """Each Reading(meaning, how, ...) the module writes names a listed how (so it is worded)."""
+    tree = ast.parse(Path(result_grammar.__file__).read_text(encoding="utf-8"))
+    written = {
+        call.args[1].value
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "Reading"
+        and len(call.args) > 1
+        and isinstance(call.args[1], ast.Constant)
+    }
+    assert written == set(READ_HOWS)
