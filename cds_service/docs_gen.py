@@ -16,9 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from .domain import result_grammar
 from .domain.policy import Policy, load_policy
 from .domain.rules import RULES, Rule
-from .domain.terminology import all_value_sets
+from .domain.terminology import RESULT_ROLE_EXT, all_value_sets
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "clinical-rules.md"
 HOOK_ORDER = ("order-select", "order-sign")
@@ -88,6 +89,7 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         "Value sets are FHIR ValueSet files in `cds_service/terminology/valuesets/`; their sources "
         "and what was left out are in `cds_service/terminology/README.md`.",
         "",
+        *_result_grammar_section(),
         "## Policy numbers",
         "",
         "From `cds_service/domain/policy.toml`. `local` marks a number the label does not fix.",
@@ -106,6 +108,22 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         src = policy.sources[key]
         lines.append(f"| {key} | {_cell(src.title)} | {src.url} |")
     return "\n".join(lines) + "\n"
+
+
+def _result_grammar_section() -> list[str]:
+    """How lab results are read: the result grammar's docstring, and the codes with a role."""
+    doc = (result_grammar.__doc__ or "").strip().splitlines()
+    lines = ["## Reading lab results (the result grammar)", "", *doc, ""]
+    lines += [
+        f"Result codes with a role (concept extension `{RESULT_ROLE_EXT}`):",
+        "",
+        "| Value set | Code | Display | Role |",
+        "|---|---|---|---|",
+    ]
+    for vs_id, vs in sorted(all_value_sets().items()):
+        for code, role in sorted(vs.roles.items()):
+            lines.append(f"| `{vs_id}` | {code[1]} | {_cell(vs.display(code))} | {role} |")
+    return [*lines, ""]
 
 
 README_PATH = DOC_PATH.parent.parent / "README.md"

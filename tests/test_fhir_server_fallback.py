@@ -309,7 +309,9 @@ def test_skin_test_filed_outside_the_laboratory_arrives_and_is_used(
         for card in body["cards"]
         if card["source"]["topic"]["code"] == "eligibility-summary"
     )
-    assert "(LOINC 1648-5) negative on 2026-11-20 (Observation/tst-read-in-clinic" in checklist
+    tb_row = next(line for line in checklist.splitlines() if "(`tb-screening`)" in line)
+    assert "read as negative" in tb_row
+    assert "on 2026-11-20 (Observation/tst-read-in-clinic)" in tb_row
     by_code = [r.query["code"][0] for r in stub.requests if "code" in r.query]
     assert len(by_code) == 1 and "http://loinc.org|1648-5" in by_code[0].split(",")
 

@@ -16,9 +16,17 @@ import pytest
 
 from cds_service.cards import EVIDENCE, SUGGESTION, wording_parts
 from cds_service.domain.policy import load_policy
+from cds_service.domain.result_grammar import READ_HOWS
+from cds_service.domain.results import READ_PREFIX
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "cds_service" / "domain" / "rules"
 RULE_MODULES = sorted(RULES_DIR.glob("*.py"))
+WORDED_MODULES = RULE_MODULES + [
+    RULES_DIR.parent / "results.py",
+    RULES_DIR.parent / "result_grammar.py",
+]
+"""Modules whose Evidence kinds and facts wording.toml words: the rules, and the lab result
+(results.LabResult.describe) with the facts the result grammar reads."""
 DECLARATION_FIELDS = ("title", "logic", "citation")
 """Keywords of a Rule declaration: title, logic and citation are reviewed with the declaration
 (the clinical-rules doc prints them), so they may be prose."""
@@ -144,10 +152,10 @@ def test_docstrings_declarations_and_exception_messages_may_be_prose(tmp_path: P
 
 
 def _calls(name: str) -> list[ast.Call]:
-    """Calls of `name` (a function or a method) in the rule modules."""
+    """Calls of `name` (a function or a method) in the rule modules and the lab result."""
     return [
         node
-        for path in RULE_MODULES
+        for path in WORDED_MODULES
         for node in ast.walk(_tree(path))
         if isinstance(node, ast.Call)
         and (
@@ -189,6 +197,7 @@ def _evidence_kinds() -> set[str]:
         n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "evidence"
     )
     kinds |= {k for default in method.args.defaults for k in _literals(default)}
+    kinds |= {READ_PREFIX + how for how in READ_HOWS}  # how a lab result was read
     return kinds
 
 
@@ -221,7 +230,7 @@ def _fact_names() -> set[str]:
     arguments of order_test / _medication_suggestion."""
     names = {
         key.value
-        for path in RULE_MODULES
+        for path in WORDED_MODULES
         for node in ast.walk(_tree(path))
         if isinstance(node, ast.Dict)
         for key in node.keys

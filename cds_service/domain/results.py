@@ -1,115 +1,88 @@
-"""Reading a qualitative lab result: positive, negative or indeterminate, and from where.
+"""Lab results as the checks use them: final, dated, and read by the result grammar.
 
-Order of reading (issue #2): `interpretation`, then `valueCodeableConcept` codes (SNOMED / LOINC
-answers) and its text, then `valueString`. A result that says nothing readable is indeterminate.
-For nucleic-acid tests a quantity below the detection limit (`<`) or zero reads as not detected.
+How a result is read (interpretation, coded value, quantity, text) lives in one module,
+domain/result_grammar.py; this module keeps the names the checks use (Meaning, LabResult,
+read_meaning, newest...) and words a result as evidence data.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
-from enum import Enum
 from typing import Any
 
-from .fhirdata import DateSpan, Malformed, codings, first_date, reference_of
-from .terminology import value_set
+from .fhirdata import DateSpan, first_date, reference_of
+from .findings import Evidence
+from .result_grammar import Kind, Meaning, Reading, read_result
+from .terminology import ValueSet
+
+__all__ = [
+    "FINAL_STATUSES",
+    "LabResult",
+    "Meaning",
+    "is_final",
+    "newest",
+    "read",
+    "read_meaning",
+    "result_date",
+    "within",
+]
 
 FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
-
-_NEGATIVE_TEXT = re.compile(
-    r"\b(non[- ]?reactive|not detected|undetect(?:ed|able)|negative|neg|absent|nr)\b", re.I
-)
-_INDETERMINATE_TEXT = re.compile(
-    r"\b(indeterminate|equivocal|inconclusive|borderline|invalid|ind)\b", re.I
-)
-_POSITIVE_TEXT = re.compile(r"\b(reactive|detected|positive|pos|present)\b", re.I)
-
-
-class Meaning(Enum):
-    POSITIVE = "positive"
-    NEGATIVE = "negative"
-    INDETERMINATE = "indeterminate"
+READ_PREFIX = "read-"
+"""Evidence kind of how a result was read: read-<result_grammar.READ_HOWS>."""
 
 
 @dataclass(frozen=True)
 class LabResult:
-    """A final lab result with its date, meaning and how the meaning was read."""
+    """A final result with its date, its meaning and how the meaning was read (`read_from`, a
+    key of the [evidence] `read-<key>` lines), the value it read (readable units) and the raw
+    codes (evidence facts only)."""
 
     resource: dict[str, Any]
     test: str
     when: DateSpan
     meaning: Meaning
     read_from: str
+    value: str = ""
+    codes: tuple[str, ...] = ()
+    values: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    """Named values of the `read-<read_from>` line (the components of a panel, a cut-off)."""
 
     @property
     def reference(self) -> str:
         return reference_of(self.resource)
 
-    def describe(self) -> str:
-        return (
-            f"{self.test} {self.meaning.value} on {self.when} ({self.reference}; read from "
-            f"{self.read_from})"
-        )
+    def describe(self) -> tuple[Evidence, ...]:
+        """The result as an evidence part (worded by [evidence] lab-result of wording.toml):
+        test, meaning, date, value in readable units and how it was read; the raw codes ride
+        along in the facts."""
+        kind = READ_PREFIX + self.read_from
+        how = Evidence(kind, dict(self.values))
+        facts: dict[str, str | int | tuple[Evidence, ...]] = {
+            "test": self.test,
+            "meaning": self.meaning.value,
+            "when": str(self.when),
+            "value": self.value or "no value",
+            "how": (how,),
+            "reference": self.reference,
+            "codes": "; ".join(self.codes),
+        }
+        return (Evidence("lab-result", facts),)
 
 
-def _meaning_of_codes(codes: list[tuple[str, str]]) -> Meaning | None:
-    for meaning, vs_id in (
-        (Meaning.POSITIVE, "result-positive"),
-        (Meaning.NEGATIVE, "result-negative"),
-        (Meaning.INDETERMINATE, "result-indeterminate"),
-    ):
-        if value_set(vs_id).matches_any(codes):
-            return meaning
-    return None
+def read_meaning(
+    observation: dict[str, Any], nucleic_acid: bool = False, vs: ValueSet | None = None
+) -> tuple[Meaning, str]:
+    """What the result says, and how it was read (the grammar's `how` key)."""
+    reading = read(observation, Kind.NUCLEIC_ACID if nucleic_acid else Kind.QUALITATIVE, vs)
+    return reading.meaning, reading.how
 
 
-def _meaning_of_text(text: Any) -> Meaning | None:
-    if not isinstance(text, str) or not text.strip():
-        return None
-    if _NEGATIVE_TEXT.search(text):
-        return Meaning.NEGATIVE
-    if _INDETERMINATE_TEXT.search(text):
-        return Meaning.INDETERMINATE
-    if _POSITIVE_TEXT.search(text):
-        return Meaning.POSITIVE
-    return None
-
-
-def read_meaning(observation: dict[str, Any], nucleic_acid: bool = False) -> tuple[Meaning, str]:
-    """What the result says, and which element said it."""
-    interpretations = observation.get("interpretation")
-    if isinstance(interpretations, list):
-        for concept in interpretations:
-            try:
-                meaning = _meaning_of_codes(codings(concept))
-            except Malformed:
-                meaning = None
-            if meaning is not None:
-                return meaning, "interpretation"
-    concept = observation.get("valueCodeableConcept")
-    if isinstance(concept, dict):
-        try:
-            meaning = _meaning_of_codes(codings(concept))
-        except Malformed:
-            meaning = None
-        if meaning is not None:
-            return meaning, "valueCodeableConcept"
-        meaning = _meaning_of_text(concept.get("text"))
-        if meaning is not None:
-            return meaning, "valueCodeableConcept.text"
-    meaning = _meaning_of_text(observation.get("valueString"))
-    if meaning is not None:
-        return meaning, "valueString"
-    quantity = observation.get("valueQuantity")
-    if nucleic_acid and isinstance(quantity, dict):
-        value, comparator = quantity.get("value"), quantity.get("comparator")
-        if comparator in ("<", "<=") or value == 0:
-            return Meaning.NEGATIVE, "valueQuantity below detection"
-        if isinstance(value, (int, float)) and value > 0 and comparator in (None, ">", ">="):
-            return Meaning.POSITIVE, "valueQuantity (virus detected)"
-    return Meaning.INDETERMINATE, "no readable result"
+def read(observation: dict[str, Any], kind: Kind, vs: ValueSet | None = None) -> Reading:
+    """The grammar's full reading of one result."""
+    return read_result(observation, kind, vs)
 
 
 def result_date(observation: dict[str, Any]) -> DateSpan | None:

@@ -34,6 +34,10 @@ OUTSIDE_LABORATORY_EXT = f"{BASE_URL}/StructureDefinition/may-be-filed-outside-l
 """Concept-level flag (valueBoolean true): a test often done and filed outside the laboratory
 (a tuberculin skin test read in clinic, a point-of-care urine hCG), so its Observation may carry
 no `laboratory` category and must be asked for by code as well (see services.prefetch_templates)."""
+RESULT_ROLE_EXT = f"{BASE_URL}/StructureDefinition/result-role"
+"""Concept-level role of a result code (valueCode), read by domain/result_grammar.py: a panel
+component (qft-nil, qft-antigen-minus-nil, qft-mitogen-minus-nil, tspot-nil, tspot-antigen,
+tspot-mitogen: never a result on its own) or a measured reading (tst-induration)."""
 
 
 REGEX_CACHE_LIMIT = 50_000
@@ -93,6 +97,9 @@ class ValueSet:
         """Code systems whose codes may be members through a filter (not only by enumeration)."""
         return frozenset(f.system for f in self.filters)
 
+    roles: dict[Code, str] = field(default_factory=dict, hash=False, compare=False)
+    """The result role of a code (RESULT_ROLE_EXT), for the codes that have one."""
+
     def __contains__(self, code: object) -> bool:
         if code in self.codes:
             return True
@@ -132,6 +139,9 @@ class ValueSet:
 
     def display(self, code: Code) -> str:
         return self.displays.get(code, code[1])
+
+    def role_of(self, code: Code) -> str | None:
+        return self.roles.get(code)
 
 
 def _ext_value(extensions: Any, url: str) -> list[Any]:
@@ -177,6 +187,7 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
         exclude_filters.extend(regexes)
         for concept in exclude.get("concept", []):
             excluded.add(normalise_code(exclude["system"], concept["code"]))
+    roles: dict[Code, str] = {}
     for include in doc.get("compose", {}).get("include", []):
         system = include["system"]
         regexes, found_roots = _filters(include)
@@ -193,6 +204,8 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
                 for ext in _ext_value(concept.get("extension"), OUTSIDE_LABORATORY_EXT)
             ):
                 outside_laboratory.add(code)
+            for ext in _ext_value(concept.get("extension"), RESULT_ROLE_EXT):
+                roles[code] = ext["valueCode"]
     names: list[tuple[str, str]] = []
     for ext in _ext_value(doc.get("extension"), NAME_MATCH_EXT):
         parts = {e["url"]: e["valueString"] for e in ext.get("extension", [])}
@@ -222,6 +235,7 @@ def parse_value_set(doc: dict[str, Any]) -> ValueSet:
         excluded=frozenset(excluded),
         exclude_filters=tuple(exclude_filters),
         roots=tuple(dict.fromkeys(roots)),
+        roles=roles,
     )
 
 

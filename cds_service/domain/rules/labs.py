@@ -11,7 +11,8 @@ from ..fhirdata import DateSpan, Malformed, codings, reference_of
 from ..findings import Suggestion
 from ..lab_values import Measurement, measurements
 from ..record import PatientRecord, Unreadable
-from ..results import LabResult, is_final, newest, read_meaning, result_date, within
+from ..result_grammar import KIND_OF_VALUE_SET, Component, Kind, component_of, read_components
+from ..results import LabResult, is_final, newest, read, result_date, within
 from ..terminology import ValueSet, value_set
 
 
@@ -66,19 +67,63 @@ def lab_results(
             out.unreadable.append(Unreadable(reference_of(observation), "result has no date"))
         else:
             out.current.append(_result(observation, vs, when, nucleic_acid))
+    out.current = _panels_read(out.current, vs)
+    out.stale = _panels_read(out.stale, vs)
     return out
+
+
+def _code(observation: dict[str, Any], vs: ValueSet) -> tuple[str, str] | None:
+    try:
+        return vs.matches_any(codings(observation.get("code")))
+    except Malformed:
+        return None
 
 
 def _result(
     observation: dict[str, Any], vs: ValueSet, when: DateSpan, nucleic_acid: bool
 ) -> LabResult:
-    try:
-        code = vs.matches_any(codings(observation.get("code")))
-    except Malformed:
-        code = None
-    test = f"{vs.display(code)} (LOINC {code[1]})" if code else vs.title
-    meaning, read_from = read_meaning(observation, nucleic_acid)
-    return LabResult(observation, test, when, meaning, read_from)
+    code = _code(observation, vs)
+    test = vs.display(code) if code else vs.title
+    kind = Kind.NUCLEIC_ACID if nucleic_acid else KIND_OF_VALUE_SET.get(vs.id, Kind.QUALITATIVE)
+    reading = read(observation, kind, vs)
+    codes = ((f"LOINC {code[1]}",) if code else ()) + reading.codes
+    return LabResult(
+        observation, test, when, reading.meaning, reading.how, reading.value, codes, reading.values
+    )
+
+
+def _panels_read(results: list[LabResult], vs: ValueSet) -> list[LabResult]:
+    """Panel components (QuantiFERON tubes, T-SPOT spot counts) never compete with a result:
+    on a day with an overall result of the test they are dropped; on a day with only
+    components they are read together by the manufacturer's rule, as one result."""
+    components: dict[object, list[tuple[LabResult, Component]]] = {}
+    kept: list[LabResult] = []
+    for found in results:
+        component = component_of(found.resource, vs)
+        if component is None:
+            kept.append(found)
+        else:
+            components.setdefault(found.when.earliest, []).append((found, component))
+    overall_days = {r.when.earliest for r in kept}
+    for day, parts in components.items():
+        if day in overall_days:
+            continue
+        first = parts[0][0]
+        reading = read_components([c for _, c in parts])
+        codes = tuple(code for found, _ in parts for code in found.codes)
+        kept.append(
+            LabResult(
+                first.resource,
+                "QuantiFERON-TB" if parts[0][1].role.startswith("qft") else "T-SPOT.TB",
+                first.when,
+                reading.meaning,
+                reading.how,
+                reading.value,
+                codes,
+                reading.values,
+            )
+        )
+    return kept
 
 
 def order_test(key: str, wording: str, **facts: str | int) -> Suggestion:
