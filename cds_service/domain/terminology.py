@@ -137,3 +137,90 @@ def value_set(vs_id: str) -> ValueSet:
 def known_systems() -> frozenset[str]:
     """Code systems any value set uses (for telling implementers which codings we will read)."""
     return frozenset(system for vs in all_value_sets().values() for system, _ in vs.codes)
+
+
+# -- condition keywords (the safety net for conditions no value set recognises) -----------------
+
+_CLAUSE_END = re.compile(r"[,;:.|]|(?<![a-z0-9])(?:but|with)(?![a-z0-9])")
+
+
+def _phrase_pattern(phrases: list[str]) -> re.Pattern[str] | None:
+    """Whole-word alternatives; '*' at either end lets a word start or continue inside a word."""
+    parts = []
+    for phrase in sorted(phrases, key=len, reverse=True):
+        core = re.escape(phrase.strip("*").casefold())
+        start = "" if phrase.startswith("*") else r"(?<![a-z0-9])"
+        end = r"[a-z0-9]*" if phrase.endswith("*") else r"(?![a-z0-9])"
+        parts.append(start + core + end)
+    return re.compile("|".join(parts)) if parts else None
+
+
+@dataclass(frozen=True)
+class KeywordClass:
+    """The words naming one class of disease (malignancy, infection) and the phrases that mean
+    a text naming them is not a current disease of that class."""
+
+    words: re.Pattern[str] | None
+    negations: re.Pattern[str] | None
+    clause_exclusions: re.Pattern[str] | None
+
+    def named_in(self, text: str) -> str | None:
+        """The first word of this class the text names outside a negated or excluded phrase.
+
+        Clause by clause: an exclusion ('benign', 'carrier', 'screening') silences its whole
+        clause; a negation ('no evidence of', 'history of') silences what follows it in its
+        clause, so 'Pneumonia, no evidence of sepsis' still names pneumonia."""
+        if self.words is None:
+            return None
+        for clause in _CLAUSE_END.split(text.casefold()):
+            if self.clause_exclusions is not None and self.clause_exclusions.search(clause):
+                continue
+            negation = self.negations.search(clause) if self.negations is not None else None
+            limit = negation.start() if negation is not None else len(clause)
+            word = self.words.search(clause)
+            if word is not None and word.start() < limit:
+                return word.group(0)
+        return None
+
+
+@dataclass(frozen=True)
+class ConditionKeywords:
+    """terminology/condition-keywords.json: the keyword classes and which codings are left out
+    (not diseases: findings, situations, procedures; ICD-10-CM history, screening and external
+    causes)."""
+
+    classes: dict[str, KeywordClass]
+    left_out_tags: frozenset[str]
+    left_out_icd10cm: tuple[str, ...]
+
+    def left_out_display(self, text: str) -> bool:
+        """Whether a display or text ends in a left-out SNOMED CT semantic tag ('(finding)')."""
+        text = text.strip().casefold()
+        if not text.endswith(")") or "(" not in text:
+            return False
+        return text[text.rfind("(") + 1 : -1].strip() in self.left_out_tags
+
+
+@cache
+def condition_keywords() -> ConditionKeywords:
+    """The safety-net keywords, read once. Kept as data (terminology/condition-keywords.json,
+    whose description gives the matching rules) so a reviewer edits a list, not a rule module."""
+    doc = json.loads(
+        (resources.files("cds_service") / "terminology" / "condition-keywords.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    exclusions = list(doc["clause_exclusions"])
+    classes = {
+        name: KeywordClass(
+            words=_phrase_pattern(list(entry["words"])),
+            negations=_phrase_pattern(list(doc["negations"])),
+            clause_exclusions=_phrase_pattern([*exclusions, *entry.get("not_disease", ())]),
+        )
+        for name, entry in doc["classes"].items()
+    }
+    return ConditionKeywords(
+        classes=classes,
+        left_out_tags=frozenset(tag.casefold() for tag in doc["left_out_semantic_tags"]),
+        left_out_icd10cm=tuple(doc["left_out_icd10cm_chapters"]),
+    )

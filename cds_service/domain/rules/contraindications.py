@@ -13,6 +13,7 @@ from ..record import PatientRecord, Unreadable
 from ..terminology import value_set
 from .base import Rule
 from .conditions import UNRECORDED, current_conditions, refuted, shorten, status_fact
+from .unassessed import INFECTION_WORDS, nothing_found
 
 HYPERSENSITIVITY = "hypersensitivity"
 ACTIVE_INFECTION = "active-infection"
@@ -173,9 +174,9 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
             evidence=tuple(h.evidence() for h in hits),
             unreadable=tuple(unreadable),
         )
-    return Finding(
-        ACTIVE_INFECTION, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable)
-    )
+    # None recognised: a current Condition whose name says infection is a warning to review it;
+    # 'none on file' only when every current disease was assessed (rules/unassessed.py).
+    return nothing_found(ACTIVE_INFECTION, record, unreadable, INFECTION_WORDS)
 
 
 ACTIVE_INFECTION_RULE = Rule(
@@ -183,8 +184,11 @@ ACTIVE_INFECTION_RULE = Rule(
     title="No active infection or HIV infection",
     logic="Current Condition (clinicalStatus active/recurrence/relapse, or not recorded "
     "without abatement; not refuted) of active tuberculosis, hepatitis B or C, or a listed "
-    "acute infection, or an HIV Condition with any status -> critical.",
-    indicator="critical",
+    "acute infection, or an HIV Condition with any status -> critical. Else a current Condition "
+    "no value set recognises whose text or display names an infection (keywords in "
+    "terminology/condition-keywords.json, negations and non-disease phrases scoped) -> warning to "
+    "review it (unknown).",
+    indicator="critical / warning",
     source="label",
     citation="PI section 4 (Contraindications: infection with HIV; active infection)",
     check=check_active_infection,
