@@ -179,8 +179,17 @@ class KeywordClass:
             limit = negation.start() if negation is not None else len(clause)
             word = self.words.search(clause)
             if word is not None and word.start() < limit:
-                return word.group(0)
+                return _whole_word(clause, word.start(), word.end())
         return None
+
+
+def _whole_word(text: str, start: int, end: int) -> str:
+    """The whole word around a match ('mycosis' in 'onychomycosis', 'covid' in 'covid-19')."""
+    while start > 0 and text[start - 1].isalnum():
+        start -= 1
+    while end < len(text) and (text[end].isalnum() or text[end] == "-"):
+        end += 1
+    return text[start:end]
 
 
 @dataclass(frozen=True)
