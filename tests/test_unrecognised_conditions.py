@@ -516,6 +516,9 @@ WORDS = [
     ("infection", "Sepsis ruled out", None),
     ("infection", "Vaccination against influenza", None),
     ("infection", "Tuberculosis screening", None),
+    ("infection", "Varicella immune", None),
+    ("infection", "Anetoderma following varicella", None),
+    ("infection", "Sepsis following a procedure", "sepsis"),
 ]
 
 
