@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -170,17 +170,34 @@ class KeywordClass:
         Clause by clause: an exclusion ('benign', 'carrier', 'screening') silences its whole
         clause; a negation ('no evidence of', 'history of') silences what follows it in its
         clause, so 'Pneumonia, no evidence of sepsis' still names pneumonia."""
-        if self.words is None:
-            return None
-        for clause in _CLAUSE_END.split(text.casefold()):
-            if self.clause_exclusions is not None and self.clause_exclusions.search(clause):
-                continue
-            negation = self.negations.search(clause) if self.negations is not None else None
-            limit = negation.start() if negation is not None else len(clause)
-            word = self.words.search(clause)
-            if word is not None and word.start() < limit:
-                return _whole_word(clause, word.start(), word.end())
-        return None
+        text = text.casefold()
+        return _remembered(self, text) if len(text) <= REMEMBERED_TEXT else _named_in(self, text)
+
+
+REMEMBERED_TEXT = 300
+"""Texts up to this length (a display, a problem-list name) have their reading remembered:
+problem lists repeat the same displays. Longer ones are read each time, so a hostile request
+cannot fill memory."""
+
+
+@lru_cache(maxsize=4096)
+def _remembered(keywords: KeywordClass, text: str) -> str | None:
+    return _named_in(keywords, text)
+
+
+def _named_in(keywords: KeywordClass, text: str) -> str | None:
+    """KeywordClass.named_in on a case-folded text."""
+    if keywords.words is None or keywords.words.search(text) is None:
+        return None  # most texts name no word of the class: one search
+    for clause in _CLAUSE_END.split(text):
+        if keywords.clause_exclusions is not None and keywords.clause_exclusions.search(clause):
+            continue
+        negation = keywords.negations.search(clause) if keywords.negations is not None else None
+        limit = negation.start() if negation is not None else len(clause)
+        word = keywords.words.search(clause)
+        if word is not None and word.start() < limit:
+            return _whole_word(clause, word.start(), word.end())
+    return None
 
 
 def _whole_word(text: str, start: int, end: int) -> str:

@@ -137,7 +137,11 @@ def _first_coding(condition: dict[str, Any]) -> tuple[str, str] | None:
 def current_diseases(record: PatientRecord) -> list[CurrentCondition]:
     """Every current Condition that is a disease (findings, situations, procedures, history and
     screening codes left out), newest onset or recorded date first, each marked assessed or
-    not."""
+    not. Read once per record: four checks ask."""
+    return record.once("current-diseases", _current_diseases)
+
+
+def _current_diseases(record: PatientRecord) -> list[CurrentCondition]:
     keywords = condition_keywords()
     out: list[CurrentCondition] = []
     for condition in record.by_type.get("Condition", ()):
