@@ -64,7 +64,8 @@ def assessed_condition_sets() -> tuple[ValueSet, ...]:
 
 def assessed(codes: Sequence[Code]) -> bool:
     """Whether some check's condition value set recognises one of the codes (the malignancy
-    check also takes any ICD-10-CM C00-C96 code, which its value set does not list)."""
+    check also takes any ICD-10-CM C00-C96 code, which its value set does not list; once the
+    value set carries that range as a regex filter, `matches_any` alone answers)."""
     listed = list(codes)
     return any(vs.matches_any(listed) is not None for vs in assessed_condition_sets()) or any(
         icd10_malignant(code) for code in listed
