@@ -309,9 +309,9 @@ MALIGNANCY_RULE = condition_rule(
     title="No current malignancy",
     logic="Current Condition in the malignancy value set, or with any ICD-10-CM code C00-C96 "
     "(matched by prefix, as the value set lists no C codes) -> warning. Else a current Condition "
-    "no value set recognises whose text or display names a malignancy (keywords in "
-    "terminology/condition-keywords.json, negations and non-disease phrases scoped) -> warning to "
-    "review it (unknown).",
+    "this check did not recognise (not a finding, situation or procedure) whose text or "
+    "display names a malignancy (keywords in terminology/condition-keywords.json, negations and "
+    "non-disease phrases scoped to their clause) -> warning to review it (unknown).",
     citation="Boxed warning and PI section 5 (malignancies: use caution in patients with "
     "pre-existing or ongoing malignancies)",
     override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),

@@ -185,9 +185,9 @@ ACTIVE_INFECTION_RULE = Rule(
     logic="Current Condition (clinicalStatus active/recurrence/relapse, or not recorded "
     "without abatement; not refuted) of active tuberculosis, hepatitis B or C, or a listed "
     "acute infection, or an HIV Condition with any status -> critical. Else a current Condition "
-    "no value set recognises whose text or display names an infection (keywords in "
-    "terminology/condition-keywords.json, negations and non-disease phrases scoped) -> warning to "
-    "review it (unknown).",
+    "this check did not recognise (not a finding, situation or procedure) whose text or "
+    "display names an infection (keywords in terminology/condition-keywords.json, negations and "
+    "non-disease phrases scoped to their clause) -> warning to review it (unknown).",
     indicator="critical / warning",
     source="label",
     citation="PI section 4 (Contraindications: infection with HIV; active infection)",
