@@ -329,7 +329,13 @@ def summary_card(
     counts = {
         s: sum(1 for f in shown if f.severity is s) for s in (Severity.CRITICAL, Severity.WARNING)
     }
-    if not shown:
+    to_confirm = sum(1 for f in findings if f.to_confirm)
+    if not shown and to_confirm:
+        summary = (
+            f"Lemtrada eligibility: no problem found in {len(findings)} checks for a start on "
+            f"{order.t0}; {to_confirm} item(s) to confirm in the checklist"
+        )
+    elif not shown:
         summary = f"Lemtrada eligibility: all {len(findings)} checks met for a start on {order.t0}"
     else:
         parts = [f"{n} {s.indicator}" for s, n in counts.items() if n]

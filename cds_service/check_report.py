@@ -52,7 +52,8 @@ def render_check(request: HookRequest, result: Answer, width: int) -> str:
         lines += _field("Course", course, width)
 
     problems = sorted((f for f in result.findings if f.shown), key=_urgency)
-    met = [f for f in result.findings if not f.shown]
+    to_confirm = [f for f in result.findings if f.to_confirm]
+    met = [f for f in result.findings if not f.shown and not f.to_confirm]
     counts = {
         label: sum(1 for f in problems if _label(f) == label)
         for label in ("CRITICAL", "WARNING", "UNKNOWN")
@@ -72,6 +73,12 @@ def render_check(request: HookRequest, result: Answer, width: int) -> str:
             lines += _wrap(
                 f"unreadable: {unreadable}", width, " " * LABEL + "- ", " " * (LABEL + 2)
             )
+    if to_confirm:
+        lines += ["", *_wrap(f"To confirm ({len(to_confirm)})", width)]
+    for finding in to_confirm:
+        lines += _row("confirm", finding, width)
+        for evidence in worded(finding, load_policy()).evidence:
+            lines += _wrap(evidence.text, width, " " * LABEL + "- ", " " * (LABEL + 2))
     lines += ["", *_wrap(f"Met ({len(met)})", width)]
     for finding in met:
         lines += _row("met", finding, width)

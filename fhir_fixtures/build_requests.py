@@ -233,6 +233,13 @@ def build_request(s: dict) -> dict:
     for item in s["overlays"]:
         rel = item if isinstance(item, str) else f"inline {item.get('resourceType')}"
         for res in overlay_resources(item, t0, patient_ref, name):
+            if res["resourceType"] == "Patient":
+                # A Patient overlay changes the base's Patient (e.g. records a death): its
+                # elements replace or add to the base Patient's; the base file is not touched.
+                if res["id"] != patient["id"]:
+                    raise FixtureError(f"{name}: a Patient overlay must have the base's Patient id")
+                patient = {**patient, **res}
+                continue
             key = (res["resourceType"], res["id"])
             if key in seen:
                 raise FixtureError(f"{name}: duplicate resource {key[0]}/{key[1]} (from {rel})")

@@ -357,8 +357,10 @@ def varicella_history(draw: st.DrawFn) -> Item:
     verification = draw(st.sampled_from(["confirmed", "confirmed", "provisional", "refuted"]))
     clinical = draw(st.sampled_from(["active", "resolved", "inactive"]))
     resource = _condition(code, vs_id, clinical, verification, draw(_subject()))
-    # Some zoster codes also mean HIV infection (SNOMED 713733003): evidence against, too.
-    against = any(_in_value_set(vs, *code) for vs in DECISIVE_CONDITIONS)
+    # Some zoster codes also mean HIV infection (SNOMED 713733003): evidence against, too. And an
+    # active chickenpox or zoster entry may be a current infection to review (active-infection),
+    # so only a resolved or inactive history is purely supporting.
+    against = any(_in_value_set(vs, *code) for vs in DECISIVE_CONDITIONS) or clinical == "active"
     return Item(
         "conditions",
         resource,
@@ -500,11 +502,19 @@ UNRELATED_LOINC = [
     for c in ("8302-2", "29463-7", "2339-0", "4548-4", "8867-4", "2093-3")
     if not _in_any_value_set(LOINC, c)
 ]
-UNRELATED_SNOMED = [
-    c
-    for c in ("38341003", "44054006", "55822004", "37796009", "162864005")
-    if not _in_any_value_set(SNOMED, c)
-]
+# Findings, as Synthea writes them: a current disorder no value set knows (hypertension, say) DOES
+# bear on a check (it is listed by unassessed-conditions and makes the condition checks say
+# "none recognised"); a finding is left out of both (rules/unassessed.py).
+UNRELATED_SNOMED = {
+    code: display
+    for code, display in (
+        ("162864005", "Body mass index 30+ - obesity (finding)"),
+        ("73595000", "Stress (finding)"),
+        ("160903007", "Full-time employment (finding)"),
+        ("224299000", "Received higher education (finding)"),
+    )
+    if not _in_any_value_set(SNOMED, code)
+}
 NON_VACCINES = [c for _, c in _codes("non-vaccine-cvx")]
 
 
@@ -525,12 +535,16 @@ def unrelated_item(draw: st.DrawFn) -> Item:
         }
         return Item("observations", resource, False, f"unrelated LOINC {code}")
     if kind == "condition":
-        code = draw(st.sampled_from(UNRELATED_SNOMED))
+        code = draw(st.sampled_from(sorted(UNRELATED_SNOMED)))
+        display = UNRELATED_SNOMED[code]
         resource = {
             "resourceType": "Condition",
             "clinicalStatus": {"coding": [{"system": CLINICAL, "code": "active"}]},
             "verificationStatus": {"coding": [{"system": VERIFICATION, "code": "confirmed"}]},
-            "code": {"coding": [{"system": SNOMED, "code": code}], "text": f"SNOMED {code}"},
+            "code": {
+                "coding": [{"system": SNOMED, "code": code, "display": display}],
+                "text": display,
+            },
             "subject": subject,
             "onsetDateTime": "2021-02-03",
         }

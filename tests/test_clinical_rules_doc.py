@@ -173,6 +173,8 @@ def test_wording_table_names_only_declared_checks_and_fills_every_placeholder() 
         "abnormal",
         "abnormal_count",
         "tsh",
+        "unassessed",
+        "since",
     }
     for (topic, reason), entry in wording_table().items():
         assert topic in RULES_BY_TOPIC or topic == ANY_TOPIC, (topic, reason)

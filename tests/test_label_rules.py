@@ -28,9 +28,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fhir_fixtures"
 SUMMARY = "eligibility-summary"
 
-# The label checks added after the core six and before the order checks, in the rule table.
+# The checks of the patient's record (all but the order checks) that can give a card: an "info"
+# check (the current conditions no check assessed) is an item of the summary's checklist only.
 LABEL_TOPICS = {
-    rule.topic for rule in RULES[6:] if rule.check.__module__ != "cds_service.domain.rules.order"
+    rule.topic
+    for rule in RULES
+    if rule.check.__module__ != "cds_service.domain.rules.order" and rule.indicator != "info"
 }
 
 

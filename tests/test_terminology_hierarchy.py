@@ -98,7 +98,7 @@ CASES = [
         "malignancy",
         _condition(ICD, "D12.5"),
         OK,
-        "none",
+        "none-recognised",
     ),
     (
         "a screening mammogram encounter Z12.31 is not a malignancy",
@@ -119,7 +119,7 @@ CASES = [
         "malignancy",
         _condition(SCT, "162573006"),
         OK,
-        "none",
+        "none-recognised",
     ),
     # thyroid
     (
@@ -162,14 +162,14 @@ CASES = [
         "thyroid-disorder",
         _condition(ICD, "E04.1"),
         OK,
-        "none",
+        "none-recognised",
     ),
     (
         "a history of Graves disease (SNOMED CT) is not a current thyroid disorder",
         "thyroid-disorder",
         _condition(SCT, "137871000119109"),
         OK,
-        "none",
+        "none-recognised",
     ),
     # infection: recent and serious is a hard stop
     (

@@ -85,6 +85,13 @@ class Finding:
     evidence parts are worded and joined with '; ', as in Evidence facts."""
 
     @property
+    def to_confirm(self) -> bool:
+        """An item to confirm that needs no card of its own: not met at info severity (the
+        current conditions no check assessed). The summary's checklist row shows it."""
+        return self.status is Status.NOT_MET and self.severity is Severity.INFO
+
+    @property
     def shown(self) -> bool:
-        """Whether the finding gets a card of its own (anything but met)."""
-        return self.status is not Status.MET
+        """Whether the finding gets a card of its own: anything but met, except an item to
+        confirm (`to_confirm`)."""
+        return self.status is not Status.MET and not self.to_confirm

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any
+from typing import Any, TypeVar
 
 from ..models import validation_problem
 from .fhirdata import Code, DateSpan, Malformed, codings, concept_words, first_date, reference_of
 from .terminology import ValueSet
 
+T = TypeVar("T")
 CODE_ELEMENT = {
     "Observation": "code",
     "Condition": "code",
@@ -173,6 +174,8 @@ class PatientRecord:
     _problems: dict[int, str | None] = field(default_factory=dict)
     _seq: dict[int, int] = field(default_factory=dict)
     _uses: tuple[list[MedicationUse], list[Unreadable]] | None = None
+    _memo: dict[str, Any] = field(default_factory=dict)
+    """Readings several rules share, computed once per record (see `once`)."""
 
     @classmethod
     def build(
@@ -291,6 +294,14 @@ class PatientRecord:
         """Codes and words of the medication a request/statement/administration names."""
         named = name_medication(holder, (self.by_type.get("Medication", ()), self.by_full_url))
         return named.codes, named.words
+
+    def once(self, key: str, compute: Callable[[PatientRecord], T]) -> T:
+        """compute(self), computed on the first call for `key` and kept: a reading several
+        rules share (the current diseases, say) is made once per record."""
+        if key not in self._memo:
+            self._memo[key] = compute(self)
+        value: T = self._memo[key]
+        return value
 
     def medication_uses(self) -> tuple[list[MedicationUse], list[Unreadable]]:
         """Every medication-history entry, resolved once per record; unreadable ones apart."""

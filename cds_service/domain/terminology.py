@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, cast
 
@@ -262,4 +262,117 @@ def known_systems() -> frozenset[str]:
         system
         for vs in all_value_sets().values()
         for system in {s for s, _ in vs.codes} | vs.filter_systems
+    )
+
+
+# -- condition keywords (the safety net for conditions no value set recognises) -----------------
+
+_CLAUSE_END = re.compile(r"[,;:.|]|(?<![a-z0-9])(?:but|with)(?![a-z0-9])")
+
+
+def _phrase_pattern(phrases: list[str]) -> re.Pattern[str] | None:
+    """Whole-word alternatives; '*' at either end lets a word start or continue inside a word."""
+    parts = []
+    for phrase in sorted(phrases, key=len, reverse=True):
+        core = re.escape(phrase.strip("*").casefold())
+        start = "" if phrase.startswith("*") else r"(?<![a-z0-9])"
+        end = r"[a-z0-9]*" if phrase.endswith("*") else r"(?![a-z0-9])"
+        parts.append(start + core + end)
+    return re.compile("|".join(parts)) if parts else None
+
+
+@dataclass(frozen=True)
+class KeywordClass:
+    """The words naming one class of disease (malignancy, infection) and the phrases that mean
+    a text naming them is not a current disease of that class."""
+
+    words: re.Pattern[str] | None
+    negations: re.Pattern[str] | None
+    clause_exclusions: re.Pattern[str] | None
+
+    def named_in(self, text: str) -> str | None:
+        """The first word of this class the text names outside a negated or excluded phrase.
+
+        Clause by clause: an exclusion ('benign', 'carrier', 'screening') silences its whole
+        clause; a negation ('no evidence of', 'history of') silences what follows it in its
+        clause, so 'Pneumonia, no evidence of sepsis' still names pneumonia."""
+        text = text.casefold()
+        return _remembered(self, text) if len(text) <= REMEMBERED_TEXT else _named_in(self, text)
+
+
+REMEMBERED_TEXT = 300
+"""Texts up to this length (a display, a problem-list name) have their reading remembered:
+problem lists repeat the same displays. Longer ones are read each time, so a hostile request
+cannot fill memory."""
+
+
+@lru_cache(maxsize=4096)
+def _remembered(keywords: KeywordClass, text: str) -> str | None:
+    return _named_in(keywords, text)
+
+
+def _named_in(keywords: KeywordClass, text: str) -> str | None:
+    """KeywordClass.named_in on a case-folded text."""
+    if keywords.words is None or keywords.words.search(text) is None:
+        return None  # most texts name no word of the class: one search
+    for clause in _CLAUSE_END.split(text):
+        if keywords.clause_exclusions is not None and keywords.clause_exclusions.search(clause):
+            continue
+        negation = keywords.negations.search(clause) if keywords.negations is not None else None
+        limit = negation.start() if negation is not None else len(clause)
+        word = keywords.words.search(clause)
+        if word is not None and word.start() < limit:
+            return _whole_word(clause, word.start(), word.end())
+    return None
+
+
+def _whole_word(text: str, start: int, end: int) -> str:
+    """The whole word around a match ('mycosis' in 'onychomycosis', 'covid' in 'covid-19')."""
+    while start > 0 and text[start - 1].isalnum():
+        start -= 1
+    while end < len(text) and (text[end].isalnum() or text[end] == "-"):
+        end += 1
+    return text[start:end]
+
+
+@dataclass(frozen=True)
+class ConditionKeywords:
+    """terminology/condition-keywords.json: the keyword classes and which codings are left out
+    (not diseases: findings, situations, procedures; ICD-10-CM history, screening and external
+    causes)."""
+
+    classes: dict[str, KeywordClass]
+    left_out_tags: frozenset[str]
+    left_out_icd10cm: tuple[str, ...]
+
+    def left_out_display(self, text: str) -> bool:
+        """Whether a display or text ends in a left-out SNOMED CT semantic tag ('(finding)')."""
+        text = text.strip().casefold()
+        if not text.endswith(")") or "(" not in text:
+            return False
+        return text[text.rfind("(") + 1 : -1].strip() in self.left_out_tags
+
+
+@cache
+def condition_keywords() -> ConditionKeywords:
+    """The safety-net keywords, read once. Kept as data (terminology/condition-keywords.json,
+    whose description gives the matching rules) so a reviewer edits a list, not a rule module."""
+    doc = json.loads(
+        (resources.files("cds_service") / "terminology" / "condition-keywords.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    exclusions = list(doc["clause_exclusions"])
+    classes = {
+        name: KeywordClass(
+            words=_phrase_pattern(list(entry["words"])),
+            negations=_phrase_pattern(list(doc["negations"])),
+            clause_exclusions=_phrase_pattern([*exclusions, *entry.get("not_disease", ())]),
+        )
+        for name, entry in doc["classes"].items()
+    }
+    return ConditionKeywords(
+        classes=classes,
+        left_out_tags=frozenset(tag.casefold() for tag in doc["left_out_semantic_tags"]),
+        left_out_icd10cm=tuple(doc["left_out_icd10cm_chapters"]),
     )

@@ -13,6 +13,7 @@ from .base import BOTH_HOOKS, ORDER_SIGN, Check, Rule
 from .baseline import BASELINE_LABS_RULE
 from .conditions import MALIGNANCY_RULE, THYROID_DISORDER_RULE
 from .contraindications import ACTIVE_INFECTION_RULE, HYPERSENSITIVITY_RULE
+from .deceased import DECEASED_RULE
 from .dmt import PRIOR_DMT_RULE
 from .indication import AGE_RULE, INDICATION_RULE
 from .medications import CONCURRENT_IMMUNOSUPPRESSION_RULE, PRIOR_CAMPATH_RULE
@@ -24,10 +25,12 @@ from .screening import (
     HIV_SCREENING_RULE,
     TB_SCREENING_RULE,
 )
+from .unassessed import UNASSESSED_CONDITIONS_RULE
 from .vaccines import LIVE_VACCINE_GAP_RULE, NON_LIVE_VACCINE_GAP_RULE
 from .vzv import VZV_IMMUNITY_RULE
 
 RULES: tuple[Rule, ...] = (
+    DECEASED_RULE,
     LIVE_VACCINE_GAP_RULE,
     VZV_IMMUNITY_RULE,
     PRIOR_DMT_RULE,
@@ -46,6 +49,7 @@ RULES: tuple[Rule, ...] = (
     CONCURRENT_IMMUNOSUPPRESSION_RULE,
     THYROID_DISORDER_RULE,
     MALIGNANCY_RULE,
+    UNASSESSED_CONDITIONS_RULE,
     COURSE_INTERVAL_RULE,
     DOSE_RULE,
     PREMEDICATION_RULE,

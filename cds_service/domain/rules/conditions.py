@@ -234,10 +234,15 @@ def current_conditions(
 
 
 def current_condition_check(
-    topic: str, value_set_id: str, extra_match: Callable[[Code], bool] | None = None
+    topic: str,
+    value_set_id: str,
+    extra_match: Callable[[Code], bool] | None = None,
+    words: str | None = None,
 ) -> Check:
     """The shape of a warning for a current Condition in one value set: reason `current` with the
-    first hit's name as {condition}, else `none` (sentences in cds_service/wording.toml)."""
+    first hit's name as {condition}, else what unassessed.nothing_found says (a warning to review
+    a current Condition whose name says `words`, 'none-recognised' or 'none'); sentences in
+    cds_service/wording.toml."""
 
     def check(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
         hits, unreadable = current_conditions(
@@ -253,9 +258,11 @@ def current_condition_check(
                 evidence=tuple(h.evidence() for h in hits),
                 unreadable=tuple(unreadable),
             )
-        return Finding(
-            topic, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable)
-        )
+        # None recognised: the safety net and 'none recognised' (rules/unassessed.py, which
+        # imports this module: imported here, when the check runs).
+        from .unassessed import nothing_found
+
+        return nothing_found(topic, record, unreadable, words)
 
     check.__name__ = check.__qualname__ = f"check_{topic.replace('-', '_')}"
     check.__doc__ = f"Warning for a current Condition in {value_set_id}."
@@ -275,6 +282,7 @@ def condition_rule(
     override_reasons: tuple[str, ...],
     source: str = "label",
     extra_match: Callable[[Code], bool] | None = None,
+    words: str | None = None,
 ) -> Rule:
     """The declaration of a warning for a current Condition in one value set (a table row)."""
     return Rule(
@@ -284,7 +292,7 @@ def condition_rule(
         indicator="warning",
         source=source,
         citation=citation,
-        check=current_condition_check(topic, value_set_id, extra_match),
+        check=current_condition_check(topic, value_set_id, extra_match, words),
         value_sets=(value_set_id,),
         override_reasons=override_reasons,
     )
@@ -367,9 +375,13 @@ THYROID_DISORDER_RULE = Rule(
 MALIGNANCY_RULE = condition_rule(
     topic=MALIGNANCY,
     value_set_id="malignancy-condition",
+    words=MALIGNANCY,
     title="No current malignancy",
     logic="Current Condition in the malignancy value set (ICD-10-CM C00-C96 with C4A, C7A and "
-    "C7B by range; SNOMED CT malignant neoplasms from public expansions) -> warning.",
+    "C7B by range; SNOMED CT malignant neoplasms from public expansions) -> warning. Else a "
+    "current Condition this check did not recognise (not a finding, situation or procedure) "
+    "whose text or display names a malignancy (keywords in terminology/condition-keywords.json, "
+    "negations and non-disease phrases scoped to their clause) -> warning to review it (unknown).",
     citation="Boxed warning and PI section 5 (malignancies: use caution in patients with "
     "pre-existing or ongoing malignancies)",
     override_reasons=("risk-benefit-ratio", "recipient-disagrees-evidence"),

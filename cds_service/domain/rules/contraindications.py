@@ -21,6 +21,7 @@ from .conditions import (
     shorten,
     status_fact,
 )
+from .unassessed import INFECTION_WORDS, nothing_found
 
 HYPERSENSITIVITY = "hypersensitivity"
 ACTIVE_INFECTION = "active-infection"
@@ -225,9 +226,9 @@ def check_active_infection(record: PatientRecord, order: OrderContext, policy: P
             evidence=tuple(h.evidence() for h in to_confirm),
             unreadable=tuple(unreadable),
         )
-    return Finding(
-        ACTIVE_INFECTION, Status.MET, Severity.INFO, reason="none", unreadable=tuple(unreadable)
-    )
+    # None recognised: a current Condition whose name says infection is a warning to review it;
+    # 'none on file' only when every current disease was assessed (rules/unassessed.py).
+    return nothing_found(ACTIVE_INFECTION, record, unreadable, INFECTION_WORDS)
 
 
 ACTIVE_INFECTION_RULE = Rule(
@@ -240,7 +241,10 @@ ACTIVE_INFECTION_RULE = Rule(
     "viral incl. herpes zoster and COVID-19, invasive fungal) with onset or recorded date "
     "within infection_recent_window days (policy) before the start -> critical; an older or "
     "undated one, or a minor one (minor-infection-condition: superficial fungal, upper "
-    "respiratory, otitis) -> warning to confirm it is resolved.",
+    "respiratory, otitis) -> warning to confirm it is resolved. Else a current Condition this "
+    "check did not recognise (not a finding, situation or procedure) whose text or display "
+    "names an infection (keywords in terminology/condition-keywords.json, negations and "
+    "non-disease phrases scoped to their clause) -> warning to review it (unknown).",
     indicator="critical / warning",
     source="label",
     citation="PI section 4 (Contraindications: infection with HIV; active infection)",
