@@ -18,9 +18,17 @@ from importlib import resources
 from typing import Any
 
 from .domain import orderables
+from .domain.checklist import (
+    GROUPED,
+    CardGroup,
+    ChecklistStatus,
+    card_group,
+    checklist_indicator,
+    checklist_status,
+)
 from .domain.evaluate import Checked
 from .domain.fhirdata import LOINC
-from .domain.findings import Evidence, Finding, Severity, Status, Suggestion
+from .domain.findings import Evidence, Finding, Severity, Suggestion
 from .domain.orders import OrderContext
 from .domain.policy import Policy
 from .domain.rules import Rule
@@ -71,8 +79,10 @@ class Wording:
 ANY_TOPIC = "any"
 EVIDENCE = "evidence"
 SUGGESTION = "suggestion"
-PARTS = (EVIDENCE, SUGGESTION)
-"""Top-level tables of wording.toml that are not topics: evidence lines and suggested orders."""
+CARD = "card"
+PARTS = (EVIDENCE, SUGGESTION, CARD)
+"""Top-level tables of wording.toml that are not topics: evidence lines, suggested orders and the
+sentences of the grouped cards and the summary."""
 ORDER_LABEL = "Order {display}"
 
 
@@ -101,6 +111,19 @@ def wording_parts() -> dict[str, dict[str, Any]]:
     (display, label, reason, dosage templates), read once."""
     doc = _wording_doc()
     return {part: dict(doc.get(part, {})) for part in PARTS}
+
+
+def card_words(card: str) -> dict[str, str]:
+    """wording.toml's [card.<card>] sentences."""
+    return dict(wording_parts()[CARD][card])
+
+
+def counted(card: str, key: str, count: int, values: Mapping[str, Any]) -> str:
+    """The sentence `key`_one or `key`_other of [card.<card>], as the count asks."""
+    words = card_words(card)
+    return words[f"{key}_one" if count == 1 else f"{key}_other"].format_map(
+        {**values, "count": count}
+    )
 
 
 def _filled(facts: Mapping[str, Any], numbers: Mapping[str, Any]) -> dict[str, Any]:
@@ -268,6 +291,34 @@ def _suggestions(finding: Finding, hook_instance: str, patient_id: str) -> list[
     return out
 
 
+def _citation(rule: Rule, policy: Policy) -> str:
+    """One short citation line: the document and the section, never the policy numbers."""
+    source = policy.sources[rule.source]
+    return card_words("citation")["own"].format(source=source.title, citation=rule.citation)
+
+
+def _links(rules: list[Rule], policy: Policy) -> list[dict[str, str]]:
+    """A link (type absolute) to each document the card cites, once per address."""
+    labels = card_words("link")
+    links: dict[str, dict[str, str]] = {}
+    for rule in rules:
+        url = policy.sources[rule.source].url
+        links.setdefault(url, {"label": labels[rule.source], "url": url, "type": "absolute"})
+    return list(links.values())
+
+
+def _sources_named(rules: list[Rule], policy: Policy) -> str:
+    titles: dict[str, None] = {}
+    for rule in rules:
+        titles.setdefault(policy.sources[rule.source].title, None)
+    return "; ".join(titles)
+
+
+def _override_reasons(codes: tuple[str, ...]) -> list[dict[str, str]]:
+    displays = _override_displays()
+    return [{"system": NON_ADHERENCE, "code": code, "display": displays[code]} for code in codes]
+
+
 def _detail(rule: Rule, finding: Finding, policy: Policy) -> str:
     lines = list(finding.explanation)
     if finding.evidence:
@@ -281,18 +332,14 @@ def _detail(rule: Rule, finding: Finding, policy: Policy) -> str:
         )
         lines.extend(f"- {u}" for u in finding.unreadable)
     lines.append("")
-    source = policy.sources[rule.source]
-    lines.append(f"Source: {source.title}, {rule.citation}.")
-    for key in rule.policy_keys:
-        number = policy.numbers[key]
-        lines.append(f"Policy: {number.value} {number.unit} ({number.citation}).")
+    lines.append(_citation(rule, policy))
     return "\n".join(lines).strip()
 
 
 def finding_card(
     rule: Rule, finding: Finding, hook_instance: str, patient_id: str, policy: Policy
 ) -> dict[str, Any]:
-    """The card for one unsatisfied check."""
+    """The card of one critical check: a hard stop stands alone."""
     card: dict[str, Any] = {
         "uuid": card_uuid(hook_instance, finding.topic),
         "summary": fit_summary(finding.headline),
@@ -304,15 +351,131 @@ def finding_card(
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "any"
-    reasons = rule.override_reasons
-    displays = _override_displays()
-    card["overrideReasons"] = [
-        {"system": NON_ADHERENCE, "code": code, "display": displays[code]} for code in reasons
-    ]
+    card["overrideReasons"] = _override_reasons(rule.override_reasons)
+    card["links"] = _links([rule], policy)
     return card
 
 
-STATUS_MARK = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "unknown"}
+GROUP_OVERRIDE_REASONS: dict[CardGroup, tuple[str, ...]] = {
+    CardGroup.WORKUP: ("action-completed", "need-more-info", "indication-order-exists"),
+    CardGroup.REVIEW: ("risk-benefit-ratio", "recipient-disagrees-evidence", "expert-contradicts"),
+    CardGroup.INFUSION_DAY: (
+        "indication-order-exists",
+        "patient-contraindication",
+        "policy-contradicts",
+    ),
+}
+"""The override reasons each grouped card offers (CDS Hooks non-adherence reason codes)."""
+
+
+def _short_name(rule: Rule, policy: Policy) -> str:
+    return card_words("short-name").get(rule.topic) or rule.titled(policy)
+
+
+def _item_line(finding: Finding) -> str:
+    """One line of a grouped card: the finding, then its evidence."""
+    line = f"- {finding.headline}"
+    evidence = "; ".join(e.text for e in finding.evidence)
+    if evidence:
+        line += f" ({evidence})"
+    if finding.unreadable:
+        line += f"; {len(finding.unreadable)} unreadable"
+    return line
+
+
+def grouped_card(
+    group: CardGroup,
+    members: list[Checked],
+    hook_instance: str,
+    patient_id: str,
+    policy: Policy,
+) -> dict[str, Any]:
+    """One card for the problems of a group: a line per check and a suggestion per order."""
+    rules = [rule for rule, _ in members]
+    findings = [finding for _, finding in members]
+    words = card_words(group.value)
+    names = ", ".join(_short_name(rule, policy) for rule in rules)
+    summary = counted(
+        group.value, "summary", len(members), {"names": names, "first": findings[0].headline}
+    )
+    lines = [words["intro"], ""]
+    lines.extend(_item_line(finding) for finding in findings)
+    lines += ["", card_words("citation")["grouped"].format(sources=_sources_named(rules, policy))]
+    card: dict[str, Any] = {
+        "uuid": card_uuid(hook_instance, group.value),
+        "summary": fit_summary(summary),
+        "indicator": max(f.severity for f in findings).indicator,
+        "detail": "\n".join(lines),
+        "source": {
+            "label": SOURCE_LABELS[rules[0].source],
+            "url": policy.sources[rules[0].source].url,
+            "topic": _topic_coding(group.value, words["title"]),
+        },
+    }
+    suggestions: dict[str, dict[str, Any]] = {}
+    for finding in findings:
+        for suggestion in _suggestions(finding, hook_instance, patient_id):
+            suggestions.setdefault(suggestion["uuid"], {**suggestion, "isRecommended": True})
+    if suggestions:
+        card["suggestions"] = list(suggestions.values())
+        card["selectionBehavior"] = "any"
+    card["overrideReasons"] = _override_reasons(GROUP_OVERRIDE_REASONS[group])
+    card["links"] = _links(rules, policy)
+    return card
+
+
+CHECKLIST_EXTENSION = "org.example.cds-service.checklist"
+CHECKLIST_VERSION = 1
+CONTRACT_VERSION = "2.0"
+"""The card contract's version (README "Card contract", discovery, CHANGELOG.md)."""
+
+
+def _evidence_items(evidence: tuple[Evidence, ...]) -> list[dict[str, str]]:
+    """The resource references and codes an evidence list names (parts included), once each."""
+    out: list[dict[str, str]] = []
+    for item in evidence:
+        facts = item.facts
+        entry: dict[str, str] = {}
+        if isinstance(facts.get("reference"), str) and facts["reference"]:
+            entry["reference"] = str(facts["reference"])
+        code, system = facts.get("code"), facts.get("system")
+        if isinstance(code, (str, int)) and str(code):
+            entry["code"] = str(code)
+            if isinstance(system, str) and system:
+                entry["system"] = system
+        if entry and entry not in out:
+            out.append(entry)
+        for value in facts.values():
+            if isinstance(value, tuple):
+                out.extend(e for e in _evidence_items(value) if e not in out)
+    return out
+
+
+def checklist(checked: list[Checked]) -> dict[str, Any]:
+    """The machine-readable checklist: one object per check run for this hook, in rule order."""
+    checks = []
+    for _, finding in checked:
+        item: dict[str, Any] = {
+            "topic": finding.topic,
+            "status": checklist_status(finding).value,
+        }
+        indicator = checklist_indicator(finding)
+        if indicator is not None:
+            item["indicator"] = indicator
+        item["summary"] = fit_summary(finding.headline)
+        evidence = _evidence_items(finding.evidence)
+        evidence += [
+            {"reference": u.reference}
+            for u in finding.unreadable
+            if u.reference and {"reference": u.reference} not in evidence
+        ]
+        if evidence:
+            item["evidence"] = evidence
+        checks.append(item)
+    return {"version": CHECKLIST_VERSION, "checks": checks}
+
+
+_PROBLEMS = (ChecklistStatus.NOT_MET, ChecklistStatus.UNKNOWN)
 
 
 def summary_card(
@@ -321,40 +484,47 @@ def summary_card(
     hook_instance: str,
     policy: Policy,
     reminders: tuple[str, ...] = (),
+    worst: Severity = Severity.INFO,
 ) -> dict[str, Any]:
-    """The pharmacist's checklist: every check with its status and evidence."""
-    findings = [finding for _, finding in checked]
-    shown = [f for f in findings if f.shown]
-    worst = max((f.severity for f in shown), default=Severity.INFO)
-    counts = {
-        s: sum(1 for f in shown if f.severity is s) for s in (Severity.CRITICAL, Severity.WARNING)
-    }
-    if not shown:
-        summary = f"Lemtrada eligibility: all {len(findings)} checks met for a start on {order.t0}"
+    """The pharmacist's checklist: problems first and marked, then the rest; one line each.
+    `worst` is the worst indicator of the other cards sent, which the summary carries."""
+    words = card_words(SUMMARY_TOPIC)
+    marks = card_words("checklist-status")
+    statuses = [checklist_status(finding) for _, finding in checked]
+    problems = sum(1 for s in statuses if s in _PROBLEMS)
+    values = {"total": len(checked), "t0": order.t0.isoformat()}
+    if problems:
+        summary = counted(SUMMARY_TOPIC, "summary_problems", problems, values)
     else:
-        parts = [f"{n} {s.indicator}" for s, n in counts.items() if n]
-        summary = (
-            f"Lemtrada eligibility: {', '.join(parts)} of {len(findings)} checks; see checklist"
-        )
+        summary = words["summary_met"].format_map(values)
     lines = [
-        f"Order {order.order.reference} recognised as Lemtrada by {order.order.matched_by}; "
-        f"planned start (T0) {order.t0} from {order.t0_source}.",
+        words["planned_start"].format(t0=order.t0.isoformat(), t0_source=order.t0_source),
         "",
-        "| Check | Status | Evidence |",
+        "| Check | Status | Finding |",
         "|---|---|---|",
     ]
-    for rule, finding in checked:
-        title = rule.titled(policy)
-        evidence = "; ".join(e.text for e in finding.evidence) or finding.headline
-        if finding.unreadable:
-            evidence += "; unreadable: " + "; ".join(str(u) for u in finding.unreadable)
-        lines.append(
-            f"| {_md(title)} (`{finding.topic}`) | {STATUS_MARK[finding.status]} | "
-            f"{_md(evidence)} |"
-        )
+    ranked = sorted(
+        zip(checked, statuses, strict=True),
+        key=lambda pair: (pair[1] not in _PROBLEMS, -pair[0][1].severity),
+    )  # stable: rule order within each rank
+    for (rule, finding), status in ranked:
+        title = _md(rule.titled(policy))
+        if status in _PROBLEMS:
+            title = f"**{title}**"
+        lines.append(f"| {title} | {marks[status.value]} | {_md(finding.headline)} |")
     if reminders:
         lines.append("")
         lines.extend(reminders)
+    lines += [
+        "",
+        card_words("citation")["summary"].format(sources=policy.sources["label"].title),
+        "",
+        "**Evidence**",
+        "- "
+        + words["order"].format(
+            reference=order.order.reference, matched_by=order.order.matched_by
+        ),
+    ]
     return {
         "uuid": card_uuid(hook_instance, SUMMARY_TOPIC),
         "summary": fit_summary(summary),
@@ -363,8 +533,16 @@ def summary_card(
         "source": {
             "label": SOURCE_LABELS["label"],
             "url": policy.sources["label"].url,
-            "topic": _topic_coding(SUMMARY_TOPIC, "Lemtrada eligibility checklist"),
+            "topic": _topic_coding(SUMMARY_TOPIC, words["title"]),
         },
+        "links": [
+            {
+                "label": card_words("link")["label"],
+                "url": policy.sources["label"].url,
+                "type": "absolute",
+            }
+        ],
+        "extension": {CHECKLIST_EXTENSION: checklist(checked)},
     }
 
 
@@ -376,14 +554,28 @@ def build_cards(
     policy: Policy,
     reminders: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """One card per unsatisfied check, most urgent first, then the summary; nothing else."""
+    """The card set of one alemtuzumab course: a card per critical check, then the work-up,
+    review and infusion-day cards (each only when it has something to say), the summary placed
+    after the cards of its own severity. Where each finding goes is declared in
+    domain/checklist.py, not decided here."""
     checked = [(rule, worded(finding, policy)) for rule, finding in checked]
-    ranked = sorted(
-        (pair for pair in checked if pair[1].shown), key=lambda pair: -pair[1].severity
-    )  # stable: rule-table order within a severity
-    cards = [finding_card(rule, f, hook_instance, patient_id, policy) for rule, f in ranked]
-    summary = summary_card(checked, order, hook_instance, policy, reminders)
-    # The summary goes after the specific cards of its own severity, before milder ones.
-    position = sum(1 for _, f in ranked if f.severity >= Severity[summary["indicator"].upper()])
+    own: list[dict[str, Any]] = []
+    groups: dict[CardGroup, list[Checked]] = {group: [] for group in GROUPED}
+    for rule, finding in checked:
+        group = card_group(finding)
+        if group is CardGroup.OWN:
+            own.append(finding_card(rule, finding, hook_instance, patient_id, policy))
+        elif group is not None:
+            groups[group].append((rule, finding))
+    cards = own + [
+        grouped_card(group, members, hook_instance, patient_id, policy)
+        for group, members in groups.items()
+        if members
+    ]
+    cards.sort(key=lambda card: -Severity[card["indicator"].upper()])  # stable
+    worst = max((Severity[c["indicator"].upper()] for c in cards), default=Severity.INFO)
+    summary = summary_card(checked, order, hook_instance, policy, reminders, worst)
+    # The summary goes after the cards of its own severity, before milder ones.
+    position = sum(1 for c in cards if Severity[c["indicator"].upper()] >= worst)
     cards.insert(position, summary)
     return cards

@@ -17,7 +17,7 @@ from .domain.orders import (
     OrderScan,
     UnreadableOrder,
     draft_resources,
-    planned_start,
+    course_start,
     scan_orders,
 )
 from .domain.policy import load_policy
@@ -90,7 +90,7 @@ def answer(
         raise data.problem
     policy = load_policy()
     record = PatientRecord.build(request.patient_id, data.values, data.no_data)
-    t0, t0_source = planned_start(order.request, today)
+    order, t0, t0_source = course_start(found.course or (order,), today)
     context = OrderContext(
         hook=request.hook,
         order=order,

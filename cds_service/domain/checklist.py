@@ -1,0 +1,119 @@
+"""Where each finding goes: its checklist status and the card that shows it, declared once.
+
+A check returns a Finding (status, severity, reason code). Two questions about it are answered
+here and nowhere else, by tables keyed by (topic, reason), with ANY for every topic:
+- its status in the machine-readable checklist (met, not-met, unknown, pending, not-applicable);
+- the card that shows it: its own card (every critical finding: a hard stop stands alone), the
+  work-up card (a test to order: missing, stale, unreadable or indeterminate), the review card
+  (a judgement before the start), the infusion-day orders card (order-sign only), or none (met,
+  not applicable, pending, or an INFO item to confirm in the checklist).
+A (topic, reason) nobody declared goes to the review card: it is still shown, never dropped.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from .findings import Finding, Severity, Status
+
+ANY = "any"
+
+
+class ChecklistStatus(Enum):
+    """The status of one check in the checklist extension (CDS Hooks contract version 2)."""
+
+    MET = "met"
+    NOT_MET = "not-met"
+    UNKNOWN = "unknown"
+    PENDING = "pending"
+    NOT_APPLICABLE = "not-applicable"
+
+
+class CardGroup(Enum):
+    """The card a problem is shown on; the value is that card's topic (OWN: the check's own)."""
+
+    OWN = "own"
+    WORKUP = "pretreatment-workup"
+    REVIEW = "review-before-start"
+    INFUSION_DAY = "infusion-day-orders"
+
+
+GROUPED = (CardGroup.WORKUP, CardGroup.REVIEW, CardGroup.INFUSION_DAY)
+"""The grouped cards, in the order they appear."""
+
+STATUS_BY_REASON: dict[tuple[str, str], ChecklistStatus] = {
+    ("pregnancy", "male"): ChecklistStatus.NOT_APPLICABLE,
+    ("pregnancy", "outside-age-range"): ChecklistStatus.NOT_APPLICABLE,
+    (ANY, "awaiting-result"): ChecklistStatus.PENDING,
+    (ANY, "not-applicable"): ChecklistStatus.NOT_APPLICABLE,
+}
+"""Reasons whose checklist status is not the plain reading of the Finding's status."""
+
+_PLAIN_STATUS = {
+    Status.MET: ChecklistStatus.MET,
+    Status.NOT_MET: ChecklistStatus.NOT_MET,
+    Status.UNKNOWN: ChecklistStatus.UNKNOWN,
+}
+
+_TESTS = (
+    "tb-screening",
+    "hiv-screening",
+    "hcv-screening",
+    "hbv-screening",
+    "vzv-immunity",
+    "baseline-labs",
+    "pregnancy",
+)
+"""Checks whose evidence is a test result: unreadable results mean a test to repeat."""
+
+GROUP_BY_REASON: dict[tuple[str, str], CardGroup] = {
+    # A test that is missing, too old, unreadable or indeterminate: order (or repeat) it.
+    (ANY, "missing"): CardGroup.WORKUP,
+    (ANY, "stale"): CardGroup.WORKUP,
+    ("tb-screening", "indeterminate"): CardGroup.WORKUP,
+    ("hiv-screening", "indeterminate"): CardGroup.WORKUP,
+    ("hcv-screening", "antibody-positive"): CardGroup.WORKUP,
+    ("hcv-screening", "antibody-indeterminate"): CardGroup.WORKUP,
+    ("hcv-screening", "rna-indeterminate"): CardGroup.WORKUP,
+    ("hbv-screening", "incomplete"): CardGroup.WORKUP,
+    ("vzv-immunity", "unknown"): CardGroup.WORKUP,
+    ("pregnancy", "no-test"): CardGroup.WORKUP,
+    ("pregnancy", "no-test-sex-unknown"): CardGroup.WORKUP,
+    ("pregnancy", "indeterminate-test"): CardGroup.WORKUP,
+    **{(topic, "met-but-unreadable"): CardGroup.WORKUP for topic in _TESTS},
+    **{(topic, "not-evaluated"): CardGroup.WORKUP for topic in _TESTS},
+    # What to give on the infusion days (order-sign checks).
+    ("premedication", ANY): CardGroup.INFUSION_DAY,
+    ("herpes-prophylaxis", ANY): CardGroup.INFUSION_DAY,
+    # Everything else that is not critical is a judgement: the review card (the default).
+}
+
+
+def checklist_status(finding: Finding) -> ChecklistStatus:
+    """The finding's status in the checklist extension."""
+    table = STATUS_BY_REASON
+    declared = table.get((finding.topic, finding.reason)) or table.get((ANY, finding.reason))
+    return declared or _PLAIN_STATUS[finding.status]
+
+
+def checklist_indicator(finding: Finding) -> str | None:
+    """The indicator of a check that is not met or unknown; None for met, pending, n/a."""
+    if checklist_status(finding) in (ChecklistStatus.NOT_MET, ChecklistStatus.UNKNOWN):
+        return finding.severity.indicator
+    return None
+
+
+def card_group(finding: Finding) -> CardGroup | None:
+    """The card that shows the finding; None when it needs no card (met, not applicable,
+    pending, or an INFO item that the checklist alone lists)."""
+    if checklist_indicator(finding) is None or finding.severity is Severity.INFO:
+        return None
+    if finding.severity is Severity.CRITICAL:
+        return CardGroup.OWN
+    table = GROUP_BY_REASON
+    return (
+        table.get((finding.topic, finding.reason))
+        or table.get((finding.topic, ANY))
+        or table.get((ANY, finding.reason))
+        or CardGroup.REVIEW
+    )
