@@ -426,8 +426,6 @@ def grouped_card(
 
 CHECKLIST_EXTENSION = "org.example.cds-service.checklist"
 CHECKLIST_VERSION = 1
-CONTRACT_VERSION = "2.0"
-"""The card contract's version (README "Card contract", discovery, CHANGELOG.md)."""
 
 
 def _evidence_items(evidence: tuple[Evidence, ...]) -> list[dict[str, str]]:
@@ -473,6 +471,15 @@ def checklist(checked: list[Checked]) -> dict[str, Any]:
             item["evidence"] = evidence
         checks.append(item)
     return {"version": CHECKLIST_VERSION, "checks": checks}
+
+
+def checklist_of(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The checklist extension of a response's summary card (None when there are no cards)."""
+    for card in cards:
+        if card_topic(card) == SUMMARY_TOPIC:
+            value: dict[str, Any] = card["extension"][CHECKLIST_EXTENSION]
+            return value
+    return None
 
 
 _PROBLEMS = (ChecklistStatus.NOT_MET, ChecklistStatus.UNKNOWN)
@@ -521,9 +528,7 @@ def summary_card(
         "",
         "**Evidence**",
         "- "
-        + words["order"].format(
-            reference=order.order.reference, matched_by=order.order.matched_by
-        ),
+        + words["order"].format(reference=order.order.reference, matched_by=order.order.matched_by),
     ]
     return {
         "uuid": card_uuid(hook_instance, SUMMARY_TOPIC),

@@ -16,8 +16,8 @@ from .domain.orders import (
     OrderContext,
     OrderScan,
     UnreadableOrder,
-    draft_resources,
     course_start,
+    draft_resources,
     scan_orders,
 )
 from .domain.policy import load_policy

@@ -17,6 +17,11 @@ from enum import Enum
 from .findings import Finding, Severity, Status
 
 ANY = "any"
+CARD_CONTRACT_VERSION = "2.0"
+"""The card contract's version: 1.0 was one card per check, 2.0 the grouped cards with the
+checklist extension (README "Card contract", discovery, CHANGELOG.md)."""
+CONTRACT_EXTENSION = "org.example.cds-service.card-contract"
+"""The discovery extension (one per service) that says which card contract it answers with."""
 
 
 class ChecklistStatus(Enum):
