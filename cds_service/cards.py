@@ -221,6 +221,13 @@ def _topic_coding(topic: str, display: str) -> dict[str, str]:
     return {"system": TOPIC_SYSTEM, "code": topic, "display": display}
 
 
+def suggestion_check(suggestion: Mapping[str, Any]) -> str | None:
+    """The check a grouped card's suggestion closes (its CHECK_EXTENSION), if it says."""
+    check = ((suggestion.get("extension") or {}).get(CHECK_EXTENSION)) or {}
+    topic = check.get("topic") if isinstance(check, dict) else None
+    return topic if isinstance(topic, str) else None
+
+
 def card_topic(card: Mapping[str, Any]) -> str:
     """The topic code a card carries in source.topic (audit, metrics and logs read it back)."""
     return str(((card.get("source") or {}).get("topic") or {}).get("code") or "(no topic)")
@@ -379,7 +386,7 @@ def _item_line(finding: Finding) -> str:
     if evidence:
         line += f" ({evidence})"
     if finding.unreadable:
-        line += f"; {len(finding.unreadable)} unreadable"
+        line += "; " + counted("item", "unreadable", len(finding.unreadable), {})
     return line
 
 
@@ -415,7 +422,14 @@ def grouped_card(
     suggestions: dict[str, dict[str, Any]] = {}
     for finding in findings:
         for suggestion in _suggestions(finding, hook_instance, patient_id):
-            suggestions.setdefault(suggestion["uuid"], {**suggestion, "isRecommended": True})
+            suggestions.setdefault(
+                suggestion["uuid"],
+                {
+                    **suggestion,
+                    "isRecommended": True,
+                    "extension": {CHECK_EXTENSION: {"topic": finding.topic}},
+                },
+            )
     if suggestions:
         card["suggestions"] = list(suggestions.values())
         card["selectionBehavior"] = "any"
@@ -425,6 +439,9 @@ def grouped_card(
 
 
 CHECKLIST_EXTENSION = "org.example.cds-service.checklist"
+CHECK_EXTENSION = "org.example.cds-service.check"
+"""On each suggestion of a grouped card: the check it closes, so feedback on the suggestion
+taken is counted per check (feedback.audit_rows)."""
 CHECKLIST_VERSION = 1
 
 

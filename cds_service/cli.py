@@ -196,7 +196,7 @@ def _feedback_report(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from .config import Settings
-    from .feedback import feedback_report, format_report
+    from .feedback import check_report, feedback_report, format_report
     from .storage import Database, database_name
 
     url = args.database_url or Settings.from_env().database_url
@@ -204,6 +204,7 @@ def _feedback_report(args: argparse.Namespace) -> int:
     database = Database(url)
     try:
         reports = feedback_report(database)
+        checks = check_report(database)
     except (SQLAlchemyError, OSError) as exc:
         print(f"error: cannot read the database: {type(exc).__name__}", file=sys.stderr)
         return 1
@@ -212,12 +213,16 @@ def _feedback_report(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(
             orjson.dumps(
-                {"topics": [r.as_json() for r in reports]}, option=orjson.OPT_INDENT_2
+                {
+                    "topics": [r.as_json() for r in reports],
+                    "checks": [c.as_json() for c in checks],
+                },
+                option=orjson.OPT_INDENT_2,
             ).decode()
             + "\n"
         )
     else:
-        sys.stdout.write(format_report(reports))
+        sys.stdout.write(format_report(reports, checks))
     return 0
 
 

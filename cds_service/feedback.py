@@ -14,7 +14,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from .cards import card_topic
+from .cards import card_topic, suggestion_check
 from .errors import BadRequest, Unavailable
 from .observability import AUDIT_DROPPED
 from .storage import Database, feedback, insert_ignore, issued_cards
@@ -311,7 +311,8 @@ def audit_rows(
     service_id: str, hook_instance: str, cards: list[dict[str, Any]], now: datetime
 ) -> list[dict[str, Any]]:
     """Audit rows for issued cards: uuid, service, topic, indicator, hookInstance, time; no patient
-    data."""
+    data. A grouped card's suggestion that names its check gets a row too (indicator
+    SUGGESTION_ROW, topic = the check), so the suggestion taken is counted per check."""
     rows = []
     for card in cards:
         uuid = card.get("uuid")
@@ -328,7 +329,24 @@ def audit_rows(
                 "issued_at": now,
             }
         )
+        for suggestion in card.get("suggestions", ()):
+            check, suggestion_uuid = suggestion_check(suggestion), suggestion.get("uuid")
+            if check is not None and isinstance(suggestion_uuid, str):
+                rows.append(
+                    {
+                        "card_uuid": suggestion_uuid.lower(),
+                        "service_id": service_id,
+                        "topic": check,
+                        "indicator": SUGGESTION_ROW,
+                        "hook_instance": hook_instance,
+                        "issued_at": now,
+                    }
+                )
     return rows
+
+
+SUGGESTION_ROW = "suggestion"
+"""The indicator column of an audit row that records a suggestion, not a card."""
 
 
 def record_issued_cards(
@@ -445,6 +463,49 @@ class TopicReport:
         }
 
 
+@dataclass
+class CheckReport:
+    """Per check, through the suggestions of grouped cards: how many were offered and taken."""
+
+    check: str
+    offered: int = 0
+    taken: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "suggestionsOffered": self.offered,
+            "suggestionsTaken": self.taken,
+        }
+
+
+def check_report(database: Database) -> list[CheckReport]:
+    """Per check: the suggestions grouped cards offered for it and how many accepted feedback
+    took (acceptedSuggestions). Raises SQLAlchemyError/OSError when the database is unavailable."""
+    reports: dict[str, CheckReport] = {}
+    with database.begin() as connection:
+        checks = dict(
+            connection.execute(
+                select(issued_cards.c.card_uuid, issued_cards.c.topic).where(
+                    issued_cards.c.indicator == SUGGESTION_ROW
+                )
+            ).all()
+        )
+        for check in checks.values():
+            reports.setdefault(check, CheckReport(check)).offered += 1
+        taken = connection.execute(
+            select(feedback.c.accepted_suggestions).where(
+                feedback.c.outcome == "accepted", feedback.c.accepted_suggestions.is_not(None)
+            )
+        )
+        for (accepted_json,) in taken:
+            for suggestion in orjson.loads(accepted_json):
+                check = checks.get(suggestion)
+                if check is not None:
+                    reports[check].taken += 1
+    return sorted(reports.values(), key=lambda r: r.check)
+
+
 def feedback_report(database: Database) -> list[TopicReport]:
     """Per topic: cards issued and their feedback; feedback for cards never audited is grouped
     under '(unknown card)'. Raises SQLAlchemyError/OSError when the database is unavailable."""
@@ -454,7 +515,8 @@ def feedback_report(database: Database) -> list[TopicReport]:
         return reports.setdefault(topic, TopicReport(topic))
 
     with database.begin() as connection:
-        for (topic,) in connection.execute(select(issued_cards.c.topic)):
+        cards = select(issued_cards.c.topic).where(issued_cards.c.indicator != SUGGESTION_ROW)
+        for (topic,) in connection.execute(cards):
             report(topic).issued += 1
         rows = connection.execute(
             select(
@@ -481,8 +543,9 @@ def feedback_report(database: Database) -> list[TopicReport]:
     return sorted(reports.values(), key=lambda r: (r.topic == UNKNOWN_CARD, r.topic))
 
 
-def format_report(reports: list[TopicReport]) -> str:
-    """A plain-text table, one row per topic, override reasons listed under their topic."""
+def format_report(reports: list[TopicReport], checks: Sequence[CheckReport] = ()) -> str:
+    """A plain-text table, one row per topic, override reasons listed under their topic; then,
+    per check, the suggestions grouped cards offered and how many were taken."""
     if not reports:
         return "No cards issued and no feedback received yet.\n"
     header = ("topic", "issued", "accepted", "overridden", "comments")
@@ -506,6 +569,10 @@ def format_report(reports: list[TopicReport]) -> str:
         )
         for reason, count in sorted(report.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    override reason {reason}: {count}")
+    if checks:
+        width = max(len("check"), *(len(c.check) for c in checks))
+        lines += ["", f"{'check'.ljust(width)}  offered  taken"]
+        lines += [f"{c.check.ljust(width)}  {c.offered:>7}  {c.taken:>5}" for c in checks]
     return "\n".join(lines) + "\n"
 
 

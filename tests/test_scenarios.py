@@ -5,9 +5,10 @@ sentence, a description, the expected checklist under each order hook (`expected
 {check topic: indicator} of every check not met or unknown, plus `eligibility-summary`: the
 summary card's indicator; {} means no cards at all) or the status of a refusal (`refused_with`),
 and the inputs that fhir_fixtures/build_requests.py composes into the request (Synthea R4 base
-bundles + overlays and draft orders written by this project). Every scenario uses T0 = 2026-12-07 (planned first
-infusion) and carries no fhirServer, so the service can only use the prefetch it is given. Each
-request is sent as written and under the other order hook (tests/golden_responses.py:under_hook).
+bundles + overlays and draft orders written by this project). Every scenario uses T0 = 2026-12-07
+(planned first infusion) and carries no fhirServer, so the service can only use the prefetch it
+is given. Each request is sent as written and under the other order hook
+(tests/golden_responses.py:under_hook).
 """
 
 from __future__ import annotations

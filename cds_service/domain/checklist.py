@@ -15,6 +15,16 @@ from __future__ import annotations
 from enum import Enum
 
 from .findings import Finding, Severity, Status
+from .rules.baseline import BASELINE_LABS_RULE
+from .rules.order import HERPES_PROPHYLAXIS_RULE, PREMEDICATION_RULE
+from .rules.pregnancy import PREGNANCY_RULE
+from .rules.screening import (
+    HBV_SCREENING_RULE,
+    HCV_SCREENING_RULE,
+    HIV_SCREENING_RULE,
+    TB_SCREENING_RULE,
+)
+from .rules.vzv import VZV_IMMUNITY_RULE
 
 ANY = "any"
 CARD_CONTRACT_VERSION = "2.0"
@@ -47,8 +57,8 @@ GROUPED = (CardGroup.WORKUP, CardGroup.REVIEW, CardGroup.INFUSION_DAY)
 """The grouped cards, in the order they appear."""
 
 STATUS_BY_REASON: dict[tuple[str, str], ChecklistStatus] = {
-    ("pregnancy", "male"): ChecklistStatus.NOT_APPLICABLE,
-    ("pregnancy", "outside-age-range"): ChecklistStatus.NOT_APPLICABLE,
+    (PREGNANCY_RULE.topic, "male"): ChecklistStatus.NOT_APPLICABLE,
+    (PREGNANCY_RULE.topic, "outside-age-range"): ChecklistStatus.NOT_APPLICABLE,
     (ANY, "awaiting-result"): ChecklistStatus.PENDING,
     (ANY, "not-applicable"): ChecklistStatus.NOT_APPLICABLE,
 }
@@ -60,36 +70,35 @@ _PLAIN_STATUS = {
     Status.UNKNOWN: ChecklistStatus.UNKNOWN,
 }
 
-_TESTS = (
-    "tb-screening",
-    "hiv-screening",
-    "hcv-screening",
-    "hbv-screening",
-    "vzv-immunity",
-    "baseline-labs",
-    "pregnancy",
+TB, HIV, HCV, HBV = (
+    TB_SCREENING_RULE.topic,
+    HIV_SCREENING_RULE.topic,
+    HCV_SCREENING_RULE.topic,
+    HBV_SCREENING_RULE.topic,
 )
+VZV, PREGNANCY = VZV_IMMUNITY_RULE.topic, PREGNANCY_RULE.topic
+_TESTS = (TB, HIV, HCV, HBV, VZV, BASELINE_LABS_RULE.topic, PREGNANCY)
 """Checks whose evidence is a test result: unreadable results mean a test to repeat."""
 
 GROUP_BY_REASON: dict[tuple[str, str], CardGroup] = {
     # A test that is missing, too old, unreadable or indeterminate: order (or repeat) it.
     (ANY, "missing"): CardGroup.WORKUP,
     (ANY, "stale"): CardGroup.WORKUP,
-    ("tb-screening", "indeterminate"): CardGroup.WORKUP,
-    ("hiv-screening", "indeterminate"): CardGroup.WORKUP,
-    ("hcv-screening", "antibody-positive"): CardGroup.WORKUP,
-    ("hcv-screening", "antibody-indeterminate"): CardGroup.WORKUP,
-    ("hcv-screening", "rna-indeterminate"): CardGroup.WORKUP,
-    ("hbv-screening", "incomplete"): CardGroup.WORKUP,
-    ("vzv-immunity", "unknown"): CardGroup.WORKUP,
-    ("pregnancy", "no-test"): CardGroup.WORKUP,
-    ("pregnancy", "no-test-sex-unknown"): CardGroup.WORKUP,
-    ("pregnancy", "indeterminate-test"): CardGroup.WORKUP,
+    (TB, "indeterminate"): CardGroup.WORKUP,
+    (HIV, "indeterminate"): CardGroup.WORKUP,
+    (HCV, "antibody-positive"): CardGroup.WORKUP,
+    (HCV, "antibody-indeterminate"): CardGroup.WORKUP,
+    (HCV, "rna-indeterminate"): CardGroup.WORKUP,
+    (HBV, "incomplete"): CardGroup.WORKUP,
+    (VZV, "unknown"): CardGroup.WORKUP,
+    (PREGNANCY, "no-test"): CardGroup.WORKUP,
+    (PREGNANCY, "no-test-sex-unknown"): CardGroup.WORKUP,
+    (PREGNANCY, "indeterminate-test"): CardGroup.WORKUP,
     **{(topic, "met-but-unreadable"): CardGroup.WORKUP for topic in _TESTS},
     **{(topic, "not-evaluated"): CardGroup.WORKUP for topic in _TESTS},
     # What to give on the infusion days (order-sign checks).
-    ("premedication", ANY): CardGroup.INFUSION_DAY,
-    ("herpes-prophylaxis", ANY): CardGroup.INFUSION_DAY,
+    (PREMEDICATION_RULE.topic, ANY): CardGroup.INFUSION_DAY,
+    (HERPES_PROPHYLAXIS_RULE.topic, ANY): CardGroup.INFUSION_DAY,
     # Everything else that is not critical is a judgement: the review card (the default).
 }
 
