@@ -74,6 +74,9 @@ class Wording:
     explanation: tuple[str, ...] = ()
     short_headline: str = ""
     """Said instead of `headline` when that would not fit a card summary (139 characters)."""
+    count: str = ""
+    """The fact whose value 0 or 1 picks headline_zero / headline_one (correct plurals)."""
+    by_count: tuple[tuple[int, str], ...] = ()
 
 
 ANY_TOPIC = "any"
@@ -97,7 +100,15 @@ def wording_table() -> dict[tuple[str, str], Wording]:
     """wording.toml's findings as {(topic or 'any', reason): Wording}, read once."""
     return {
         (topic, reason): Wording(
-            entry["headline"], tuple(entry.get("explanation", ())), entry.get("short_headline", "")
+            entry["headline"],
+            tuple(entry.get("explanation", ())),
+            entry.get("short_headline", ""),
+            entry.get("count", ""),
+            tuple(
+                (n, entry[key])
+                for n, key in ((0, "headline_zero"), (1, "headline_one"))
+                if key in entry
+            ),
         )
         for topic, reasons in _wording_doc().items()
         if topic not in PARTS
@@ -190,7 +201,12 @@ def worded(finding: Finding, policy: Policy) -> Finding:
     # {first_evidence}: a headline that names the first problem its evidence lists.
     first = finding.evidence[0].text if finding.evidence else ""
     values = {**numbers, "first_evidence": first, **_filled(finding.facts, numbers)}
-    headline = entry.headline.format_map(values)
+    headline = (
+        dict(entry.by_count).get(values.get(entry.count, -1), entry.headline)
+        if entry.count
+        else entry.headline
+    )
+    headline = headline.format_map(values)
     if entry.short_headline and len(headline) > MAX_SUMMARY:
         headline = entry.short_headline.format_map(values)
     return dataclasses.replace(

@@ -142,7 +142,7 @@ def test_review_card_lists_one_line_per_item(client):
     """The review card of a patient with a single judgement item names it in its summary and
     has one line for it."""
     card = _by_topic(_post(client, _request("only_one_prior_dmt")))["review-before-start"]
-    assert card["summary"].startswith("Review before starting Lemtrada: 1 prior MS DMT")
+    assert card["summary"].startswith("Review before starting Lemtrada: 1 prior MS therapy found")
     assert sum(1 for line in card["detail"].splitlines() if line.startswith("- ")) == 1
 
 

@@ -253,5 +253,5 @@ def planned_start(request: dict[str, Any], today: date) -> tuple[date, str]:
         return min(span.earliest for span in starts), "dosage timing start"
     authored = parse_date(request.get("authoredOn"))
     if authored is not None:
-        return authored.earliest, "authoredOn"
+        return authored.earliest, "the date the order was written"
     return today, "today (the order has no start date)"

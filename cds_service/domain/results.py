@@ -48,10 +48,9 @@ class LabResult:
         return reference_of(self.resource)
 
     def describe(self) -> str:
-        return (
-            f"{self.test} {self.meaning.value} on {self.when} ({self.reference}; read from "
-            f"{self.read_from})"
-        )
+        """The result in words; the resource it came from goes in the Evidence's `reference`
+        fact (the checklist extension), never in a card's text."""
+        return f"{self.test} {self.meaning.value} on {self.when}"
 
 
 def _meaning_of_codes(codes: list[tuple[str, str]]) -> Meaning | None:

@@ -43,7 +43,7 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
     unreadable = tuple(tests.unreadable) + tuple(u for u in bad if u not in tests.unreadable)
     newest = tests.latest
     positive = (
-        [Evidence("hcg", {"result": newest.describe()})]
+        [Evidence("hcg", {"result": newest.describe(), "reference": newest.reference})]
         if newest and newest.meaning is Meaning.POSITIVE
         else []
     )
@@ -76,7 +76,11 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
     recent = [r for r in tests.current if (order.t0 - r.when.earliest).days <= window]
     # Same-day ties go to the most worrying result (a same-day indeterminate is no all-clear).
     latest_recent = newest_of(recent)
-    evidence = (who,) + ((Evidence("hcg", {"result": newest.describe()}),) if newest else ())
+    evidence = (who,) + (
+        (Evidence("hcg", {"result": newest.describe(), "reference": newest.reference}),)
+        if newest
+        else ()
+    )
     if latest_recent is not None and latest_recent.meaning is Meaning.NEGATIVE:
         return Finding(
             TOPIC,

@@ -23,7 +23,7 @@ def _refuted(condition: dict[str, object]) -> bool:
 
 
 def _antibody(result: LabResult) -> Evidence:
-    return Evidence("vzv-antibody", {"result": result.describe()})
+    return Evidence("vzv-antibody", {"result": result.describe(), "reference": result.reference})
 
 
 def check_vzv_immunity(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
