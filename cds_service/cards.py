@@ -17,7 +17,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .domain import orderables
 from .domain.checklist import (
     GROUPED,
     CardGroup,
@@ -237,11 +236,15 @@ def _topic_coding(topic: str, display: str) -> dict[str, str]:
     return {"system": TOPIC_SYSTEM, "code": topic, "display": display}
 
 
-def suggestion_check(suggestion: Mapping[str, Any]) -> str | None:
-    """The check a grouped card's suggestion closes (its CHECK_EXTENSION), if it says."""
-    check = ((suggestion.get("extension") or {}).get(CHECK_EXTENSION)) or {}
-    topic = check.get("topic") if isinstance(check, dict) else None
-    return topic if isinstance(topic, str) else None
+def suggestion_checks(checked: list[Checked], hook_instance: str) -> tuple[tuple[str, str], ...]:
+    """(suggestion uuid, check topic) of every suggestion a grouped card offers: the issued-card
+    audit keeps them, so feedback on the suggestion taken is counted per check."""
+    return tuple(
+        (card_uuid(hook_instance, finding.topic, suggestion.key), finding.topic)
+        for _, finding in checked
+        if card_group(finding) in GROUPED
+        for suggestion in finding.suggestions
+    )
 
 
 def card_topic(card: Mapping[str, Any]) -> str:
@@ -266,23 +269,21 @@ def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, An
     }
     subject = {"reference": f"Patient/{patient_id}"}
     if suggestion.kind == "lab":
-        resource: dict[str, Any] = {
+        # Kept small (a work-up card may carry 15 of them): the LOINC code names the test and
+        # the card says why; the reason goes in the action's description.
+        return {
             "resourceType": "ServiceRequest",
             "status": "draft",
             "intent": "order",
-            "category": [{"coding": [orderables.coding("laboratory")]}],
-            "code": {"coding": [coding], "text": suggestion.display},
+            "code": {"coding": [coding]},
             "subject": subject,
         }
-        if suggestion.details.get("reason"):
-            resource["reasonCode"] = [{"text": suggestion.details["reason"]}]
-        return resource
     details = suggestion.details
-    resource = {
+    resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "status": "draft",
         "intent": "order",
-        "medicationCodeableConcept": {"coding": [coding], "text": suggestion.display},
+        "medicationCodeableConcept": {"coding": [coding]},
         "subject": subject,
         "dosageInstruction": [details["dosage"]] if "dosage" in details else [],
     }
@@ -303,7 +304,7 @@ def _suggestions(finding: Finding, hook_instance: str, patient_id: str) -> list[
                 "actions": [
                     {
                         "type": "create",
-                        "description": f"{suggestion.label} ({suggestion.code[1]})"
+                        "description": str(suggestion.details.get("reason") or suggestion.label)
                         if suggestion.code[0] == LOINC
                         else suggestion.label,
                         "resource": suggestion_resource(suggestion, patient_id),
@@ -438,14 +439,7 @@ def grouped_card(
     suggestions: dict[str, dict[str, Any]] = {}
     for finding in findings:
         for suggestion in _suggestions(finding, hook_instance, patient_id):
-            suggestions.setdefault(
-                suggestion["uuid"],
-                {
-                    **suggestion,
-                    "isRecommended": True,
-                    "extension": {CHECK_EXTENSION: {"topic": finding.topic}},
-                },
-            )
+            suggestions.setdefault(suggestion["uuid"], {**suggestion, "isRecommended": True})
     if suggestions:
         card["suggestions"] = list(suggestions.values())
         card["selectionBehavior"] = "any"
@@ -455,9 +449,6 @@ def grouped_card(
 
 
 CHECKLIST_EXTENSION = "org.example.cds-service.checklist"
-CHECK_EXTENSION = "org.example.cds-service.check"
-"""On each suggestion of a grouped card: the check it closes, so feedback on the suggestion
-taken is counted per check (feedback.audit_rows)."""
 CHECKLIST_VERSION = 1
 
 
@@ -549,9 +540,11 @@ def summary_card(
     )  # stable: rule order within each rank
     for (rule, finding), status in ranked:
         title = _md(rule.titled(policy))
-        if status in _PROBLEMS:
-            title = f"**{title}**"
-        lines.append(f"| {title} | {marks[status.value]} | {_md(finding.headline)} |")
+        if status in _PROBLEMS:  # what was found is said for problems; the rest is in the extension
+            title, said = f"**{title}**", _md(finding.headline)
+        else:
+            said = ""
+        lines.append(f"| {title} | {marks[status.value]} | {said} |")
     if reminders:
         lines.append("")
         lines.extend(reminders)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .cards import build_cards, card_topic
+from .cards import build_cards, card_topic, suggestion_checks
 from .domain.evaluate import evaluate
 from .domain.findings import Finding
 from .domain.orders import (
@@ -44,6 +44,8 @@ class Answer:
     topics: tuple[tuple[str, str], ...] = ()
     """(topic, indicator) of each card, in card order: what logs and metrics count, so they
     need not read cards themselves."""
+    suggestion_checks: tuple[tuple[str, str], ...] = ()
+    """(suggestion uuid, check topic) of the grouped cards' suggestions, for the audit."""
 
 
 def answer(
@@ -105,7 +107,16 @@ def answer(
         checked, context, request.hook_instance, request.patient_id, policy, reminders=reminders
     )
     topics = tuple((card_topic(card), str(card.get("indicator", ""))) for card in cards)
-    return Answer({"cards": cards}, findings, context, data.origin, record, reminders, topics)
+    return Answer(
+        {"cards": cards},
+        findings,
+        context,
+        data.origin,
+        record,
+        reminders,
+        topics,
+        suggestion_checks(checked, request.hook_instance),
+    )
 
 
 def scan(request: HookRequest) -> OrderScan:

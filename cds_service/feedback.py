@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from .cards import card_topic, suggestion_check
+from .cards import card_topic
 from .errors import BadRequest, Unavailable
 from .observability import AUDIT_DROPPED
 from .storage import Database, feedback, insert_ignore, issued_cards
@@ -308,11 +308,15 @@ def accept_feedback(
 
 
 def audit_rows(
-    service_id: str, hook_instance: str, cards: list[dict[str, Any]], now: datetime
+    service_id: str,
+    hook_instance: str,
+    cards: list[dict[str, Any]],
+    now: datetime,
+    suggestion_checks: Iterable[tuple[str, str]] = (),
 ) -> list[dict[str, Any]]:
     """Audit rows for issued cards: uuid, service, topic, indicator, hookInstance, time; no patient
-    data. A grouped card's suggestion that names its check gets a row too (indicator
-    SUGGESTION_ROW, topic = the check), so the suggestion taken is counted per check."""
+    data. Each grouped card's suggestion (`suggestion_checks`: uuid, check) gets a row too
+    (indicator SUGGESTION_ROW, topic = the check), so the suggestion taken is counted per check."""
     rows = []
     for card in cards:
         uuid = card.get("uuid")
@@ -329,19 +333,17 @@ def audit_rows(
                 "issued_at": now,
             }
         )
-        for suggestion in card.get("suggestions", ()):
-            check, suggestion_uuid = suggestion_check(suggestion), suggestion.get("uuid")
-            if check is not None and isinstance(suggestion_uuid, str):
-                rows.append(
-                    {
-                        "card_uuid": suggestion_uuid.lower(),
-                        "service_id": service_id,
-                        "topic": check,
-                        "indicator": SUGGESTION_ROW,
-                        "hook_instance": hook_instance,
-                        "issued_at": now,
-                    }
-                )
+    rows += [
+        {
+            "card_uuid": suggestion_uuid.lower(),
+            "service_id": service_id,
+            "topic": check,
+            "indicator": SUGGESTION_ROW,
+            "hook_instance": hook_instance,
+            "issued_at": now,
+        }
+        for suggestion_uuid, check in dict(suggestion_checks).items()
+    ]
     return rows
 
 
@@ -355,11 +357,12 @@ def record_issued_cards(
     hook_instance: str,
     cards: list[dict[str, Any]],
     now: datetime,
+    suggestion_checks: Iterable[tuple[str, str]] = (),
 ) -> None:
     """Audit each issued card now (best effort: a database failure is logged, never raised)."""
     if database is None or not cards:
         return
-    _write_audit(database, audit_rows(service_id, hook_instance, cards, now))
+    _write_audit(database, audit_rows(service_id, hook_instance, cards, now, suggestion_checks))
 
 
 def _write_audit(database: Database, rows: list[dict[str, Any]]) -> bool:
@@ -389,11 +392,16 @@ class CardAudit:
         self._lock = threading.Lock()
 
     def submit(
-        self, service_id: str, hook_instance: str, cards: list[dict[str, Any]], now: datetime
+        self,
+        service_id: str,
+        hook_instance: str,
+        cards: list[dict[str, Any]],
+        now: datetime,
+        suggestion_checks: Iterable[tuple[str, str]] = (),
     ) -> None:
         if self.database is None or not cards:
             return
-        rows = audit_rows(service_id, hook_instance, cards, now)
+        rows = audit_rows(service_id, hook_instance, cards, now, suggestion_checks)
         self._ensure_thread()
         try:
             self._queue.put_nowait(rows)
