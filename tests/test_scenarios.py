@@ -104,9 +104,7 @@ def _checklist(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     CARD_CASES,
     ids=[f"{name} at {hook}" for name, hook, _ in CARD_CASES],
 )
-def test_scenario_checklist_gives_the_expected_status_per_check(
-    frozen_answer, name, hook, expected
-):
+def test_scenario_returns_expected_cards(frozen_answer, name, hook, expected):
     """The clinical table is written against the checklist: each check the row names is not met
     or unknown with the row's indicator, every other check is met, not applicable or pending
     with no indicator, and the summary card carries the row's eligibility-summary indicator."""
