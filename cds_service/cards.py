@@ -23,6 +23,7 @@ from .domain.checklist import (
     ChecklistStatus,
     card_group,
     checklist_indicator,
+    checklist_severity,
     checklist_status,
 )
 from .domain.evaluate import Checked
@@ -428,7 +429,7 @@ def grouped_card(
     card: dict[str, Any] = {
         "uuid": card_uuid(hook_instance, group.value),
         "summary": fit_summary(summary),
-        "indicator": max(f.severity for f in findings).indicator,
+        "indicator": max(checklist_severity(f) or Severity.WARNING for f in findings).indicator,
         "detail": "\n".join(lines),
         "source": {
             "label": SOURCE_LABELS[rules[0].source],

@@ -198,6 +198,11 @@ def test_every_grouped_card_offers_known_override_reasons():
             CardGroup.REVIEW,
             "warning",
         ),
+        (
+            Finding("indication", Status.UNKNOWN, Severity.INFO, reason="a-new-reason"),
+            CardGroup.REVIEW,
+            "warning",
+        ),
     ],
     ids=[
         "a missing test goes to the work-up card",
@@ -206,6 +211,7 @@ def test_every_grouped_card_offers_known_override_reasons():
         "a missing premedication goes to the infusion-day card",
         "a man's pregnancy check gets no card",
         "an undeclared reason is still shown, on the review card",
+        "unknown evidence is never a mere item to confirm",
     ],
 )
 def test_each_finding_goes_to_its_declared_card(finding, group, indicator):

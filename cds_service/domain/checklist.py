@@ -110,19 +110,31 @@ def checklist_status(finding: Finding) -> ChecklistStatus:
     return declared or _PLAIN_STATUS[finding.status]
 
 
+def checklist_severity(finding: Finding) -> Severity | None:
+    """The severity of a check that is not met or unknown (None for met, pending, n/a). Evidence
+    that is missing or unreadable is never a mere item to confirm: unknown is at least a
+    warning."""
+    status = checklist_status(finding)
+    if status is ChecklistStatus.UNKNOWN:
+        return max(finding.severity, Severity.WARNING)
+    if status is ChecklistStatus.NOT_MET:
+        return finding.severity
+    return None
+
+
 def checklist_indicator(finding: Finding) -> str | None:
     """The indicator of a check that is not met or unknown; None for met, pending, n/a."""
-    if checklist_status(finding) in (ChecklistStatus.NOT_MET, ChecklistStatus.UNKNOWN):
-        return finding.severity.indicator
-    return None
+    severity = checklist_severity(finding)
+    return None if severity is None else severity.indicator
 
 
 def card_group(finding: Finding) -> CardGroup | None:
     """The card that shows the finding; None when it needs no card (met, not applicable,
     pending, or an INFO item that the checklist alone lists)."""
-    if checklist_indicator(finding) is None or finding.severity is Severity.INFO:
+    severity = checklist_severity(finding)
+    if severity is None or severity is Severity.INFO:
         return None
-    if finding.severity is Severity.CRITICAL:
+    if severity is Severity.CRITICAL:
         return CardGroup.OWN
     table = GROUP_BY_REASON
     return (
