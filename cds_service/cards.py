@@ -348,13 +348,11 @@ def _detail(rule: Rule, finding: Finding, policy: Policy) -> str:
     lines = list(finding.explanation)
     if finding.evidence:
         lines.append("")
-        lines.append("**Evidence**")
+        lines.append(card_words("heading")["evidence"])
         lines.extend(f"- {e.text}" for e in finding.evidence)
     if finding.unreadable:
         lines.append("")
-        lines.append(
-            "**Unreadable evidence** (could not be read, so it cannot count as an all-clear)"
-        )
+        lines.append(card_words("heading")["unreadable"])
         lines.extend(f"- {u}" for u in finding.unreadable)
     lines.append("")
     lines.append(_citation(rule, policy))
@@ -532,7 +530,7 @@ def summary_card(
     lines = [
         words["planned_start"].format(t0=order.t0.isoformat(), t0_source=order.t0_source),
         "",
-        "| Check | Status | Finding |",
+        card_words("heading")["checklist"],
         "|---|---|---|",
     ]
     ranked = sorted(
@@ -553,7 +551,7 @@ def summary_card(
         "",
         card_words("citation")["summary"].format(sources=policy.sources["label"].title),
         "",
-        "**Evidence**",
+        card_words("heading")["evidence"],
         "- "
         + words["order"].format(reference=order.order.reference, matched_by=order.order.matched_by),
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from cds_service.cards import GROUP_OVERRIDE_REASONS, _override_displays, wordin
 from cds_service.domain import evaluate as evaluate_module
 from cds_service.domain.checklist import (
     ANY,
+    CARD_CONTRACT_VERSION,
     GROUP_BY_REASON,
     STATUS_BY_REASON,
     CardGroup,
@@ -217,3 +219,17 @@ def test_every_grouped_card_offers_known_override_reasons():
 def test_each_finding_goes_to_its_declared_card(finding, group, indicator):
     assert card_group(finding) is group
     assert checklist_indicator(finding) == indicator
+
+
+def test_discovery_readme_and_changelog_name_the_card_contract_version(client):
+    """Each service says at discovery which card contract it answers with, and the README and
+    CHANGELOG.md name the same version."""
+    root = Path(__file__).resolve().parents[1]
+    services = client.get("/cds-services").get_json()["services"]
+    versions = {
+        s["extension"]["org.example.cds-service.card-contract"]["version"] for s in services
+    }
+    assert versions == {CARD_CONTRACT_VERSION}
+    assert f"Card contract **version {CARD_CONTRACT_VERSION}**" in (root / "README.md").read_text()
+    changelog = (root / "CHANGELOG.md").read_text()
+    assert f"## Card contract {CARD_CONTRACT_VERSION}:" in changelog
