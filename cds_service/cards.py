@@ -418,8 +418,12 @@ def grouped_card(
     findings = [finding for _, finding in members]
     words = card_words(group.value)
     names = ", ".join(_short_name(rule, policy) for rule in rules)
+    orders = len({s.key for f in findings for s in f.suggestions})
     summary = counted(
-        group.value, "summary", len(members), {"names": names, "first": findings[0].headline}
+        group.value,
+        "summary",
+        len(members),
+        {"names": names, "first": findings[0].headline, "tests": orders},
     )
     lines = [words["intro"], ""]
     lines.extend(_item_line(finding) for finding in findings)
