@@ -83,7 +83,7 @@ EXPECTED_CARDS = {
     "rx-sign": [
         "Work-up before starting Lemtrada: order VZV IgG",
         REVIEW_DOSE,
-        "2 infusion-day orders missing: premedication, herpes prophylaxis",
+        "2 infusion-day orders to complete: premedication, herpes prophylaxis",
         f"Lemtrada eligibility: 4 of {CHECKS['order-sign']} checks need attention before the "
         "start on 2026-12-07",
     ],
@@ -288,7 +288,7 @@ def walk_through(page: Any, journey: Journey, screenshots: Path) -> None:
         page,
         journey,
         "lemtrada-order-sign",
-        "infusion-day orders missing",
+        "infusion-day orders to complete",
         "Patient has indication/order for intended action",
     )
     journey.screens["rx-sign"] = screen
