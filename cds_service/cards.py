@@ -17,10 +17,17 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .domain import orderables
+from .domain.checklist import (
+    GROUPED,
+    CardGroup,
+    card_group,
+    checklist_indicator,
+    checklist_severity,
+    checklist_status,
+)
 from .domain.evaluate import Checked
 from .domain.fhirdata import LOINC
-from .domain.findings import Evidence, Finding, Severity, Status, Suggestion
+from .domain.findings import Evidence, Finding, Severity, Suggestion
 from .domain.orders import OrderContext
 from .domain.policy import Policy
 from .domain.rules import Rule
@@ -66,13 +73,18 @@ class Wording:
     explanation: tuple[str, ...] = ()
     short_headline: str = ""
     """Said instead of `headline` when that would not fit a card summary (139 characters)."""
+    count: str = ""
+    """The fact whose value 0 or 1 picks headline_zero / headline_one (correct plurals)."""
+    by_count: tuple[tuple[int, str], ...] = ()
 
 
 ANY_TOPIC = "any"
 EVIDENCE = "evidence"
 SUGGESTION = "suggestion"
-PARTS = (EVIDENCE, SUGGESTION)
-"""Top-level tables of wording.toml that are not topics: evidence lines and suggested orders."""
+CARD = "card"
+PARTS = (EVIDENCE, SUGGESTION, CARD)
+"""Top-level tables of wording.toml that are not topics: evidence lines, suggested orders and the
+sentences of the grouped cards and the summary."""
 ORDER_LABEL = "Order {display}"
 
 
@@ -87,7 +99,15 @@ def wording_table() -> dict[tuple[str, str], Wording]:
     """wording.toml's findings as {(topic or 'any', reason): Wording}, read once."""
     return {
         (topic, reason): Wording(
-            entry["headline"], tuple(entry.get("explanation", ())), entry.get("short_headline", "")
+            entry["headline"],
+            tuple(entry.get("explanation", ())),
+            entry.get("short_headline", ""),
+            entry.get("count", ""),
+            tuple(
+                (n, entry[key])
+                for n, key in ((0, "headline_zero"), (1, "headline_one"))
+                if key in entry
+            ),
         )
         for topic, reasons in _wording_doc().items()
         if topic not in PARTS
@@ -101,6 +121,19 @@ def wording_parts() -> dict[str, dict[str, Any]]:
     (display, label, reason, dosage templates), read once."""
     doc = _wording_doc()
     return {part: dict(doc.get(part, {})) for part in PARTS}
+
+
+def card_words(card: str) -> dict[str, str]:
+    """wording.toml's [card.<card>] sentences."""
+    return dict(wording_parts()[CARD][card])
+
+
+def counted(card: str, key: str, count: int, values: Mapping[str, Any]) -> str:
+    """The sentence `key`_one or `key`_other of [card.<card>], as the count asks."""
+    words = card_words(card)
+    return words[f"{key}_one" if count == 1 else f"{key}_other"].format_map(
+        {**values, "count": count}
+    )
 
 
 def _filled(facts: Mapping[str, Any], numbers: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,7 +200,12 @@ def worded(finding: Finding, policy: Policy) -> Finding:
     # {first_evidence}: a headline that names the first problem its evidence lists.
     first = finding.evidence[0].text if finding.evidence else ""
     values = {**numbers, "first_evidence": first, **_filled(finding.facts, numbers)}
-    headline = entry.headline.format_map(values)
+    headline = (
+        dict(entry.by_count).get(values.get(entry.count, -1), entry.headline)
+        if entry.count
+        else entry.headline
+    )
+    headline = headline.format_map(values)
     if entry.short_headline and len(headline) > MAX_SUMMARY:
         headline = entry.short_headline.format_map(values)
     return dataclasses.replace(
@@ -198,6 +236,17 @@ def _topic_coding(topic: str, display: str) -> dict[str, str]:
     return {"system": TOPIC_SYSTEM, "code": topic, "display": display}
 
 
+def suggestion_checks(checked: list[Checked], hook_instance: str) -> tuple[tuple[str, str], ...]:
+    """(suggestion uuid, check topic) of every suggestion a grouped card offers: the issued-card
+    audit keeps them, so feedback on the suggestion taken is counted per check."""
+    return tuple(
+        (card_uuid(hook_instance, finding.topic, suggestion.key), finding.topic)
+        for _, finding in checked
+        if card_group(finding) in GROUPED
+        for suggestion in finding.suggestions
+    )
+
+
 def card_topic(card: Mapping[str, Any]) -> str:
     """The topic code a card carries in source.topic (audit, metrics and logs read it back)."""
     return str(((card.get("source") or {}).get("topic") or {}).get("code") or "(no topic)")
@@ -220,23 +269,21 @@ def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, An
     }
     subject = {"reference": f"Patient/{patient_id}"}
     if suggestion.kind == "lab":
-        resource: dict[str, Any] = {
+        # Kept small (a work-up card may carry 15 of them): the LOINC code names the test and
+        # the card says why; the reason goes in the action's description.
+        return {
             "resourceType": "ServiceRequest",
             "status": "draft",
             "intent": "order",
-            "category": [{"coding": [orderables.coding("laboratory")]}],
-            "code": {"coding": [coding], "text": suggestion.display},
+            "code": {"coding": [coding]},
             "subject": subject,
         }
-        if suggestion.details.get("reason"):
-            resource["reasonCode"] = [{"text": suggestion.details["reason"]}]
-        return resource
     details = suggestion.details
-    resource = {
+    resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "status": "draft",
         "intent": "order",
-        "medicationCodeableConcept": {"coding": [coding], "text": suggestion.display},
+        "medicationCodeableConcept": {"coding": [coding]},
         "subject": subject,
         "dosageInstruction": [details["dosage"]] if "dosage" in details else [],
     }
@@ -257,7 +304,7 @@ def _suggestions(finding: Finding, hook_instance: str, patient_id: str) -> list[
                 "actions": [
                     {
                         "type": "create",
-                        "description": f"{suggestion.label} ({suggestion.code[1]})"
+                        "description": str(suggestion.details.get("reason") or suggestion.label)
                         if suggestion.code[0] == LOINC
                         else suggestion.label,
                         "resource": suggestion_resource(suggestion, patient_id),
@@ -268,31 +315,53 @@ def _suggestions(finding: Finding, hook_instance: str, patient_id: str) -> list[
     return out
 
 
+def _citation(rule: Rule, policy: Policy) -> str:
+    """One short citation line: the document and the section, never the policy numbers."""
+    source = policy.sources[rule.source]
+    return card_words("citation")["own"].format(source=source.title, citation=rule.citation)
+
+
+def _links(rules: list[Rule], policy: Policy) -> list[dict[str, str]]:
+    """A link (type absolute) to each document the card cites, once per address."""
+    labels = card_words("link")
+    links: dict[str, dict[str, str]] = {}
+    for rule in rules:
+        url = policy.sources[rule.source].url
+        links.setdefault(url, {"label": labels[rule.source], "url": url, "type": "absolute"})
+    return list(links.values())
+
+
+def _sources_named(rules: list[Rule], policy: Policy) -> str:
+    titles: dict[str, None] = {}
+    for rule in rules:
+        titles.setdefault(policy.sources[rule.source].title, None)
+    return "; ".join(titles)
+
+
+def _override_reasons(codes: tuple[str, ...]) -> list[dict[str, str]]:
+    displays = _override_displays()
+    return [{"system": NON_ADHERENCE, "code": code, "display": displays[code]} for code in codes]
+
+
 def _detail(rule: Rule, finding: Finding, policy: Policy) -> str:
     lines = list(finding.explanation)
     if finding.evidence:
         lines.append("")
-        lines.append("**Evidence**")
+        lines.append(card_words("heading")["evidence"])
         lines.extend(f"- {e.text}" for e in finding.evidence)
     if finding.unreadable:
         lines.append("")
-        lines.append(
-            "**Unreadable evidence** (could not be read, so it cannot count as an all-clear)"
-        )
+        lines.append(card_words("heading")["unreadable"])
         lines.extend(f"- {u}" for u in finding.unreadable)
     lines.append("")
-    source = policy.sources[rule.source]
-    lines.append(f"Source: {source.title}, {rule.citation}.")
-    for key in rule.policy_keys:
-        number = policy.numbers[key]
-        lines.append(f"Policy: {number.value} {number.unit} ({number.citation}).")
+    lines.append(_citation(rule, policy))
     return "\n".join(lines).strip()
 
 
 def finding_card(
     rule: Rule, finding: Finding, hook_instance: str, patient_id: str, policy: Policy
 ) -> dict[str, Any]:
-    """The card for one unsatisfied check."""
+    """The card of one critical check: a hard stop stands alone."""
     card: dict[str, Any] = {
         "uuid": card_uuid(hook_instance, finding.topic),
         "summary": fit_summary(finding.headline),
@@ -304,15 +373,139 @@ def finding_card(
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "any"
-    reasons = rule.override_reasons
-    displays = _override_displays()
-    card["overrideReasons"] = [
-        {"system": NON_ADHERENCE, "code": code, "display": displays[code]} for code in reasons
-    ]
+    card["overrideReasons"] = _override_reasons(rule.override_reasons)
+    card["links"] = _links([rule], policy)
     return card
 
 
-STATUS_MARK = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "unknown"}
+GROUP_OVERRIDE_REASONS: dict[CardGroup, tuple[str, ...]] = {
+    CardGroup.WORKUP: ("action-completed", "need-more-info", "indication-order-exists"),
+    CardGroup.REVIEW: ("risk-benefit-ratio", "recipient-disagrees-evidence", "expert-contradicts"),
+    CardGroup.INFUSION_DAY: (
+        "indication-order-exists",
+        "patient-contraindication",
+        "policy-contradicts",
+    ),
+}
+"""The override reasons each grouped card offers (CDS Hooks non-adherence reason codes)."""
+
+
+def _short_name(rule: Rule, policy: Policy) -> str:
+    return card_words("short-name").get(rule.topic) or rule.titled(policy)
+
+
+def _item_line(finding: Finding) -> str:
+    """One line of a grouped card: the finding, then its evidence."""
+    line = f"- {finding.headline}"
+    evidence = "; ".join(e.text for e in finding.evidence)
+    if evidence:
+        line += f" ({evidence})"
+    if finding.unreadable:
+        line += "; " + counted("item", "unreadable", len(finding.unreadable), {})
+    return line
+
+
+def grouped_card(
+    group: CardGroup,
+    members: list[Checked],
+    hook_instance: str,
+    patient_id: str,
+    policy: Policy,
+) -> dict[str, Any]:
+    """One card for the problems of a group: a line per check and a suggestion per order."""
+    rules = [rule for rule, _ in members]
+    findings = [finding for _, finding in members]
+    words = card_words(group.value)
+    names = ", ".join(_short_name(rule, policy) for rule in rules)
+    orders = len({s.key for f in findings for s in f.suggestions})
+    summary = counted(
+        group.value,
+        "summary",
+        len(members),
+        {"names": names, "first": findings[0].headline, "tests": orders},
+    )
+    lines = [words["intro"], ""]
+    lines.extend(_item_line(finding) for finding in findings)
+    lines += ["", card_words("citation")["grouped"].format(sources=_sources_named(rules, policy))]
+    card: dict[str, Any] = {
+        "uuid": card_uuid(hook_instance, group.value),
+        "summary": fit_summary(summary),
+        "indicator": max(checklist_severity(f) or Severity.WARNING for f in findings).indicator,
+        "detail": "\n".join(lines),
+        "source": {
+            "label": SOURCE_LABELS[rules[0].source],
+            "url": policy.sources[rules[0].source].url,
+            "topic": _topic_coding(group.value, words["title"]),
+        },
+    }
+    suggestions: dict[str, dict[str, Any]] = {}
+    for finding in findings:
+        for suggestion in _suggestions(finding, hook_instance, patient_id):
+            suggestions.setdefault(suggestion["uuid"], {**suggestion, "isRecommended": True})
+    if suggestions:
+        card["suggestions"] = list(suggestions.values())
+        card["selectionBehavior"] = "any"
+    card["overrideReasons"] = _override_reasons(GROUP_OVERRIDE_REASONS[group])
+    card["links"] = _links(rules, policy)
+    return card
+
+
+CHECKLIST_EXTENSION = "org.example.cds-service.checklist"
+CHECKLIST_VERSION = 1
+
+
+def _evidence_items(evidence: tuple[Evidence, ...]) -> list[dict[str, str]]:
+    """The resource references and codes an evidence list names (parts included), once each."""
+    out: list[dict[str, str]] = []
+    for item in evidence:
+        facts = item.facts
+        entry: dict[str, str] = {}
+        if isinstance(facts.get("reference"), str) and facts["reference"]:
+            entry["reference"] = str(facts["reference"])
+        code, system = facts.get("code"), facts.get("system")
+        if isinstance(code, (str, int)) and str(code):
+            entry["code"] = str(code)
+            if isinstance(system, str) and system:
+                entry["system"] = system
+        if entry and entry not in out:
+            out.append(entry)
+        for value in facts.values():
+            if isinstance(value, tuple):
+                out.extend(e for e in _evidence_items(value) if e not in out)
+    return out
+
+
+def checklist(checked: list[Checked]) -> dict[str, Any]:
+    """The machine-readable checklist: one object per check run for this hook, in rule order."""
+    checks = []
+    for _, finding in checked:
+        item: dict[str, Any] = {
+            "topic": finding.topic,
+            "status": checklist_status(finding).value,
+        }
+        indicator = checklist_indicator(finding)
+        if indicator is not None:
+            item["indicator"] = indicator
+        item["summary"] = fit_summary(finding.headline)
+        evidence = _evidence_items(finding.evidence)
+        evidence += [
+            {"reference": u.reference}
+            for u in finding.unreadable
+            if u.reference and {"reference": u.reference} not in evidence
+        ]
+        if evidence:
+            item["evidence"] = evidence
+        checks.append(item)
+    return {"version": CHECKLIST_VERSION, "checks": checks}
+
+
+def checklist_of(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The checklist extension of a response's summary card (None when there are no cards)."""
+    for card in cards:
+        if card_topic(card) == SUMMARY_TOPIC:
+            value: dict[str, Any] = card["extension"][CHECKLIST_EXTENSION]
+            return value
+    return None
 
 
 def summary_card(
@@ -321,46 +514,57 @@ def summary_card(
     hook_instance: str,
     policy: Policy,
     reminders: tuple[str, ...] = (),
+    worst: Severity = Severity.INFO,
 ) -> dict[str, Any]:
-    """The pharmacist's checklist: every check with its status and evidence."""
-    findings = [finding for _, finding in checked]
-    shown = [f for f in findings if f.shown]
-    worst = max((f.severity for f in shown), default=Severity.INFO)
-    counts = {
-        s: sum(1 for f in shown if f.severity is s) for s in (Severity.CRITICAL, Severity.WARNING)
-    }
-    to_confirm = sum(1 for f in findings if f.to_confirm)
-    if not shown and to_confirm:
-        summary = (
-            f"Lemtrada eligibility: no problem found in {len(findings)} checks for a start on "
-            f"{order.t0}; {to_confirm} item(s) to confirm in the checklist"
-        )
-    elif not shown:
-        summary = f"Lemtrada eligibility: all {len(findings)} checks met for a start on {order.t0}"
+    """The pharmacist's checklist: problems first and marked, then the rest; one line each.
+    `worst` is the worst indicator of the other cards sent, which the summary carries."""
+    words = card_words(SUMMARY_TOPIC)
+    marks = card_words("checklist-status")
+    statuses = [checklist_status(finding) for _, finding in checked]
+    problems = sum(1 for _, finding in checked if finding.shown)
+    to_confirm = sum(1 for _, finding in checked if finding.to_confirm)
+    values = {"total": len(checked), "t0": order.t0.isoformat()}
+    if problems:
+        summary = counted(SUMMARY_TOPIC, "summary_problems", problems, values)
+    elif to_confirm:  # info items (no card of their own): nothing wrong, something to look at
+        summary = counted(SUMMARY_TOPIC, "summary_to_confirm", to_confirm, values)
     else:
-        parts = [f"{n} {s.indicator}" for s, n in counts.items() if n]
-        summary = (
-            f"Lemtrada eligibility: {', '.join(parts)} of {len(findings)} checks; see checklist"
-        )
+        summary = words["summary_met"].format_map(values)
     lines = [
-        f"Order {order.order.reference} recognised as Lemtrada by {order.order.matched_by}; "
-        f"planned start (T0) {order.t0} from {order.t0_source}.",
+        words["planned_start"].format(t0=order.t0.isoformat(), t0_source=order.t0_source),
         "",
-        "| Check | Status | Evidence |",
+        card_words("heading")["checklist"],
         "|---|---|---|",
     ]
-    for rule, finding in checked:
-        title = rule.titled(policy)
-        evidence = "; ".join(e.text for e in finding.evidence) or finding.headline
-        if finding.unreadable:
-            evidence += "; unreadable: " + "; ".join(str(u) for u in finding.unreadable)
-        lines.append(
-            f"| {_md(title)} (`{finding.topic}`) | {STATUS_MARK[finding.status]} | "
-            f"{_md(evidence)} |"
-        )
+    ranked = sorted(
+        zip(checked, statuses, strict=True),
+        key=lambda pair: (
+            not pair[0][1].shown,
+            not pair[0][1].to_confirm,
+            -pair[0][1].severity,
+        ),
+    )  # stable: rule order within each rank: problems, then items to confirm, then the rest
+    for (rule, finding), status in ranked:
+        title = _md(rule.titled(policy))
+        mark = marks[status.value]
+        if finding.shown:  # what was found is said for problems; the rest is in the extension
+            title, said = f"**{title}**", _md(finding.headline)
+        elif finding.to_confirm:
+            mark, said = marks["to-confirm"], _md(finding.headline)
+        else:
+            said = ""
+        lines.append(f"| {title} | {mark} | {said} |")
     if reminders:
         lines.append("")
         lines.extend(reminders)
+    lines += [
+        "",
+        card_words("citation")["summary"].format(sources=policy.sources["label"].title),
+        "",
+        card_words("heading")["evidence"],
+        "- "
+        + words["order"].format(reference=order.order.reference, matched_by=order.order.matched_by),
+    ]
     return {
         "uuid": card_uuid(hook_instance, SUMMARY_TOPIC),
         "summary": fit_summary(summary),
@@ -369,8 +573,16 @@ def summary_card(
         "source": {
             "label": SOURCE_LABELS["label"],
             "url": policy.sources["label"].url,
-            "topic": _topic_coding(SUMMARY_TOPIC, "Lemtrada eligibility checklist"),
+            "topic": _topic_coding(SUMMARY_TOPIC, words["title"]),
         },
+        "links": [
+            {
+                "label": card_words("link")["label"],
+                "url": policy.sources["label"].url,
+                "type": "absolute",
+            }
+        ],
+        "extension": {CHECKLIST_EXTENSION: checklist(checked)},
     }
 
 
@@ -382,14 +594,28 @@ def build_cards(
     policy: Policy,
     reminders: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """One card per unsatisfied check, most urgent first, then the summary; nothing else."""
+    """The card set of one alemtuzumab course: a card per critical check, then the work-up,
+    review and infusion-day cards (each only when it has something to say), the summary placed
+    after the cards of its own severity. Where each finding goes is declared in
+    domain/checklist.py, not decided here."""
     checked = [(rule, worded(finding, policy)) for rule, finding in checked]
-    ranked = sorted(
-        (pair for pair in checked if pair[1].shown), key=lambda pair: -pair[1].severity
-    )  # stable: rule-table order within a severity
-    cards = [finding_card(rule, f, hook_instance, patient_id, policy) for rule, f in ranked]
-    summary = summary_card(checked, order, hook_instance, policy, reminders)
-    # The summary goes after the specific cards of its own severity, before milder ones.
-    position = sum(1 for _, f in ranked if f.severity >= Severity[summary["indicator"].upper()])
+    own: list[dict[str, Any]] = []
+    groups: dict[CardGroup, list[Checked]] = {group: [] for group in GROUPED}
+    for rule, finding in checked:
+        group = card_group(finding)
+        if group is CardGroup.OWN:
+            own.append(finding_card(rule, finding, hook_instance, patient_id, policy))
+        elif group is not None:
+            groups[group].append((rule, finding))
+    cards = own + [
+        grouped_card(group, members, hook_instance, patient_id, policy)
+        for group, members in groups.items()
+        if members
+    ]
+    cards.sort(key=lambda card: -Severity[card["indicator"].upper()])  # stable
+    worst = max((Severity[c["indicator"].upper()] for c in cards), default=Severity.INFO)
+    summary = summary_card(checked, order, hook_instance, policy, reminders, worst)
+    # The summary goes after the cards of its own severity, before milder ones.
+    position = sum(1 for c in cards if Severity[c["indicator"].upper()] >= worst)
     cards.insert(position, summary)
     return cards

@@ -139,9 +139,8 @@ def _write_stdout(text: str) -> bool:
 def _check(args: argparse.Namespace) -> int:
     import shutil
 
-    from .cards import worded
+    from .cards import checklist_of
     from .check_report import critical, render_check
-    from .domain.policy import load_policy
     from .engine import answer
     from .hook_request import parse_json, read_hook_request
     from .services import SERVICES
@@ -176,23 +175,12 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     status = 2 if critical(result) else 0
     if args.json:
-        policy = load_policy()
         text = (
             orjson.dumps(
                 {
                     "service": service.id,
                     "plannedStart": result.order.t0.isoformat() if result.order else None,
-                    "checks": [
-                        {
-                            "topic": f.topic,
-                            "status": f.status.value,
-                            "indicator": f.severity.indicator if f.shown else None,
-                            "summary": worded(f, policy).headline,
-                            "evidence": [e.text for e in worded(f, policy).evidence],
-                            "unreadable": [str(u) for u in f.unreadable],
-                        }
-                        for f in result.findings
-                    ],
+                    "checklist": checklist_of(result.body["cards"]),
                     "cards": result.body["cards"],
                 },
                 option=orjson.OPT_INDENT_2,
@@ -208,7 +196,7 @@ def _feedback_report(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from .config import Settings
-    from .feedback import feedback_report, format_report
+    from .feedback import check_report, feedback_report, format_report
     from .storage import Database, database_name
 
     url = args.database_url or Settings.from_env().database_url
@@ -216,6 +204,7 @@ def _feedback_report(args: argparse.Namespace) -> int:
     database = Database(url)
     try:
         reports = feedback_report(database)
+        checks = check_report(database)
     except (SQLAlchemyError, OSError) as exc:
         print(f"error: cannot read the database: {type(exc).__name__}", file=sys.stderr)
         return 1
@@ -224,12 +213,16 @@ def _feedback_report(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(
             orjson.dumps(
-                {"topics": [r.as_json() for r in reports]}, option=orjson.OPT_INDENT_2
+                {
+                    "topics": [r.as_json() for r in reports],
+                    "checks": [c.as_json() for c in checks],
+                },
+                option=orjson.OPT_INDENT_2,
             ).decode()
             + "\n"
         )
     else:
-        sys.stdout.write(format_report(reports))
+        sys.stdout.write(format_report(reports, checks))
     return 0
 
 

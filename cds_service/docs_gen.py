@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .domain import result_grammar
+from .domain.checklist import CARD_CONTRACT_VERSION, GROUP_BY_REASON, STATUS_BY_REASON, CardGroup
 from .domain.policy import Policy, load_policy
 from .domain.rules import RULES, Rule
 from .domain.terminology import RESULT_ROLE_EXT, all_value_sets
@@ -38,6 +39,38 @@ def _numbers(rule: Rule, policy: Policy) -> str:
     return "; ".join(parts) or "none"
 
 
+def _cards_section() -> list[str]:
+    """Where each finding goes, from the declarations of cds_service/domain/checklist.py."""
+    lines = [
+        "",
+        "## Cards",
+        "",
+        "A critical finding always has its own card. Any other finding that is not met or "
+        "unknown (and not an `info` item to confirm, which only the checklist lists) goes to "
+        "the grouped card declared here (`any` matches every topic or reason); an undeclared "
+        f"one goes to `{CardGroup.REVIEW.value}`.",
+        "",
+        "| Topic | Reason | Card |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| `{topic}` | `{reason}` | `{group.value}` |"
+        for (topic, reason), group in GROUP_BY_REASON.items()
+    ]
+    lines += [
+        "",
+        "Checklist statuses other than the plain reading of the finding (met, not-met, unknown):",
+        "",
+        "| Topic | Reason | Checklist status |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| `{topic}` | `{reason}` | `{status.value}` |"
+        for (topic, reason), status in STATUS_BY_REASON.items()
+    ]
+    return lines
+
+
 def _hooks(rule: Rule) -> str:
     return ", ".join(hook for hook in HOOK_ORDER if hook in rule.hooks)
 
@@ -54,11 +87,13 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         "",
         "Every check the service runs for an alemtuzumab (Lemtrada) order, in rule-table order. "
         "T0 is the planned first infusion of the ordered course. A check that cannot read its "
-        "evidence answers `unknown` (a warning card), never an all-clear. Each unsatisfied check "
-        "gets one card whose `source.topic.code` is the topic below; every order also gets the "
-        "`eligibility-summary` card, which lists every check and carries the reminders that "
-        "cannot be checked from FHIR (REMS certification and enrollment, infusion setting and "
-        "observation, the 48-month monitoring plan).",
+        "evidence answers `unknown` (a warning), never an all-clear. Card contract "
+        f"{CARD_CONTRACT_VERSION}: a critical check gets its own card whose `source.topic.code` "
+        "is the topic below; every other unsatisfied check is a line on a grouped card (see "
+        "*Cards* below); every course also gets the `eligibility-summary` card, which lists "
+        "every check (as markdown and as the `org.example.cds-service.checklist` extension) and "
+        "carries the reminders that cannot be checked from FHIR (REMS certification and "
+        "enrollment, infusion setting and observation, the 48-month monitoring plan).",
         "",
         "## Checks",
         "",
@@ -103,6 +138,7 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
             f"| `{key}` | {number.value} | {_cell(number.unit)} | {number.source} | "
             f"{_cell(number.citation)} |"
         )
+    lines += _cards_section()
     lines += ["", "## Sources", "", "| Key | Title | URL |", "|---|---|---|"]
     for key in sorted(policy.sources):
         src = policy.sources[key]
@@ -159,8 +195,9 @@ def render_topic_table() -> str:
             f"| `{rule.topic}` | {_cell(rule.titled(policy))} | {rule.indicator} | {hooks} |"
         )
     lines.append(
-        f"| `{SUMMARY_TOPIC}` | the checklist of every check, with REMS / "
-        "infusion-setting / 48-month monitoring reminders | worst of the others "
+        f"| `{SUMMARY_TOPIC}` | the checklist of every check (also as the checklist "
+        "extension), with REMS / infusion-setting / 48-month monitoring reminders | worst of "
+        "the others "
         "(`info` when none) | both |"
     )
     return "\n".join(lines) + "\n"

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .cards import build_cards, card_topic
+from .cards import build_cards, card_topic, suggestion_checks
 from .domain.evaluate import evaluate
 from .domain.findings import Finding
 from .domain.orders import (
     OrderContext,
     OrderScan,
     UnreadableOrder,
+    course_start,
     draft_resources,
-    planned_start,
     scan_orders,
 )
 from .domain.policy import load_policy
@@ -46,6 +46,8 @@ class Answer:
     topics: tuple[tuple[str, str], ...] = ()
     """(topic, indicator) of each card, in card order: what logs and metrics count, so they
     need not read cards themselves."""
+    suggestion_checks: tuple[tuple[str, str], ...] = ()
+    """(suggestion uuid, check topic) of the grouped cards' suggestions, for the audit."""
 
 
 def answer(
@@ -103,7 +105,7 @@ def answer(
     record = PatientRecord.build(request.patient_id, data.values, data.no_data)
     if terminology is not None:
         record.extra_members = terminology(record, started)
-    t0, t0_source = planned_start(order.request, today)
+    order, t0, t0_source = course_start(found.course or (order,), today)
     context = OrderContext(
         hook=request.hook,
         order=order,
@@ -118,7 +120,16 @@ def answer(
         checked, context, request.hook_instance, request.patient_id, policy, reminders=reminders
     )
     topics = tuple((card_topic(card), str(card.get("indicator", ""))) for card in cards)
-    return Answer({"cards": cards}, findings, context, data.origin, record, reminders, topics)
+    return Answer(
+        {"cards": cards},
+        findings,
+        context,
+        data.origin,
+        record,
+        reminders,
+        topics,
+        suggestion_checks(checked, request.hook_instance),
+    )
 
 
 def scan(request: HookRequest) -> OrderScan:

@@ -14,7 +14,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -308,10 +308,15 @@ def accept_feedback(
 
 
 def audit_rows(
-    service_id: str, hook_instance: str, cards: list[dict[str, Any]], now: datetime
+    service_id: str,
+    hook_instance: str,
+    cards: list[dict[str, Any]],
+    now: datetime,
+    suggestion_checks: Iterable[tuple[str, str]] = (),
 ) -> list[dict[str, Any]]:
     """Audit rows for issued cards: uuid, service, topic, indicator, hookInstance, time; no patient
-    data."""
+    data. Each grouped card's suggestion (`suggestion_checks`: uuid, check) gets a row too
+    (indicator SUGGESTION_ROW, topic = the check), so the suggestion taken is counted per check."""
     rows = []
     for card in cards:
         uuid = card.get("uuid")
@@ -328,7 +333,22 @@ def audit_rows(
                 "issued_at": now,
             }
         )
+    rows += [
+        {
+            "card_uuid": suggestion_uuid.lower(),
+            "service_id": service_id,
+            "topic": check,
+            "indicator": SUGGESTION_ROW,
+            "hook_instance": hook_instance,
+            "issued_at": now,
+        }
+        for suggestion_uuid, check in dict(suggestion_checks).items()
+    ]
     return rows
+
+
+SUGGESTION_ROW = "suggestion"
+"""The indicator column of an audit row that records a suggestion, not a card."""
 
 
 def record_issued_cards(
@@ -337,11 +357,12 @@ def record_issued_cards(
     hook_instance: str,
     cards: list[dict[str, Any]],
     now: datetime,
+    suggestion_checks: Iterable[tuple[str, str]] = (),
 ) -> None:
     """Audit each issued card now (best effort: a database failure is logged, never raised)."""
     if database is None or not cards:
         return
-    _write_audit(database, audit_rows(service_id, hook_instance, cards, now))
+    _write_audit(database, audit_rows(service_id, hook_instance, cards, now, suggestion_checks))
 
 
 def _write_audit(database: Database, rows: list[dict[str, Any]]) -> bool:
@@ -371,11 +392,16 @@ class CardAudit:
         self._lock = threading.Lock()
 
     def submit(
-        self, service_id: str, hook_instance: str, cards: list[dict[str, Any]], now: datetime
+        self,
+        service_id: str,
+        hook_instance: str,
+        cards: list[dict[str, Any]],
+        now: datetime,
+        suggestion_checks: Iterable[tuple[str, str]] = (),
     ) -> None:
         if self.database is None or not cards:
             return
-        rows = audit_rows(service_id, hook_instance, cards, now)
+        rows = audit_rows(service_id, hook_instance, cards, now, suggestion_checks)
         self._ensure_thread()
         try:
             self._queue.put_nowait(rows)
@@ -445,6 +471,49 @@ class TopicReport:
         }
 
 
+@dataclass
+class CheckReport:
+    """Per check, through the suggestions of grouped cards: how many were offered and taken."""
+
+    check: str
+    offered: int = 0
+    taken: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "suggestionsOffered": self.offered,
+            "suggestionsTaken": self.taken,
+        }
+
+
+def check_report(database: Database) -> list[CheckReport]:
+    """Per check: the suggestions grouped cards offered for it and how many accepted feedback
+    took (acceptedSuggestions). Raises SQLAlchemyError/OSError when the database is unavailable."""
+    reports: dict[str, CheckReport] = {}
+    with database.begin() as connection:
+        checks = dict(
+            connection.execute(
+                select(issued_cards.c.card_uuid, issued_cards.c.topic).where(
+                    issued_cards.c.indicator == SUGGESTION_ROW
+                )
+            ).all()
+        )
+        for check in checks.values():
+            reports.setdefault(check, CheckReport(check)).offered += 1
+        taken = connection.execute(
+            select(feedback.c.accepted_suggestions).where(
+                feedback.c.outcome == "accepted", feedback.c.accepted_suggestions.is_not(None)
+            )
+        )
+        for (accepted_json,) in taken:
+            for suggestion in orjson.loads(accepted_json):
+                check = checks.get(suggestion)
+                if check is not None:
+                    reports[check].taken += 1
+    return sorted(reports.values(), key=lambda r: r.check)
+
+
 def feedback_report(database: Database) -> list[TopicReport]:
     """Per topic: cards issued and their feedback; feedback for cards never audited is grouped
     under '(unknown card)'. Raises SQLAlchemyError/OSError when the database is unavailable."""
@@ -454,7 +523,8 @@ def feedback_report(database: Database) -> list[TopicReport]:
         return reports.setdefault(topic, TopicReport(topic))
 
     with database.begin() as connection:
-        for (topic,) in connection.execute(select(issued_cards.c.topic)):
+        cards = select(issued_cards.c.topic).where(issued_cards.c.indicator != SUGGESTION_ROW)
+        for (topic,) in connection.execute(cards):
             report(topic).issued += 1
         rows = connection.execute(
             select(
@@ -481,8 +551,9 @@ def feedback_report(database: Database) -> list[TopicReport]:
     return sorted(reports.values(), key=lambda r: (r.topic == UNKNOWN_CARD, r.topic))
 
 
-def format_report(reports: list[TopicReport]) -> str:
-    """A plain-text table, one row per topic, override reasons listed under their topic."""
+def format_report(reports: list[TopicReport], checks: Sequence[CheckReport] = ()) -> str:
+    """A plain-text table, one row per topic, override reasons listed under their topic; then,
+    per check, the suggestions grouped cards offered and how many were taken."""
     if not reports:
         return "No cards issued and no feedback received yet.\n"
     header = ("topic", "issued", "accepted", "overridden", "comments")
@@ -506,6 +577,10 @@ def format_report(reports: list[TopicReport]) -> str:
         )
         for reason, count in sorted(report.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    override reason {reason}: {count}")
+    if checks:
+        width = max(len("check"), *(len(c.check) for c in checks))
+        lines += ["", f"{'check'.ljust(width)}  offered  taken"]
+        lines += [f"{c.check.ljust(width)}  {c.offered:>7}  {c.taken:>5}" for c in checks]
     return "\n".join(lines) + "\n"
 
 

@@ -74,7 +74,9 @@ def call_service(service_id: str) -> Response:
     cards = result.body["cards"]
     audit = current_app.extensions.get("cds_audit")
     if audit is not None:
-        audit.submit(service.id, hook_request.hook_instance, cards, utc_now())
+        audit.submit(
+            service.id, hook_request.hook_instance, cards, utc_now(), result.suggestion_checks
+        )
     record_hook(service.id, result.topics, result.origin)
     _prune_when_due()
     _log_hook(

@@ -8,6 +8,7 @@ from functools import cache
 from types import MappingProxyType
 from typing import Any
 
+from .domain.checklist import CARD_CONTRACT_VERSION, CONTRACT_EXTENSION
 from .domain.fhirdata import LOINC
 from .domain.rules import RULES
 from .domain.terminology import value_set
@@ -110,6 +111,7 @@ class ServiceDefinition:
             "description": self.description,
             "usageRequirements": self.usage_requirements,
             "prefetch": dict(prefetch_templates()),
+            "extension": {CONTRACT_EXTENSION: {"version": CARD_CONTRACT_VERSION}},
         }
 
 

@@ -504,7 +504,7 @@ CASES = [
         [lab("5403-1", 2.5, "{index}", flag="POS")],
         MET,
         OK,
-        ["5403-1"],
+        ["antibody index: 2.5 index, read as positive"],
         [],
     ),
     (
@@ -514,7 +514,7 @@ CASES = [
         [lab("5403-1", 0.4, "{index}", flag="NEG")],
         NOT_MET,
         W,
-        ["5403-1"],
+        ["antibody index: 0.4 index, read as negative"],
         [],
     ),
 ]

@@ -70,15 +70,19 @@ def test_check_prints_the_checklist_and_exits_2_on_critical(
 
 @pytest.mark.slow
 def test_check_json_lists_every_check_with_status() -> None:
-    """--json gives machines every check's status, indicator and evidence, plus the cards."""
+    """--json gives machines the summary card's checklist extension (every check's status,
+    indicator and evidence), plus the cards."""
     result = run("check", "--json", str(REQUESTS / "hiv_test_positive.json"))
     assert result.returncode == 2
     doc = json.loads(result.stdout)
-    statuses = {c["topic"]: (c["status"], c["indicator"]) for c in doc["checks"]}
-    assert statuses["hiv-screening"] == ("not met", "critical")
-    assert statuses["tb-screening"][0] == "met"
-    hiv = next(c for c in doc["checks"] if c["topic"] == "hiv-screening")
-    assert any("56888-1" in e for e in hiv["evidence"])
+    checks = doc["checklist"]["checks"]
+    statuses = {c["topic"]: (c["status"], c.get("indicator")) for c in checks}
+    assert statuses["hiv-screening"] == ("not-met", "critical")
+    assert statuses["tb-screening"] == ("met", None)
+    summary = next(c for c in doc["cards"] if c["source"]["topic"]["code"] == "eligibility-summary")
+    assert summary["extension"]["org.example.cds-service.checklist"] == doc["checklist"]
+    hiv = next(c for c in checks if c["topic"] == "hiv-screening")
+    assert any(e.get("reference", "").startswith("Observation/") for e in hiv["evidence"])
 
 
 @pytest.mark.slow

@@ -177,7 +177,7 @@ def test_the_accepted_call_gets_its_cards(served: Served) -> None:
     topics = [
         c["source"]["topic"]["code"] for c in served.bodies["minted for the URL called"]["cards"]
     ]
-    assert topics == ["vzv-immunity", "eligibility-summary"]
+    assert topics == ["pretreatment-workup", "eligibility-summary"]
 
 
 def test_the_refusals_are_logged_with_their_reason_and_never_the_token(served: Served) -> None:

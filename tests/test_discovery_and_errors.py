@@ -204,10 +204,14 @@ def test_most_urgent_card_comes_first_and_summary_carries_the_worst(client: Flas
 
 
 def test_unreadable_evidence_is_named_in_the_card(client: FlaskClient) -> None:
-    """An Observation failing R4B validation is named as unreadable, and the check is not met."""
+    """An Observation failing R4B validation is counted as unreadable on the work-up card, named
+    in the checklist extension, and the check is not met."""
     cards = client.post(
         "/cds-services/lemtrada-order-select", json=fixture_request("unreadable_hiv_result")
     ).get_json()["cards"]
-    hiv = next(c for c in cards if c["source"]["topic"]["code"] == "hiv-screening")
-    assert "Unreadable evidence" in hiv["detail"]
-    assert "Observation/" in hiv["detail"]
+    by_topic = {c["source"]["topic"]["code"]: c for c in cards}
+    assert "could not be read" in by_topic["pretreatment-workup"]["detail"]
+    checks = by_topic["eligibility-summary"]["extension"]["org.example.cds-service.checklist"]
+    hiv = next(c for c in checks["checks"] if c["topic"] == "hiv-screening")
+    assert hiv["status"] == "unknown"
+    assert any(e.get("reference", "").startswith("Observation/") for e in hiv["evidence"])

@@ -91,7 +91,7 @@ TODAY = date(2026, 11, 21)
         (
             "authoredOn when no timing",
             {"authoredOn": "2026-11-30"},
-            (date(2026, 11, 30), "authoredOn"),
+            (date(2026, 11, 30), "the date the order was written"),
         ),
         ("today when nothing is given", {}, (TODAY, "today (the order has no start date)")),
     ],

@@ -346,4 +346,7 @@ def test_fhir_server_fault_is_answered_within_the_deadline(stubs: Any, fault: Fh
     assert response.status_code == 200, body
     cards = {c["source"]["topic"]["code"]: c for c in body["cards"]}
     assert cards["eligibility-summary"]["indicator"] != "info"
-    assert {"hiv-screening", "tb-screening", "hcv-screening"} <= set(cards)
+    checks = cards["eligibility-summary"]["extension"]["org.example.cds-service.checklist"]
+    unknown = {c["topic"] for c in checks["checks"] if c["status"] == "unknown"}
+    assert {"hiv-screening", "tb-screening", "hcv-screening"} <= unknown
+    assert "pretreatment-workup" in cards

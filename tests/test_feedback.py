@@ -342,10 +342,10 @@ def run_report(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_feedback_report_counts_per_topic(client: Any, database_url: str) -> None:
     """After two scenarios and their feedback, the report counts issued/accepted/overridden per
-    topic."""
+    card topic, and per check the suggestions offered and taken (the work-up card's TB order)."""
     tb = issue_cards(client, "tb_screening_missing")
     hiv = issue_cards(client, "hiv_test_positive")
-    tb_card = tb["tb-screening"]
+    tb_card = tb["pretreatment-workup"]
     body = {
         "feedback": [
             accepted(tb_card["uuid"], tb_card["suggestions"][0]["uuid"]),
@@ -359,9 +359,13 @@ def test_feedback_report_counts_per_topic(client: Any, database_url: str) -> Non
 
     result = run_report(database_url, "--json")
     assert result.returncode == 0, result.stderr
-    topics = {t["topic"]: t for t in json.loads(result.stdout)["topics"]}
-    assert topics["tb-screening"] == {
-        "topic": "tb-screening",
+    report = json.loads(result.stdout)
+    topics = {t["topic"]: t for t in report["topics"]}
+    assert report["checks"] == [
+        {"check": "tb-screening", "suggestionsOffered": 1, "suggestionsTaken": 1}
+    ]
+    assert topics["pretreatment-workup"] == {
+        "topic": "pretreatment-workup",
         "issued": 1,
         "accepted": 1,
         "overridden": 0,
@@ -398,7 +402,8 @@ def test_feedback_report_counts_per_topic(client: Any, database_url: str) -> Non
     cells = [line.split() for line in table.stdout.splitlines()]
     assert cells[0] == ["topic", "issued", "accepted", "overridden", "comments"]
     assert ["hiv-screening", "1", "0", "2", "1"] in cells
-    assert ["tb-screening", "1", "1", "0", "0"] in cells
+    assert ["pretreatment-workup", "1", "1", "0", "0"] in cells
+    assert ["tb-screening", "1", "1"] in cells
     assert ["(unknown", "card)", "0", "0", "1", "0"] in cells
     assert "override reason MEDPREC (medical precaution): 2" in table.stdout
 

@@ -276,8 +276,20 @@ def observation(rid: str, loinc: str, category: str | None, patient_id: str) -> 
     return resource
 
 
+def checklist(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The summary card's checklist extension, by check (card contract 2.0)."""
+    summary = next(
+        c for c in body["cards"] if c["source"]["topic"]["code"] == "eligibility-summary"
+    )
+    checks = summary["extension"]["org.example.cds-service.checklist"]["checks"]
+    return {check["topic"]: check for check in checks}
+
+
 def topics(body: dict[str, Any]) -> dict[str, str]:
-    return {card["source"]["topic"]["code"]: card["indicator"] for card in body["cards"]}
+    """{check: indicator} of every check not met or unknown (a card or a grouped card's line)."""
+    if not body["cards"]:
+        return {}
+    return {t: c["indicator"] for t, c in checklist(body).items() if "indicator" in c}
 
 
 SKIN_TEST_CASES = [
@@ -304,14 +316,9 @@ def test_skin_test_filed_outside_the_laboratory_arrives_and_is_used(
     assert response.status_code == 200, response.get_data(as_text=True)[:1000]
     body = response.get_json()
     assert "tb-screening" not in topics(body)
-    checklist = next(
-        card["detail"]
-        for card in body["cards"]
-        if card["source"]["topic"]["code"] == "eligibility-summary"
-    )
-    tb_row = next(line for line in checklist.splitlines() if "(`tb-screening`)" in line)
-    assert "read as negative" in tb_row
-    assert "on 2026-11-20 (Observation/tst-read-in-clinic)" in tb_row
+    tb = checklist(body)["tb-screening"]
+    assert tb["status"] == "met" and "negative on 2026-11-20" in tb["summary"]
+    assert {"reference": "Observation/tst-read-in-clinic"} in tb["evidence"]
     by_code = [r.query["code"][0] for r in stub.requests if "code" in r.query]
     assert len(by_code) == 1 and "http://loinc.org|1648-5" in by_code[0].split(",")
 

@@ -178,7 +178,8 @@ class FeedbackStored:
 
 @dataclass(frozen=True)
 class Unreadable:
-    """200; the card of `topic` names `reference` as unreadable and nothing is an all-clear."""
+    """200; the checklist's `topic` is not met or unknown and names `reference` (unreadable), and
+    nothing is an all-clear."""
 
     topic: str
     reference: str
@@ -186,7 +187,7 @@ class Unreadable:
 
 @dataclass(frozen=True)
 class NotAllClear:
-    """200; the card of `topic` is a warning or critical and so is the summary."""
+    """200; the checklist's `topic` is a warning or critical and so is the summary."""
 
     topic: str
 
@@ -790,10 +791,14 @@ def test_hostile_request_gets_a_4xx_outcome_or_safe_cards(
             assert payload == expect.clean
         return
     cards = cards_by_topic(payload)
-    assert cards["eligibility-summary"]["indicator"] != "info", "an all-clear"
-    card = cards.get(expect.topic)
-    assert card is not None, sorted(cards)
-    assert card["indicator"] in ("warning", "critical")
+    summary = cards["eligibility-summary"]
+    assert summary["indicator"] != "info", "an all-clear"
+    assert set(cards) - {"eligibility-summary"}, "no card besides the summary"
+    if expect.topic == "eligibility-summary":  # the summary alone says: not an all-clear
+        return
+    checks = summary["extension"]["org.example.cds-service.checklist"]["checks"]
+    check = next(c for c in checks if c["topic"] == expect.topic)
+    assert check["status"] in ("not-met", "unknown"), check
+    assert check["indicator"] in ("warning", "critical")
     if isinstance(expect, Unreadable):
-        assert "Unreadable evidence" in card["detail"]
-        assert expect.reference in card["detail"]
+        assert {"reference": expect.reference} in check["evidence"], check

@@ -62,11 +62,12 @@ def test_every_label_topic_fires_in_some_scenario():
 
 
 def test_missing_baseline_labs_get_one_lab_order_each(module_client):
-    """The baseline-labs card offers one ServiceRequest per missing test, each with its LOINC."""
+    """The work-up card offers one ServiceRequest per missing baseline test, each with its
+    LOINC."""
     card = next(
         c
         for c in _cards(module_client, "baseline_labs_missing")
-        if c["source"]["topic"]["code"] == "baseline-labs"
+        if c["source"]["topic"]["code"] == "pretreatment-workup"
     )
     codes = [s["actions"][0]["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"]]
     assert codes == [
@@ -86,13 +87,15 @@ def test_missing_baseline_labs_get_one_lab_order_each(module_client):
 
 
 def test_pregnancy_warning_orders_hcg_and_advises_contraception(module_client):
-    """Without a recent negative hCG the card orders one and its summary names the 4 months."""
+    """Without a recent negative hCG the work-up card orders one and its line names the 4
+    months."""
     card = next(
         c
         for c in _cards(module_client, "woman_of_reproductive_age_without_pregnancy_test")
-        if c["source"]["topic"]["code"] == "pregnancy"
+        if c["source"]["topic"]["code"] == "pretreatment-workup"
     )
-    assert "4 months after each course" in card["summary"]
+    assert "pregnancy test" in card["summary"]
+    assert "4 months after each course" in card["detail"]
     resource = card["suggestions"][0]["actions"][0]["resource"]
     assert resource["code"]["coding"][0] == {
         "system": "http://loinc.org",
@@ -106,7 +109,7 @@ def test_label_override_reasons_carry_display(module_client):
     card = next(
         c
         for c in _cards(module_client, "active_graves_disease")
-        if c["source"]["topic"]["code"] == "thyroid-disorder"
+        if c["source"]["topic"]["code"] == "review-before-start"
     )
     assert card["overrideReasons"] and all(r["display"] for r in card["overrideReasons"])
 

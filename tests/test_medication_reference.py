@@ -120,13 +120,13 @@ class Expect:
     read_from_server: bool = False
 
 
-RECOGNISED = re.compile(r"recognised as Lemtrada by [^;]*;")
+RECOGNISED = re.compile(r"recognised by [^\n]*")
 
 
 def verdicts(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The cards with the sentence saying how the order was recognised taken out."""
     return [
-        {**card, "detail": RECOGNISED.sub("recognised;", card["detail"])} for card in body["cards"]
+        {**card, "detail": RECOGNISED.sub("recognised", card["detail"])} for card in body["cards"]
     ]
 
 

@@ -24,8 +24,6 @@ from cds_service.domain.rules import order as order_rules
 from cds_service.domain.rules.course import course_days, dose_mg, route_of
 from cds_service.domain.rules.order import (
     COURSE_INTERVAL,
-    HERPES_PROPHYLAXIS,
-    PREMEDICATION,
     check_course_interval,
 )
 from cds_service.models import validation_problem
@@ -34,8 +32,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
 SUMMARY = "eligibility-summary"
-INTERVAL, DOSE = COURSE_INTERVAL, order_rules.DOSE
-PREMED, HERPES = PREMEDICATION, HERPES_PROPHYLAXIS
+INTERVAL = COURSE_INTERVAL
+REVIEW, INFUSION_DAY = "review-before-start", "infusion-day-orders"
+"""The grouped cards (card contract 2.0) that show the dose and infusion-day findings."""
 # The checks of the order itself: those declared in rules/order.py.
 ORDER_TOPICS = {rule.topic for rule in RULES if rule.check.__module__ == order_rules.__name__}
 
@@ -76,8 +75,8 @@ def test_interval_card_names_the_last_dose_and_the_earliest_allowed_start(client
 def test_five_dose_records_and_a_statement_of_one_course_count_as_one_course(client: Any) -> None:
     """The first course recorded twice (administrations and a statement) makes this course 2,
     3 days."""
-    card = _by_topic(_cards(client, "second_course_ordered_for_five_days"))[DOSE]
-    assert "course 2 is 3 consecutive days" in card["summary"]
+    card = _by_topic(_cards(client, "second_course_ordered_for_five_days"))[REVIEW]
+    assert "course 2 is 3 consecutive days" in card["detail"]
 
 
 def _suggestion_resources(card: dict[str, Any]) -> list[dict[str, Any]]:
@@ -87,7 +86,7 @@ def _suggestion_resources(card: dict[str, Any]) -> list[dict[str, Any]]:
 def test_premedication_suggestion_is_methylprednisolone_1_g_iv_on_days_1_to_3(client: Any) -> None:
     """The premedication card offers a new R4 MedicationRequest for methylprednisolone 1,000 mg
     IV."""
-    card = _by_topic(_cards(client, "order_sign_without_premedication"))[PREMED]
+    card = _by_topic(_cards(client, "order_sign_without_premedication"))[INFUSION_DAY]
     assert card["selectionBehavior"] == "any"
     [resource] = _suggestion_resources(card)
     assert validation_problem(resource) is None
@@ -115,8 +114,14 @@ def test_prophylaxis_suggestion_is_acyclovir_from_day_1_until_2_months_after_the
     client: Any,
 ) -> None:
     """The herpes card offers acyclovir 400 mg (RxNorm 197311) orally twice daily from T0."""
-    card = _by_topic(_cards(client, "order_sign_without_premedication_or_prophylaxis"))[HERPES]
-    [resource] = _suggestion_resources(card)
+    card = _by_topic(_cards(client, "order_sign_without_premedication_or_prophylaxis"))[
+        INFUSION_DAY
+    ]
+    [resource] = [
+        r
+        for r in _suggestion_resources(card)
+        if r["reasonCode"][0]["text"].startswith("Herpes prophylaxis")
+    ]
     assert validation_problem(resource) is None
     assert resource["medicationCodeableConcept"]["coding"][0]["code"] == "197311"
     [dosage] = resource["dosageInstruction"]
@@ -133,7 +138,7 @@ def test_prophylaxis_suggestion_is_acyclovir_from_day_1_until_2_months_after_the
         "end": "2027-02-11",
     }
     assert dosage["timing"]["repeat"]["frequency"] == 2
-    assert card["suggestions"][0]["actions"][0]["description"]
+    assert all(s["actions"][0]["description"] for s in card["suggestions"])
 
 
 def test_summary_reminds_of_rems_infusion_setting_and_monitoring(client: Any) -> None:

@@ -285,8 +285,14 @@ def test_a_result_sent_under_both_observation_keys_counts_once(make_app):
     app = make_app()
     body = expected_body(app, twice)
     assert body == expected_body(app, request_json)
-    hiv = next(card for card in body["cards"] if card["source"]["topic"]["code"] == "hiv-screening")
-    assert hiv["detail"].count("Observation/hiv-ag-ab-unreadable") == 1
+    summary = next(
+        c for c in body["cards"] if c["source"]["topic"]["code"] == "eligibility-summary"
+    )
+    checks = summary["extension"]["org.example.cds-service.checklist"]["checks"]
+    hiv = next(check for check in checks if check["topic"] == "hiv-screening")
+    assert hiv["evidence"].count({"reference": "Observation/hiv-ag-ab-unreadable"}) == 1
+    workup = next(c for c in body["cards"] if c["source"]["topic"]["code"] == "pretreatment-workup")
+    assert "1 record could not be read" in workup["detail"]
 
 
 def test_fixture_builder_fills_the_observation_keys_as_the_templates_ask():

@@ -6,17 +6,12 @@ an order-select for a Lemtrada first course starting on the dataset's T0, with t
 service asks for at discovery answered from the patient's own records. Each check's status and
 indicator is compared with tests/data/real_patients_expected.tsv, written by reading the records
 (tests/real_patient_facts.py) against ISSUE-13's rules; a failure prints every differing line.
-
-FLAG: the comparison waits for issue 13 (and issue 14's checklist): it runs only with
-CDS_REAL_DATA=1 until the lead, after merging, sets ISSUE_13_MERGED = True below. The other
-tests of this module (the expectation file is complete, the prefetch is answerable) always run.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import re
 from functools import cache
 from pathlib import Path
@@ -37,10 +32,6 @@ from real_patients import (
 )
 
 from cds_service.domain.rules import RULES
-
-ISSUE_13_MERGED = False
-"""True once issue 13 and issue 14's checklist are merged: the comparison then always runs."""
-RUN_COMPARISON = ISSUE_13_MERGED or os.environ.get("CDS_REAL_DATA") == "1"
 
 EXPECTED_FILE = Path(__file__).resolve().parent / "data" / "real_patients_expected.tsv"
 CHECKLIST_EXT = "org.example.cds-service.checklist"
@@ -69,24 +60,13 @@ def order_select_topics() -> set[str]:
 
 
 def check_statuses(body: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """topic -> (status, indicator) of every check in a hook answer: the ONE place that reads it.
-
-    From the summary card's machine-readable checklist (issue 14) when present; until then from
-    the summary's checklist table (status) and the card of each topic (indicator; '-' for a
-    topic without a card)."""
-    cards = body["cards"]
-    for card in cards:
-        checklist = (card.get("extension") or {}).get(CHECKLIST_EXT)
-        if checklist:
-            return {
-                check["topic"]: (check["status"], check.get("indicator") or "-")
-                for check in checklist["checks"]
-            }
-    indicator = {card["source"]["topic"]["code"]: card["indicator"] for card in cards}
-    summary = next(card for card in cards if card["source"]["topic"]["code"] == SUMMARY_TOPIC)
-    rows = re.findall(r"\(`([a-z0-9-]+)`\) \| ([^|]+?) \|", summary.get("detail", ""))
-    status = {"met": "met", "NOT MET": "not-met", "unknown": "unknown"}
-    return {topic: (status.get(text, text), indicator.get(topic, "-")) for topic, text in rows}
+    """topic -> (status, indicator) of every check, from the summary card's machine-readable
+    checklist (the one place that reads it)."""
+    summary = next(c for c in body["cards"] if c["source"]["topic"]["code"] == SUMMARY_TOPIC)
+    return {
+        check["topic"]: (check["status"], check.get("indicator") or "-")
+        for check in summary["extension"][CHECKLIST_EXT]["checks"]
+    }
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +131,6 @@ def _diff(key: str, got: dict[str, tuple[str, str]]) -> list[str]:
     return out
 
 
-@pytest.mark.skipif(
-    not RUN_COMPARISON,
-    reason="waits for issue 13: set ISSUE_13_MERGED = True after merging (or CDS_REAL_DATA=1)",
-)
 @pytest.mark.parametrize("patient", PATIENTS, ids=[p.key for p in PATIENTS])
 def test_real_patient_gets_the_reviewed_checklist(
     module_client: FlaskClient, templates: dict[str, str], patient: RealPatient

@@ -69,32 +69,39 @@ PICKER_CARD = "Test helper: put Lemtrada on the draft order"
 CHECKS = {
     hook: sum(1 for rule in RULES if hook in rule.hooks) for hook in ("order-select", "order-sign")
 }
-# What the clinician sees, top to bottom, once Lemtrada is on the Sandbox's draft order. The dose
-# card is the Sandbox's own doing: its draft order always says 1 {pill} with no route.
+# What the clinician sees, top to bottom, once Lemtrada is on the Sandbox's draft order (card
+# contract 2.0: the grouped cards, then the summary). The dose line is the Sandbox's own doing:
+# its draft order always says 1 {pill} (read as "1 pill") with no route.
+REVIEW_DOSE = "Review before starting Lemtrada: Lemtrada order: dose 1 pill not readable as mg"
 EXPECTED_CARDS = {
     "rx-view": [
-        "VZV immunity unknown: order a VZV IgG before starting Lemtrada",
-        "Lemtrada order: dose 1 {pill} not readable as mg",
-        f"Lemtrada eligibility: 2 warning of {CHECKS['order-select']} checks; see checklist",
+        "Work-up before starting Lemtrada: order VZV IgG",
+        REVIEW_DOSE,
+        f"Lemtrada eligibility: 2 of {CHECKS['order-select']} checks need attention before the "
+        "start on 2026-12-07",
     ],
     "rx-sign": [
-        "VZV immunity unknown: order a VZV IgG before starting Lemtrada",
-        "Lemtrada order: dose 1 {pill} not readable as mg",
-        "No methylprednisolone 1,000 mg IV premedication ordered for days 1-3",
-        "No antiviral herpes prophylaxis ordered from day 1 of the course",
-        f"Lemtrada eligibility: 4 warning of {CHECKS['order-sign']} checks; see checklist",
+        "Work-up before starting Lemtrada: order VZV IgG",
+        REVIEW_DOSE,
+        "2 infusion-day orders to complete: premedication, herpes prophylaxis",
+        f"Lemtrada eligibility: 4 of {CHECKS['order-sign']} checks need attention before the "
+        "start on 2026-12-07",
     ],
 }
-# The checklist rows that are not "met" (every other row must be). The fixture's only condition,
-# hypertension, is one no check assesses: an item to confirm in the checklist, without a card.
+# The checklist rows (by check title) that are not "met", first (every other row must be met).
+# The fixture's only condition, hypertension, is one no check assesses: an item to confirm.
 EXPECTED_PROBLEMS = {
-    "rx-view": {"vzv-immunity": "unknown", "dose": "unknown", "unassessed-conditions": "NOT MET"},
+    "rx-view": {
+        "Varicella-zoster immunity": "UNKNOWN",
+        "Dose, route and days of the course": "UNKNOWN",
+        "Current conditions no check assessed": "to confirm",
+    },
     "rx-sign": {
-        "vzv-immunity": "unknown",
-        "dose": "unknown",
-        "premedication": "NOT MET",
-        "herpes-prophylaxis": "NOT MET",
-        "unassessed-conditions": "NOT MET",
+        "Varicella-zoster immunity": "UNKNOWN",
+        "Dose, route and days of the course": "UNKNOWN",
+        "Corticosteroid premedication on days 1-3": "NOT MET",
+        "Antiviral herpes prophylaxis from day 1": "NOT MET",
+        "Current conditions no check assessed": "to confirm",
     },
 }
 
@@ -106,7 +113,7 @@ class Screen:
     summaries: list[str]
     checklist_headers: list[str]
     checklist: dict[str, str]
-    """topic (from the Check column) -> Status."""
+    """check title (the Check column) -> Status, in table order."""
     checklist_text: str
     overridden_card_left: bool = False
 
@@ -209,7 +216,7 @@ def read_screen(page: Any) -> Screen:
     rows: dict[str, str] = {}
     for row in checklist_card.locator("table tbody tr").all():
         cells = row.locator("td")
-        rows[cells.nth(0).locator("code").inner_text().strip()] = cells.nth(1).inner_text().strip()
+        rows[cells.nth(0).inner_text().strip()] = cells.nth(1).inner_text().strip()
     return Screen(
         summaries=[s.strip() for s in page.locator(f"{CARD} {SUMMARY_IN_CARD}").all_inner_texts()],
         checklist_headers=[h.strip() for h in checklist_card.locator("table th").all_inner_texts()],
@@ -262,8 +269,8 @@ def walk_through(page: Any, journey: Journey, screenshots: Path) -> None:
             and r.url == (f"{journey.service_url}/cds-services/lemtrada-order-select/feedback")
         )
     ) as feedback:
-        card(page, "VZV immunity unknown").get_by_role(
-            "button", name="Order Varicella zoster virus IgG"
+        card(page, "Work-up before starting Lemtrada").get_by_role(
+            "button", name="Order VZV IgG"
         ).click()
     journey.feedback_status.append(feedback.value.status)
     screen.overridden_card_left = override(
@@ -284,7 +291,7 @@ def walk_through(page: Any, journey: Journey, screenshots: Path) -> None:
         page,
         journey,
         "lemtrada-order-sign",
-        "No methylprednisolone",
+        "infusion-day orders to complete",
         "Patient has indication/order for intended action",
     )
     journey.screens["rx-sign"] = screen
@@ -378,7 +385,9 @@ def feedback_report(
             timeout=60,
             check=True,
         )
-        report = {t["topic"]: t for t in json.loads(done.stdout)["topics"]}
+        doc = json.loads(done.stdout)
+        report = {t["topic"]: t for t in doc["topics"]}
+        report.update({f"check {c['check']}": c for c in doc["checks"]})
         if wanted(report) or time.monotonic() > deadline:
             return report
         time.sleep(0.2)
@@ -392,11 +401,9 @@ def feedback_report(
     "screen",
     [
         pytest.param(
-            "rx-view", id="Rx View (order-select) shows one card per gap and the checklist"
+            "rx-view", id="Rx View (order-select) shows the work-up, review and summary cards"
         ),
-        pytest.param(
-            "rx-sign", id="Rx Sign (order-sign) adds the premedication and prophylaxis gaps"
-        ),
+        pytest.param("rx-sign", id="Rx Sign (order-sign) adds the infusion-day orders card"),
     ],
 )
 def test_the_clinician_sees_the_card_summaries(journey: Journey, screen: str) -> None:
@@ -414,14 +421,17 @@ def test_the_clinician_sees_the_card_summaries(journey: Journey, screen: str) ->
 def test_the_checklist_is_rendered_as_a_table_with_every_check(
     journey: Journey, screen: str
 ) -> None:
-    """The markdown table became an HTML table: a header, one row per check, problems marked."""
+    """The markdown table became an HTML table: a header, one row per check, problems first and
+    marked."""
     seen = journey.screens[screen]
     checks = int(EXPECTED_CARDS[screen][-1].split(" of ")[1].split()[0])
-    assert seen.checklist_headers == ["Check", "Status", "Evidence"]
+    assert seen.checklist_headers == ["Check", "Status", "Finding"]
     assert len(seen.checklist) == checks
-    assert {t: s for t, s in seen.checklist.items() if s != "met"} == EXPECTED_PROBLEMS[screen]
-    assert "|---|" not in seen.checklist_text
-    assert "planned start (T0) 2026-12-07 from dosage timing start" in seen.checklist_text
+    problems = EXPECTED_PROBLEMS[screen]
+    assert dict(list(seen.checklist.items())[: len(problems)]) == problems
+    assert {t: s for t, s in seen.checklist.items() if s != "met"} == problems
+    assert "|---|" not in seen.checklist_text and "**" not in seen.checklist_text
+    assert "Planned first infusion: 2026-12-07 (dosage timing start)." in seen.checklist_text
 
 
 @pytest.mark.browser
@@ -440,22 +450,23 @@ def test_an_overridden_card_leaves_the_screen(journey: Journey, screen: str) -> 
 
 
 FEEDBACK = [
-    pytest.param("vzv-immunity", 1, 0, {}, id="the VZV IgG suggestion was accepted"),
+    pytest.param("pretreatment-workup", 1, 0, {}, id="the VZV IgG suggestion was accepted"),
     pytest.param(
-        "dose",
+        "review-before-start",
         0,
         1,
         {"recipient-disagrees-evidence": 1},
-        id="the dose card was overridden with the reason chosen on Rx View",
+        id="the review card (dose) was overridden with the reason chosen on Rx View",
     ),
     pytest.param(
-        "premedication",
+        "infusion-day-orders",
         0,
         1,
         {"indication-order-exists": 1},
-        id="the premedication card was overridden with the reason chosen on Rx Sign",
+        id="the infusion-day orders card was overridden with the reason chosen on Rx Sign",
     ),
 ]
+CARD_TOPICS = ("pretreatment-workup", "review-before-start", "infusion-day-orders")
 
 
 @pytest.mark.browser
@@ -466,7 +477,7 @@ def test_the_clinicians_actions_reach_the_feedback_store(
     """Read back with `cds-service feedback-report`, joined to the cards the service issued."""
 
     def complete(report: dict[str, Any]) -> bool:
-        return all(t in report for t in ("vzv-immunity", "dose", "premedication"))
+        return all(t in report for t in CARD_TOPICS)
 
     report = feedback_report(journey, complete)
     assert "(unknown card)" not in report
@@ -474,6 +485,13 @@ def test_the_clinicians_actions_reach_the_feedback_store(
     assert row["issued"] >= 1
     assert (row["accepted"], row["overridden"]) == (accepted, overridden)
     assert {key.split(" (")[0]: n for key, n in row["overrideReasons"].items()} == reasons
+
+
+@pytest.mark.browser
+def test_the_suggestion_taken_is_counted_for_its_check(journey: Journey) -> None:
+    """The VZV IgG ordered from the work-up card is counted for the vzv-immunity check."""
+    report = feedback_report(journey, lambda r: "check vzv-immunity" in r)
+    assert report["check vzv-immunity"]["suggestionsTaken"] == 1
 
 
 @pytest.mark.browser

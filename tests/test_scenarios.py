@@ -1,12 +1,14 @@
-"""The clinical table: each request in fhir_fixtures/requests/ gets exactly the expected cards.
+"""The clinical table: each request in fhir_fixtures/requests/ gets exactly the expected checklist.
 
 fhir_fixtures/scenarios.json is the one table of scenarios: a name that reads as a clinical
-sentence, a description, the expected cards under each order hook (`expected_cards`: hook ->
-{topic code: indicator}) or the status of a refusal (`refused_with`), and the inputs that
-fhir_fixtures/build_requests.py composes into the request (Synthea R4 base bundles + overlays and
-draft orders written by this project). Every scenario uses T0 = 2026-12-07 (planned first
-infusion) and carries no fhirServer, so the service can only use the prefetch it is given. Each
-request is sent as written and under the other order hook (tests/golden_responses.py:under_hook).
+sentence, a description, the expected checklist under each order hook (`expected_cards`: hook ->
+{check topic: indicator} of every check not met or unknown, plus `eligibility-summary`: the
+summary card's indicator; {} means no cards at all) or the status of a refusal (`refused_with`),
+and the inputs that fhir_fixtures/build_requests.py composes into the request (Synthea R4 base
+bundles + overlays and draft orders written by this project). Every scenario uses T0 = 2026-12-07
+(planned first infusion) and carries no fhirServer, so the service can only use the prefetch it
+is given. Each request is sent as written and under the other order hook
+(tests/golden_responses.py:under_hook).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ FIXTURES = ROOT / "fhir_fixtures"
 SCENARIO_TABLE = json.loads((FIXTURES / "scenarios.json").read_text(encoding="utf-8"))
 SUMMARY = "eligibility-summary"
 
-# (scenario, hook, EXACT {topic code: indicator} of the response); {} means no cards at all.
+# (scenario, hook, EXACT {check topic: indicator} of the checks not met, plus the summary's
+# indicator); {} means no cards at all.
 CARD_CASES = [
     (s["name"], hook, s["expected_cards"][hook])
     for s in SCENARIO_TABLE
@@ -81,24 +84,74 @@ def _answer(frozen_answer: Any, name: str, hook: str) -> tuple[int, Any]:
     return answer["status"], answer["body"]
 
 
+CHECKLIST = "org.example.cds-service.checklist"
+PROBLEM_STATUSES = {"not-met", "unknown"}
+QUIET_STATUSES = {"met", "not-applicable", "pending"}
+GROUPED_TOPICS = {"pretreatment-workup", "review-before-start", "infusion-day-orders"}
+MAX_CARDS_BESIDES_CRITICAL = {"order-select": 3, "order-sign": 4}
+
+
+def _checklist(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The checks of the summary card's checklist extension."""
+    (summary,) = [c for c in cards if c["source"]["topic"]["code"] == SUMMARY]
+    extension = summary["extension"][CHECKLIST]
+    assert extension["version"] == 1
+    return extension["checks"]
+
+
 @pytest.mark.parametrize(
     ("name", "hook", "expected"),
     CARD_CASES,
     ids=[f"{name} at {hook}" for name, hook, _ in CARD_CASES],
 )
 def test_scenario_returns_expected_cards(frozen_answer, name, hook, expected):
-    """The service answers the committed request with exactly the expected topic/indicator cards,
-    one card per topic."""
+    """The clinical table is written against the checklist: each check the row names is not met
+    or unknown with the row's indicator, every other check is met, not applicable or pending
+    with no indicator, and the summary card carries the row's eligibility-summary indicator."""
     status, body = _answer(frozen_answer, name, hook)
     assert status == 200, body
     if not expected:
         assert body == {"cards": []}
         return
     cards = body["cards"]
+    checks = _checklist(cards)
+    got = {
+        check["topic"]: check["indicator"]
+        for check in checks
+        if check["status"] in PROBLEM_STATUSES
+    }
+    assert got == {t: i for t, i in expected.items() if t != SUMMARY}
+    for check in checks:
+        if check["topic"] not in got:
+            assert check["status"] in QUIET_STATUSES and "indicator" not in check, check
+    indicators = {card["source"]["topic"]["code"]: card["indicator"] for card in cards}
+    assert indicators[SUMMARY] == expected[SUMMARY]
+
+
+@pytest.mark.parametrize(
+    ("name", "hook", "expected"),
+    [case for case in CARD_CASES if case[2]],
+    ids=[f"{name} at {hook}" for name, hook, expected in CARD_CASES if expected],
+)
+def test_scenario_gets_one_grouped_card_set(frozen_answer, name, hook, expected):
+    """Critical checks keep their own card; every other problem is on at most three grouped
+    cards (the infusion-day card only at order-sign) beside the summary; a fully eligible
+    patient gets the summary alone, as an info card."""
+    cards = _answer(frozen_answer, name, hook)[1]["cards"]
     topics = [card["source"]["topic"]["code"] for card in cards]
-    assert len(topics) == len(set(topics)), f"more than one card per topic: {topics}"
-    got = {card["source"]["topic"]["code"]: card["indicator"] for card in cards}
-    assert got == expected
+    critical = {t for t, i in expected.items() if i == "critical" and t != SUMMARY}
+    assert critical <= set(topics)
+    others = [t for t in topics if t not in critical]
+    assert len(others) <= MAX_CARDS_BESIDES_CRITICAL[hook], topics
+    assert set(others) <= GROUPED_TOPICS | {SUMMARY}, topics
+    if hook == "order-select":
+        assert "infusion-day-orders" not in topics
+    warnings = [t for t, i in expected.items() if i == "warning" and t != SUMMARY]
+    assert bool(warnings) == bool(set(others) & GROUPED_TOPICS), topics
+    if expected == {SUMMARY: "info"}:
+        assert [(c["source"]["topic"]["code"], c["indicator"]) for c in cards] == [
+            (SUMMARY, "info")
+        ]
 
 
 @pytest.mark.parametrize(

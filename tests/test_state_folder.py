@@ -180,7 +180,9 @@ def test_serve_and_feedback_report_from_different_folders_use_and_name_the_same_
             cards = requests.post(
                 f"{base}/cds-services/lemtrada-{request['hook']}", json=request, timeout=30
             ).json()["cards"]
-            tb_card = next(c for c in cards if c["source"]["topic"]["code"] == "tb-screening")
+            tb_card = next(
+                c for c in cards if c["source"]["topic"]["code"] == "pretreatment-workup"
+            )
             feedback = {
                 "feedback": [
                     {
@@ -203,12 +205,15 @@ def test_serve_and_feedback_report_from_different_folders_use_and_name_the_same_
                 report = feedback_report(report_folder, env)
                 assert report.returncode == 0, report.stderr
                 topics = {t["topic"]: t for t in json.loads(report.stdout)["topics"]}
-                if topics.get("tb-screening", {}).get("issued") or time.monotonic() > deadline:
+                if (
+                    topics.get("pretreatment-workup", {}).get("issued")
+                    or time.monotonic() > deadline
+                ):
                     break
                 time.sleep(0.2)
         finally:
             stop(proc)
-    tb = topics.get("tb-screening", {})
+    tb = topics.get("pretreatment-workup", {})
     assert (tb.get("issued"), tb.get("overridden")) == (1, 1), report.stderr
     assert report.stderr == f"database: sqlite:///{database}\n"
     served = [

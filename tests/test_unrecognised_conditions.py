@@ -300,7 +300,7 @@ SAFETY_NET = [
         "thyroid-disorder",
         [_condition("Essential hypertension (disorder)", "59621000")],
         MET_NONE_RECOGNISED,
-        ("No current thyroid disorder recognised", "1 current condition"),
+        ("No current thyroid disorder recognised", "current conditions no check assessed: 1"),
         id="hypertension (disorder) only -> thyroid says none recognised",
     ),
     pytest.param(
@@ -369,15 +369,22 @@ def test_hypertension_only_is_listed_as_an_item_to_confirm_without_a_card() -> N
     assert (finding.status, finding.severity) == (Status.NOT_MET, Severity.INFO)
     assert (
         finding.headline
-        == "1 current condition(s) no check assessed: Essential hypertension (disorder)"
+        == "1 current condition no check assessed: Essential hypertension (disorder)"
     )
     assert "SNOMED CT 59621000" in finding.evidence[0].text
     policy = load_policy()
     cards = build_cards(evaluate(record, ORDER, policy), ORDER, "hook-1", PID, policy)
     assert UNASSESSED not in {card_topic(c) for c in cards}
     summary = next(c for c in cards if card_topic(c) == "eligibility-summary")
-    row = next(line for line in summary["detail"].splitlines() if f"(`{UNASSESSED}`)" in line)
-    assert "| NOT MET |" in row and "Essential hypertension (disorder)" in row
+    row = next(
+        line
+        for line in summary["detail"].splitlines()
+        if "Current conditions no check assessed" in line
+    )
+    assert "| to confirm |" in row and "Essential hypertension (disorder)" in row
+    checks = summary["extension"]["org.example.cds-service.checklist"]["checks"]
+    item = next(c for c in checks if c["topic"] == UNASSESSED)
+    assert (item["status"], item["indicator"]) == ("not-met", "info")
 
 
 def test_an_item_to_confirm_alone_is_not_reported_as_all_checks_met() -> None:
@@ -396,7 +403,7 @@ def test_an_item_to_confirm_alone_is_not_reported_as_all_checks_met() -> None:
     cards = build_cards(checked, ORDER, "hook-1", PID, policy)
     assert [card_topic(c) for c in cards] == ["eligibility-summary"]
     assert cards[0]["indicator"] == "info"
-    assert "1 item(s) to confirm" in cards[0]["summary"]
+    assert "1 item to confirm" in cards[0]["summary"]
     assert "all" not in cards[0]["summary"]
 
 
@@ -469,7 +476,7 @@ BULK_ROWS = [
         CANCER_PATIENT,
         "deceased",
         (Status.NOT_MET, Severity.CRITICAL, "deceased"),
-        ("deceasedDateTime 1989-05-09",),
+        ("recorded as deceased on 1989-05-09",),
         id="Synthea 129c6ac7: deceasedDateTime 1989 -> critical",
     ),
     pytest.param(
@@ -547,19 +554,19 @@ DECEASED = [
     pytest.param(
         {"deceasedBoolean": True},
         (Status.NOT_MET, Severity.CRITICAL, "deceased"),
-        "deceasedBoolean true",
+        "recorded as deceased (no date)",
         id="deceasedBoolean true -> critical",
     ),
     pytest.param(
         {"deceasedDateTime": "2026-10-01T08:00:00Z"},
         (Status.NOT_MET, Severity.CRITICAL, "deceased"),
-        "deceasedDateTime 2026-10-01",
+        "recorded as deceased on 2026-10-01",
         id="deceasedDateTime -> critical naming the date",
     ),
     pytest.param(
         {"deceasedDateTime": "last spring"},
         (Status.NOT_MET, Severity.CRITICAL, "deceased"),
-        "date not readable",
+        "the date could not be read",
         id="an unreadable deceasedDateTime still says deceased -> critical",
     ),
     pytest.param(

@@ -143,6 +143,9 @@ class OrderScan:
     """Orders under review whose medicationReference resolved nowhere in the request, in draft
     order: the only ones a Medication read from the FHIR server can change."""
     sources: MedicationSources | None = None
+    course: tuple[AlemtuzumabOrder, ...] = ()
+    """Every alemtuzumab order under review, in draft order: EHRs often draft one order per
+    infusion day, and all of them are one course with one card set."""
 
     def identify(self, read: Sequence[dict[str, Any]]) -> AlemtuzumabOrder | None:
         """The alemtuzumab order once the Medications read from the FHIR server are known (the
@@ -188,7 +191,8 @@ def scan_orders(
     selections: list[str] | None,
     prefetch: dict[str, Any] | None,
 ) -> OrderScan:
-    """Find the first Lemtrada order under review (order-select: selections only).
+    """Find the Lemtrada orders under review (order-select: selections only); the first is the
+    scan's order, all of them its course.
 
     An order whose medication cannot be identified at all (a medicationReference resolved nowhere,
     without display) is reported, not skipped: it could be the alemtuzumab order. A referenced
@@ -198,11 +202,20 @@ def scan_orders(
     wanted = set(selections) if hook == "order-select" and selections is not None else None
     unidentified: list[str] = []
     pending: list[dict[str, Any]] = []
+    course: list[AlemtuzumabOrder] = []
     for resource in drafts:
         if resource.get("resourceType") != "MedicationRequest":
             continue
         reference = f"MedicationRequest/{resource.get('id')}"
         if wanted is not None and reference not in wanted:
+            continue
+        if course:  # the course is found: other orders only add to it, never fail the call
+            try:
+                order = _as_lemtrada(resource, *_read_medication(resource, sources))
+            except UnreadableOrder:
+                continue
+            if order is not None:
+                course.append(order)
             continue
         codes, words, how = _read_medication(resource, sources)
         ref = resource.get("medicationReference")
@@ -217,8 +230,20 @@ def scan_orders(
             pending.append(resource)  # named by display only: a Medication read may say more
         order = _as_lemtrada(resource, codes, words, how)
         if order is not None:
-            return OrderScan(order)
+            course.append(order)
+    if course:
+        return OrderScan(course[0], course=tuple(course))
     return OrderScan(None, tuple(unidentified), tuple(pending), sources)
+
+
+def course_start(
+    course: Sequence[AlemtuzumabOrder], today: date
+) -> tuple[AlemtuzumabOrder, date, str]:
+    """All alemtuzumab orders under review are one course: T0 is the earliest planned start,
+    and the order that starts it is the one the order checks read (ties: draft order)."""
+    starts = [(planned_start(order.request, today), i) for i, order in enumerate(course)]
+    (t0, source), first = min(starts, key=lambda pair: (pair[0][0], pair[1]))
+    return course[first], t0, source
 
 
 def planned_start(request: dict[str, Any], today: date) -> tuple[date, str]:
@@ -228,5 +253,5 @@ def planned_start(request: dict[str, Any], today: date) -> tuple[date, str]:
         return min(span.earliest for span in starts), "dosage timing start"
     authored = parse_date(request.get("authoredOn"))
     if authored is not None:
-        return authored.earliest, "authoredOn"
+        return authored.earliest, "the date the order was written"
     return today, "today (the order has no start date)"

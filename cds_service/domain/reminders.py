@@ -12,18 +12,17 @@ from .policy import Policy
 
 def summary_reminders(policy: Policy) -> tuple[str, ...]:
     """Markdown lines for the eligibility-summary detail, with their sources."""
-    rems, label = policy.sources["rems"].title, policy.sources["label"].title
     months = policy["monitoring_months"]
     return (
         "**Confirm outside the record** (not checkable from FHIR)",
         "- REMS: the prescriber is certified, the healthcare facility is certified and the patient "
-        f"is enrolled and authorized ({rems}; reference R-1 to R-4).",
+        "is enrolled and authorized (REMS R-1 to R-4).",
         "- Infusion setting: a certified healthcare setting with equipment and personnel to manage "
         "anaphylaxis and serious infusion reactions; infuse over 4 hours; observe the patient for "
-        f"at least 2 hours after each infusion ({label}, boxed warning and section 2).",
+        "at least 2 hours after each infusion (boxed warning, section 2).",
         "",
-        f"**Monitoring plan until {months} months after the last infusion** ({label}, boxed "
-        "warning and section 5; REMS periodic monitoring)",
+        f"**Monitoring plan until {months} months after the last infusion** (boxed warning, "
+        "section 5; REMS periodic monitoring)",
         "- Monthly: CBC with differential, serum creatinine, urinalysis with urine cell counts.",
         "- Every 3 months: thyroid function (TSH).",
         "- Periodically: serum transaminases (ALT, AST) and total bilirubin.",

@@ -58,7 +58,7 @@ class Dose:
 
     def __str__(self) -> str:
         span = f"{self.first}" if self.first == self.last else f"{self.first} to {self.last}"
-        return f"{span} ({self.reference}; {self.how})"
+        return span  # the resource stays in the checklist extension, not in the card
 
 
 @dataclass
@@ -225,7 +225,9 @@ def dose_mg(dosage: dict[str, Any], mg_per_ml: int | None = None) -> tuple[float
             continue
         value = quantity.get("value")
         unit = quantity.get("code") or quantity.get("unit")
-        written = f"{value} {quantity.get('unit') or unit or '(no unit)'}"
+        # UCUM annotations read as words: "1 {pill}" is written "1 pill".
+        written = f"{value} {quantity.get('unit') or unit or '(no unit)'}".replace("{", "")
+        written = written.replace("}", "")
         if not isinstance(value, (int, float)) or not isinstance(unit, str):
             return None, written
         unit = unit.strip().lower()

@@ -447,7 +447,7 @@ def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy:
         how = "dosage timing"
         if first is None:
             authored = parse_date(draft.get("authoredOn"))
-            first, how = (authored.latest, "authoredOn") if authored else (None, "")
+            first, how = (authored.latest, "date written") if authored else (None, "")
         short: list[Evidence] = []
         if first is None:
             short.append(Evidence("prophylaxis-no-start"))

@@ -186,7 +186,12 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
     newest = tests.latest
     ended_vs = value_set("pregnancy-ended-condition")
     positive = (
-        [_Dated(newest.when, Evidence("hcg", {"result": newest.describe()}))]
+        [
+            _Dated(
+                newest.when,
+                Evidence("hcg", {"result": newest.describe(), "reference": newest.reference}),
+            )
+        ]
         if newest and newest.meaning is Meaning.POSITIVE
         else []
     )
@@ -237,7 +242,7 @@ def check_pregnancy(record: PatientRecord, order: OrderContext, policy: Policy) 
     evidence = (who,) + (
         tuple(superseded)
         if superseded
-        else (Evidence("hcg", {"result": newest.describe()}),)
+        else (Evidence("hcg", {"result": newest.describe(), "reference": newest.reference}),)
         if newest
         else ()
     )

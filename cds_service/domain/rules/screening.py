@@ -38,11 +38,14 @@ def _missing(topic: str, results: list[Results], lookback: int, suggestion: Sugg
 
 
 def result(found: LabResult) -> Evidence:
-    return Evidence("result", {"result": found.describe()})
+    return Evidence("result", {"result": found.describe(), "reference": found.reference})
 
 
 def stale_result(found: LabResult, lookback: int) -> Evidence:
-    return Evidence("result-too-old", {"result": found.describe(), "lookback": lookback})
+    return Evidence(
+        "result-too-old",
+        {"result": found.describe(), "lookback": lookback, "reference": found.reference},
+    )
 
 
 def _all_unreadable(results: list[Results]) -> tuple:  # type: ignore[type-arg]

@@ -56,7 +56,7 @@ def _verification(condition: dict[str, object]) -> str | None:
 
 
 def _antibody(result: LabResult) -> Evidence:
-    return Evidence("vzv-antibody", {"result": result.describe()})
+    return Evidence("vzv-antibody", {"result": result.describe(), "reference": result.reference})
 
 
 @dataclass(frozen=True)
