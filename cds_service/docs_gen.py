@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .domain import result_grammar
+from .domain import result_grammar, terminology
 from .domain.checklist import CARD_CONTRACT_VERSION, GROUP_BY_REASON, STATUS_BY_REASON, CardGroup
 from .domain.policy import Policy, load_policy
-from .domain.rules import RULES, Rule
+from .domain.rules import RULES, Rule, unassessed
 from .domain.terminology import RESULT_ROLE_EXT, all_value_sets
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "clinical-rules.md"
@@ -124,6 +124,7 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         "Value sets are FHIR ValueSet files in `cds_service/terminology/valuesets/`; their sources "
         "and what was left out are in `cds_service/terminology/README.md`.",
         "",
+        *_hierarchy_section(),
         *_result_grammar_section(),
         "## Policy numbers",
         "",
@@ -144,6 +145,39 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         src = policy.sources[key]
         lines.append(f"| {key} | {_cell(src.title)} | {src.url} |")
     return "\n".join(lines) + "\n"
+
+
+def _hierarchy_section() -> list[str]:
+    """How problem lists are read: value-set membership with hierarchies (the terminology
+    module's docstring), the condition value sets' intension, and what no check recognised."""
+    doc = (terminology.__doc__ or "").strip().split("\n\n")
+    hierarchy = next((part for part in doc if part.startswith("Hierarchies")), "")
+    lines = ["## Reading problem lists (terminology hierarchies)", "", *hierarchy.splitlines(), ""]
+    lines += [
+        "Condition value sets: ICD-10-CM by range (regex on the dotted code), SNOMED CT by the "
+        "enumerated expansion shipped (sources in `cds_service/terminology/README.md`) and by "
+        "`is-a` root for a site's terminology server (`CDS_TERMINOLOGY_URL`).",
+        "",
+        "| Value set | ICD-10-CM ranges (regex) | Excluded | Enumerated codes | is-a roots |",
+        "|---|---|---|---|---|",
+    ]
+    for vs_id, vs in sorted(terminology.all_value_sets().items()):
+        if not vs_id.endswith("-condition"):
+            continue
+        ranges = "<br>".join(f"`{f.pattern.pattern}`" for f in vs.filters) or "none"
+        excluded = "<br>".join(f"`{f.pattern.pattern}`" for f in vs.exclude_filters)
+        excluded += (", " if excluded and vs.excluded else "") + (
+            f"{len(vs.excluded)} codes" if vs.excluded else ""
+        )
+        roots = ", ".join(code for _, code in vs.roots) or "none"
+        lines.append(
+            f"| `{vs_id}` | {_cell(ranges)} | {_cell(excluded or 'none')} | {len(vs.codes)} | "
+            f"{roots} |"
+        )
+    lines += ["", "### Conditions no check recognised", ""]
+    lines += (unassessed.__doc__ or "").strip().splitlines()
+    lines.append("")
+    return lines
 
 
 def _result_grammar_section() -> list[str]:
