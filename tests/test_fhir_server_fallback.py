@@ -362,9 +362,11 @@ def test_point_of_care_dipstick_filed_outside_the_laboratory_reaches_the_baselin
     assert response.status_code == 200, response.get_data(as_text=True)[:1000]
     body = response.get_json()
     assert topics(body)["baseline-labs"] == "warning"
-    card = next(c for c in body["cards"] if c["source"]["topic"]["code"] == "baseline-labs")
-    assert "unexplained hematuria" in card["summary"]
-    assert "Observation/dipstick-in-clinic" in card["detail"]
+    baseline = checklist(body)["baseline-labs"]
+    assert "unexplained hematuria" in baseline["summary"]
+    assert {"reference": "Observation/dipstick-in-clinic"} in baseline["evidence"]
+    review = next(c for c in body["cards"] if c["source"]["topic"]["code"] == "review-before-start")
+    assert "unexplained hematuria" in review["detail"]
     by_code = [r.query["code"][0] for r in stub.requests if "code" in r.query]
     assert len(by_code) == 1 and "http://loinc.org|5794-3" in by_code[0].split(",")
 
