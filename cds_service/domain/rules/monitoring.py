@@ -480,7 +480,8 @@ def _renal_values(record: PatientRecord, context: MonitoringContext, policy: Pol
         if now is not None and baseline is not None:
             base, mg = baseline
             percent = (now / mg - 1) * 100
-            if percent > policy["creatinine_rise_percent"]:
+            # Compared as products: 1.30 / 1.00 - 1 is 0.30000000000000004 in floating point.
+            if now * 100 > mg * (100 + policy["creatinine_rise_percent"]):
                 rise = Evidence(
                     "creatinine-rise",
                     {
@@ -521,7 +522,9 @@ def _renal_values(record: PatientRecord, context: MonitoringContext, policy: Pol
                 renal_signs.append(Evidence("hematuria", _facts(blood, "urine blood")))
     protein, bad = _newest_since(record, "urine-protein-dipstick-loinc", since, today)
     found.unreadable.extend(bad)
-    if protein is not None and upcr is None and protein.measurement.value is None:
+    if protein is not None and upcr is None and protein.measurement.value is not None:
+        _judged(found, protein, "dipstick protein")
+    elif protein is not None and upcr is None:
         grade = _graded(protein)
         if grade is not None and grade >= policy["dipstick_protein_grade"]:
             found.warnings.append(
