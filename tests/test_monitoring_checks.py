@@ -597,6 +597,27 @@ THRESHOLDS = [
     ),
     pytest.param(
         "monitoring-cbc",
+        [*cbc(ago(40), platelets=282), *cbc(ago(5), platelets=140)],
+        "possible-itp",
+        "critical card",
+        id="platelets 282 then 140 x10^9/L: below the range and down more than half (critical)",
+    ),
+    pytest.param(
+        "monitoring-cbc",
+        [*cbc(ago(40), platelets=280), *cbc(ago(5), platelets=140)],
+        "abnormal",
+        "review",
+        id="platelets 280 then 140 x10^9/L: down exactly half, below the range (warning)",
+    ),
+    pytest.param(
+        "monitoring-cbc",
+        [*cbc(ago(40), platelets=400), *cbc(ago(5), platelets=180)],
+        "on-time",
+        "met",
+        id="platelets 400 then 180 x10^9/L: a fast fall but within the range",
+    ),
+    pytest.param(
+        "monitoring-cbc",
         cbc(ago(5), neutrophils=1.2),
         "abnormal",
         "review",
@@ -757,7 +778,14 @@ THRESHOLDS = [
 
 @pytest.mark.parametrize(("topic", "resources", "reason", "where"), THRESHOLDS)
 def test_thresholds(topic: str, resources: list[dict[str, Any]], reason: str, where: str) -> None:
-    finding = findings(Chart([*up_to_date(), *resources]))[topic]
+    """Each row on an otherwise up-to-date record (its own CBC replacing this month's)."""
+    cbc_codes = {"6690-2", "718-7", "777-3", "751-8", "731-0"}
+    base = [
+        r
+        for r in up_to_date()
+        if topic != "monitoring-cbc" or r["code"]["coding"][0]["code"] not in cbc_codes
+    ]
+    finding = findings(Chart([*base, *resources]))[topic]
     assert (finding.reason, seen(finding)) == (reason, where)
 
 
