@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from .findings import Finding, Severity, Status
 from .orders import OrderContext
@@ -10,13 +11,19 @@ from .policy import Policy
 from .record import PatientRecord
 from .rules import RULES, Rule
 
+if TYPE_CHECKING:
+    from .monitoring import MonitoringContext
+
 log = logging.getLogger(__name__)
 
 
-def _guarded(rule: Rule, record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
-    """Run one rule; a rule that cannot read the data answers 'unknown', never an all-clear."""
+def guarded(
+    rule: Rule, record: PatientRecord, context: OrderContext | MonitoringContext, policy: Policy
+) -> Finding:
+    """Run one rule (an order rule with the order, a monitoring rule with the monitoring
+    context); a rule that cannot read the data answers 'unknown', never an all-clear."""
     try:
-        finding = rule.check(record, order, policy)
+        finding = rule.check(record, context, policy)
         if finding.topic != rule.topic:  # a card must carry the topic of the rule that made it
             raise ValueError(f"rule {rule.topic} returned a finding of topic {finding.topic}")
         if not finding.reason:  # its sentences live in wording.toml under (topic, reason)
@@ -43,6 +50,9 @@ def _guarded(rule: Rule, record: PatientRecord, order: OrderContext, policy: Pol
             facts={"title": rule.titled(policy), "unreadable": len(finding.unreadable)},
         )
     return finding
+
+
+_guarded = guarded
 
 
 Checked = tuple[Rule, Finding]

@@ -7,15 +7,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..findings import Finding
 from ..orders import OrderContext
 from ..policy import Policy
 from ..record import PatientRecord
 
+if TYPE_CHECKING:
+    from ..monitoring import MonitoringContext
+
 Check = Callable[[PatientRecord, OrderContext, Policy], Finding]
+"""An order check (the order services, domain/evaluate.py)."""
+MonitoringCheck = Callable[[PatientRecord, "MonitoringContext", Policy], Finding]
+"""A monitoring check (patient-view, domain/rules/monitoring.py): the monitoring context
+(infusion history, today) takes the place of the order."""
+AnyCheck = Callable[[PatientRecord, Any, Policy], Finding]
+"""What a Rule holds: a Check for the order rules (RULES), a MonitoringCheck for the monitoring
+rules (MONITORING_RULES); each table's evaluator passes the matching context."""
 BOTH_HOOKS = frozenset({"order-select", "order-sign"})
 ORDER_SIGN = frozenset({"order-sign"})
+PATIENT_VIEW = frozenset({"patient-view"})
 
 
 @dataclass(frozen=True)
@@ -31,7 +43,7 @@ class Rule:
     source: str
     """Key of a source in policy.toml: label, rems or local."""
     citation: str
-    check: Check
+    check: AnyCheck
     value_sets: tuple[str, ...] = ()
     """Ids of the value sets the check reads (terminology/valuesets), for the docs."""
     policy_keys: tuple[str, ...] = ()

@@ -131,18 +131,25 @@ def _bounds(request: dict[str, Any]) -> tuple[DateSpan, DateSpan] | None:
     return None
 
 
-def prior_courses(record: PatientRecord, order: OrderContext, gap_days: int) -> History:
-    """Completed Lemtrada administrations before T0 (never Campath, never the order itself),
-    grouped into courses: a dose more than `gap_days` after the previous one starts a new course."""
+def lemtrada_doses(
+    record: PatientRecord, before: date, exclude_id: object = None
+) -> tuple[list[Dose], list[Unreadable]]:
+    """Completed Lemtrada administrations that began before `before` (never Campath, never the
+    request `exclude_id`: the order under review), with the alemtuzumab records whose dates could
+    not be read. Shared by the course-interval check and patient-view monitoring, so both read
+    the infusion history the same way."""
     doses: list[Dose] = []
     unreadable: list[Unreadable] = []
-    own_id = order.order.request.get("id")
     uses, bad = record.medication_uses()
     for use in uses:
         resource = use.resource
         if use.status not in DONE.get(use.resource_type, set()):
             continue
-        if use.resource_type == "MedicationRequest" and own_id and resource.get("id") == own_id:
+        if (
+            use.resource_type == "MedicationRequest"
+            and exclude_id
+            and (resource.get("id") == exclude_id)
+        ):
             continue
         if classify(use.codes, use.words) is not Product.LEMTRADA:
             continue
@@ -163,19 +170,19 @@ def prior_courses(record: PatientRecord, order: OrderContext, gap_days: int) -> 
                     reference_of(resource), f"alemtuzumab given {first}, exact day not recorded"
                 )
             )
-            if first.earliest >= order.t0:
+            if first.earliest >= before:
                 continue
             doses.append(
                 Dose(
                     first.earliest,
-                    min(last.latest, order.t0 - timedelta(days=1)),
+                    min(last.latest, before - timedelta(days=1)),
                     reference_of(resource),
                     f"{use.resource_type} {use.status}, partial date",
                     last_earliest=last.earliest,
                 )
             )
             continue
-        if first.earliest >= order.t0:
+        if first.earliest >= before:
             continue  # on or after the planned start: not a prior course
         doses.append(
             Dose(
@@ -187,13 +194,27 @@ def prior_courses(record: PatientRecord, order: OrderContext, gap_days: int) -> 
         )
     # Records whose medication could not be read at all might be alemtuzumab.
     unreadable.extend(u for u in bad if u.reference.startswith("MedicationAdministration"))
+    return doses, unreadable
+
+
+def group_courses(doses: list[Dose], gap_days: int) -> list[Course]:
+    """Doses grouped into courses, oldest first: a dose more than `gap_days` after the previous
+    one starts a new course."""
     courses: list[Course] = []
     for dose in sorted(doses, key=lambda d: (d.first, d.last)):
         if courses and (dose.first - courses[-1].last).days <= gap_days:
             courses[-1].doses.append(dose)
         else:
             courses.append(Course([dose]))
-    return History(courses, unreadable)
+    return courses
+
+
+def prior_courses(record: PatientRecord, order: OrderContext, gap_days: int) -> History:
+    """Completed Lemtrada administrations before T0 (never Campath, never the order itself),
+    grouped into courses: a dose more than `gap_days` after the previous one starts a new course."""
+    own_id = order.order.request.get("id")
+    doses, unreadable = lemtrada_doses(record, order.t0, own_id)
+    return History(group_courses(doses, gap_days), unreadable)
 
 
 # -- reading a dosage instruction ------------------------------------------------------------
