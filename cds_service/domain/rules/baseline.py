@@ -170,7 +170,8 @@ def _creatinine_rise(
         return
     lowest, base = min(before, key=lambda pair: pair[0])
     rise = round((now / lowest - 1) * 100)
-    if (now / lowest - 1) * 100 > policy["creatinine_rise_percent"]:
+    # Rounded before comparing: 1.30 against 1.00 is a 30% rise, not 30.000000000000004%.
+    if round((now / lowest - 1) * 100, 6) > policy["creatinine_rise_percent"]:
         facts: dict[str, str | int] = {
             **_facts(latest, "creatinine"),
             "rise": rise,

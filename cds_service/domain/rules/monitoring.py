@@ -528,7 +528,7 @@ def _renal_values(record: PatientRecord, context: MonitoringContext, policy: Pol
             base, mg = baseline
             percent = (now / mg - 1) * 100
             # Compared as products: 1.30 / 1.00 - 1 is 0.30000000000000004 in floating point.
-            if now * 100 > mg * (100 + policy["creatinine_rise_percent"]):
+            if round(now * 100 - mg * (100 + policy["creatinine_rise_percent"]), 6) > 0:
                 rise = Evidence(
                     "creatinine-rise",
                     {
