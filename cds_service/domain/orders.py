@@ -58,6 +58,14 @@ class OrderContext:
     t0: date
     t0_source: str
     draft_orders: tuple[dict[str, Any], ...]
+    course: tuple[AlemtuzumabOrder, ...] = ()
+    """Every alemtuzumab order under review (one per infusion day, say): one course, `order`
+    first among them. Empty means `order` alone."""
+
+    @property
+    def course_orders(self) -> tuple[AlemtuzumabOrder, ...]:
+        """The orders of the course under review, `order` included."""
+        return self.course or (self.order,)
 
 
 def draft_resources(draft_orders: Any) -> list[dict[str, Any]]:
