@@ -396,7 +396,8 @@ def _short_name(rule: Rule, policy: Policy) -> str:
 def _item_line(finding: Finding) -> str:
     """One line of a grouped card: the finding, then its evidence."""
     line = f"- {finding.headline}"
-    evidence = "; ".join(e.text for e in finding.evidence)
+    # An evidence line the headline already says ({first_evidence}) is not said twice.
+    evidence = "; ".join(e.text for e in finding.evidence if e.text not in finding.headline)
     if evidence:
         line += f" ({evidence})"
     if finding.unreadable:
