@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
+from fixture_requests import SERVICE_URL, fixture_request
 
 from cds_service.cards import worded
 from cds_service.domain.orders import AlemtuzumabOrder, OrderContext, course_start
@@ -92,99 +93,53 @@ def _record(given: list[dict[str, Any]]) -> PatientRecord:
     return PatientRecord.build("p1", [bundle])
 
 
-ROWS = [
-    pytest.param(
-        _daily("2026-12-07", 5),
-        [],
-        "met",
-        "INFO",
-        "12 mg IV daily for 5 days, as for the first course",
-        id="five one-day 12 mg orders on consecutive days are a complete first course",
-    ),
-    pytest.param(
-        list(reversed(_daily("2026-12-07", 5))),
-        [],
-        "met",
-        "INFO",
-        "12 mg IV daily for 5 days, as for the first course",
-        id="the same five orders drafted last day first are the same course",
-    ),
-    pytest.param(
-        _daily("2026-12-07", 4),
-        [],
-        "not-met",
-        "WARNING",
-        "4 days (4 orders, 2026-12-07 to 2026-12-10); the first course is 5 consecutive days",
-        id="four one-day orders are a first course one day short",
-    ),
-    pytest.param(
-        _daily("2026-12-07", 3),
-        FIRST_COURSE_ON_FILE,
-        "met",
-        "INFO",
-        "12 mg IV daily for 3 days, as for course 2",
-        id="three one-day orders for a later course are complete",
-    ),
-    pytest.param(
-        _daily("2026-12-07", 5),
-        FIRST_COURSE_ON_FILE,
-        "not-met",
-        "WARNING",
-        "5 days (5 orders, 2026-12-07 to 2026-12-11); course 2 is 3 consecutive days",
-        id="five one-day orders for a later course are two days too many",
-    ),
-    pytest.param(
-        [*_daily("2026-12-07", 5), _order("2026-12-08", number=1)],
-        [],
-        "not-met",
-        "WARNING",
-        "the same infusion day in two orders: 2026-12-08",
-        id="a day ordered twice is a finding even when the five days are all there",
-    ),
-    pytest.param(
-        [
-            _order(day)
-            for day in ("2026-12-07", "2026-12-08", "2026-12-09", "2026-12-11", "2026-12-12")
-        ],
-        [],
-        "not-met",
-        "WARNING",
-        "the days are not consecutive: no infusion on 2026-12-10",
-        id="five one-day orders with a day skipped are not consecutive",
-    ),
-    pytest.param(
-        [_order("2026-12-07", days=2), _order("2026-12-09", days=3)],
-        [],
-        "met",
-        "INFO",
-        "12 mg IV daily for 5 days, as for the first course",
-        id="a two-day and a three-day order that follow each other are a complete first course",
-    ),
-    pytest.param(
-        [*_daily("2026-12-07", 2), _order("2026-12-09", mg=10), *_daily("2026-12-10", 2)],
-        [],
-        "not-met",
-        "CRITICAL",
-        "2026-12-09: dose 10 mg, not 12 mg per day",
-        id="one order of the course with 10 mg is a wrong dose on that day",
-    ),
-    pytest.param(
-        [_order("2026-12-07", days=5)],
-        [],
-        "met",
-        "INFO",
-        "12 mg IV daily for 5 days, as for the first course",
-        id="one five-day order is a complete first course, as before",
-    ),
-    pytest.param(
-        [_order("2026-12-07", days=1)],
-        [],
-        "not-met",
-        "WARNING",
-        "1 day (count 1); the first course is 5 consecutive days",
-        id="a single one-day order alone is a first course four days short",
-    ),
+NONE: list[dict[str, Any]] = []
+"""No alemtuzumab on file: the course under review is the first (5 days)."""
+SKIPPING_DAY_4 = [_order(f"2026-12-{day:02}") for day in (7, 8, 9, 11, 12)]
+WRONG_DOSE_ON_DAY_3 = [
+    *_daily("2026-12-07", 2),
+    _order("2026-12-09", mg=10),
+    *_daily("2026-12-10", 2),
 ]
+
+# fmt: off
+ROWS = [
+    # the course as drafted, prior courses on file, dose check status and severity, what it says
+    pytest.param(_daily("2026-12-07", 5), NONE, "met", "INFO",
+                 "12 mg IV daily for 5 days, as for the first course",
+                 id="five one-day 12 mg orders on consecutive days are a complete first course"),
+    pytest.param(list(reversed(_daily("2026-12-07", 5))), NONE, "met", "INFO",
+                 "12 mg IV daily for 5 days, as for the first course",
+                 id="the same five orders drafted last day first are the same course"),
+    pytest.param(_daily("2026-12-07", 4), NONE, "not-met", "WARNING",
+                 "4 days (4 orders, 2026-12-07 to 2026-12-10); the first course is 5",
+                 id="four one-day orders are a first course one day short"),
+    pytest.param(_daily("2026-12-07", 3), FIRST_COURSE_ON_FILE, "met", "INFO",
+                 "12 mg IV daily for 3 days, as for course 2",
+                 id="three one-day orders for a later course are complete"),
+    pytest.param(_daily("2026-12-07", 5), FIRST_COURSE_ON_FILE, "not-met", "WARNING",
+                 "5 days (5 orders, 2026-12-07 to 2026-12-11); course 2 is 3 consecutive days",
+                 id="five one-day orders for a later course are two days too many"),
+    pytest.param([*_daily("2026-12-07", 5), _order("2026-12-08", number=1)], NONE, "not-met",
+                 "WARNING", "the same infusion day in two orders: 2026-12-08",
+                 id="a day ordered twice is a finding even when the five days are all there"),
+    pytest.param(SKIPPING_DAY_4, NONE, "not-met", "WARNING",
+                 "the days are not consecutive: no infusion on 2026-12-10",
+                 id="five one-day orders with a day skipped are not consecutive"),
+    pytest.param([_order("2026-12-07", days=2), _order("2026-12-09", days=3)], NONE, "met",
+                 "INFO", "12 mg IV daily for 5 days, as for the first course",
+                 id="a two-day and a three-day order that follow each other are a first course"),
+    pytest.param(WRONG_DOSE_ON_DAY_3, NONE, "not-met", "CRITICAL",
+                 "2026-12-09: dose 10 mg, not 12 mg per day",
+                 id="one order of the course with 10 mg is a wrong dose on that day"),
+    pytest.param([_order("2026-12-07", days=5)], NONE, "met", "INFO",
+                 "12 mg IV daily for 5 days, as for the first course",
+                 id="one five-day order is a complete first course, as before"),
+    pytest.param([_order("2026-12-07", days=1)], NONE, "not-met", "WARNING",
+                 "1 day (count 1); the first course is 5 consecutive days",
+                 id="a single one-day order alone is a first course four days short"),
+]
+# fmt: on
 
 
 @pytest.mark.parametrize(("orders", "given", "status", "severity", "says"), ROWS)
@@ -217,3 +172,65 @@ def test_herpes_prophylaxis_counts_from_the_last_day_of_the_whole_course() -> No
     finding = worded(check_herpes_prophylaxis(_record([]), context, policy), policy)
     acyclovir = finding.suggestions[0]
     assert "to 2027-02-11" in acyclovir.label
+
+
+FIVE_ORDERS = "first_course_drafted_as_five_one_day_orders"
+DAY = "MedicationRequest/lemtrada-infusion-day-{}"
+
+
+def _selecting(days: list[int], drafted: list[int]) -> dict[str, Any]:
+    """The five one-day orders' request at order-select, with only the orders of `drafted` in
+    draftOrders and those of `days` selected."""
+    request = fixture_request(FIVE_ORDERS)
+    entries = request["context"]["draftOrders"]["entry"]
+    wanted = {DAY.format(day) for day in drafted}
+    request["context"]["draftOrders"]["entry"] = [
+        e for e in entries if f"MedicationRequest/{e['resource']['id']}" in wanted
+    ]
+    request["context"]["selections"] = [DAY.format(day) for day in days]
+    return request
+
+
+@pytest.mark.parametrize(
+    ("selected", "drafted", "dose", "start"),
+    [
+        pytest.param([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], "met", "2026-12-07", id="all five selected"),
+        pytest.param(
+            [5],
+            [1, 2, 3, 4, 5],
+            "met",
+            "2026-12-07",
+            id="the fifth selected, the four others drafted before: one course of five days",
+        ),
+        pytest.param(
+            [5],
+            [5],
+            "not-met",
+            "2026-12-11",
+            id="the fifth alone drafted and selected: a course of one day",
+        ),
+    ],
+)
+def test_order_select_reads_the_course_already_drafted(
+    client: Any, selected: list[int], drafted: list[int], dose: str, start: str
+) -> None:
+    """Orders of one course are often selected one at a time: the Lemtrada orders drafted before
+    belong to the course of the one selected."""
+    response = client.post(SERVICE_URL["order-select"], json=_selecting(selected, drafted))
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    cards = response.get_json()["cards"]
+    summary = next(c for c in cards if c["source"]["topic"]["code"] == "eligibility-summary")
+    checks = summary["extension"]["org.example.cds-service.checklist"]["checks"]
+    assert next(c for c in checks if c["topic"] == "dose")["status"] == dose
+    assert f"Planned first infusion: {start}" in summary["detail"]
+
+
+def test_lemtrada_orders_drafted_before_are_not_reviewed_when_nothing_selected_is_lemtrada(
+    client: Any,
+) -> None:
+    """Selecting another order (here: none of the Lemtrada ones) does not review the Lemtrada
+    orders drafted before: they join a course only once a Lemtrada order is selected."""
+    request = _selecting([], [1, 2, 3, 4, 5])
+    response = client.post(SERVICE_URL["order-select"], json=request)
+    assert response.status_code == 200
+    assert response.get_json()["cards"] == []
