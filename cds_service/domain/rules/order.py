@@ -1,7 +1,8 @@
 """Checks of the order itself: course interval, dose, premedication, prophylaxis (issue #4).
 
 The course number comes from the record (prior completed alemtuzumab administrations grouped into
-courses); the dose, route and days from the order's dosage instructions; premedication and herpes
+courses); the dose, route and days from the dosage instructions of every alemtuzumab order of the
+course under review (one order per infusion day, say); premedication and herpes
 prophylaxis from the other draft orders signed with it (order-sign only: at order-select the
 clinician has not written them yet).
 """
