@@ -20,6 +20,7 @@ from typing import Any
 from .domain.checklist import (
     GROUPED,
     CardGroup,
+    ChecklistStatus,
     card_group,
     checklist_indicator,
     checklist_severity,
@@ -262,15 +263,12 @@ def _source(rule: Rule, policy: Policy) -> dict[str, Any]:
 
 def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, Any]:
     """A new FHIR R4 resource (never a mutation of the request) that closes the gap."""
-    coding = {
-        "system": suggestion.code[0],
-        "code": suggestion.code[1],
-        "display": suggestion.display,
-    }
+    coding = {"system": suggestion.code[0], "code": suggestion.code[1]}
     subject = {"reference": f"Patient/{patient_id}"}
     if suggestion.kind == "lab":
-        # Kept small (a work-up card may carry 15 of them): the LOINC code names the test and
-        # the card says why; the reason goes in the action's description.
+        # Kept small (a work-up card may carry 15 of them): the LOINC code names the test for
+        # the EHR, the suggestion's label names it for the clinician and the card says why; the
+        # short reason goes in the action's description.
         return {
             "resourceType": "ServiceRequest",
             "status": "draft",
@@ -278,6 +276,7 @@ def suggestion_resource(suggestion: Suggestion, patient_id: str) -> dict[str, An
             "code": {"coding": [coding]},
             "subject": subject,
         }
+    coding["display"] = suggestion.display
     details = suggestion.details
     resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
@@ -397,7 +396,8 @@ def _short_name(rule: Rule, policy: Policy) -> str:
 def _item_line(finding: Finding) -> str:
     """One line of a grouped card: the finding, then its evidence."""
     line = f"- {finding.headline}"
-    evidence = "; ".join(e.text for e in finding.evidence)
+    # An evidence line the headline already says ({first_evidence}) is not said twice.
+    evidence = "; ".join(e.text for e in finding.evidence if e.text not in finding.headline)
     if evidence:
         line += f" ({evidence})"
     if finding.unreadable:
@@ -544,16 +544,29 @@ def summary_card(
             -pair[0][1].severity,
         ),
     )  # stable: rule order within each rank: problems, then items to confirm, then the rest
+    shown_on = card_words("checklist-where")
+    met: list[str] = []
     for (rule, finding), status in ranked:
         title = _md(rule.titled(policy))
         mark = marks[status.value]
-        if finding.shown:  # what was found is said for problems; the rest is in the extension
-            title, said = f"**{title}**", _md(finding.headline)
+        group = card_group(finding)
+        if status is ChecklistStatus.MET:  # one line after the table: problems stand out
+            met.append(title)
+            continue
+        if finding.shown:  # what was found is said once: on the card that shows it
+            title = f"**{title}**"
+            said = (
+                shown_on[group.value]
+                if group in GROUPED and group is not None
+                else _md(finding.headline)
+            )
         elif finding.to_confirm:
             mark, said = marks["to-confirm"], _md(finding.headline)
         else:
             said = ""
         lines.append(f"| {title} | {mark} | {said} |")
+    if met:
+        lines += ["", counted(SUMMARY_TOPIC, "met", len(met), {"checks": "; ".join(met)})]
     if reminders:
         lines.append("")
         lines.extend(reminders)

@@ -105,13 +105,15 @@ def answer(
     record = PatientRecord.build(request.patient_id, data.values, data.no_data)
     if terminology is not None:
         record.extra_members = terminology(record, started)
-    order, t0, t0_source = course_start(found.course or (order,), today)
+    course = found.course or (order,)
+    order, t0, t0_source = course_start(course, today)
     context = OrderContext(
         hook=request.hook,
         order=order,
         t0=t0,
         t0_source=t0_source,
         draft_orders=tuple(draft_resources(request.context.get("draftOrders"))),
+        course=course,
     )
     checked = evaluate(record, context, policy)
     findings = [finding for _, finding in checked]

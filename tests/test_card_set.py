@@ -53,14 +53,16 @@ def _checks(cards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _one_order_per_day(earlier_first: bool) -> dict[str, Any]:
-    """The eligible patient's course drafted as two orders: the one of 2026-12-07 and a copy that
-    starts a day earlier (as EHRs that draft one order per infusion day send them)."""
+    """The eligible patient's five-day course drafted as two orders: day 1 alone on 2026-12-06
+    and days 2-5 from 2026-12-07 (as EHRs that split a course into several orders send them)."""
     request = _request("eligible_patient_at_order_select")
     entries = request["context"]["draftOrders"]["entry"]
     earlier = copy.deepcopy(entries[0])
     earlier["resource"]["id"] = "lemtrada-day-0"
-    bounds = earlier["resource"]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]
-    bounds.update(start="2026-12-06", end="2026-12-10")
+    repeat = earlier["resource"]["dosageInstruction"][0]["timing"]["repeat"]
+    repeat.update(count=1, boundsPeriod={"start": "2026-12-06", "end": "2026-12-06"})
+    repeat = entries[0]["resource"]["dosageInstruction"][0]["timing"]["repeat"]
+    repeat.update(count=4, boundsPeriod={"start": "2026-12-07", "end": "2026-12-10"})
     entries.insert(0 if earlier_first else 1, earlier)
     request["context"]["selections"] = [f"MedicationRequest/{e['resource']['id']}" for e in entries]
     return request

@@ -97,11 +97,8 @@ def test_pregnancy_warning_orders_hcg_and_advises_contraception(module_client):
     assert "pregnancy test" in card["summary"]
     assert "4 months after each course" in card["detail"]
     resource = card["suggestions"][0]["actions"][0]["resource"]
-    assert resource["code"]["coding"][0] == {
-        "system": "http://loinc.org",
-        "code": "2118-8",
-        "display": "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma",
-    }
+    assert resource["code"]["coding"][0] == {"system": "http://loinc.org", "code": "2118-8"}
+    assert card["suggestions"][0]["label"] == "Order serum hCG (pregnancy test)"
 
 
 def test_label_override_reasons_carry_display(module_client):

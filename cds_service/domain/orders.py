@@ -58,6 +58,14 @@ class OrderContext:
     t0: date
     t0_source: str
     draft_orders: tuple[dict[str, Any], ...]
+    course: tuple[AlemtuzumabOrder, ...] = ()
+    """Every alemtuzumab order under review (one per infusion day, say): one course, `order`
+    first among them. Empty means `order` alone."""
+
+    @property
+    def course_orders(self) -> tuple[AlemtuzumabOrder, ...]:
+        """The orders of the course under review, `order` included."""
+        return self.course or (self.order,)
 
 
 def draft_resources(draft_orders: Any) -> list[dict[str, Any]]:
@@ -192,7 +200,9 @@ def scan_orders(
     prefetch: dict[str, Any] | None,
 ) -> OrderScan:
     """Find the Lemtrada orders under review (order-select: selections only); the first is the
-    scan's order, all of them its course.
+    scan's order, all of them its course. Once a selected order is Lemtrada, the other Lemtrada
+    orders already drafted in the session (draftOrders) join its course: a course drafted one
+    order per infusion day is often selected one order at a time.
 
     An order whose medication cannot be identified at all (a medicationReference resolved nowhere,
     without display) is reported, not skipped: it could be the alemtuzumab order. A referenced
@@ -203,11 +213,13 @@ def scan_orders(
     unidentified: list[str] = []
     pending: list[dict[str, Any]] = []
     course: list[AlemtuzumabOrder] = []
+    unselected: list[dict[str, Any]] = []
     for resource in drafts:
         if resource.get("resourceType") != "MedicationRequest":
             continue
         reference = f"MedicationRequest/{resource.get('id')}"
         if wanted is not None and reference not in wanted:
+            unselected.append(resource)
             continue
         if course:  # the course is found: other orders only add to it, never fail the call
             try:
@@ -232,6 +244,15 @@ def scan_orders(
         if order is not None:
             course.append(order)
     if course:
+        for resource in unselected:  # earlier orders of the same course, drafted before
+            if resource.get("status") in ("cancelled", "entered-in-error", "revoked"):
+                continue
+            try:
+                order = _as_lemtrada(resource, *_read_medication(resource, sources))
+            except UnreadableOrder:
+                continue
+            if order is not None:
+                course.append(order)
         return OrderScan(course[0], course=tuple(course))
     return OrderScan(None, tuple(unidentified), tuple(pending), sources)
 

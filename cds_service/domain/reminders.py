@@ -14,17 +14,12 @@ def summary_reminders(policy: Policy) -> tuple[str, ...]:
     """Markdown lines for the eligibility-summary detail, with their sources."""
     months = policy["monitoring_months"]
     return (
-        "**Confirm outside the record** (not checkable from FHIR)",
+        "**Confirm outside the record** (REMS R-1 to R-4; boxed warning, sections 2 and 5)",
         "- REMS: the prescriber is certified, the healthcare facility is certified and the patient "
-        "is enrolled and authorized (REMS R-1 to R-4).",
-        "- Infusion setting: a certified healthcare setting with equipment and personnel to manage "
-        "anaphylaxis and serious infusion reactions; infuse over 4 hours; observe the patient for "
-        "at least 2 hours after each infusion (boxed warning, section 2).",
-        "",
-        f"**Monitoring plan until {months} months after the last infusion** (boxed warning, "
-        "section 5; REMS periodic monitoring)",
-        "- Monthly: CBC with differential, serum creatinine, urinalysis with urine cell counts.",
-        "- Every 3 months: thyroid function (TSH).",
-        "- Periodically: serum transaminases (ALT, AST) and total bilirubin.",
-        "- Yearly: skin examination.",
+        "is enrolled and authorized.",
+        "- Infusion setting equipped for anaphylaxis and serious infusion reactions; infuse over 4 "
+        "hours, observe at least 2 hours after each infusion.",
+        f"- Monitoring plan until {months} months after the last infusion: CBC with differential, "
+        "creatinine and urinalysis with urine cell counts monthly; TSH every 3 months; ALT, AST "
+        "and total bilirubin periodically; skin examination yearly.",
     )

@@ -8,6 +8,7 @@ here reads raw JSON tolerantly: a shape it cannot read is reported, never taken 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from ..fhirdata import (
 )
 from ..findings import Evidence
 from ..orders import OrderContext, Product, classify
-from ..record import PatientRecord, Unreadable, name_medication
+from ..record import PatientRecord, Unreadable, dosage_starts, name_medication
 
 IV_ROUTE = orderables.code("intravenous")
 IV_WORDS = re.compile(r"\bintraven|\bi\.?v(?:pb)?\b", re.IGNORECASE)
@@ -351,6 +352,56 @@ def order_days(request: dict[str, Any]) -> tuple[int | None, How]:
         total += days
         how.extend(why)
     return total, tuple(how)
+
+
+@dataclass(frozen=True)
+class CourseDays:
+    """The infusion days of a course drafted as one order or several (one per day, say)."""
+
+    days: int | None
+    """Distinct infusion days; None when an order's days cannot be read or placed."""
+    how: How
+    repeated: tuple[date, ...] = ()
+    """Days that two orders of the course both cover."""
+    skipped: tuple[date, ...] = ()
+    """Days between the first and the last infusion that no order covers."""
+    last: date | None = None
+    """The last infusion day (None when it cannot be placed)."""
+
+
+def course_infusion_days(requests: Sequence[dict[str, Any]]) -> CourseDays:
+    """The days of the whole course: one order's days as it states them; several orders' days
+    placed on the calendar from each order's start, so repeated and skipped days show."""
+    if len(requests) == 1:
+        days, how = order_days(requests[0])
+        starts = dosage_starts(requests[0])
+        last = (
+            min(s.earliest for s in starts) + timedelta(days=days - 1) if days and starts else None
+        )
+        return CourseDays(days, how, last=last)
+    dates: list[date] = []
+    for request in requests:
+        days, how = order_days(request)
+        if days is None:
+            return CourseDays(None, how)
+        starts = [s for s in dosage_starts(request) if s.exact]
+        if not starts:
+            return CourseDays(None, (Evidence("timing-order-no-start"),))
+        first = min(s.earliest for s in starts)
+        dates.extend(first + timedelta(days=i) for i in range(days))
+    placed = sorted(set(dates))
+    repeated = tuple(sorted({d for d in dates if dates.count(d) > 1}))
+    span = (placed[-1] - placed[0]).days + 1
+    skipped = tuple(
+        d for d in (placed[0] + timedelta(days=i) for i in range(span)) if d not in placed
+    )
+    how = (
+        Evidence(
+            "timing-orders",
+            {"orders": len(requests), "first": str(placed[0]), "last": str(placed[-1])},
+        ),
+    )
+    return CourseDays(len(placed), how, repeated, skipped, placed[-1])
 
 
 def dosage_list(request: dict[str, Any]) -> list[dict[str, Any]]:

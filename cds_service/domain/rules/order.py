@@ -1,7 +1,8 @@
 """Checks of the order itself: course interval, dose, premedication, prophylaxis (issue #4).
 
 The course number comes from the record (prior completed alemtuzumab administrations grouped into
-courses); the dose, route and days from the order's dosage instructions; premedication and herpes
+courses); the dose, route and days from the dosage instructions of every alemtuzumab order of the
+course under review (one order per infusion day, say); premedication and herpes
 prophylaxis from the other draft orders signed with it (order-sign only: at order-select the
 clinician has not written them yet).
 """
@@ -14,7 +15,7 @@ from typing import Any
 from .. import orderables
 from ..fhirdata import Malformed, add_months, parse_date, reference_of
 from ..findings import Evidence, Finding, Severity, Status, Suggestion
-from ..orders import OrderContext
+from ..orders import OrderContext, planned_start
 from ..policy import Policy
 from ..record import PatientRecord
 from ..terminology import value_set
@@ -22,11 +23,11 @@ from .base import ORDER_SIGN, Rule
 from .course import (
     LEMTRADA_MG_PER_ML,
     History,
+    course_infusion_days,
     covered_days,
     dosage_list,
     dose_mg,
     draft_medication,
-    order_days,
     other_drafts,
     prior_courses,
     route_of,
@@ -138,23 +139,38 @@ COURSE_INTERVAL_RULE = Rule(
 # -- dose, route and days -----------------------------------------------------------------------
 
 
+def _add(found: list[Evidence], item: Evidence) -> None:
+    """Add an evidence line once (orders of one course often repeat the same dosage)."""
+    if item not in found:
+        found.append(item)
+
+
 def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Critical for a dose other than 12 mg/day or a non-IV route; warning for unstated ones and
-    for a course length other than 5 (first course) or 3 (later) days."""
+    for a course length other than 5 (first course) or 3 (later) days. All alemtuzumab orders
+    under review are one course: every order's dosages are read, and their days together make
+    the course (a day ordered twice or skipped is a warning too)."""
     topic, daily = DOSE, policy["daily_dose"]
-    request = order.order.request
-    dosages = dosage_list(request)
+    requests = [o.request for o in order.course_orders]
     critical: list[Evidence] = []
     warnings: list[Evidence] = []
     evidence: list[Evidence] = []
+    dosages = [
+        (request, i, dosage)
+        for request in requests
+        for i, dosage in enumerate(dosage_list(request), start=1)
+    ]
     if not dosages:
         warnings.append(Evidence("no-dosage"))
-    for i, dosage in enumerate(dosages, start=1):
-        where = f"dosage {i}: " if len(dosages) > 1 else ""
+    for request, i, dosage in dosages:
+        # Where a problem is: the order's start when the course has several orders, the
+        # dosage's number when its order has several dosages.
+        where = f"{planned_start(request, order.t0)[0]}: " if len(requests) > 1 else ""
+        where += f"dosage {i}: " if len(dosage_list(request)) > 1 else ""
         mg, written = dose_mg(dosage, LEMTRADA_MG_PER_ML)
         facts: dict[str, str | int] = {"where": where, "written": written}
         if mg is None:
-            warnings.append(Evidence("dose-unreadable" if written else "dose-not-stated", facts))
+            _add(warnings, Evidence("dose-unreadable" if written else "dose-not-stated", facts))
         elif abs(mg - daily) > 1e-6:
             critical.append(
                 Evidence(
@@ -163,22 +179,24 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
                 )
             )
         else:
-            evidence.append(Evidence("dose-as-labelled", facts))
+            _add(evidence, Evidence("dose-as-labelled", {**facts, "where": ""}))
         route = route_of(dosage)
         facts = {"where": where, "route": route.written}
         if route.iv is None:
-            warnings.append(
-                Evidence("route-unrecognised" if route.written else "route-not-stated", facts)
+            _add(
+                warnings,
+                Evidence("route-unrecognised" if route.written else "route-not-stated", facts),
             )
         elif not route.iv:
             critical.append(Evidence("route-not-iv", facts))
         elif route.push:
             critical.append(Evidence("route-push", facts))
         else:
-            evidence.append(Evidence("route-iv", facts))
+            _add(evidence, Evidence("route-iv", {**facts, "where": ""}))
     history = _history(record, order, policy)
     expected = _expected_days(history, policy)
-    days, how = order_days(request)
+    placed = course_infusion_days(requests)
+    days, how = placed.days, placed.how
     course = (
         (Evidence("first-course"),)
         if history.number == 1
@@ -190,12 +208,17 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
         "course": course,
         "expected": expected,
     }
+    if placed.repeated:
+        warnings.append(Evidence("days-repeated", {"dates": _dates(placed.repeated)}))
+    if placed.skipped:
+        warnings.append(Evidence("days-skipped", {"dates": _dates(placed.skipped)}))
     if dosages and days is None:
         warnings.append(Evidence("days-unreadable", timing))
     elif days is not None and days != expected:
-        warnings.append(Evidence("days-wrong", timing))
+        warnings.append(Evidence("days-wrong-one" if days == 1 else "days-wrong", timing))
     elif days is not None:
         evidence.append(Evidence("days-as-labelled", timing))
+    misread = placed.repeated or placed.skipped or (days is not None and days != expected)
     # The headline names the first problem: the first evidence line ({first_evidence}).
     if critical:
         return Finding(
@@ -207,7 +230,7 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
             evidence=tuple(critical + warnings + evidence),
         )
     if warnings:
-        status = Status.NOT_MET if days is not None and days != expected else Status.UNKNOWN
+        status = Status.NOT_MET if misread else Status.UNKNOWN
         return Finding(
             topic,
             status,
@@ -226,13 +249,20 @@ def check_dose(record: PatientRecord, order: OrderContext, policy: Policy) -> Fi
     )
 
 
+def _dates(days: tuple[date, ...]) -> str:
+    return ", ".join(day.isoformat() for day in days)
+
+
 DOSE_RULE = Rule(
     topic=DOSE,
     title="Dose, route and days of the course",
-    logic="Every dosage: dose other than the daily dose (mg, g, or mL read at 10 mg/mL) or a "
-    "route other than IV (SNOMED 47625008 or 'intravenous'/'IV' in text), or IV push/bolus "
-    "-> critical; dose or route missing or unreadable -> warning; days (count, boundsPeriod "
-    "inclusive or boundsDuration) other than 5 for course 1 or 3 for later courses -> warning.",
+    logic="All alemtuzumab orders under review are one course. Every dosage of every order: "
+    "dose other than the daily dose (mg, g, or mL read at 10 mg/mL) or a route other than IV "
+    "(SNOMED 47625008 or 'intravenous'/'IV' in text), or IV push/bolus -> critical; dose or "
+    "route missing or unreadable -> warning; days (count, boundsPeriod inclusive or "
+    "boundsDuration; several orders placed on the calendar from each one's start) other than 5 "
+    "for course 1 or 3 for later courses, a day two orders both cover, or a day skipped "
+    "between the first and the last -> warning.",
     indicator="critical / warning",
     source="label",
     citation="PI section 2 (Recommended Dosage: 12 mg/day IV over 4 hours; 5 consecutive days, "
@@ -434,10 +464,11 @@ def prophylaxis_suggestion(t0: date, until: date) -> Suggestion:
 def check_herpes_prophylaxis(record: PatientRecord, order: OrderContext, policy: Policy) -> Finding:
     """Among the other draft orders, an anti-herpes antiviral starting on or before day 1."""
     topic, months = HERPES_PROPHYLAXIS, policy["herpes_prophylaxis_months"]
-    days, _ = order_days(order.order.request)
+    placed = course_infusion_days([o.request for o in order.course_orders])
+    days = placed.days
     if days is None or days < 1:
         days = _expected_days(_history(record, order, policy), policy)
-    last_infusion = order.t0 + timedelta(days=days - 1)
+    last_infusion = max(filter(None, (order.t0 + timedelta(days=days - 1), placed.last)))
     until = add_months(last_infusion, months)
     minimum = last_infusion + timedelta(days=30 * months)  # "2 months" read as at least 60 days
     gaps: list[Evidence] = []

@@ -279,12 +279,12 @@ def check_hbv_screening(record: PatientRecord, order: OrderContext, policy: Poli
         (
             "HBsAg",
             lab_results(record, "hbv-surface-antigen-loinc", order.t0, lookback),
-            order_test("order-hbsag", "hbv-screening"),
+            order_test("order-hbsag", "hbv-screening", test="HBsAg"),
         ),
         (
             "anti-HBc",
             lab_results(record, "hbv-core-antibody-loinc", order.t0, lookback),
-            order_test("order-anti-hbc", "hbv-screening"),
+            order_test("order-anti-hbc", "hbv-screening", test="anti-HBc (total)"),
         ),
     )
     unreadable = tuple(dict.fromkeys([u for _, r, _ in tests for u in r.unreadable]))
