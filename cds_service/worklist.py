@@ -21,7 +21,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .bulk_export import BadLine, Export, Kept, Reading, alemtuzumab_patients, collect
+from .bulk_export import (
+    BAD_LINES_KEPT,
+    BadLine,
+    Export,
+    Kept,
+    Reading,
+    alemtuzumab_patients,
+    collect,
+)
 from .domain.fhirdata import parse_date
 from .domain.findings import Severity
 from .domain.monitoring import MonitoringContext, deceased, monitoring_context, summarise
@@ -45,6 +53,87 @@ COLUMNS = (
 )
 """CSV columns (and the keys of each JSON row). `overdue` and `abnormal` join their entries with
 '; ' in CSV and are lists in JSON; dates are ISO; empty (null in JSON) when not applicable."""
+
+
+_DAY = {"type": ["string", "null"], "format": "date"}
+JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "cds-service monitor --json",
+    "type": "object",
+    "required": ["today", "export", "patients", "counts", "skippedLines", "filesNotRead"],
+    "additionalProperties": False,
+    "properties": {
+        "today": {"type": "string", "format": "date"},
+        "export": {"type": "string", "description": "the export folder as given"},
+        "patients": {
+            "description": "patients in monitoring, most urgent first, then those recorded as "
+            "deceased (deceased: true; no checks run: urgency null, overdue and abnormal empty)",
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": list(COLUMNS),
+                "additionalProperties": False,
+                "properties": {
+                    "patientId": {"type": "string"},
+                    "deceased": {"type": "boolean"},
+                    "deceasedOn": _DAY,
+                    "urgency": {"enum": ["critical", "warning", "info", None]},
+                    "lastInfusion": {"type": "string", "format": "date"},
+                    "monthsIntoMonitoring": {"type": "integer", "minimum": 0},
+                    "monitoringEndsOn": {"type": "string", "format": "date"},
+                    "nextDue": _DAY,
+                    "overdue": {"type": "array", "items": {"type": "string"}},
+                    "abnormal": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "counts": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [
+                "alemtuzumabPatients",
+                "inMonitoring",
+                "deceased",
+                "notInMonitoring",
+                "linesRead",
+                "linesSkipped",
+            ],
+            "properties": {
+                "alemtuzumabPatients": {"type": "integer", "minimum": 0},
+                "inMonitoring": {"type": "integer", "minimum": 0},
+                "deceased": {"type": "integer", "minimum": 0},
+                "notInMonitoring": {"type": "integer", "minimum": 0},
+                "linesRead": {"type": "integer", "minimum": 0},
+                "linesSkipped": {"type": "integer", "minimum": 0},
+            },
+        },
+        "skippedLines": {
+            "description": f"the first {BAD_LINES_KEPT} skipped lines (counts.linesSkipped has "
+            "them all); line 0 is a file that could not be opened",
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["file", "line", "problem"],
+                "additionalProperties": False,
+                "properties": {
+                    "file": {"type": "string"},
+                    "line": {"type": "integer", "minimum": 0},
+                    "problem": {"type": "string"},
+                },
+            },
+        },
+        "filesNotRead": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["file", "why"],
+                "additionalProperties": False,
+                "properties": {"file": {"type": "string"}, "why": {"type": "string"}},
+            },
+        },
+    },
+}
+"""What `--json` prints (tests validate every output against it)."""
 
 
 @dataclass(frozen=True)
