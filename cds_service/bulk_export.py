@@ -37,6 +37,8 @@ KEPT_TYPES = frozenset({*READ_TYPES, "Patient", "ServiceRequest"})
 ServiceRequest: the pending orders the monitoring checks count."""
 SHARED_TYPES = frozenset({"Medication"})
 """Types with no patient reference: kept only when a treated patient's record points to them."""
+CONCEPTS_REMEMBERED = 10_000
+"""Distinct inline medication concepts whose classification pass 1 keeps (then starts afresh)."""
 BAD_LINES_KEPT = 200
 """Skipped lines named in the report; beyond that they are only counted (memory stays bounded
 on an export that is all garbage)."""
@@ -207,11 +209,24 @@ def alemtuzumab_patients(export: Export) -> set[str]:
             if _product_of({"medicationCodeableConcept": resource.get("code")}) is not None:
                 alemtuzumab_medications[f"Medication/{resource['id']}"] = resource
     treated: set[str] = set()
+    by_concept: dict[bytes, Product | None] = {}
     for file in export.of_types(MEDICATION_USE_TYPES):
         for _, _, resource, subject in read_lines(file):
             if subject in treated:
                 continue
-            if _product_of(resource, alemtuzumab_medications) is not None:
+            concept = resource.get("medicationCodeableConcept")
+            if concept is None:
+                product = _product_of(resource, alemtuzumab_medications)
+            else:
+                # An inline concept alone names the medication (name_medication), and the same
+                # few hundred concepts repeat across an export: each is classified once.
+                key = orjson.dumps(concept)
+                if key not in by_concept:
+                    if len(by_concept) >= CONCEPTS_REMEMBERED:
+                        by_concept.clear()
+                    by_concept[key] = _product_of(resource)
+                product = by_concept[key]
+            if product is not None:
                 assert subject is not None
                 treated.add(subject)
     return treated
