@@ -20,10 +20,13 @@ from .domain import result_grammar
 from .domain.checklist import CARD_CONTRACT_VERSION, GROUP_BY_REASON, STATUS_BY_REASON, CardGroup
 from .domain.policy import Policy, load_policy
 from .domain.rules import RULES, Rule
+from .domain.rules.monitoring import MONITORING_RULES
 from .domain.terminology import RESULT_ROLE_EXT, all_value_sets
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "clinical-rules.md"
-HOOK_ORDER = ("order-select", "order-sign")
+HOOK_ORDER = ("order-select", "order-sign", "patient-view")
+ALL_RULES = (*RULES, *MONITORING_RULES)
+"""The order checks, then the monitoring checks (patient-view): the doc's tables list both."""
 
 
 def _cell(text: str) -> str:
@@ -100,7 +103,7 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         "| Topic | Check | Logic | Indicator | Policy numbers | Source | Hooks |",
         "|---|---|---|---|---|---|---|",
     ]
-    for rule in RULES:
+    for rule in ALL_RULES:
         source = policy.sources[rule.source].title
         lines.append(
             f"| `{rule.topic}` | {_cell(rule.titled(policy))} | {_cell(rule.logic)} | "
@@ -115,7 +118,7 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         "| Topic | Value sets |",
         "|---|---|",
     ]
-    for rule in RULES:
+    for rule in ALL_RULES:
         used = rule.value_sets
         cell = ", ".join(f"`{vs}` ({_cell(value_sets[vs].title)})" for vs in used) or "none"
         lines.append(f"| `{rule.topic}` | {cell} |")
@@ -190,7 +193,7 @@ def render_topic_table() -> str:
     policy = load_policy()
     lines = ["| topic | what it checks | indicator | hooks |", "|---|---|---|---|"]
     for rule in RULES:
-        hooks = "both" if set(HOOK_ORDER) <= rule.hooks else f"{_hooks(rule)} only"
+        hooks = "both" if set(HOOK_ORDER[:2]) <= rule.hooks else f"{_hooks(rule)} only"
         lines.append(
             f"| `{rule.topic}` | {_cell(rule.titled(policy))} | {rule.indicator} | {hooks} |"
         )
@@ -208,7 +211,9 @@ def render_value_set_readers() -> str:
     value_sets = all_value_sets()
     lines = ["| value set | title | read by the checks |", "|---|---|---|"]
     for vs_id in sorted(value_sets):
-        readers = ", ".join(f"`{rule.topic}`" for rule in RULES if vs_id in rule.value_sets)
+        readers = ", ".join(
+            dict.fromkeys(f"`{rule.topic}`" for rule in ALL_RULES if vs_id in rule.value_sets)
+        )
         lines.append(
             f"| `{vs_id}` | {_cell(value_sets[vs_id].title)} | "
             f"{readers or 'none (used by the order trigger or the record reader)'} |"
