@@ -308,10 +308,10 @@ def written() -> list[dict[str, Any]]:
     # Overdue: monthly results stopped after June 2026.
     out += administrations(OVERDUE, "overdue-lemtrada", date(2025, 1, 6), 5)
     out += monthly_labs(OVERDUE, "overdue", date(2024, 12, 20), date(2026, 6, 2))
-    # ITP: the newest platelet count 62 x10^9/L, below the ITP threshold of 100.
+    # ITP: the newest platelet count (2026-10-20) 62 x10^9/L, below the ITP threshold of 100.
     out += administrations(ITP, "itp-lemtrada", date(2025, 9, 1), 5)
     out += monthly_labs(
-        ITP, "itp", date(2025, 8, 20), date(2026, 11, 3), platelets={date(2026, 11, 3): 62}
+        ITP, "itp", date(2025, 8, 20), date(2026, 10, 20), platelets={date(2026, 10, 20): 62}
     )
     # Ended: the last infusion more than 48 months ago.
     out += administrations(ENDED, "ended-lemtrada", date(2021, 3, 1), 5)
