@@ -181,6 +181,7 @@ class Worklist:
 
     today: date
     folder: Path
+    monitoring_months: int
     rows: list[Row] = field(default_factory=list)
     deceased: list[Row] = field(default_factory=list)
     alemtuzumab_patients: int = 0
@@ -205,6 +206,7 @@ def build_worklist(export: Export, today: date, policy: Policy | None = None) ->
     worklist = Worklist(
         today,
         export.folder,
+        policy["monitoring_months"],
         alemtuzumab_patients=len(treated),
         lines_read=reading.lines,
         lines_skipped=reading.bad,
@@ -292,15 +294,16 @@ def render_text(worklist: Worklist, width: int) -> str:
     width = max(width, MIN_WIDTH)
     counts = {s: sum(1 for r in worklist.rows if r.urgency is s) for s in reversed(Severity)}
     lines = _wrap(f"Alemtuzumab monitoring worklist, {worklist.today}: {worklist.folder}", width)
+    of = worklist.monitoring_months
     lines += _wrap(
         f"{len(worklist.rows)} patient{_s(len(worklist.rows))} in monitoring ("
         + ", ".join(f"{n} {_label(s).lower()}" for s, n in counts.items())
-        + f"); {worklist.lines_read} resources read",
+        + f"); {worklist.lines_read} lines read",
         width,
     )
     lines.append("")
     for row in worklist.rows:
-        lines += _block(_label(row.urgency), row, width)
+        lines += _block(_label(row.urgency), row, of, width)
     if not worklist.rows:
         lines += _wrap("No patient in monitoring.", width)
     if worklist.deceased:
@@ -330,11 +333,12 @@ def render_text(worklist: Worklist, width: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _block(label: str, row: Row, width: int) -> list[str]:
+def _block(label: str, row: Row, of: int, width: int) -> list[str]:
     indent = " " * LABEL
     out = _wrap(row.patient_id, width, f"{label:<{LABEL}}", indent)
     out += _wrap(
-        f"last infusion {row.last_infusion}, month {row.months}; next due {row.next_due or '-'}",
+        f"last infusion {row.last_infusion}, month {row.months} of {of}; next due "
+        f"{row.next_due or '-'}",
         width,
         indent,
         indent + "  ",

@@ -482,3 +482,16 @@ def test_the_installed_command_prints_the_worklist() -> None:
         check=False,
     )
     assert missing.returncode == 2 and "no such folder" in missing.stderr
+
+
+def test_the_readme_example_is_what_the_command_prints(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("<!-- readme-monitor-output -->\n```\n", 1)[1].split("```", 1)[0]
+    command, printed = shown.split("\n", 1)
+    assert command == f"$ COLUMNS=80 cds-service monitor fhir_fixtures/bulk-export --today {TODAY}"
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.chdir(ROOT)
+    code, out, _ = monitor(capsys, "fhir_fixtures/bulk-export", "--today", TODAY)
+    assert code == 0 and out == printed
