@@ -225,6 +225,8 @@ def _monitor(args: argparse.Namespace) -> int:
                 f"{worklist.lines_skipped} line(s) skipped; --json or the text output names them",
                 file=sys.stderr,
             )
+        for patient_id in worklist.not_evaluated:
+            print(f"NOT EVALUATED (review by hand): patient {patient_id}", file=sys.stderr)
     else:
         text = render_text(worklist, shutil.get_terminal_size((80, 24)).columns)
     return 0 if _write_stdout(text) else EXIT_PIPE_CLOSED

@@ -60,7 +60,15 @@ JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "cds-service monitor --json",
     "type": "object",
-    "required": ["today", "export", "patients", "counts", "skippedLines", "filesNotRead"],
+    "required": [
+        "today",
+        "export",
+        "patients",
+        "notEvaluated",
+        "counts",
+        "skippedLines",
+        "filesNotRead",
+    ],
     "additionalProperties": False,
     "properties": {
         "today": {"type": "string", "format": "date"},
@@ -86,6 +94,11 @@ JSON_SCHEMA: dict[str, Any] = {
                     "abnormal": {"type": "array", "items": {"type": "string"}},
                 },
             },
+        },
+        "notEvaluated": {
+            "description": "treated patients whose record made the checks fail: to review by hand",
+            "type": "array",
+            "items": {"type": "string"},
         },
         "counts": {
             "type": "object",
@@ -151,8 +164,6 @@ class Row:
     next_due: date | None = None
     deceased: bool = False
     deceased_on: date | None = None
-    failed: str | None = None
-    """Why the checks could not run for this patient (it stays on the list, as a warning)."""
 
     def sort_key(self) -> tuple[int, date, int, str]:
         """Critical first, then the longest overdue (earliest due date), then the most tests
@@ -171,7 +182,7 @@ class Row:
             "monitoringEndsOn": self.ends_on.isoformat(),
             "nextDue": _iso(self.next_due),
             "overdue": list(self.overdue),
-            "abnormal": list(self.abnormal) + ([self.failed] if self.failed else []),
+            "abnormal": list(self.abnormal),
         }
 
 
@@ -186,6 +197,8 @@ class Worklist:
     deceased: list[Row] = field(default_factory=list)
     alemtuzumab_patients: int = 0
     not_monitored: int = 0
+    not_evaluated: list[str] = field(default_factory=list)
+    """Treated patients whose record made the evaluation fail: to review by hand."""
     lines_read: int = 0
     lines_skipped: int = 0
     bad_lines: list[BadLine] = field(default_factory=list)
@@ -214,7 +227,12 @@ def build_worklist(export: Export, today: date, policy: Policy | None = None) ->
         files_not_read=export.not_read,
     )
     for patient_id in sorted(treated):
-        row = evaluate_patient(patient_id, kept, today, policy)
+        try:
+            row = evaluate_patient(patient_id, kept, today, policy)
+        except Exception as exc:  # one patient's unreadable record must not end the clinic's list
+            log.warning("patient %s could not be evaluated (%s)", patient_id, type(exc).__name__)
+            worklist.not_evaluated.append(patient_id)
+            continue
         if row is None:
             worklist.not_monitored += 1
         elif row.deceased:
@@ -242,16 +260,7 @@ def evaluate_patient(patient_id: str, kept: Kept, today: date, policy: Policy) -
     context = monitoring_context(record, today, policy)
     if context is None:
         return None
-    try:
-        summary = summarise(evaluate_monitoring(record, context, policy), context, policy)
-    except Exception as exc:  # one patient's unreadable record must not end the clinic's list
-        log.exception("monitoring checks failed for patient %s", patient_id)
-        return _row(
-            patient_id,
-            context,
-            urgency=Severity.WARNING,
-            failed=f"checks could not run ({type(exc).__name__}): review the record",
-        )
+    summary = summarise(evaluate_monitoring(record, context, policy), context, policy)
     return _row(
         patient_id,
         context,
@@ -302,6 +311,14 @@ def render_text(worklist: Worklist, width: int) -> str:
         width,
     )
     lines.append("")
+    if worklist.not_evaluated:
+        lines += _wrap(
+            f"NOT EVALUATED ({len(worklist.not_evaluated)}): the checks failed on these "
+            "records; review them by hand:",
+            width,
+        )
+        lines += [line for p in worklist.not_evaluated for line in _wrap(p, width, "  ", "    ")]
+        lines.append("")
     for row in worklist.rows:
         lines += _block(_label(row.urgency), row, of, width)
     if not worklist.rows:
@@ -347,8 +364,6 @@ def _block(label: str, row: Row, of: int, width: int) -> list[str]:
         out += _wrap("overdue: " + "; ".join(row.overdue), width, indent, indent + "  ")
     if row.abnormal:
         out += _wrap("abnormal: " + "; ".join(row.abnormal), width, indent, indent + "  ")
-    if row.failed:
-        out += _wrap(row.failed, width, indent, indent + "  ")
     return out
 
 
@@ -404,6 +419,7 @@ def as_json(worklist: Worklist) -> dict[str, Any]:
         "today": worklist.today.isoformat(),
         "export": str(worklist.folder),
         "patients": [r.as_json() for r in (*worklist.rows, *worklist.deceased)],
+        "notEvaluated": list(worklist.not_evaluated),
         "counts": {
             "alemtuzumabPatients": worklist.alemtuzumab_patients,
             "inMonitoring": len(worklist.rows),

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from cds_service import worklist
 from cds_service.bulk_export import Reading, alemtuzumab_patients, collect, open_export
 from cds_service.cli import main
 from cds_service.domain.findings import Severity
@@ -347,6 +348,28 @@ def test_files_it_does_not_read_are_named(
         {"file": "Encounter.000.ndjson", "why": "Encounter: no check reads it"},
         {"file": "output.ndjson", "why": "the resource type cannot be read from the name"},
     ]
+
+
+def test_a_record_the_checks_fail_on_is_listed_for_review_and_the_run_goes_on(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = worklist.evaluate_monitoring
+
+    def failing(record: Any, context: Any, policy: Any) -> Any:
+        if record.patient_id == FIX.OVERDUE:
+            raise KeyError("a shape no check expected")
+        return real(record, context, policy)
+
+    monkeypatch.setattr(worklist, "evaluate_monitoring", failing)
+    doc = as_json(capsys)
+    assert doc["notEvaluated"] == [FIX.OVERDUE]
+    assert FIX.OVERDUE not in [r["patientId"] for r in doc["patients"]]
+    assert doc["patients"][0]["patientId"] == FIX.ITP
+    code, out, err = monitor(capsys, str(EXPORT), "--today", TODAY)
+    assert code == 0 and "Traceback" not in out + err
+    assert out.split("\n\n")[1].startswith("NOT EVALUATED (1)")
+    code, out, err = monitor(capsys, str(EXPORT), "--today", TODAY, "--csv")
+    assert code == 0 and f"NOT EVALUATED (review by hand): patient {FIX.OVERDUE}" in err
 
 
 def unreadable_folder(tmp_path: Path) -> Path:
