@@ -32,9 +32,9 @@ from .domain.record import MEDICATION_USE_TYPES, READ_TYPES, name_medication
 
 FILE_NAME = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)(?:\.[0-9A-Za-z_-]+)*\.ndjson$")
 """`Patient.ndjson`, `Patient.000.ndjson`, `Observation.2.ndjson`: the type is the first part."""
-KEPT_TYPES = frozenset({*READ_TYPES, "Patient", "ServiceRequest"})
-"""What a patient's record is built from (PatientRecord keeps these); other files are not read.
-ServiceRequest: the pending orders the monitoring checks count."""
+KEPT_TYPES = frozenset({*READ_TYPES, "Patient"})
+"""What a patient's record is built from (PatientRecord keeps these, ServiceRequest for the
+pending orders included); files of other types are not read."""
 SHARED_TYPES = frozenset({"Medication"})
 """Types with no patient reference: kept only when a treated patient's record points to them."""
 CONCEPTS_REMEMBERED = 10_000
