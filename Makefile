@@ -62,8 +62,9 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(VENV)/.installed $(VENV)/.installed-test $@
 
+# `make bench ONLY=monitor` runs one section (bench/bench.py --only; see its docstring).
 bench: $(VENV)/.installed-bench
-	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench.py $(if $(ONLY),--only $(ONLY))
 
 # Soak: 5 minutes at 8 connections under gunicorn; exit 1 on any error or RSS growth >= 10%.
 soak: $(VENV)/.installed-bench

@@ -13,11 +13,13 @@ so the numbers mean the same on a slow or a fast machine:
 - FHIR-server fallback: every prefetch key missing, a stub FHIR server adding latency per response;
 - first calls after a fresh start: `cds-service serve` started afresh several times, its first
   alemtuzumab calls once /readyz says ready, against warm calls (milliseconds, not a ratio to
-  parse: the point is the first call against the warm ones).
+  parse: the point is the first call against the warm ones);
+- the monitoring worklist (`cds-service monitor`) over a bulk export of a quarter and of a whole
+  million resources, time and peak memory against reading every line (bench/monitor.py).
 
 Run `make bench` (full sizes) or `python bench/bench.py --smoke` (tiny, what CI runs);
 `--only SECTION` runs one section and prints its table without writing the report (`--only
-first-call` also replaces its own section of the report).
+first-call` and `--only monitor` also replace their own section of the report).
 Benchmarks are not tests: nothing here asserts a time.
 """
 
@@ -46,6 +48,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+import monitor  # noqa: E402  # bench/monitor.py, beside this script
 
 from cds_service.engine import answer  # noqa: E402
 from cds_service.hook_request import parse_json, read_hook_request  # noqa: E402
@@ -745,7 +749,7 @@ def slow_clients_section(smoke: bool) -> str:
     )
 
 
-SECTIONS = ("in-process", "http", "slow-clients", "fallback", "first-call")
+SECTIONS = ("in-process", "http", "slow-clients", "fallback", "first-call", "monitor")
 
 
 def only(section: str, smoke: bool) -> int:
@@ -827,6 +831,12 @@ def main() -> int:
         print("\n".join(section))
         replace_section(args.output, section)
         print(f"\nupdated {FIRST_CALL_HEADING!r} in {args.output}")
+        return 0
+    if args.only == "monitor":
+        section = monitor.section(monitor.monitor_runs(args.smoke), args.smoke)
+        print("\n".join(section))
+        replace_section(args.output, section)
+        print(f"\nupdated {monitor.HEADING!r} in {args.output}")
         return 0
     if args.only:
         return only(args.only, args.smoke)
@@ -957,6 +967,9 @@ def main() -> int:
     first_call = first_call_section(first_calls(starts, warm_runs), warm_runs)
     print("\n" + "\n".join(first_call))
     sections += first_call
+    worklist = monitor.section(monitor.monitor_runs(args.smoke), args.smoke)
+    print("\n" + "\n".join(worklist))
+    sections += worklist
     sections += hand_written_sections(args.output, sections)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(sections))

@@ -192,6 +192,46 @@ def _check(args: argparse.Namespace) -> int:
     return status if _write_stdout(text) else EXIT_PIPE_CLOSED
 
 
+MONITOR_EXIT_STATUS = """exit status:
+  0    the worklist was printed (skipped lines, if any, are listed with it)
+  2    the export folder is missing, unreadable or holds no NDJSON file
+  141  standard output closed early (piped into head): nothing more is printed"""
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    """The clinic's alemtuzumab monitoring worklist from a FHIR Bulk Data export."""
+    import shutil
+
+    from .bulk_export import ExportError, open_export
+    from .worklist import as_csv, as_json, build_worklist, render_text
+
+    try:
+        today = date.fromisoformat(args.today) if args.today else date.today()
+    except ValueError:
+        print(f"error: --today {args.today!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+        return 2
+    try:
+        export = open_export(Path(args.export_dir))
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    worklist = build_worklist(export, today)
+    if args.json:
+        text = orjson.dumps(as_json(worklist), option=orjson.OPT_INDENT_2).decode() + "\n"
+    elif args.csv:
+        text = as_csv(worklist)
+        if worklist.lines_skipped:  # standard output stays the CSV alone
+            print(
+                f"{worklist.lines_skipped} line(s) skipped; --json or the text output names them",
+                file=sys.stderr,
+            )
+        for patient_id in worklist.not_evaluated:
+            print(f"NOT EVALUATED (review by hand): patient {patient_id}", file=sys.stderr)
+    else:
+        text = render_text(worklist, shutil.get_terminal_size((80, 24)).columns)
+    return 0 if _write_stdout(text) else EXIT_PIPE_CLOSED
+
+
 def _feedback_report(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -401,6 +441,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--today", help="the date to assume when the order has no start (YYYY-MM-DD)"
     )
     check.set_defaults(func=_check)
+    monitor = sub.add_parser(
+        "monitor",
+        help="the clinic's alemtuzumab monitoring worklist from a FHIR Bulk Data export",
+        description="Read a FHIR Bulk Data export (NDJSON files named by resource type, as\n"
+        "$export writes them: Patient.000.ndjson, Observation.001.ndjson...), find\n"
+        "every patient with an alemtuzumab (Lemtrada) infusion, run the\n"
+        "lemtrada-monitoring checks and print one row per patient, most urgent first\n"
+        "(critical, then the longest overdue). Patients recorded as deceased are\n"
+        "listed apart. The export is streamed: memory grows with the treated\n"
+        "patients, not with the export. Text is wrapped to the terminal (80\n"
+        "columns when not a terminal; the COLUMNS variable overrides).",
+        epilog=MONITOR_EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    monitor.add_argument("export_dir", metavar="EXPORT_DIR", help="the export's folder")
+    monitor.add_argument("--today", help="the date to evaluate on (YYYY-MM-DD; default today)")
+    output = monitor.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable JSON")
+    output.add_argument("--csv", action="store_true", help="one CSV line per patient")
+    monitor.set_defaults(func=_monitor)
     report = sub.add_parser(
         "feedback-report",
         help="per card topic: cards issued, accepted, overridden, override reasons",

@@ -64,10 +64,48 @@ def test_bench_smoke_run_prints_tables_and_writes_the_report(tmp_path: Path) -> 
         "## Slow clients",
         "## FHIR-server fallback",
         "## First calls after a fresh start",
+        "## Worklist over a bulk export",
     ):
         assert heading in report
     assert "| other drug" in result.stdout and "| alemtuzumab" in result.stdout
     assert "| 0 |" in report.split("## Over HTTP")[1].split("##")[0]  # no HTTP errors
+    assert "| whole, 4 x the treated |" in report  # the worklist's three runs
+
+
+def test_monitor_bench_smoke_run_replaces_its_section_and_leaves_no_export(tmp_path: Path) -> None:
+    """`bench/bench.py --smoke --only monitor`: the worklist's three runs at tiny sizes, its
+    section written into the report, the temporary exports deleted."""
+    out = tmp_path / "performance.md"
+    out.write_text("# Performance\n\n## Hand-written notes\n\nkept\n")
+    exports = tmp_path / "tmp"
+    exports.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench.py"),
+            "--smoke",
+            "--only",
+            "monitor",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "TMPDIR": str(exports)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = out.read_text()
+    assert "## Hand-written notes" in report and "## Worklist over a bulk export" in report
+    rows = [
+        line
+        for line in report.splitlines()
+        if line.startswith("| a quarter") or line.startswith("| whole")
+    ]
+    assert len(rows) == 3
+    assert list(exports.iterdir()) == []
 
 
 def test_soak_smoke_run_exits_0_and_prints_the_verdicts(tmp_path: Path) -> None:

@@ -44,8 +44,17 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("hook_request", "services", "cards", "auth", "feedback", "retention"),
     ),
     (
-        "engine and what runs on it: one hook call, check reports, validation, warm-up, dev issuer",
-        ("engine", "check_report", "conformance", "dev_issuer", "warmup"),
+        "engine and what runs on it: one hook call, check reports, validation, warm-up, dev "
+        "issuer, the monitoring worklist over a bulk export",
+        (
+            "engine",
+            "check_report",
+            "conformance",
+            "dev_issuer",
+            "warmup",
+            "bulk_export",
+            "worklist",
+        ),
     ),
     (
         "entry points: the HTTP layer, the app factory, CORS, the server, the CLI, and the docs "
