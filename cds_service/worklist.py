@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = (
     "patientId",
-    "deceased",
+    "recordedDeceased",
     "deceasedOn",
     "urgency",
     "lastInfusion",
@@ -83,7 +83,7 @@ JSON_SCHEMA: dict[str, Any] = {
                 "additionalProperties": False,
                 "properties": {
                     "patientId": {"type": "string"},
-                    "deceased": {"type": "boolean"},
+                    "recordedDeceased": {"type": "boolean"},
                     "deceasedOn": _DAY,
                     "urgency": {"enum": ["critical", "warning", "info", None]},
                     "lastInfusion": {"type": "string", "format": "date"},
@@ -106,7 +106,7 @@ JSON_SCHEMA: dict[str, Any] = {
             "required": [
                 "alemtuzumabPatients",
                 "inMonitoring",
-                "deceased",
+                "recordedDeceased",
                 "notInMonitoring",
                 "linesRead",
                 "linesSkipped",
@@ -114,7 +114,7 @@ JSON_SCHEMA: dict[str, Any] = {
             "properties": {
                 "alemtuzumabPatients": {"type": "integer", "minimum": 0},
                 "inMonitoring": {"type": "integer", "minimum": 0},
-                "deceased": {"type": "integer", "minimum": 0},
+                "recordedDeceased": {"type": "integer", "minimum": 0},
                 "notInMonitoring": {"type": "integer", "minimum": 0},
                 "linesRead": {"type": "integer", "minimum": 0},
                 "linesSkipped": {"type": "integer", "minimum": 0},
@@ -174,7 +174,7 @@ class Row:
     def as_json(self) -> dict[str, Any]:
         return {
             "patientId": self.patient_id,
-            "deceased": self.deceased,
+            "recordedDeceased": self.deceased,
             "deceasedOn": _iso(self.deceased_on),
             "urgency": self.urgency.indicator if self.urgency is not None else None,
             "lastInfusion": self.last_infusion.isoformat(),
@@ -286,7 +286,7 @@ def _deceased_on(record: PatientRecord) -> date | None:
 def _without_death(resource: dict[str, Any]) -> dict[str, Any]:
     if resource.get("resourceType") != "Patient":
         return resource
-    return {k: v for k, v in resource.items() if not k.startswith("deceased")}
+    return {k: v for k, v in resource.items() if k not in ("deceasedBoolean", "deceasedDateTime")}
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -423,7 +423,7 @@ def as_json(worklist: Worklist) -> dict[str, Any]:
         "counts": {
             "alemtuzumabPatients": worklist.alemtuzumab_patients,
             "inMonitoring": len(worklist.rows),
-            "deceased": len(worklist.deceased),
+            "recordedDeceased": len(worklist.deceased),
             "notInMonitoring": worklist.not_monitored,
             "linesRead": worklist.lines_read,
             "linesSkipped": worklist.lines_skipped,

@@ -92,7 +92,7 @@ def test_each_fixture_patient_is_listed_where_the_clinic_expects(
     if where == "absent":
         assert patient not in rows
     else:
-        assert rows[patient]["deceased"] is (where == "deceased")
+        assert rows[patient]["recordedDeceased"] is (where == "deceased")
 
 
 def test_the_counts_add_up(capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,7 +103,7 @@ def test_the_counts_add_up(capsys: pytest.CaptureFixture[str]) -> None:
     assert counts == {
         "alemtuzumabPatients": 7,
         "inMonitoring": 4,
-        "deceased": 1,
+        "recordedDeceased": 1,
         "notInMonitoring": 2,
         "linesRead": lines,
         "linesSkipped": 0,
@@ -256,7 +256,7 @@ def test_csv_has_the_documented_columns_and_one_line_per_patient(
     assert tuple(table[0]) == COLUMNS
     rows = [dict(zip(COLUMNS, line, strict=True)) for line in table[1:]]
     assert [r["patientId"] for r in rows] == [r["patientId"] for r in as_json(capsys)["patients"]]
-    assert [r["deceased"] for r in rows] == ["false"] * 4 + ["true"]
+    assert [r["recordedDeceased"] for r in rows] == ["false"] * 4 + ["true"]
     assert rows[-1]["deceasedOn"] == FIX.DECEASED_ON and rows[-1]["urgency"] == ""
 
 
