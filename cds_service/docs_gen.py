@@ -24,7 +24,9 @@ from .domain.rules.monitoring import MONITORING_RULES
 from .domain.terminology import RESULT_ROLE_EXT, all_value_sets
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "clinical-rules.md"
-HOOK_ORDER = ("order-select", "order-sign")
+HOOK_ORDER = ("order-select", "order-sign", "patient-view")
+ALL_RULES = (*RULES, *MONITORING_RULES)
+"""The order checks, then the monitoring checks (patient-view): the doc's tables list both."""
 
 
 def _cell(text: str) -> str:
@@ -73,16 +75,15 @@ def _cards_section() -> list[str]:
 
 
 def _monitoring_section(policy: Policy) -> list[str]:
-    """The patient-view checks (`lemtrada-monitoring`), from MONITORING_RULES."""
+    """How the patient-view service (`lemtrada-monitoring`) answers and shows its checks."""
     from .cards import MONITORING_CARD_TOPICS, MONITORING_SUMMARY_TOPIC
 
-    value_sets = all_value_sets()
     lines = [
         "",
         "## Monitoring after the infusions (patient-view, `lemtrada-monitoring`)",
         "",
-        "Every check the monitoring service runs when the chart of a patient treated with "
-        "Lemtrada is opened, in rule-table order. The infusions are read as the "
+        "The monitoring service runs when the chart of a patient treated with Lemtrada is "
+        "opened. The infusions are read as the "
         "`course-interval` check reads prior courses (Lemtrada only, never Campath); every "
         "interval counts in calendar months from the last infusion of the last course. A "
         "patient with no Lemtrada infusion, whose monitoring ended "
@@ -95,19 +96,9 @@ def _monitoring_section(policy: Policy) -> list[str]:
             f"{group.value} findings: `{topic}`" for group, topic in MONITORING_CARD_TOPICS.items()
         )
         + f"); `{MONITORING_SUMMARY_TOPIC}` is always sent, with the checklist extension and "
-        "its `dates` (last infusion, monitoring ends on, next TSH due, earliest next course).",
-        "",
-        "| Topic | Check | Logic | Indicator | Policy numbers | Source | Value sets |",
-        "|---|---|---|---|---|---|---|",
+        "its `dates` (last infusion, monitoring ends on, next TSH due, earliest next course). "
+        "Its checks are the rows of the tables above whose hook is patient-view.",
     ]
-    for rule in MONITORING_RULES:
-        source = policy.sources[rule.source].title
-        used = ", ".join(f"`{vs}` ({_cell(value_sets[vs].title)})" for vs in rule.value_sets)
-        lines.append(
-            f"| `{rule.topic}` | {_cell(rule.titled(policy))} | {_cell(rule.logic)} | "
-            f"{rule.indicator} | {_cell(_numbers(rule, policy))} | "
-            f"{_cell(f'{source}: {rule.citation}')} | {used or 'none'} |"
-        )
     return lines
 
 
@@ -140,7 +131,7 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         "| Topic | Check | Logic | Indicator | Policy numbers | Source | Hooks |",
         "|---|---|---|---|---|---|---|",
     ]
-    for rule in RULES:
+    for rule in ALL_RULES:
         source = policy.sources[rule.source].title
         lines.append(
             f"| `{rule.topic}` | {_cell(rule.titled(policy))} | {_cell(rule.logic)} | "
@@ -155,7 +146,7 @@ def render_clinical_rules_doc(policy: Policy | None = None) -> str:
         "| Topic | Value sets |",
         "|---|---|",
     ]
-    for rule in RULES:
+    for rule in ALL_RULES:
         used = rule.value_sets
         cell = ", ".join(f"`{vs}` ({_cell(value_sets[vs].title)})" for vs in used) or "none"
         lines.append(f"| `{rule.topic}` | {cell} |")
@@ -231,7 +222,7 @@ def render_topic_table() -> str:
     policy = load_policy()
     lines = ["| topic | what it checks | indicator | hooks |", "|---|---|---|---|"]
     for rule in RULES:
-        hooks = "both" if set(HOOK_ORDER) <= rule.hooks else f"{_hooks(rule)} only"
+        hooks = "both" if set(HOOK_ORDER[:2]) <= rule.hooks else f"{_hooks(rule)} only"
         lines.append(
             f"| `{rule.topic}` | {_cell(rule.titled(policy))} | {rule.indicator} | {hooks} |"
         )
@@ -273,7 +264,7 @@ def render_value_set_readers() -> str:
     lines = ["| value set | title | read by the checks |", "|---|---|---|"]
     for vs_id in sorted(value_sets):
         readers = ", ".join(
-            f"`{rule.topic}`" for rule in (*RULES, *MONITORING_RULES) if vs_id in rule.value_sets
+            dict.fromkeys(f"`{rule.topic}`" for rule in ALL_RULES if vs_id in rule.value_sets)
         )
         lines.append(
             f"| `{vs_id}` | {_cell(value_sets[vs_id].title)} | "

@@ -19,6 +19,7 @@ from cds_service.docs_gen import (
 )
 from cds_service.domain.policy import load_policy
 from cds_service.domain.rules import RULES, RULES_BY_TOPIC
+from cds_service.domain.rules.monitoring import MONITORING_RULES
 from cds_service.domain.terminology import all_value_sets
 
 
@@ -123,13 +124,17 @@ def string_literals() -> dict[str, frozenset[str]]:
     }
 
 
-@pytest.mark.parametrize("topic", [rule.topic for rule in RULES])
+DECLARED = {rule.topic: rule for rule in (*MONITORING_RULES, *RULES)}
+"""Every topic with its rule: the order checks and the monitoring checks (patient-view); a
+topic in both tables (autoimmune-complication) is declared in one module."""
+
+
+@pytest.mark.parametrize("topic", list(DECLARED))
 def test_each_topic_is_written_in_exactly_one_module(topic: str) -> None:
     """A topic id is spelled as a string literal only in the module that declares its check."""
     modules = sorted(module for module, literals in string_literals().items() if topic in literals)
     assert modules == [
-        RULES_BY_TOPIC[topic].check.__module__.removeprefix("cds_service.").replace(".", "/")
-        + ".py"
+        DECLARED[topic].check.__module__.removeprefix("cds_service.").replace(".", "/") + ".py"
     ]
 
 
@@ -175,15 +180,23 @@ def test_wording_table_names_only_declared_checks_and_fills_every_placeholder() 
         "tsh",
         "unassessed",
         "since",
+        "values",
+        "overdue",
+        "next_due",
+        "pending",
+        "first_infusion",
+        "cd4",
     }
     for (topic, reason), entry in wording_table().items():
-        assert topic in RULES_BY_TOPIC or topic == ANY_TOPIC, (topic, reason)
+        assert topic in DECLARED or topic == ANY_TOPIC, (topic, reason)
         for text in (entry.headline, entry.short_headline, *entry.explanation):
             names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
             assert names <= policy_names | facts, (topic, reason, names)
 
 
-@pytest.mark.parametrize("module", sorted({rule.check.__module__ for rule in RULES}))
+@pytest.mark.parametrize(
+    "module", sorted({rule.check.__module__ for rule in (*RULES, *MONITORING_RULES)})
+)
 def test_every_reason_code_a_check_module_returns_has_its_sentences(module: str) -> None:
     """Each reason="..." a rule module writes is worded in wording.toml for a topic it declares
     (or for any topic), so no card falls back to a bare code."""
@@ -198,7 +211,9 @@ def test_every_reason_code_a_check_module_returns_has_its_sentences(module: str)
         for value in ast.walk(node.value)
         if isinstance(value, ast.Constant) and isinstance(value.value, str)
     }
-    topics = {rule.topic for rule in RULES if rule.check.__module__ == module} | {ANY_TOPIC}
+    topics = {
+        rule.topic for rule in (*RULES, *MONITORING_RULES) if rule.check.__module__ == module
+    } | {ANY_TOPIC}
     worded = {reason for topic, reason in wording_table() if topic in topics}
     assert reasons and reasons <= worded, reasons - worded
 

@@ -16,6 +16,13 @@ from enum import Enum
 
 from .findings import Finding, Severity, Status
 from .rules.baseline import BASELINE_LABS_RULE
+from .rules.monitoring import (
+    CBC_RULE,
+    LIVER_RULE,
+    MONITORING_OVERDUE_RULE,
+    RENAL_RULE,
+    THYROID_RULE,
+)
 from .rules.order import HERPES_PROPHYLAXIS_RULE, PREMEDICATION_RULE
 from .rules.pregnancy import PREGNANCY_RULE
 from .rules.screening import (
@@ -77,7 +84,20 @@ TB, HIV, HCV, HBV = (
     HBV_SCREENING_RULE.topic,
 )
 VZV, PREGNANCY = VZV_IMMUNITY_RULE.topic, PREGNANCY_RULE.topic
-_TESTS = (TB, HIV, HCV, HBV, VZV, BASELINE_LABS_RULE.topic, PREGNANCY)
+MONITORED = (CBC_RULE.topic, RENAL_RULE.topic, THYROID_RULE.topic)
+"""Monitoring checks of tests due at an interval (domain/rules/monitoring.py): overdue means a
+test to order, in the work-up group (patient-view: the `monitoring-workup` card)."""
+_TESTS = (
+    TB,
+    HIV,
+    HCV,
+    HBV,
+    VZV,
+    BASELINE_LABS_RULE.topic,
+    PREGNANCY,
+    *MONITORED,
+    LIVER_RULE.topic,
+)
 """Checks whose evidence is a test result: unreadable results mean a test to repeat."""
 
 GROUP_BY_REASON: dict[tuple[str, str], CardGroup] = {
@@ -96,6 +116,13 @@ GROUP_BY_REASON: dict[tuple[str, str], CardGroup] = {
     (PREGNANCY, "indeterminate-test"): CardGroup.WORKUP,
     **{(topic, "met-but-unreadable"): CardGroup.WORKUP for topic in _TESTS},
     **{(topic, "not-evaluated"): CardGroup.WORKUP for topic in _TESTS},
+    # Monitoring tests overdue (a test to order each); abnormal monitoring results, complications,
+    # herpes prophylaxis after the course go to the review group (the default); pending
+    # (awaiting-result) and the items to confirm (not met + info: contraception, skin exam, HPV,
+    # herpes prophylaxis without a CD4+ count) get no card.
+    **{(topic, "overdue"): CardGroup.WORKUP for topic in MONITORED},
+    **{(topic, "overdue-and-abnormal"): CardGroup.WORKUP for topic in MONITORED},
+    (MONITORING_OVERDUE_RULE.topic, "overdue"): CardGroup.WORKUP,
     # What to give on the infusion days (order-sign checks).
     (PREMEDICATION_RULE.topic, ANY): CardGroup.INFUSION_DAY,
     (HERPES_PROPHYLAXIS_RULE.topic, ANY): CardGroup.INFUSION_DAY,

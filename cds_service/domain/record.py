@@ -25,6 +25,7 @@ CODE_ELEMENT = {
     "Immunization": "vaccineCode",
     "AllergyIntolerance": "code",
     "Procedure": "code",
+    "ServiceRequest": "code",
 }
 MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 READ_TYPES = frozenset({*CODE_ELEMENT, *MEDICATION_USE_TYPES, "Medication"})
