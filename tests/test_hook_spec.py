@@ -285,6 +285,11 @@ def _doc_row(field: Field) -> str:
     return f"| `{field.path}` | {kind} | {required} | {hooks} |"
 
 
+def _names_hooks(cell: str) -> bool:
+    """A Hooks cell of the table: every request, or some of HOOKS joined with ', '."""
+    return cell == "every request" or set(cell.split(", ")) <= set(HOOKS)
+
+
 def test_docs_conformance_lists_the_table_as_it_is() -> None:
     """docs/conformance.md shows FIELDS row by row: what an implementer reads is what is used."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "conformance.md").read_text("utf-8")
@@ -293,6 +298,6 @@ def test_docs_conformance_lists_the_table_as_it_is() -> None:
         for line in doc.splitlines()
         if line.startswith("| `")
         and "` | " in line
-        and line.split(" | ")[-1].rstrip(" |") in ("every request", *HOOKS, ", ".join(HOOKS))
+        and _names_hooks(line.split(" | ")[-1].rstrip(" |"))
     ]
     assert rows == [_doc_row(f) for f in FIELDS]
