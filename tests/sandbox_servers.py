@@ -459,7 +459,7 @@ class StaticSite(_Base):
         return partial(Handler, directory=str(self.directory))
 
 
-SCREENS = {"rx-view": "order-select", "rx-sign": "order-sign"}
+SCREENS = {"rx-view": "order-select", "rx-sign": "order-sign", "patient-view": "patient-view"}
 
 
 def sandbox_url(
