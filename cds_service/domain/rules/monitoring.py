@@ -287,8 +287,44 @@ def _judged(found: _Problems, value: DatedValue | None, name: str) -> None:
 # -- monitoring-cbc ----------------------------------------------------------------------------
 
 
+def _platelet_fall(
+    record: PatientRecord,
+    newest: DatedValue,
+    per_nl: float | None,
+    context: MonitoringContext,
+    policy: Policy,
+) -> Evidence | None:
+    """A platelet count that fell by more than the policy percentage from the count before it
+    (since the first infusion, an earlier day): falling fast."""
+    if per_nl is None:
+        return None
+    values, _ = dated_values(record, "cbc-platelets-loinc")
+    earlier = [
+        (v, count)
+        for v in values
+        if context.first_infusion <= v.when.earliest < newest.when.earliest
+        and (count := _converted(v.measurement, PLATELETS_PER_NL)) is not None
+        and count > 0
+    ]
+    if not earlier:
+        return None
+    before, count = max(earlier, key=lambda pair: pair[0].when.earliest)
+    if per_nl * 100 >= count * (100 - policy["platelet_fall_percent"]):
+        return None
+    return Evidence(
+        "platelets-falling",
+        {
+            **_facts(newest, "platelets"),
+            "fall": round((1 - per_nl / count) * 100),
+            "earlier_value": before.measurement.value_text(),
+            "earlier_when": str(before.when),
+        },
+    )
+
+
 def _cbc_values(record: PatientRecord, context: MonitoringContext, policy: Policy) -> _Problems:
-    """Platelets below the ITP threshold (critical) or below the lab's range (warning);
+    """Platelets below the ITP threshold, or below the lab's range after falling by more than
+    the policy percentage since the previous count (critical), or below the range (warning);
     neutrophils or hemoglobin flagged low by the lab (warning). Lymphocytes are not read."""
     found = _Problems.empty()
     platelets, bad = _newest_since(
@@ -299,8 +335,11 @@ def _cbc_values(record: PatientRecord, context: MonitoringContext, policy: Polic
         m = platelets.measurement
         per_nl = _converted(m, PLATELETS_PER_NL)
         facts = _facts(platelets, "platelets")
+        fall = _platelet_fall(record, platelets, per_nl, context, policy)
         if per_nl is not None and per_nl < policy["itp_platelets"]:
             found.critical.append(Evidence("platelets-itp", facts))
+        elif fall is not None and m.judgement is Judgement.LOW:
+            found.critical.append(fall)
         elif m.judgement is Judgement.LOW:
             found.warnings.append(Evidence("platelets-low", facts))
         elif m.judgement is Judgement.UNREADABLE:
@@ -413,9 +452,11 @@ CBC_RULE = Rule(
     "infusion of the last course; more than `monitoring_grace` days past due -> warning with an "
     "order (work-up), unless an active ServiceRequest (intent order/original-order) dated after "
     "the newest result is within one interval: pending. The newest platelet count since the "
-    "first infusion below `itp_platelets` x10^9/L -> critical (immune thrombocytopenia); below "
-    "the lab's range -> warning; newest neutrophils or hemoglobin flagged low or below range -> "
-    "warning (review). Lymphocytes are not read: lymphopenia is the intended effect.",
+    "first infusion below `itp_platelets` x10^9/L, or below the lab's range and more than "
+    "`platelet_fall_percent`% below the count before it (since the first infusion) -> critical "
+    "(immune thrombocytopenia); below the lab's range -> warning; newest neutrophils or "
+    "hemoglobin flagged low or below range -> warning (review). Lymphocytes are not read: "
+    "lymphopenia is the intended effect.",
     indicator="critical",
     source="label",
     citation="PI boxed warning and section 5 (immune thrombocytopenia): complete blood counts "
@@ -430,7 +471,13 @@ CBC_RULE = Rule(
         "cbc-neutrophils-loinc",
         "cbc-platelets-loinc",
     ),
-    policy_keys=("cbc_interval", "monitoring_grace", "itp_platelets", "monitoring_months"),
+    policy_keys=(
+        "cbc_interval",
+        "monitoring_grace",
+        "itp_platelets",
+        "platelet_fall_percent",
+        "monitoring_months",
+    ),
     override_reasons=("action-completed", "need-more-info"),
     hooks=PATIENT_VIEW,
 )
@@ -480,7 +527,8 @@ def _renal_values(record: PatientRecord, context: MonitoringContext, policy: Pol
         if now is not None and baseline is not None:
             base, mg = baseline
             percent = (now / mg - 1) * 100
-            if percent > policy["creatinine_rise_percent"]:
+            # Compared as products: 1.30 / 1.00 - 1 is 0.30000000000000004 in floating point.
+            if now * 100 > mg * (100 + policy["creatinine_rise_percent"]):
                 rise = Evidence(
                     "creatinine-rise",
                     {
@@ -521,7 +569,9 @@ def _renal_values(record: PatientRecord, context: MonitoringContext, policy: Pol
                 renal_signs.append(Evidence("hematuria", _facts(blood, "urine blood")))
     protein, bad = _newest_since(record, "urine-protein-dipstick-loinc", since, today)
     found.unreadable.extend(bad)
-    if protein is not None and upcr is None and protein.measurement.value is None:
+    if protein is not None and upcr is None and protein.measurement.value is not None:
+        _judged(found, protein, "dipstick protein")
+    elif protein is not None and upcr is None:
         grade = _graded(protein)
         if grade is not None and grade >= policy["dipstick_protein_grade"]:
             found.warnings.append(
