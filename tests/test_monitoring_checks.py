@@ -516,6 +516,13 @@ ON_TIME_AND_OVERDUE = [
     ),
     pytest.param(
         "monitoring-cbc",
+        [*cbc(ago(50)), order("57021-8", "CBC W Auto Differential panel - Blood", ago(50))],
+        "overdue",
+        "work-up",
+        id="a CBC order of the day of the last result is the order that result answered",
+    ),
+    pytest.param(
+        "monitoring-cbc",
         [*cbc(ago(90)), order("57021-8", "CBC W Auto Differential panel - Blood", ago(45))],
         "overdue",
         "work-up",
@@ -1015,5 +1022,22 @@ def test_worklist_row_names_overdue_tests_and_abnormal_values() -> None:
     summary = summarise(evaluate_monitoring(record, context, POLICY), context, POLICY)
     assert summary.urgency is Severity.CRITICAL
     assert summary.overdue == ("serum creatinine", "urinalysis with cell counts")
+    assert "CBC with differential" not in summary.overdue
     assert summary.abnormal == (f"platelets 95 x10^3/uL on {ago(5).isoformat()}",)
     assert summary.next_due == date(2026, 1, 9) + timedelta(days=31)
+
+
+def test_worklist_row_lists_an_overdue_test_even_when_its_last_result_is_critical() -> None:
+    """Platelets of 95 two months ago and no CBC since: critical, and the CBC is overdue."""
+    chart = Chart([*up_to_date()[5:], *cbc(ago(60), platelets=95)])
+    record = chart.record()
+    context = monitoring_context(record, TODAY, POLICY)
+    assert context is not None
+    checked = evaluate_monitoring(record, context, POLICY)
+    cbc_finding = dict((rule.topic, f) for rule, f in checked)["monitoring-cbc"]
+    assert (cbc_finding.reason, [s.key for s in cbc_finding.suggestions]) == (
+        "possible-itp",
+        ["order-cbc-differential"],
+    )
+    summary = summarise(checked, context, POLICY)
+    assert (summary.urgency, summary.overdue) == (Severity.CRITICAL, ("CBC with differential",))

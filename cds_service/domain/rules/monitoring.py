@@ -207,7 +207,7 @@ def timeliness(
         return Timeliness(test, newest, due, False)
     after = newest or context.last_infusion
     for day, reference in reversed(_orders(record, test)):
-        if day >= after and day <= context.today <= add_months(day, months) + grace:
+        if after < day <= context.today <= add_months(day, months) + grace:
             return Timeliness(test, newest, due, True, (day, reference))
     return Timeliness(test, newest, due, True)
 
@@ -371,18 +371,18 @@ def _monitored_finding(
     due = min(t.due for t in tests)
     unreadable = tuple(dict.fromkeys(found.unreadable))
     base: dict[str, str | int | tuple[Evidence, ...]] = {"next_due": due.isoformat()}
+    names = ", ".join(t.test.name for t in overdue)
     if found.critical:
         return Finding(
             topic,
             Status.NOT_MET,
             Severity.CRITICAL,
             reason=critical_reason,
-            facts={**base, "values": tuple(found.critical)},
+            facts={**base, "values": tuple(found.critical), "overdue": names},
             evidence=(*found.critical, *found.warnings, *extra, *timing),
             unreadable=unreadable,
             suggestions=tuple(_order(t) for t in overdue),
         )
-    names = ", ".join(t.test.name for t in overdue)
     if overdue:
         return Finding(
             topic,
