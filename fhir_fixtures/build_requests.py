@@ -327,6 +327,7 @@ MONITORING_OPTIONAL = {
     "expected_card_topics",
     "expected_pending",
     "expected_dates",
+    "expected_orders",
 }
 # serviceRequests answer `status=active`.
 MONITORING_SELECTS = {**SELECTS, "serviceRequests": lambda res: res.get("status") == "active"}

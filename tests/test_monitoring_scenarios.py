@@ -6,7 +6,8 @@ relative to it) and what the service must answer: `expected_cards` is the EXACT
 {check topic: indicator} of every check not met or unknown in the summary card's checklist, plus
 `monitoring-summary`: that card's indicator ({} means no cards at all); `expected_card_topics`
 the topics of the cards in the order they are sent; `expected_pending` the checks ordered and
-awaiting a result; `expected_dates` members of the checklist's `dates`. The order services'
+awaiting a result; `expected_dates` members of the checklist's `dates`; `expected_orders` the
+LOINC codes the work-up card suggests ordering, in order. The order services'
 table (scenarios.json) keys rows by T0 and draft orders, which a patient-view request has not,
 hence a table of its own; fhir_fixtures/build_requests.py builds both, this one into
 fhir_fixtures/requests/monitoring/.
@@ -95,6 +96,11 @@ def test_monitoring_scenario_returns_expected_cards(
     pending = {c["topic"] for c in checks if c["status"] == "pending"}
     assert pending == set(row.get("expected_pending", ()))
     assert extension["dates"].items() >= row.get("expected_dates", {}).items()
+    if "expected_orders" in row:
+        (workup,) = [c for c in cards if c["source"]["topic"]["code"] == "monitoring-workup"]
+        assert [
+            s["actions"][0]["resource"]["code"]["coding"][0]["code"] for s in workup["suggestions"]
+        ] == row["expected_orders"]
 
 
 @pytest.mark.parametrize("name", [n for n in CARD_ROWS if ROWS[n]["expected_cards"]])
