@@ -51,7 +51,7 @@ def answers(module_client: Any) -> Iterator[dict[str, tuple[int, Any]]]:
     for name, row in ROWS.items():
         today = date.fromisoformat(row["today"])
         with mock.patch("cds_service.http_api.today", return_value=today):
-            response = module_client.post(URL, json=request_of(name))
+            response = module_client.post(f"/cds-services/{row['service']}", json=request_of(name))
         out[name] = (response.status_code, response.get_json())
     yield out
 
