@@ -411,15 +411,19 @@ def grouped_card(
     hook_instance: str,
     patient_id: str,
     policy: Policy,
+    topic: str = "",
 ) -> dict[str, Any]:
-    """One card for the problems of a group: a line per check and a suggestion per order."""
+    """One card for the problems of a group: a line per check and a suggestion per order.
+    `topic` is the card's topic and the key of its sentences (default: the group's, as the
+    order services name it; the monitoring service names its own, MONITORING_CARD_TOPICS)."""
+    topic = topic or group.value
     rules = [rule for rule, _ in members]
     findings = [finding for _, finding in members]
-    words = card_words(group.value)
+    words = card_words(topic)
     names = ", ".join(_short_name(rule, policy) for rule in rules)
     orders = len({s.key for f in findings for s in f.suggestions})
     summary = counted(
-        group.value,
+        topic,
         "summary",
         len(members),
         {"names": names, "first": findings[0].headline, "tests": orders},
@@ -428,14 +432,14 @@ def grouped_card(
     lines.extend(_item_line(finding) for finding in findings)
     lines += ["", card_words("citation")["grouped"].format(sources=_sources_named(rules, policy))]
     card: dict[str, Any] = {
-        "uuid": card_uuid(hook_instance, group.value),
+        "uuid": card_uuid(hook_instance, topic),
         "summary": fit_summary(summary),
         "indicator": max(checklist_severity(f) or Severity.WARNING for f in findings).indicator,
         "detail": "\n".join(lines),
         "source": {
             "label": SOURCE_LABELS[rules[0].source],
             "url": policy.sources[rules[0].source].url,
-            "topic": _topic_coding(group.value, words["title"]),
+            "topic": _topic_coding(topic, words["title"]),
         },
     }
     suggestions: dict[str, dict[str, Any]] = {}
@@ -475,8 +479,9 @@ def _evidence_items(evidence: tuple[Evidence, ...]) -> list[dict[str, str]]:
     return out
 
 
-def checklist(checked: list[Checked]) -> dict[str, Any]:
-    """The machine-readable checklist: one object per check run for this hook, in rule order."""
+def checklist(checked: list[Checked], dates: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The machine-readable checklist: one object per check run for this hook, in rule order;
+    the monitoring service adds its `dates` (ISO dates: last infusion, end of monitoring...)."""
     checks = []
     for _, finding in checked:
         item: dict[str, Any] = {
@@ -496,13 +501,16 @@ def checklist(checked: list[Checked]) -> dict[str, Any]:
         if evidence:
             item["evidence"] = evidence
         checks.append(item)
-    return {"version": CHECKLIST_VERSION, "checks": checks}
+    out: dict[str, Any] = {"version": CHECKLIST_VERSION, "checks": checks}
+    if dates is not None:
+        out["dates"] = dict(dates)
+    return out
 
 
 def checklist_of(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The checklist extension of a response's summary card (None when there are no cards)."""
     for card in cards:
-        if card_topic(card) == SUMMARY_TOPIC:
+        if card_topic(card) in (SUMMARY_TOPIC, MONITORING_SUMMARY_TOPIC):
             value: dict[str, Any] = card["extension"][CHECKLIST_EXTENSION]
             return value
     return None
@@ -519,54 +527,14 @@ def summary_card(
     """The pharmacist's checklist: problems first and marked, then the rest; one line each.
     `worst` is the worst indicator of the other cards sent, which the summary carries."""
     words = card_words(SUMMARY_TOPIC)
-    marks = card_words("checklist-status")
-    statuses = [checklist_status(finding) for _, finding in checked]
-    problems = sum(1 for _, finding in checked if finding.shown)
-    to_confirm = sum(1 for _, finding in checked if finding.to_confirm)
-    values = {"total": len(checked), "t0": order.t0.isoformat()}
-    if problems:
-        summary = counted(SUMMARY_TOPIC, "summary_problems", problems, values)
-    elif to_confirm:  # info items (no card of their own): nothing wrong, something to look at
-        summary = counted(SUMMARY_TOPIC, "summary_to_confirm", to_confirm, values)
-    else:
-        summary = words["summary_met"].format_map(values)
+    summary = _summary_line(
+        SUMMARY_TOPIC, checked, {"total": len(checked), "t0": order.t0.isoformat()}
+    )
     lines = [
         words["planned_start"].format(t0=order.t0.isoformat(), t0_source=order.t0_source),
         "",
-        card_words("heading")["checklist"],
-        "|---|---|---|",
+        *_checklist_table(checked, policy, SUMMARY_TOPIC),
     ]
-    ranked = sorted(
-        zip(checked, statuses, strict=True),
-        key=lambda pair: (
-            not pair[0][1].shown,
-            not pair[0][1].to_confirm,
-            -pair[0][1].severity,
-        ),
-    )  # stable: rule order within each rank: problems, then items to confirm, then the rest
-    shown_on = card_words("checklist-where")
-    met: list[str] = []
-    for (rule, finding), status in ranked:
-        title = _md(rule.titled(policy))
-        mark = marks[status.value]
-        group = card_group(finding)
-        if status is ChecklistStatus.MET:  # one line after the table: problems stand out
-            met.append(title)
-            continue
-        if finding.shown:  # what was found is said once: on the card that shows it
-            title = f"**{title}**"
-            said = (
-                shown_on[group.value]
-                if group in GROUPED and group is not None
-                else _md(finding.headline)
-            )
-        elif finding.to_confirm:
-            mark, said = marks["to-confirm"], _md(finding.headline)
-        else:
-            said = ""
-        lines.append(f"| {title} | {mark} | {said} |")
-    if met:
-        lines += ["", counted(SUMMARY_TOPIC, "met", len(met), {"checks": "; ".join(met)})]
     if reminders:
         lines.append("")
         lines.extend(reminders)
@@ -599,6 +567,59 @@ def summary_card(
     }
 
 
+def _summary_line(topic: str, checked: list[Checked], values: Mapping[str, Any]) -> str:
+    """The summary card's summary: how many problems, else how many items to confirm, else all
+    met (sentences of [card.<topic>])."""
+    problems = sum(1 for _, finding in checked if finding.shown)
+    to_confirm = sum(1 for _, finding in checked if finding.to_confirm)
+    if problems:
+        return counted(topic, "summary_problems", problems, values)
+    if to_confirm:  # info items (no card of their own): nothing wrong, something to look at
+        return counted(topic, "summary_to_confirm", to_confirm, values)
+    return card_words(topic)["summary_met"].format_map(values)
+
+
+def _checklist_table(checked: list[Checked], policy: Policy, topic: str) -> list[str]:
+    """A summary card's checklist as a markdown table of what is not met: problems first and in
+    bold (a problem shown on a grouped card points to it rather than repeating its line), then
+    items to confirm; the met checks named on one line after the table."""
+    marks = card_words("checklist-status")
+    statuses = [checklist_status(finding) for _, finding in checked]
+    lines = [card_words("heading")["checklist"], "|---|---|---|"]
+    ranked = sorted(
+        zip(checked, statuses, strict=True),
+        key=lambda pair: (
+            not pair[0][1].shown,
+            not pair[0][1].to_confirm,
+            -pair[0][1].severity,
+        ),
+    )  # stable: rule order within each rank: problems, then items to confirm, then the rest
+    shown_on = card_words("checklist-where")
+    met: list[str] = []
+    for (rule, finding), status in ranked:
+        title = _md(rule.titled(policy))
+        mark = marks[status.value]
+        group = card_group(finding)
+        if status is ChecklistStatus.MET:  # one line after the table: problems stand out
+            met.append(title)
+            continue
+        if finding.shown:  # what was found is said once: on the card that shows it
+            title = f"**{title}**"
+            said = (
+                shown_on[group.value]
+                if group in GROUPED and group is not None
+                else _md(finding.headline)
+            )
+        elif finding.to_confirm:
+            mark, said = marks["to-confirm"], _md(finding.headline)
+        else:
+            said = ""
+        lines.append(f"| {title} | {mark} | {said} |")
+    if met:
+        lines += ["", counted(topic, "met", len(met), {"checks": "; ".join(met)})]
+    return lines
+
+
 def build_cards(
     checked: list[Checked],
     order: OrderContext,
@@ -629,6 +650,97 @@ def build_cards(
     worst = max((Severity[c["indicator"].upper()] for c in cards), default=Severity.INFO)
     summary = summary_card(checked, order, hook_instance, policy, reminders, worst)
     # The summary goes after the cards of its own severity, before milder ones.
+    position = sum(1 for c in cards if Severity[c["indicator"].upper()] >= worst)
+    cards.insert(position, summary)
+    return cards
+
+
+MONITORING_SUMMARY_TOPIC = "monitoring-summary"
+MONITORING_CARD_TOPICS: dict[CardGroup, str] = {
+    CardGroup.WORKUP: "monitoring-workup",
+    CardGroup.REVIEW: "monitoring-review",
+    CardGroup.INFUSION_DAY: "monitoring-review",
+}
+"""The card topic of each group at patient-view (the groups are declared in domain/checklist.py;
+there are no infusion-day orders when no order is being placed, so such a finding is reviewed)."""
+MONITORING_DATES = ("lastInfusion", "monitoringEndsOn", "nextTshDue", "earliestNextCourse")
+"""The keys of monitoring_dates, in the order the summary card lists them."""
+
+
+def monitoring_summary_card(
+    checked: list[Checked],
+    dates: Mapping[str, str],
+    hook_instance: str,
+    policy: Policy,
+    worst: Severity = Severity.INFO,
+) -> dict[str, Any]:
+    """The monitoring checklist: the dates that plan the next visit, then one line per check,
+    problems first; its extension is the order services' checklist plus `dates`."""
+    topic = MONITORING_SUMMARY_TOPIC
+    words = card_words(topic)
+    summary = _summary_line(topic, checked, {"total": len(checked), **dates})
+    lines = [card_words("heading")["dates"], "|---|---|"]
+    lines.extend(
+        f"| {words[f'date_{key}']} | {dates[key]} |" for key in MONITORING_DATES if key in dates
+    )
+    lines += [
+        "",
+        *_checklist_table(checked, policy, topic),
+        "",
+        card_words("citation")["summary"].format(sources=policy.sources["label"].title),
+    ]
+    return {
+        "uuid": card_uuid(hook_instance, topic),
+        "summary": fit_summary(summary),
+        "indicator": worst.indicator,
+        "detail": "\n".join(lines),
+        "source": {
+            "label": SOURCE_LABELS["label"],
+            "url": policy.sources["label"].url,
+            "topic": _topic_coding(topic, words["title"]),
+        },
+        "links": [
+            {
+                "label": card_words("link")["label"],
+                "url": policy.sources["label"].url,
+                "type": "absolute",
+            }
+        ],
+        "extension": {CHECKLIST_EXTENSION: checklist(checked, dates)},
+    }
+
+
+def build_monitoring_cards(
+    checked: list[Checked],
+    dates: Mapping[str, str],
+    hook_instance: str,
+    patient_id: str,
+    policy: Policy,
+) -> list[dict[str, Any]]:
+    """The card set of the monitoring service (patient-view): a card per critical finding, the
+    `monitoring-workup` card (a ServiceRequest suggestion per overdue test), the
+    `monitoring-review` card, and always the `monitoring-summary` card, placed after the cards of
+    its own severity. Which group a finding goes to is declared in domain/checklist.py; only the
+    group's topic is this service's (MONITORING_CARD_TOPICS)."""
+    checked = [(rule, worded(finding, policy)) for rule, finding in checked]
+    own: list[dict[str, Any]] = []
+    groups: dict[str, tuple[CardGroup, list[Checked]]] = {}
+    for rule, finding in checked:
+        group = card_group(finding)
+        if group is CardGroup.OWN:
+            own.append(finding_card(rule, finding, hook_instance, patient_id, policy))
+        elif group is not None:
+            topic = MONITORING_CARD_TOPICS[group]
+            groups.setdefault(topic, (group, []))[1].append((rule, finding))
+    cards = own + [
+        grouped_card(group, members, hook_instance, patient_id, policy, topic)
+        for topic, (group, members) in sorted(
+            groups.items(), key=lambda item: list(MONITORING_CARD_TOPICS.values()).index(item[0])
+        )
+    ]
+    cards.sort(key=lambda card: -Severity[card["indicator"].upper()])  # stable
+    worst = max((Severity[c["indicator"].upper()] for c in cards), default=Severity.INFO)
+    summary = monitoring_summary_card(checked, dates, hook_instance, policy, worst)
     position = sum(1 for c in cards if Severity[c["indicator"].upper()] >= worst)
     cards.insert(position, summary)
     return cards

@@ -35,6 +35,8 @@ def critical(result: Answer) -> bool:
 def render_check(request: HookRequest, result: Answer, width: int) -> str:
     """The whole report, every line at most `width` (at least MIN_WIDTH) characters."""
     width = max(width, MIN_WIDTH)
+    if request.hook == "patient-view":
+        return _render_monitoring(request, result, width)
     lines = [
         *_wrap(f"Lemtrada eligibility check, {request.hook} hook", width),
         *_field("Patient", request.patient_id, width),
@@ -50,7 +52,51 @@ def render_check(request: HookRequest, result: Answer, width: int) -> str:
     course = _course(result)
     if course:
         lines += _field("Course", course, width)
+    problems, body = _findings(result, width)
+    lines += body
+    if result.reminders:
+        lines += [
+            "",
+            "Reminders (from the eligibility summary card)",
+            *_markdown(result.reminders, width),
+        ]
+    lines += ["", *_wrap(_result_line(result, problems), width)]
+    return "\n".join(lines) + "\n"
 
+
+def _render_monitoring(request: HookRequest, result: Answer, width: int) -> str:
+    """The report of a patient-view request (the monitoring service): the infusion history
+    instead of an order, then the same problems, items to confirm and met checks."""
+    lines = [
+        *_wrap(f"Lemtrada monitoring check, {request.hook} hook", width),
+        *_field("Patient", request.patient_id, width),
+    ]
+    context = result.monitoring
+    if context is None:
+        lines += _field(
+            "Monitoring",
+            "No Lemtrada infusion on file, monitoring ended, or recorded as deceased: no cards.",
+            width,
+        )
+        return "\n".join(lines) + "\n"
+    courses = len(context.courses)
+    lines += _field("Courses", f"{courses} (first infusion {context.first_infusion})", width)
+    lines += _field("Last infusion", str(context.last_infusion), width)
+    lines += _field("Ends on", str(context.ends_on), width)
+    problems, body = _findings(result, width)
+    lines += body
+    result_line = (
+        "Result: CRITICAL findings: act today"
+        if critical(result)
+        else "Result: no critical findings" + (" (items to act on)" if problems else "")
+    )
+    lines += ["", *_wrap(result_line, width)]
+    return "\n".join(lines) + "\n"
+
+
+def _findings(result: Answer, width: int) -> tuple[list[Finding], list[str]]:
+    """(the problems, the lines listing problems, items to confirm and met checks)."""
+    lines: list[str] = []
     problems = sorted((f for f in result.findings if f.shown), key=_urgency)
     to_confirm = [f for f in result.findings if f.to_confirm]
     met = [f for f in result.findings if not f.shown and not f.to_confirm]
@@ -82,14 +128,7 @@ def render_check(request: HookRequest, result: Answer, width: int) -> str:
     lines += ["", *_wrap(f"Met ({len(met)})", width)]
     for finding in met:
         lines += _row("met", finding, width)
-    if result.reminders:
-        lines += [
-            "",
-            "Reminders (from the eligibility summary card)",
-            *_markdown(result.reminders, width),
-        ]
-    lines += ["", *_wrap(_result_line(result, problems), width)]
-    return "\n".join(lines) + "\n"
+    return problems, lines
 
 
 def _urgency(finding: Finding) -> tuple[int, int]:

@@ -3,12 +3,13 @@
 Pure (no I/O, no flask): a parsed JSON document in, a list of Problems out, each with the JSON path
 of what it is about, so an implementer can fix an integration before the first real call.
 
-Levels: an `error` is something the CDS Hooks 2.0 specification, the order-select/order-sign hook
-definitions or FHIR R4 forbid (the service may refuse the call or be unable to read the evidence).
-A `warning` is something the service tolerates but that changes what it can conclude: resources
-it reads leniently (a MedicationRequest without `intent`, a Bundle without `type`, ids longer than
-R4's 64 characters, as Epic sends them), codings in systems the checks do not read, prefetch keys it
-will have to fetch or cannot fetch (and will then answer 412 for an alemtuzumab order).
+Levels: an `error` is something the CDS Hooks 2.0 specification, the order-select, order-sign and
+patient-view hook definitions or FHIR R4 forbid (the service may refuse the call or be unable to
+read the evidence). A `warning` is something the service tolerates but that changes what it can
+conclude: resources it reads leniently (a MedicationRequest without `intent`, a Bundle without
+`type`, ids longer than R4's 64 characters, as Epic sends them), codings in systems the checks do
+not read, prefetch keys it will have to fetch or cannot fetch (and will then answer 412: for an
+alemtuzumab order, or for any patient at patient-view).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .hook_spec import (
     json_type,
 )
 from .models import LENIENT_DEFAULTS, validation_problem
-from .services import PREFETCH_TYPES
+from .services import prefetch_for
 
 Level = Literal["error", "warning"]
 
@@ -90,7 +91,8 @@ class _Collector:
 
 
 def validate_request(doc: Any) -> list[Problem]:
-    """Every problem of a CDS Hooks request for order-select / order-sign, in document order."""
+    """Every problem of a CDS Hooks request for order-select, order-sign or patient-view, in
+    document order."""
     out = _Collector()
     if not isinstance(doc, dict):
         out.error("$", f"the request must be a JSON object, not {_type_name(doc)}")
@@ -101,12 +103,9 @@ def validate_request(doc: Any) -> list[Problem]:
         _context(context, hook, out)
     prefetch = doc.get("prefetch")
     if isinstance(prefetch, dict):
-        _prefetch(prefetch, doc.get("fhirServer"), out)
+        _prefetch(prefetch, doc.get("fhirServer"), hook, out)
     elif prefetch is None and hook in HOOKS and not doc.get("fhirServer"):
-        out.warning(
-            "$",
-            "neither prefetch nor fhirServer: the service will answer 412 for an alemtuzumab order",
-        )
+        out.warning("$", f"neither prefetch nor fhirServer: the service will answer {_412(hook)}")
     return out.problems
 
 
@@ -147,7 +146,7 @@ def _envelope(doc: dict[str, Any], out: _Collector) -> str | None:
     known = hook if isinstance(hook, str) and hook in HOOKS else None
     _fields(doc, known, "", out)
     if isinstance(hook, str) and known is None:
-        out.error("$.hook", f"this service answers {' and '.join(HOOKS)}, not {hook!r}")
+        out.error("$.hook", f"this service answers {', '.join(HOOKS)}, not {hook!r}")
     instance = doc.get("hookInstance")
     if isinstance(instance, str):
         if (problem := hook_instance_problem(instance)) is not None:
@@ -290,10 +289,17 @@ def _codings(concept: dict[str, Any], path: str, out: _Collector) -> None:
             )
 
 
-def _prefetch(prefetch: dict[str, Any], server: Any, out: _Collector) -> None:
+def _412(hook: str | None) -> str:
+    """When the service answers 412 for missing data: the order services for an alemtuzumab
+    order, the monitoring service for a patient whose data it cannot read."""
+    return "412 for any patient" if hook == "patient-view" else "412 for an alemtuzumab order"
+
+
+def _prefetch(prefetch: dict[str, Any], server: Any, hook: str | None, out: _Collector) -> None:
+    types = prefetch_for(hook or "")[1]
     for key, value in prefetch.items():
         path = child("$.prefetch", key)
-        expected = PREFETCH_TYPES.get(key)
+        expected = types.get(key)
         if expected is None:
             out.warning(path, "not a prefetch key of this service: ignored")
         if value is None:
@@ -307,7 +313,7 @@ def _prefetch(prefetch: dict[str, Any], server: Any, out: _Collector) -> None:
                 out.warning(
                     path,
                     "an OperationOutcome and no fhirServer: the service cannot "
-                    "fetch this key and will answer 412 for an alemtuzumab order",
+                    f"fetch this key and will answer {_412(hook)}",
                 )
             continue
         if value["resourceType"] == "Bundle":
@@ -315,12 +321,11 @@ def _prefetch(prefetch: dict[str, Any], server: Any, out: _Collector) -> None:
         else:
             _resource(value, path, expected, out)
     if not server:
-        for key in PREFETCH_TYPES:
+        for key in types:
             if key not in prefetch:
                 out.warning(
                     child("$.prefetch", key),
-                    "missing and no fhirServer: the service "
-                    "will answer 412 for an alemtuzumab order",
+                    f"missing and no fhirServer: the service will answer {_412(hook)}",
                 )
 
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .cards import build_cards, card_topic, suggestion_checks
+from .cards import build_cards, build_monitoring_cards, card_topic, suggestion_checks
 from .domain.evaluate import evaluate
 from .domain.findings import Finding
+from .domain.monitoring import MonitoringContext, monitoring_context, monitoring_dates
 from .domain.orders import (
     OrderContext,
     OrderScan,
@@ -24,11 +25,12 @@ from .domain.orders import (
 from .domain.policy import load_policy
 from .domain.record import PatientRecord
 from .domain.reminders import summary_reminders
+from .domain.rules.monitoring import evaluate_monitoring
 from .errors import BadRequest, PreconditionFailed
 from .fhir.prefetch import MEDICATION_KEY, Endpoint, Fetcher, resolve
 from .hook_request import HookRequest
 from .origin import Origin
-from .services import PREFETCH_TYPES, ServiceDefinition, prefetch_templates
+from .services import PREFETCH_TYPES, ServiceDefinition, prefetch_for, prefetch_templates
 from .terminology_server import TerminologyServer
 
 
@@ -48,6 +50,8 @@ class Answer:
     need not read cards themselves."""
     suggestion_checks: tuple[tuple[str, str], ...] = ()
     """(suggestion uuid, check topic) of the grouped cards' suggestions, for the audit."""
+    monitoring: MonitoringContext | None = None
+    """The infusion history and monitoring window of a patient-view call (None: not monitored)."""
 
 
 def answer(
@@ -66,7 +70,11 @@ def answer(
 
     With a site's `terminology` server, the record's codes no local value set lists are asked
     about before evaluation (within what remains of the call's FHIR deadline); what it places in
-    a value set reaches every check through PatientRecord.member."""
+    a value set reaches every check through PatientRecord.member.
+
+    patient-view (the monitoring service) has no draft orders: `answer_monitoring`."""
+    if service.hook == "patient-view":
+        return answer_monitoring(request, today, fetcher, terminology)
     started = time.monotonic()
     found = scan(request)
     if found.order is None and not found.unidentified:
@@ -131,6 +139,54 @@ def answer(
         reminders,
         topics,
         suggestion_checks(checked, request.hook_instance),
+    )
+
+
+def answer_monitoring(
+    request: HookRequest,
+    today: date,
+    fetcher: Fetcher | None = None,
+    terminology: TerminologyServer | None = None,
+) -> Answer:
+    """The monitoring cards of one patient-view call.
+
+    The patient's data is needed to know whether they were treated at all, so missing prefetch
+    is fetched (or a 412) first, with the same semantics as the order services. A patient with
+    no alemtuzumab infusion, whose monitoring has ended or who is recorded as deceased gets
+    {"cards": []} before any check runs (and before the terminology server is asked)."""
+    started = time.monotonic()
+    templates, types = prefetch_for(request.hook)
+    data = resolve(
+        request.prefetch,
+        request.context,
+        Endpoint.of(request.fhir_server, request.fhir_authorization),
+        templates,
+        types,
+        fetcher,
+    )
+    policy = load_policy()
+    record = PatientRecord.build(request.patient_id, data.values, data.no_data)
+    context = monitoring_context(record, today, policy)
+    if context is None:
+        return Answer({"cards": []}, origin=data.origin, record=record)
+    if terminology is not None:
+        record.extra_members = terminology(record, started)
+    checked = evaluate_monitoring(record, context, policy)
+    cards = build_monitoring_cards(
+        checked,
+        monitoring_dates(record, context, policy),
+        request.hook_instance,
+        request.patient_id,
+        policy,
+    )
+    return Answer(
+        {"cards": cards},
+        [finding for _, finding in checked],
+        origin=data.origin,
+        record=record,
+        topics=tuple((card_topic(card), str(card.get("indicator", ""))) for card in cards),
+        suggestion_checks=suggestion_checks(checked, request.hook_instance),
+        monitoring=context,
     )
 
 

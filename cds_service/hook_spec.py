@@ -8,6 +8,7 @@ Pure data and small predicates: no I/O, no imports from the package.
 Sources: CDS Hooks 2.0 "HTTP Request" (hook, hookInstance, fhirServer, fhirAuthorization, context,
 prefetch) and the Hook Library's order-select 1.0 / order-sign 1.1 context tables, where `userId`,
 `patientId`, `draftOrders` (and `selections` for order-select) are REQUIRED and `encounterId`
+OPTIONAL, and patient-view 1.0's, where `userId` and `patientId` are REQUIRED and `encounterId`
 OPTIONAL (../shared/reference/cds-hooks-essentials.md, ../shared/cdshooks/spec-examples).
 
 A field that is missing (absent or null) when required, or present with the wrong JSON type, is an
@@ -26,9 +27,9 @@ from typing import Any, Literal
 
 JsonType = Literal["string", "object", "array", "integer"]
 
-HOOKS: tuple[str, ...] = ("order-select", "order-sign")
-"""The hooks this service answers. patient-view (or another hook) is added by naming it here and
-in the `hooks` of the context rows it shares, plus rows of its own."""
+HOOKS: tuple[str, ...] = ("order-select", "order-sign", "patient-view")
+"""The hooks this service answers. Another hook is added by naming it here and in the `hooks` of
+the context rows it shares, plus rows of its own."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class Field:
 
 _ORDER = frozenset({"order-select", "order-sign"})
 """The order hooks (Hook Library order-select 1.0, order-sign 1.1)."""
+_EVERY_HOOK = frozenset(HOOKS)
+"""The order hooks and patient-view 1.0 (the monitoring service), whose context is userId,
+patientId and an optional encounterId: no draft orders."""
 
 FIELDS: tuple[Field, ...] = (
     # The envelope, read before the hook is known (its rows apply to every hook).
@@ -77,7 +81,7 @@ FIELDS: tuple[Field, ...] = (
     Field("hookInstance", "string", required=True),
     Field("context", "object", required=True),
     # The hook context, in the order the service checks it: what the evaluation reads first.
-    Field("context.patientId", "string", required=True, hooks=_ORDER),
+    Field("context.patientId", "string", required=True, hooks=_EVERY_HOOK),
     Field("context.draftOrders", "object", required=True, hooks=_ORDER),
     Field(
         "context.selections",
@@ -86,8 +90,8 @@ FIELDS: tuple[Field, ...] = (
         hooks=frozenset({"order-select"}),
         items="string",
     ),
-    Field("context.userId", "string", required=True, hooks=_ORDER, tolerated=True),
-    Field("context.encounterId", "string", hooks=_ORDER),
+    Field("context.userId", "string", required=True, hooks=_EVERY_HOOK, tolerated=True),
+    Field("context.encounterId", "string", hooks=_EVERY_HOOK),
     # Optional members of the envelope.
     Field("prefetch", "object"),
     Field("fhirServer", "string", required_with="fhirAuthorization"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from types import MappingProxyType
@@ -10,15 +10,17 @@ from typing import Any
 
 from .domain.checklist import CARD_CONTRACT_VERSION, CONTRACT_EXTENSION
 from .domain.fhirdata import LOINC
-from .domain.rules import RULES
+from .domain.policy import load_policy
+from .domain.rules import RULES, Rule
+from .domain.rules.monitoring import MONITORING_RULES
 from .domain.terminology import value_set
 
 
-def _observation_value_sets() -> tuple[str, ...]:
+def _observation_value_sets(rules: tuple[Rule, ...] = RULES) -> tuple[str, ...]:
     """The value sets of LOINC tests the checks declare they read (Rule.value_sets), in rule
     order; value sets of LOINC answers (LA codes: Positive, Negative...) name results, not tests."""
     out: list[str] = []
-    for rule in RULES:
+    for rule in rules:
         for vs_id in rule.value_sets:
             if vs_id not in out and any(
                 system == LOINC and not code.startswith("LA")
@@ -54,11 +56,17 @@ MAX_PREFETCH_URL_CHARS = 2000
 proxies commonly refuse longer URLs. tests/test_prefetch.py holds every template to it."""
 
 
-def outside_laboratory_codes() -> list[str]:
+MONITORING_OBSERVATION_VALUE_SETS: tuple[str, ...] = _observation_value_sets(MONITORING_RULES)
+"""The same for the monitoring checks (the patient-view service)."""
+
+
+def outside_laboratory_codes(
+    value_sets: tuple[str, ...] = OBSERVATION_VALUE_SETS,
+) -> list[str]:
     """LOINC codes of tests that may be filed outside the laboratory category: asked for by code."""
     codes = {
         code
-        for vs_id in OBSERVATION_VALUE_SETS
+        for vs_id in value_sets
         for system, code in value_set(vs_id).outside_laboratory
         if system == LOINC
     }
@@ -93,6 +101,66 @@ def prefetch_templates() -> Mapping[str, str]:
     )
 
 
+MONITORING_PREFETCH_TYPES: dict[str, str] = {
+    "patient": "Patient",
+    "conditions": "Condition",
+    "observations": "Observation",
+    "observationsByCode": "Observation",
+    "medicationStatements": "MedicationStatement",
+    "medicationRequests": "MedicationRequest",
+    "medicationAdministrations": "MedicationAdministration",
+    "serviceRequests": "ServiceRequest",
+    "procedures": "Procedure",
+}
+"""The patient-view service's prefetch keys: what monitoring reads (no immunizations or
+allergies; active ServiceRequests are the pending orders, Procedures the skin examinations and
+HPV screening)."""
+
+
+@cache
+def monitoring_prefetch_templates() -> Mapping[str, str]:
+    """The FHIR queries of the monitoring service, built like `prefetch_templates`: the patient's
+    infusion history (the three medication types, as the course-interval check reads them), every
+    laboratory result plus the monitoring tests a clinic may file elsewhere, the Conditions
+    (autoimmune complications), the active orders (a test ordered is not overdue) and the
+    Procedures."""
+    patient = "{{context.patientId}}"
+    outside = ",".join(
+        f"{LOINC}|{code}" for code in outside_laboratory_codes(MONITORING_OBSERVATION_VALUE_SETS)
+    )
+    templates = {
+        "patient": f"Patient/{patient}",
+        "conditions": f"Condition?patient={patient}",
+        "observations": f"Observation?patient={patient}&category=laboratory",
+        "observationsByCode": f"Observation?patient={patient}&code={outside}",
+        "medicationStatements": f"MedicationStatement?patient={patient}",
+        "medicationRequests": f"MedicationRequest?patient={patient}",
+        "medicationAdministrations": f"MedicationAdministration?patient={patient}",
+        "serviceRequests": f"ServiceRequest?patient={patient}&status=active",
+        "procedures": f"Procedure?patient={patient}",
+    }
+    if not outside:  # no monitoring test is flagged as filed outside the laboratory
+        del templates["observationsByCode"]
+    return MappingProxyType(templates)
+
+
+PrefetchSet = tuple[Callable[[], Mapping[str, str]], Mapping[str, str]]
+PREFETCH_BY_HOOK: dict[str, PrefetchSet] = {
+    "order-select": (prefetch_templates, PREFETCH_TYPES),
+    "order-sign": (prefetch_templates, PREFETCH_TYPES),
+    "patient-view": (monitoring_prefetch_templates, MONITORING_PREFETCH_TYPES),
+}
+"""Each hook's prefetch templates and the resource type of each key (discovery, the engine and
+`cds-service validate` read the same pair)."""
+
+
+def prefetch_for(hook: str) -> tuple[Mapping[str, str], Mapping[str, str]]:
+    """(templates, key -> resource type) of the service answering `hook`."""
+    templates, types = PREFETCH_BY_HOOK.get(hook, PREFETCH_BY_HOOK["order-select"])
+    declared = templates()
+    return declared, {key: types[key] for key in declared}
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
     """One CDS service: its id, the hook it answers and what it tells the EHR at discovery."""
@@ -110,13 +178,21 @@ class ServiceDefinition:
             "title": self.title,
             "description": self.description,
             "usageRequirements": self.usage_requirements,
-            "prefetch": dict(prefetch_templates()),
+            "prefetch": dict(prefetch_for(self.hook)[0]),
             "extension": {CONTRACT_EXTENSION: {"version": CARD_CONTRACT_VERSION}},
         }
 
 
 def _checks(hook: str) -> str:
     return ", ".join(rule.topic for rule in RULES if hook in rule.hooks)
+
+
+MONITORING_USAGE = (
+    "Send context.patientId (and userId) with either the prefetch listed here or fhirServer with "
+    "fhirAuthorization. Alemtuzumab infusions are read from the patient's "
+    "MedicationAdministrations, MedicationStatements and MedicationRequests; a patient with none, "
+    "whose monitoring has ended or who is recorded as deceased gets no cards."
+)
 
 
 USAGE = (
@@ -144,6 +220,18 @@ SERVICES: tuple[ServiceDefinition, ...] = (
         "REMS requirements: " + _checks("order-sign") + ". Returns one card per unmet check and "
         "the pharmacist's checklist card.",
         usage_requirements=USAGE,
+    ),
+    ServiceDefinition(
+        id="lemtrada-monitoring",
+        hook="patient-view",
+        title="Lemtrada (alemtuzumab) safety monitoring after the infusions",
+        description="For a patient treated with alemtuzumab (Lemtrada), checks the monitoring the "
+        "label and REMS ask for until "
+        f"{load_policy()['monitoring_months']} months after the last infusion: "
+        + ", ".join(rule.topic for rule in MONITORING_RULES)
+        + ". Returns a card per critical finding, a work-up card for overdue tests, a review "
+        "card and the monitoring checklist card.",
+        usage_requirements=MONITORING_USAGE,
     ),
 )
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from .cards import SUMMARY_TOPIC, card_topic
+from .cards import MONITORING_SUMMARY_TOPIC, SUMMARY_TOPIC, card_topic
 from .domain.fhirdata import LOINC
 from .domain.policy import load_policy
 from .domain.record import READ_TYPES
@@ -30,12 +30,27 @@ from .engine import answer
 from .feedback import validate_feedback
 from .hook_request import read_hook_request
 from .models import load_models
-from .services import OBSERVATION_VALUE_SETS, PREFETCH_TYPES, SERVICES, prefetch_templates
+from .services import (
+    MONITORING_PREFETCH_TYPES,
+    OBSERVATION_VALUE_SETS,
+    PREFETCH_TYPES,
+    SERVICES,
+    prefetch_for,
+    prefetch_templates,
+)
 
 log = logging.getLogger(__name__)
 
 MODEL_TYPES: tuple[str, ...] = tuple(
-    sorted({*READ_TYPES, *PREFETCH_TYPES.values(), "Bundle", "OperationOutcome"})
+    sorted(
+        {
+            *READ_TYPES,
+            *PREFETCH_TYPES.values(),
+            *MONITORING_PREFETCH_TYPES.values(),
+            "Bundle",
+            "OperationOutcome",
+        }
+    )
 )
 """The resource types a hook call validates or accepts from a FHIR server; their R4B models and
 every element model they reach are loaded."""
@@ -91,7 +106,7 @@ def _build() -> str:
     for service in SERVICES:
         request = read_hook_request(synthetic_request(service.hook), service.hook)
         cards = answer(request, service, TODAY).body["cards"]
-        if not any(card_topic(card) == SUMMARY_TOPIC for card in cards):
+        if not any(card_topic(card) in (SUMMARY_TOPIC, MONITORING_SUMMARY_TOPIC) for card in cards):
             raise RuntimeError(f"the synthetic {service.hook} request got no summary card")
         validate_feedback(service.id, synthetic_feedback(cards))
     return (
@@ -220,6 +235,18 @@ def _resources() -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def _infusion() -> dict[str, Any]:
+    """A Lemtrada infusion given three months before the warm-up's today."""
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": "warm-up-infusion",
+        "status": "completed",
+        "medicationCodeableConcept": _concept("alemtuzumab-lemtrada-rxnorm"),
+        "subject": _subject(),
+        "effectiveDateTime": (TODAY - timedelta(days=91)).isoformat(),
+    }
+
+
 def _order() -> dict[str, Any]:
     system, code, display = _first("alemtuzumab-lemtrada-rxnorm")
     return {
@@ -270,9 +297,12 @@ def synthetic_request(hook: str) -> dict[str, Any]:
     """A complete CDS Hooks request for a made-up patient (no real person), with a prefetch
     for every key the services declare."""
     by_type = _resources()
+    templates, types = prefetch_for(hook)
+    if hook == "patient-view":  # monitored: an infusion three months before today
+        by_type["MedicationAdministration"] = [_infusion()]
     prefetch: dict[str, Any] = {}
-    for key, template in prefetch_templates().items():
-        resource_type = PREFETCH_TYPES[key]
+    for key, template in templates.items():
+        resource_type = types[key]
         found = by_type.get(resource_type, [])
         if "?" not in template:  # a read: the resource itself
             prefetch[key] = found[0] if found else None
@@ -295,6 +325,8 @@ def synthetic_request(hook: str) -> dict[str, Any]:
     }
     if hook == "order-select":
         context["selections"] = [f"MedicationRequest/{ORDER_ID}"]
+    if hook == "patient-view":  # no draft orders
+        del context["draftOrders"]
     return {
         "hook": hook,
         "hookInstance": f"warm-up-{hook}",

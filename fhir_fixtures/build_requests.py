@@ -8,6 +8,10 @@ whole JSON string value:
     "{{T0}}", "{{T0-21d}}", "{{T0+2d}}"   -> ISO date (YYYY-MM-DD) relative to the scenario's t0
     "{{patientRef}}"                      -> "Patient/<Patient.id of the base bundle>"
 
+The monitoring service's patient-view requests come from their own table, monitoring_scenarios.json
+(no draft orders, no T0: "today" is the date the service is asked on, and the placeholders count
+from it), and are written to requests/monitoring/<name>.json; see `build_monitoring_request`.
+
 Usage:
     python fhir_fixtures/build_requests.py           # (re)write requests/<name>.json
     python fhir_fixtures/build_requests.py --check   # exit 1 if a committed request differs
@@ -304,8 +308,111 @@ def load_scenarios() -> list[dict]:
     return scenarios
 
 
+MONITORING_FILE = HERE / "monitoring_scenarios.json"
+MONITORING_DIR = REQUESTS_DIR / "monitoring"
+MONITORING_PREFETCH_TYPES = {
+    "conditions": "Condition",
+    "observations": "Observation",
+    "observationsByCode": "Observation",
+    "medicationStatements": "MedicationStatement",
+    "medicationRequests": "MedicationRequest",
+    "medicationAdministrations": "MedicationAdministration",
+    "serviceRequests": "ServiceRequest",
+    "procedures": "Procedure",
+}
+"""The monitoring service's prefetch keys (cds_service/services.py MONITORING_PREFETCH_TYPES)."""
+MONITORING_FIELDS = {"name", "description", "hook", "service", "base", "overlays", "today"}
+MONITORING_OPTIONAL = {
+    "prefetch_omit",
+    "expected_card_topics",
+    "expected_pending",
+    "expected_dates",
+    "expected_orders",
+}
+# serviceRequests answer `status=active`.
+MONITORING_SELECTS = {**SELECTS, "serviceRequests": lambda res: res.get("status") == "active"}
+
+
+def validate_monitoring_scenario(s: dict) -> None:
+    name = s.get("name", "?")
+    unknown = set(s) - MONITORING_FIELDS - MONITORING_OPTIONAL - EXPECTATION_FIELDS
+    missing = MONITORING_FIELDS - set(s)
+    if len(EXPECTATION_FIELDS & set(s)) != 1:
+        missing |= EXPECTATION_FIELDS - set(s)
+    if unknown or missing:
+        raise FixtureError(
+            f"{name}: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}"
+        )
+    if not NAME_RE.match(name):
+        raise FixtureError(f"{name}: name must be a snake_case sentence")
+    if s["hook"] != "patient-view" or s["service"] != "lemtrada-monitoring":
+        raise FixtureError(f"{name}: the monitoring table is patient-view / lemtrada-monitoring")
+    for key in s.get("prefetch_omit", ()):
+        if key != "patient" and key not in MONITORING_PREFETCH_TYPES:
+            raise FixtureError(f"{name}: unknown prefetch key {key!r}")
+    dt.date.fromisoformat(s["today"])
+
+
+def build_monitoring_request(s: dict) -> dict:
+    """A patient-view request: the base Synthea record plus overlays, with the monitoring
+    service's prefetch (each key holding what an EHR answers for its query)."""
+    validate_monitoring_scenario(s)
+    name = s["name"]
+    today = dt.date.fromisoformat(s["today"])
+    patient, base_entries = load_base(s["base"])
+    patient_ref = f"Patient/{patient['id']}"
+    by_type: dict[str, list[tuple[str, dict]]] = {
+        rt: [] for rt in MONITORING_PREFETCH_TYPES.values()
+    }
+    for url, res in base_entries:
+        if res["resourceType"] in by_type:
+            by_type[res["resourceType"]].append((url, res))
+    seen: set[tuple[str, str]] = {(r["resourceType"], r["id"]) for _, r in base_entries}
+    for item in s["overlays"]:
+        for res in overlay_resources(item, today, patient_ref, name):
+            if res["resourceType"] == "Patient":
+                if res["id"] != patient["id"]:
+                    raise FixtureError(f"{name}: a Patient overlay must have the base's Patient id")
+                patient = {**patient, **res}
+                continue
+            key = (res["resourceType"], res["id"])
+            if key in seen or res["resourceType"] not in by_type:
+                raise FixtureError(f"{name}: duplicate or unexpected resource {key[0]}/{key[1]}")
+            seen.add(key)
+            by_type[res["resourceType"]].append((f"{OVERLAY_BASE_URL}/{key[0]}/{key[1]}", res))
+    prefetch: dict = {"patient": patient}
+    for key, rt in MONITORING_PREFETCH_TYPES.items():
+        select = MONITORING_SELECTS.get(key)
+        prefetch[key] = searchset(
+            [(url, res) for url, res in by_type[rt] if select is None or select(res)]
+        )
+    for key in s.get("prefetch_omit", ()):
+        del prefetch[key]
+    return {
+        "hook": "patient-view",
+        "hookInstance": hook_instance(name),
+        "context": {"userId": USER_ID, "patientId": patient["id"]},
+        "prefetch": prefetch,
+    }
+
+
+def load_monitoring_scenarios() -> list[dict]:
+    """The rows of monitoring_scenarios.json (the patient-view table)."""
+    scenarios = list(orjson.loads(MONITORING_FILE.read_bytes()))
+    names = [s.get("name") for s in scenarios]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise FixtureError(f"duplicate monitoring scenario names: {dupes}")
+    return scenarios
+
+
 def expected_files() -> dict[pathlib.Path, bytes]:
-    return {REQUESTS_DIR / f"{s['name']}.json": render(build_request(s)) for s in load_scenarios()}
+    files = {REQUESTS_DIR / f"{s['name']}.json": render(build_request(s)) for s in load_scenarios()}
+    files.update(
+        (MONITORING_DIR / f"{s['name']}.json", render(build_monitoring_request(s)))
+        for s in load_monitoring_scenarios()
+    )
+    return files
 
 
 def check() -> list[str]:
@@ -317,8 +424,8 @@ def check() -> list[str]:
             problems.append(f"missing: {path.relative_to(HERE)}")
         elif path.read_bytes() != content:
             problems.append(f"differs: {path.relative_to(HERE)}")
-    if REQUESTS_DIR.is_dir():
-        for path in sorted(REQUESTS_DIR.glob("*.json")):
+    for folder in (REQUESTS_DIR, MONITORING_DIR):
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
             if path not in wanted:
                 problems.append(f"stale (no scenario): {path.relative_to(HERE)}")
     return problems
@@ -326,10 +433,11 @@ def check() -> list[str]:
 
 def build() -> list[pathlib.Path]:
     wanted = expected_files()
-    REQUESTS_DIR.mkdir(exist_ok=True)
-    for path in REQUESTS_DIR.glob("*.json"):
-        if path not in wanted:
-            path.unlink()
+    MONITORING_DIR.mkdir(parents=True, exist_ok=True)
+    for folder in (REQUESTS_DIR, MONITORING_DIR):
+        for path in folder.glob("*.json"):
+            if path not in wanted:
+                path.unlink()
     written = []
     for path, content in wanted.items():
         if not path.is_file() or path.read_bytes() != content:
@@ -351,10 +459,11 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             print("run: python fhir_fixtures/build_requests.py", file=sys.stderr)
             return 1
-        print(f"{len(load_scenarios())} requests up to date")
+        print(f"{len(load_scenarios()) + len(load_monitoring_scenarios())} requests up to date")
         return 0
     written = build()
-    print(f"{len(load_scenarios())} scenarios, {len(written)} request file(s) written")
+    count = len(load_scenarios()) + len(load_monitoring_scenarios())
+    print(f"{count} scenarios, {len(written)} request file(s) written")
     return 0
 
 

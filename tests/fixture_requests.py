@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,21 @@ REQUESTS = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 SERVICE_URL = {
     "order-select": "/cds-services/lemtrada-order-select",
     "order-sign": "/cds-services/lemtrada-order-sign",
+    "patient-view": "/cds-services/lemtrada-monitoring",
 }
-"""The path each order hook's request is posted to."""
+"""The path each hook's request is posted to (patient-view: the monitoring service, whose
+requests are under requests/monitoring/)."""
+MONITORING_TODAY = date(2026, 11, 30)
+"""The day every monitoring fixture is asked on (fhir_fixtures/monitoring_scenarios.json
+`today`)."""
+
+
+def monitoring_cases() -> list[tuple[str, str]]:
+    """(fixture name, 'patient-view') for every monitoring request fixture."""
+    return [
+        (f"monitoring/{path.stem}", "patient-view")
+        for path in sorted((REQUESTS / "monitoring").glob("*.json"))
+    ]
 
 
 def fixture_request(name: str) -> dict[str, Any]:

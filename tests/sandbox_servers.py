@@ -459,7 +459,7 @@ class StaticSite(_Base):
         return partial(Handler, directory=str(self.directory))
 
 
-SCREENS = {"rx-view": "order-select", "rx-sign": "order-sign"}
+SCREENS = {"rx-view": "order-select", "rx-sign": "order-sign", "patient-view": "patient-view"}
 
 
 def sandbox_url(
@@ -494,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox-port", type=int, default=8083)
     parser.add_argument("--sandbox-dir", type=Path, default=SANDBOX_DIR)
     parser.add_argument(
+        "--screen",
+        choices=sorted(SCREENS),
+        default="rx-view",
+        help="the Sandbox screen of the printed URL (patient-view: the monitoring service)",
+    )
+    parser.add_argument(
         "--service",
         default="http://127.0.0.1:8080",
         help="the Lemtrada service's base URL (for the printed Sandbox URL)",
@@ -513,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         f"FHIR server:      {fhir.base_url} (patient {fhir.patient_id})\n"
         f"Picker discovery: {picker.discovery_url}\n"
         f"Sandbox:          {sandbox.origin}\nOpen:\n"
-        f"{sandbox_url(sandbox.origin, fhir.base_url, fhir.patient_id, discovery, 'rx-view')}",
+        f"{sandbox_url(sandbox.origin, fhir.base_url, fhir.patient_id, discovery, args.screen)}",
         flush=True,
     )
     try:

@@ -1,5 +1,6 @@
-"""Words for clinicians: every card of every fixture, under both order hooks, is free of FHIR
-paths, resource ids, UCUM braces, "(s)" plurals and repeated citations.
+"""Words for clinicians: every card of every fixture, under both order hooks, and of every
+monitoring fixture (patient-view), is free of FHIR paths, resource ids, UCUM braces, "(s)"
+plurals and repeated citations.
 
 Identifiers belong in the checklist extension, or in the one short "Evidence" list that ends the
 summary card's detail (the order that was recognised); everything above it is for a clinician.
@@ -10,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from unittest import mock
 
 import pytest
-from fixture_requests import SERVICE_URL
+from fixture_requests import MONITORING_TODAY, SERVICE_URL, monitoring_cases
 from fixture_requests import fixture_request as _request
 from golden_responses import cases, under_hook
 
@@ -30,14 +32,15 @@ JARGON = {
     "an unfilled placeholder": re.compile(r"\{[a-z_]+\}"),
 }
 EVIDENCE_HEADING = "**Evidence**"
-CASES = cases()
+CASES = cases() + monitoring_cases()
+SUMMARY_TOPICS = ("eligibility-summary", "monitoring-summary")
 
 
 def _clinician_text(card: dict[str, Any]) -> list[str]:
     """The summary and the detail a clinician reads (the summary card's closing Evidence list,
     which names the order, is for the pharmacist's audit and is left out)."""
     detail = card.get("detail", "")
-    if card["source"]["topic"]["code"] == "eligibility-summary":
+    if card["source"]["topic"]["code"] in SUMMARY_TOPICS:
         detail = detail.split(EVIDENCE_HEADING)[0]
     return [card["summary"], detail]
 
@@ -46,7 +49,8 @@ def _clinician_text(card: dict[str, Any]) -> list[str]:
 def answers(module_client: Any) -> dict[tuple[str, str], list[dict[str, Any]]]:
     out = {}
     for name, hook in CASES:
-        response = module_client.post(SERVICE_URL[hook], json=under_hook(_request(name), hook))
+        with mock.patch("cds_service.http_api.today", return_value=MONITORING_TODAY):
+            response = module_client.post(SERVICE_URL[hook], json=under_hook(_request(name), hook))
         out[(name, hook)] = (
             json.loads(response.get_data())["cards"] if response.status_code == 200 else []
         )

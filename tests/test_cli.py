@@ -345,3 +345,36 @@ def test_help_documents_the_exit_status() -> None:
     assert result.returncode == 0
     for line in ("0    no critical finding", "1    input error", "2    at least one critical"):
         assert line in result.stdout
+
+
+MONITORING_CASES = [
+    ("ITP found at monitoring", "treated_patient_with_platelets_60_gets_a_critical_itp_card", 2),
+    ("monitoring on time", "treated_patient_with_monitoring_on_time_gets_one_info_summary", 0),
+    ("never treated", "never_treated_patient_gets_no_cards", 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "scenario", "exit_code"), MONITORING_CASES, ids=[c[0] for c in MONITORING_CASES]
+)
+@pytest.mark.slow
+def test_check_reads_a_patient_view_request_as_monitoring(
+    case: str, scenario: str, exit_code: int
+) -> None:
+    """A saved patient-view request is checked by the monitoring service: the infusion history
+    instead of an order, every monitoring check, exit status 2 for a critical finding; a patient
+    never treated is said to be not monitored."""
+    from cds_service.domain.rules.monitoring import MONITORING_RULES
+
+    result = run(
+        "check", "--today", "2026-11-30", str(REQUESTS / "monitoring" / f"{scenario}.json")
+    )
+    assert result.returncode == exit_code, result.stderr
+    assert result.stdout.startswith("Lemtrada monitoring check, patient-view hook")
+    if scenario.startswith("never"):
+        assert "No Lemtrada infusion on file" in result.stdout
+        return
+    assert "Last infusion  2026-08-31" in result.stdout
+    assert "Ends on        2030-08-31" in result.stdout
+    for rule in MONITORING_RULES:
+        assert rule.topic in result.stdout

@@ -311,7 +311,7 @@ def test_a_page_on_an_allowed_origin_calls_discovery_and_a_service_with_a_token(
     result, console = run_page(browser, setup.allowed_site, setup.strict)
     assert result["discovery"] == {
         "status": 200,
-        "services": ["lemtrada-order-select", "lemtrada-order-sign"],
+        "services": ["lemtrada-order-select", "lemtrada-order-sign", "lemtrada-monitoring"],
         "cards": 0,
     }, console
     assert result["service"]["status"] == 200, (result, console)

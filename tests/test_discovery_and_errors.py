@@ -12,14 +12,16 @@ from cds_service.domain.terminology import value_set
 from cds_service.services import OBSERVATION_VALUE_SETS
 
 
-def test_discovery_lists_both_lemtrada_services(client: FlaskClient) -> None:
-    """GET /cds-services names the order-select and order-sign services with their texts."""
+def test_discovery_lists_the_three_lemtrada_services(client: FlaskClient) -> None:
+    """GET /cds-services names the order-select, order-sign and patient-view (monitoring)
+    services with their texts."""
     response = client.get("/cds-services")
     assert response.status_code == 200
     services = {s["id"]: s for s in response.get_json()["services"]}
     assert {k: s["hook"] for k, s in services.items()} == {
         "lemtrada-order-select": "order-select",
         "lemtrada-order-sign": "order-sign",
+        "lemtrada-monitoring": "patient-view",
     }
     for service in services.values():
         assert service["title"] and service["description"] and service["usageRequirements"]

@@ -27,6 +27,7 @@ from cds_service.hook_spec import FIELDS, HOOKS, Field, JsonType
 CLEAN = {
     "order-select": "eligible_patient_at_order_select",
     "order-sign": "eligible_patient_at_order_sign",
+    "patient-view": "monitoring/treated_patient_with_monitoring_on_time_gets_one_info_summary",
 }
 AUTHORIZATION = {
     "access_token": "abc",
@@ -201,9 +202,15 @@ OTHER_CASES = [
     ),
     pytest.param(
         "order-select",
-        _set("hook", "patient-view"),
+        _set("hook", "encounter-start"),
         True,
         id="a hook this service does not answer is refused by both",
+    ),
+    pytest.param(
+        "patient-view",
+        _context("draftOrders", {"resourceType": "Bundle", "type": "collection", "entry": []}),
+        False,
+        id="patient-view ignores draftOrders: they are not part of its context",
     ),
     pytest.param(
         "order-sign",
@@ -244,9 +251,10 @@ def test_clean_requests_are_accepted_by_both(hook: str) -> None:
     assert reader_verdict(doc, hook) == validate_verdict(doc) == Verdict(False, frozenset())
 
 
-def test_user_id_is_required_in_both_order_hooks_but_its_absence_costs_no_cards() -> None:
-    """CDS Hooks' order-select and order-sign list userId as REQUIRED; the table says so, and
-    tolerates its absence (the service never reads it): validate warns, the service answers."""
+def test_user_id_is_required_in_every_hook_but_its_absence_costs_no_cards() -> None:
+    """CDS Hooks' order-select, order-sign and patient-view list userId as REQUIRED; the table
+    says so, and tolerates its absence (the service never reads it): validate warns, the service
+    answers."""
     user = next(f for f in FIELDS if f.path == "context.userId")
     assert user.required and user.tolerated and user.json_type == "string"
     assert all(user.applies_to(hook) for hook in HOOKS)
@@ -277,6 +285,11 @@ def _doc_row(field: Field) -> str:
     return f"| `{field.path}` | {kind} | {required} | {hooks} |"
 
 
+def _names_hooks(cell: str) -> bool:
+    """A Hooks cell of the table: every request, or some of HOOKS joined with ', '."""
+    return cell == "every request" or set(cell.split(", ")) <= set(HOOKS)
+
+
 def test_docs_conformance_lists_the_table_as_it_is() -> None:
     """docs/conformance.md shows FIELDS row by row: what an implementer reads is what is used."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "conformance.md").read_text("utf-8")
@@ -285,6 +298,6 @@ def test_docs_conformance_lists_the_table_as_it_is() -> None:
         for line in doc.splitlines()
         if line.startswith("| `")
         and "` | " in line
-        and line.split(" | ")[-1].rstrip(" |") in ("every request", *HOOKS, ", ".join(HOOKS))
+        and _names_hooks(line.split(" | ")[-1].rstrip(" |"))
     ]
     assert rows == [_doc_row(f) for f in FIELDS]

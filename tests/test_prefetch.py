@@ -260,17 +260,30 @@ def _templates() -> dict[str, str]:
     return dict(prefetch_templates())
 
 
+def _every_template() -> list[tuple[str, str, str]]:
+    """(hook, key, template) of every service's prefetch (the order hooks share theirs)."""
+    from cds_service.services import prefetch_for
+
+    return [
+        (hook, key, template)
+        for hook in ("order-select", "patient-view")
+        for key, template in prefetch_for(hook)[0].items()
+    ]
+
+
 @pytest.mark.parametrize(
-    "key", sorted(_templates()), ids=[f"the {k} query fits in a URL" for k in sorted(_templates())]
+    ("hook", "key", "template"),
+    _every_template(),
+    ids=[f"the {k} query at {h} fits in a URL" for h, k, _ in _every_template()],
 )
-def test_every_prefetch_query_fits_in_a_url(key):
+def test_every_prefetch_query_fits_in_a_url(hook, key, template):
     """Rendered with a 64-character patient id and every character but letters, digits and
     `-._~` percent-encoded, each query is at most 2,000 characters (URL caps of EHRs, proxies)."""
     from cds_service.fhir.prefetch import render_template
     from cds_service.services import MAX_PREFETCH_URL_CHARS
 
     assert len(LONGEST_PATIENT_ID) == 64
-    rendered = render_template(_templates()[key], {"patientId": LONGEST_PATIENT_ID})
+    rendered = render_template(template, {"patientId": LONGEST_PATIENT_ID})
     assert LONGEST_PATIENT_ID in rendered
     assert len(quote(rendered, safe="")) <= MAX_PREFETCH_URL_CHARS == MAX_URL_CHARS
 
@@ -307,6 +320,9 @@ def test_fixture_builder_fills_the_observation_keys_as_the_templates_ask():
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     assert {"patient", *builder.PREFETCH_TYPES} == set(_templates())
+    from cds_service.services import monitoring_prefetch_templates
+
+    assert {"patient", *builder.MONITORING_PREFETCH_TYPES} == set(monitoring_prefetch_templates())
     flagged = {code for vs in OBSERVATION_VALUE_SETS for code in value_set(vs).outside_laboratory}
     assert builder.outside_laboratory_codes() == flagged
 

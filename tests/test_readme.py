@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from pathlib import Path
 
 from cds_service.app import create_app
@@ -71,3 +72,49 @@ def test_readme_trusts_the_public_sandbox_only_with_its_warning() -> None:
         '"iss": "https://ehr.hospital.example"' in block and "sandbox" not in block
         for _, block in blocks
     )
+
+
+def test_readme_monitoring_curl_example_shows_the_real_cards() -> None:
+    """The lines printed under the README's monitoring curl are the cards lemtrada-monitoring
+    returns for that patient-view fixture on the day the example is asked."""
+    from unittest import mock
+
+    from cds_service.docs_gen import MONITORING_EXAMPLE_DAY
+
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"<!-- readme-monitoring-curl-output -->\n```\n(.*?)```", readme, re.S)
+    assert shown is not None
+    fixture = re.search(r"--data @(fhir_fixtures/requests/monitoring/\S+\.json)", readme)
+    assert fixture is not None
+    day = date.fromisoformat(MONITORING_EXAMPLE_DAY)
+    with mock.patch("cds_service.http_api.today", return_value=day):
+        cards = (
+            create_app(testing=True)
+            .test_client()
+            .post(
+                "/cds-services/lemtrada-monitoring",
+                json=json.loads((ROOT / fixture.group(1)).read_text()),
+            )
+            .get_json()["cards"]
+        )
+    actual = "".join(
+        f"{c['indicator']} {c['source']['topic']['code']} - {c['summary']}\n" for c in cards
+    )
+    assert shown.group(1) == actual
+    assert "monitoring-summary" in actual
+
+
+def test_readme_lists_the_monitoring_checks_as_generated() -> None:
+    """The README's monitoring topic table is what `make docs` generates from MONITORING_RULES."""
+    from cds_service.docs_gen import (
+        MONITORING_TOPICS_END,
+        MONITORING_TOPICS_START,
+        render_monitoring_topic_table,
+    )
+    from cds_service.domain.rules.monitoring import MONITORING_RULES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split(MONITORING_TOPICS_START)[1].split(MONITORING_TOPICS_END)[0]
+    assert table.strip() == render_monitoring_topic_table().strip()
+    rows = [line.split("`")[1] for line in table.splitlines() if line.startswith("| `")]
+    assert rows == [rule.topic for rule in MONITORING_RULES] + ["monitoring-summary"]

@@ -1,27 +1,33 @@
 """Response invariants (CDS Hooks 2.0 card contract) over EVERY response to EVERY request fixture.
 
-Parametrized over fhir_fixtures/requests/*.json, so a new fixture is covered without editing this
-file. Each invariant is a separate test so a failure names the rule that broke.
+Parametrized over fhir_fixtures/requests/*.json and requests/monitoring/*.json (the monitoring
+service), so a new fixture is covered without editing this file. Each invariant is a separate
+test so a failure names the rule that broke.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
-from fixture_requests import SERVICE_URL
+from fixture_requests import MONITORING_TODAY, SERVICE_URL, monitoring_cases
 from fixture_requests import fixture_request as _request
 
 from cds_service.models import validation_problem
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
-FIXTURES = sorted(p.stem for p in REQUESTS.glob("*.json"))
+FIXTURES = sorted(p.stem for p in REQUESTS.glob("*.json")) + [
+    name for name, _ in monitoring_cases()
+]
+"""The order fixtures and the monitoring service's (patient-view, asked on MONITORING_TODAY)."""
 SCENARIO_TABLE = json.loads((ROOT / "fhir_fixtures" / "scenarios.json").read_text(encoding="utf-8"))
 REFUSED = {row["name"] for row in SCENARIO_TABLE if "refused_with" in row}
 INDICATORS = {"info", "warning", "critical"}
@@ -30,12 +36,19 @@ ACTION_TYPES = {"create", "update", "delete"}
 LINK_TYPES = {"absolute", "smart"}
 
 
+def _post(client: Any, name: str, request: dict[str, Any]) -> Any:
+    """Post a fixture to its hook's service; a monitoring fixture on the day it is dated from."""
+    day = mock.patch("cds_service.http_api.today", return_value=MONITORING_TODAY)
+    with day if name.startswith("monitoring/") else contextlib.nullcontext():
+        return client.post(SERVICE_URL[request["hook"]], json=request)
+
+
 @pytest.fixture(scope="module")
 def responses(module_client: Any) -> dict[str, tuple[int, str, bytes]]:
     """(status, mimetype, body bytes) of the first post of every fixture, posted once per module."""
     out = {}
     for name in FIXTURES:
-        response = module_client.post(SERVICE_URL[_request(name)["hook"]], json=_request(name))
+        response = _post(module_client, name, _request(name))
         out[name] = (response.status_code, response.mimetype, response.get_data())
     return out
 
@@ -192,6 +205,10 @@ def _table_rows(detail: str) -> Iterator[list[list[str]]]:
             table = []
 
 
+TABLES = {"eligibility-summary": 1, "monitoring-summary": 2}
+"""The markdown tables of the cards that have any: the checklist (and the monitoring dates)."""
+
+
 @every_answered_fixture
 def test_detail_is_markdown_with_well_formed_tables(responses, name):
     """A detail is markdown; its tables have a delimiter row and the same cell count per row."""
@@ -206,7 +223,7 @@ def test_detail_is_markdown_with_well_formed_tables(responses, name):
             assert all(re.fullmatch(r":?-{3,}:?", cell) for cell in table[1]), table[:2]
             assert {len(row) for row in table} == {len(table[0])}, table
     cards = _cards(responses, name)
-    assert tables == sum(1 for c in cards if c["source"]["topic"]["code"] == "eligibility-summary")
+    assert tables == sum(TABLES.get(c["source"]["topic"]["code"], 0) for c in cards)
 
 
 @every_answered_fixture
@@ -256,7 +273,7 @@ def test_at_most_one_card_per_topic(responses, name):
 def test_same_request_gives_a_byte_identical_response(module_client, responses, name):
     """Posting the same request again gives the same bytes (deterministic uuids and order)."""
     request = _request(name)
-    again = module_client.post(SERVICE_URL[request["hook"]], json=request)
+    again = _post(module_client, name, request)
     assert (again.status_code, again.mimetype, again.get_data()) == responses[name]
 
 

@@ -12,14 +12,17 @@ Started by this module on 127.0.0.1, and stopped by pid / shutdown afterwards:
 The browser may reach 127.0.0.1 only; anything else (the Sandbox's default discovery endpoint) is
 aborted. One clinician's journey per module: on Rx View (order-select), type the planned start, take
 the helper's suggestion, read the cards, order the suggested VZV IgG and override the dose card with
-a reason; on Rx Sign (order-sign), sign, read the cards and override the premedication card. The
-tests below assert what the clinician saw and what reached the feedback store. Screenshots of both
-screens are left in the module's temporary folder. Skipped when the Sandbox folder, Chromium or the
-playwright module is absent.
+a reason; on Rx Sign (order-sign), sign, read the cards and override the premedication card; then
+the Patient View (patient-view) of a patient treated with Lemtrada three months ago whose monthly
+CBC is overdue (the monitoring table's row, dated from today), served by a second FHIR server: read
+the monitoring cards. The tests below assert what the clinician saw and what reached the feedback
+store. Screenshots of the three screens are left in the module's temporary folder. Skipped when
+the Sandbox folder, Chromium or the playwright module is absent.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,8 +49,11 @@ from sandbox_servers import (
 )
 from served import free_port, stop, wait_until_serving
 
+from cds_service.domain.fhirdata import add_months
+from cds_service.domain.policy import load_policy
 from cds_service.domain.rules import RULES
-from cds_service.services import prefetch_templates
+from cds_service.domain.rules.monitoring import MONITORING_RULES
+from cds_service.services import monitoring_prefetch_templates, prefetch_templates
 
 # Slow: Chromium, the CDS Hooks Sandbox and real servers;
 # `make test` runs it, `make test-fast` leaves it out.
@@ -107,6 +114,37 @@ EXPECTED_PROBLEMS = {
 }
 
 
+MONITORED = "treated_patient_with_cbc_overdue_gets_the_work_up_card"
+"""The monitoring table's row opened on the Patient View: a course ended 91 days ago, the last
+CBC 50 days ago (monthly), everything else on time."""
+MONITORING_CHECKLIST = "monitoring continues until"
+"""In the monitoring checklist card's summary, whatever it found."""
+
+
+def monitored_patient() -> tuple[dict[str, Any], str]:
+    """The patient-view request of MONITORED built with today (UTC, as the service reads it) as
+    its day, so that its results are as old as the row says whenever the test runs; and the
+    summary the clinician should see at the top of the checklist card."""
+    root = Path(__file__).resolve().parents[1] / "fhir_fixtures"
+    spec = importlib.util.spec_from_file_location("build_requests", root / "build_requests.py")
+    assert spec is not None and spec.loader is not None
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    today = datetime.now(UTC).date()
+    (row,) = [r for r in builder.load_monitoring_scenarios() if r["name"] == MONITORED]
+    request_json = builder.build_monitoring_request({**row, "today": today.isoformat()})
+    ends = add_months(today.fromordinal(today.toordinal() - 91), 48)
+    summary = (
+        f"Lemtrada monitoring: 1 of {len(MONITORING_RULES)} checks needs attention; "
+        f"{MONITORING_CHECKLIST} {ends.isoformat()}"
+    )
+    return request_json, summary
+
+
+QUIET = ("met", "not applicable")
+"""Checklist statuses that are no problem (a first course: the later-course checks do not apply)."""
+
+
 @dataclass
 class Screen:
     """What one Sandbox screen showed the clinician once the service's cards arrived."""
@@ -131,6 +169,10 @@ class Journey:
     feedback_status: list[int] = field(default_factory=list)
     log_lines: list[dict[str, Any]] = field(default_factory=list)
     """The service's JSON log lines, as they stood at the end of the journey."""
+    monitored: SandboxFhirServer | None = None
+    """The FHIR server of the patient opened on the Patient View."""
+    monitoring_summary: str = ""
+    """The monitoring checklist card's summary the clinician should see."""
 
 
 # -- the servers ---------------------------------------------------------------------------------
@@ -211,9 +253,9 @@ def card(page: Any, summary: str) -> Any:
     return page.locator(CARD).filter(has=page.locator(SUMMARY_IN_CARD, has_text=summary))
 
 
-def read_screen(page: Any) -> Screen:
+def read_screen(page: Any, checklist: str = CHECKLIST) -> Screen:
     """The card summaries and the checklist table, as rendered."""
-    checklist_card = card(page, CHECKLIST)
+    checklist_card = card(page, checklist)
     rows: dict[str, str] = {}
     for row in checklist_card.locator("table tbody tr").all():
         cells = row.locator("td")
@@ -298,6 +340,18 @@ def walk_through(page: Any, journey: Journey, screenshots: Path) -> None:
     journey.screens["rx-sign"] = screen
 
 
+def open_patient_view(page: Any, url: str, journey: Journey, screenshots: Path) -> None:
+    """The Patient View of the monitored patient: the monitoring cards arrive by themselves."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(card(page, MONITORING_CHECKLIST)).to_have_count(1, timeout=TIMEOUT_MS)
+    page.wait_for_load_state("networkidle")
+    screen = read_screen(page, MONITORING_CHECKLIST)
+    page.screenshot(path=str(screenshots / "patient-view.png"))
+    journey.screens["patient-view"] = screen
+
+
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
     why_not = sandbox_available()
@@ -308,16 +362,25 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
     tmp = tmp_path_factory.mktemp("sandbox")
     request_json = fixture_request(FIXTURE)
     fhir = SandboxFhirServer(request_json)
+    monitored_json, monitoring_summary = monitored_patient()
+    monitored = SandboxFhirServer(monitored_json)
     picker = LemtradaPicker()
     site = StaticSite(SANDBOX_DIR)
     started: list[Callable[[], None]] = []
     process: subprocess.Popen[bytes] | None = None
     try:
-        for server in (fhir, picker, site):
+        for server in (fhir, monitored, picker, site):
             server.start()
             started.append(server.stop)
         process, service_url, log = start_service(tmp, site.origin)
-        result = Journey(service_url, f"sqlite:///{tmp}/service.sqlite3", log, fhir)
+        result = Journey(
+            service_url,
+            f"sqlite:///{tmp}/service.sqlite3",
+            log,
+            fhir,
+            monitored=monitored,
+            monitoring_summary=monitoring_summary,
+        )
         url = sandbox_url(
             site.origin,
             fhir.base_url,
@@ -343,6 +406,14 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
                 page.set_default_timeout(TIMEOUT_MS)
                 page.goto(url)
                 walk_through(page, result, tmp)
+                patient_view = sandbox_url(
+                    site.origin,
+                    monitored.base_url,
+                    monitored.patient_id,
+                    [f"{service_url}/cds-services", picker.discovery_url],
+                    "patient-view",
+                )
+                open_patient_view(page, patient_view, result, tmp)
             finally:
                 browser.close()
         result.log_lines = read_log(log)
@@ -412,6 +483,28 @@ def test_the_clinician_sees_the_card_summaries(journey: Journey, screen: str) ->
 
 
 @pytest.mark.browser
+def test_the_patient_view_shows_the_monitoring_cards(journey: Journey) -> None:
+    """Opening the chart of a patient treated three months ago whose monthly CBC is overdue:
+    the work-up card ordering it, then the monitoring checklist, rendered as a table with every
+    monitoring check and only the CBC not met."""
+    seen = journey.screens["patient-view"]
+    assert seen.summaries == [
+        "Lemtrada monitoring: CBC with differential overdue (monthly until 48 months after the "
+        "last infusion)",
+        journey.monitoring_summary,
+    ]
+    assert seen.checklist_headers == ["Monitoring", "Date", "Check", "Status", "Finding"]
+    policy = load_policy()
+    titles = [rule.titled(policy) for rule in MONITORING_RULES]
+    checks = {title: status for title, status in seen.checklist.items() if title in titles}
+    assert sorted(checks) == sorted(titles)
+    assert {t: s for t, s in checks.items() if s not in QUIET} == {
+        "CBC with differential every month until 48 months after the last infusion": "NOT MET"
+    }
+    assert "|---|" not in seen.checklist_text and "**" not in seen.checklist_text
+
+
+@pytest.mark.browser
 @pytest.mark.parametrize(
     "screen",
     [
@@ -428,8 +521,10 @@ def test_the_checklist_is_rendered_as_a_table_with_every_check(
     checks = int(EXPECTED_CARDS[screen][-1].split(" of ")[1].split()[0])
     assert seen.checklist_headers == ["Check", "Status", "Finding"]
     problems = EXPECTED_PROBLEMS[screen]
-    assert seen.checklist == problems
-    met = checks - len(problems)
+    assert dict(list(seen.checklist.items())[: len(problems)]) == problems
+    assert {t: s for t, s in seen.checklist.items() if s not in QUIET} == problems
+    quiet = sum(1 for s in seen.checklist.values() if s in QUIET)
+    met = checks - len(problems) - quiet
     assert f"Checks met ({met}): Patient not recorded as deceased;" in seen.checklist_text
     assert "|---|" not in seen.checklist_text and "**" not in seen.checklist_text
     assert "Planned first infusion: 2026-12-07 (dosage timing start)." in seen.checklist_text
@@ -499,20 +594,24 @@ def test_the_suggestion_taken_is_counted_for_its_check(journey: Journey) -> None
 def test_the_sandbox_prefetched_every_template_through_the_fhir_server(journey: Journey) -> None:
     """The Sandbox answered the service's prefetch templates with `POST {Type}/_search` to the
     FHIR server, and the service built its cards from that prefetch alone."""
-    templates = prefetch_templates()
-    searched = {query.split("?")[0] for query in templates.values() if "?" in query}
+    templates = {
+        "lemtrada-order-select": prefetch_templates(),
+        "lemtrada-order-sign": prefetch_templates(),
+        "lemtrada-monitoring": monitoring_prefetch_templates(),
+    }
+    searched = {query.split("?")[0] for query in prefetch_templates().values() if "?" in query}
     assert searched <= journey.fhir.searched_types()
+    assert journey.monitored is not None
+    monitoring = monitoring_prefetch_templates().values()
+    assert {q.split("?")[0] for q in monitoring if "?" in q} <= journey.monitored.searched_types()
     with_cards = [
         line
         for line in journey.log_lines
         if line.get("message") == "hook answered" and line.get("topics")
     ]
-    assert {line["service"] for line in with_cards} == {
-        "lemtrada-order-select",
-        "lemtrada-order-sign",
-    }
+    assert {line["service"] for line in with_cards} == set(templates)
     for line in with_cards:
-        assert line["dataOrigin"] == {key: "prefetch" for key in templates}
+        assert line["dataOrigin"] == {key: "prefetch" for key in templates[line["service"]]}
 
 
 @pytest.mark.browser

@@ -23,6 +23,9 @@ from cds_service.conformance import Problem, validate_request
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
 FIXTURES = sorted(p.stem for p in REQUESTS.glob("*.json"))
+MONITORING_FIXTURES = sorted(
+    f"monitoring/{p.stem}" for p in (REQUESTS / "monitoring").glob("*.json")
+)
 
 # Fixtures that are broken on purpose -> the exact (level, path) of their errors.
 DELIBERATELY_BROKEN: dict[str, set[tuple[str, str]]] = {
@@ -51,6 +54,24 @@ def test_every_request_fixture_has_no_errors_unless_broken_on_purpose(name: str)
     assert _errors(problems) == DELIBERATELY_BROKEN.get(name, set()), [p.line() for p in problems]
     warned = {p.path for p in problems if p.level == "warning"}
     assert EXPECTED_WARNINGS.get(name, set()) <= warned
+
+
+@pytest.mark.parametrize("name", MONITORING_FIXTURES)
+def test_every_patient_view_fixture_validates_clean(name: str) -> None:
+    """The monitoring service's patient-view requests (userId, patientId, no draft orders, the
+    monitoring prefetch) are accepted as they are: no error and no warning."""
+    assert [p.line() for p in validate_request(_fixture(name))] == []
+
+
+def test_patient_view_without_its_monitoring_prefetch_warns_of_the_412() -> None:
+    """A patient-view request missing a monitoring key (the pending orders) and without a
+    fhirServer: validate warns that the service will answer 412, whoever the patient is."""
+    doc = _fixture(MONITORING_FIXTURES[0])
+    del doc["prefetch"]["serviceRequests"]
+    assert [p.line() for p in validate_request(doc)] == [
+        "warning: $.prefetch.serviceRequests: missing and no fhirServer: the service will "
+        "answer 412 for any patient"
+    ]
 
 
 def test_epic_style_order_without_intent_is_a_warning_not_an_error() -> None:
@@ -125,10 +146,10 @@ BROKEN: list[tuple[str, Callable[[], Any], str, str, str]] = [
     ("a request without hook", lambda: _delete(_base(), ("hook",)), "error", "$.hook", "required"),
     (
         "a hook this service does not answer",
-        lambda: _set(_base(), ("hook",), "patient-view"),
+        lambda: _set(_base(), ("hook",), "encounter-start"),
         "error",
         "$.hook",
-        "not 'patient-view'",
+        "not 'encounter-start'",
     ),
     (
         "a short hookInstance that is not a UUID is accepted with a warning",
