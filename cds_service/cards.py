@@ -31,7 +31,9 @@ from .domain.fhirdata import LOINC
 from .domain.findings import Evidence, Finding, Severity, Suggestion
 from .domain.orders import OrderContext
 from .domain.policy import Policy
+from .domain.record import Unreadable
 from .domain.rules import Rule
+from .domain.rules.monitoring import MONITORING_RULES
 from .domain.terminology import BASE_URL
 
 TOPIC_SYSTEM = f"{BASE_URL}/CodeSystem/card-topic"
@@ -707,6 +709,52 @@ def monitoring_summary_card(
             }
         ],
         "extension": {CHECKLIST_EXTENSION: checklist(checked, dates)},
+    }
+
+
+def unreadable_history_card(
+    unreadable: tuple[Unreadable, ...], hook_instance: str, policy: Policy
+) -> dict[str, Any]:
+    """The monitoring answer when the only Lemtrada records could not be read (or the readable
+    ones say monitoring ended): the service cannot place the infusions, so every monitoring check
+    is unknown and the card asks to confirm the history, never an empty answer."""
+    topic = MONITORING_SUMMARY_TOPIC
+    words = card_words(topic)
+    checks = [
+        {
+            "topic": rule.topic,
+            "status": ChecklistStatus.UNKNOWN.value,
+            "indicator": Severity.WARNING.indicator,
+            "summary": words["history_unreadable_check"],
+            "evidence": [{"reference": u.reference} for u in unreadable],
+        }
+        for rule in MONITORING_RULES
+    ]
+    lines = [
+        words["history_unreadable_detail"],
+        "",
+        counted(topic, "history_unreadable_records", len(unreadable), {}),
+        "",
+        card_words("citation")["summary"].format(sources=policy.sources["label"].title),
+    ]
+    return {
+        "uuid": card_uuid(hook_instance, topic),
+        "summary": fit_summary(words["history_unreadable_summary"]),
+        "indicator": Severity.WARNING.indicator,
+        "detail": "\n".join(lines),
+        "source": {
+            "label": SOURCE_LABELS["label"],
+            "url": policy.sources["label"].url,
+            "topic": _topic_coding(topic, words["title"]),
+        },
+        "links": [
+            {
+                "label": card_words("link")["label"],
+                "url": policy.sources["label"].url,
+                "type": "absolute",
+            }
+        ],
+        "extension": {CHECKLIST_EXTENSION: {"version": CHECKLIST_VERSION, "checks": checks}},
     }
 
 

@@ -10,10 +10,22 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .cards import build_cards, build_monitoring_cards, card_topic, suggestion_checks
+from .cards import (
+    build_cards,
+    build_monitoring_cards,
+    card_topic,
+    suggestion_checks,
+    unreadable_history_card,
+)
 from .domain.evaluate import evaluate
 from .domain.findings import Finding
-from .domain.monitoring import MonitoringContext, monitoring_context, monitoring_dates
+from .domain.monitoring import (
+    MonitoringContext,
+    deceased,
+    monitoring_context,
+    monitoring_dates,
+    unreadable_infusions,
+)
 from .domain.orders import (
     OrderContext,
     OrderScan,
@@ -168,7 +180,17 @@ def answer_monitoring(
     record = PatientRecord.build(request.patient_id, data.values, data.no_data)
     context = monitoring_context(record, today, policy)
     if context is None:
-        return Answer({"cards": []}, origin=data.origin, record=record)
+        unreadable = () if deceased(record) else unreadable_infusions(record, today)
+        if not unreadable:
+            return Answer({"cards": []}, origin=data.origin, record=record)
+        # Not understood is never silence: say that the history could not be read.
+        card = unreadable_history_card(unreadable, request.hook_instance, policy)
+        return Answer(
+            {"cards": [card]},
+            origin=data.origin,
+            record=record,
+            topics=((card_topic(card), str(card["indicator"])),),
+        )
     if terminology is not None:
         record.extra_members = terminology(record, started)
     checked = evaluate_monitoring(record, context, policy)

@@ -218,3 +218,64 @@ def test_feedback_on_a_monitoring_card_is_stored_per_check(module_client: Any) -
     )
     assert response.status_code == 200
     assert response.get_json() == {}
+
+
+def _with_infusion_dates(date_text: str | None, deceased: bool = False) -> dict[str, Any]:
+    """The on-time patient's request with every Lemtrada administration's date replaced (None
+    keeps it), and the patient recorded as deceased if asked."""
+    request_json = json.loads(json.dumps(request_of(TREATED)))
+    for entry in request_json["prefetch"]["medicationAdministrations"]["entry"]:
+        if date_text is not None:
+            entry["resource"]["effectiveDateTime"] = date_text
+    if deceased:
+        request_json["prefetch"]["patient"]["deceasedDateTime"] = "2026-11-01"
+    return request_json
+
+
+UNREADABLE_HISTORY = [
+    pytest.param(
+        "sometime in spring",
+        False,
+        ["monitoring-summary"],
+        id="Lemtrada given on a date that cannot be read -> a warning to confirm the dates",
+    ),
+    pytest.param(
+        None,
+        False,
+        ["monitoring-summary"],
+        id="control: the same patient with readable dates -> the usual info summary",
+    ),
+    pytest.param(
+        "sometime in spring",
+        True,
+        [],
+        id="an unreadable history of a patient recorded as deceased -> no cards",
+    ),
+]
+
+
+@pytest.mark.parametrize(("date_text", "deceased", "topics"), UNREADABLE_HISTORY)
+def test_an_unreadable_infusion_history_is_never_an_empty_answer(
+    module_client: Any, date_text: str | None, deceased: bool, topics: list[str]
+) -> None:
+    today = date.fromisoformat(ROWS[TREATED]["today"])
+    with mock.patch("cds_service.http_api.today", return_value=today):
+        response = module_client.post(URL, json=_with_infusion_dates(date_text, deceased))
+    assert response.status_code == 200
+    cards = response.get_json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in cards] == topics
+    if not cards:
+        return
+    (card,) = cards
+    checks = checklist(cards)["checks"]
+    if date_text is None:
+        assert card["indicator"] == "info"
+        assert all(c["status"] != "unknown" for c in checks)
+        return
+    assert card["indicator"] == "warning"
+    assert "could not be read" in card["summary"]
+    assert {c["topic"] for c in checks} == {rule.topic for rule in MONITORING_RULES}
+    assert {(c["status"], c["indicator"]) for c in checks} == {("unknown", "warning")}
+    assert {"reference": "MedicationAdministration/lemtrada-course-1-day-1"} in checks[0][
+        "evidence"
+    ]

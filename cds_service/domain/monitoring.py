@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .fhirdata import add_months
 from .findings import Severity
 from .policy import Policy
-from .record import PatientRecord
+from .record import PatientRecord, Unreadable
 
 if TYPE_CHECKING:
     from .evaluate import Checked
@@ -80,6 +80,16 @@ def infusions(
                 days.setdefault((day, dose.reference), Infusion(day, dose.reference, rtype))
         out.append(tuple(sorted(days.values(), key=lambda i: (i.day, i.reference))))
     return tuple(out)
+
+
+def unreadable_infusions(record: PatientRecord, today: date) -> tuple[Unreadable, ...]:
+    """Lemtrada records given up to today that could not be read (no readable date, invalid
+    resource). When they are all there is, or monitoring looks ended, the service cannot tell
+    whether the patient is in monitoring: it says so instead of answering with no cards."""
+    from .rules.course import lemtrada_doses
+
+    _, unreadable = lemtrada_doses(record, today + timedelta(days=1))
+    return tuple(unreadable)
 
 
 def deceased(record: PatientRecord) -> bool:
