@@ -267,6 +267,7 @@ def app(database_url: str) -> Iterator[Flask]:
     """An unauthenticated app with its own SQLite database."""
     app = create_app(testing=True, database_url=database_url)
     yield app
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
 
 
@@ -283,6 +284,7 @@ def module_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskCli
     folder = tmp_path_factory.mktemp("module-db")
     app = create_app(testing=True, database_url=f"sqlite:///{folder}/db.sqlite3")
     yield app.test_client()
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
 
 
@@ -309,6 +311,7 @@ def frozen_answer() -> Iterator[FrozenAnswers]:
     """The answer of a request fixture under a hook on the golden files' date."""
     answers = FrozenAnswers()
     yield answers
+    answers.app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     answers.app.extensions["cds_db"].dispose()
 
 

@@ -114,6 +114,7 @@ def authenticated_client(keys: Keys, jwks_server: JwksServer, tmp_path: Path) ->
         trusted_issuers_json=issuers_json(keys, jwks_server),
     )
     yield app.test_client()
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
 
 
@@ -535,6 +536,7 @@ def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MatrixApp]:
         trusted_issuers_json=json.dumps([issuer]),
     )
     yield MatrixApp(app.test_client(), keys)
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
 
 
@@ -843,6 +845,7 @@ def test_a_slow_key_server_costs_a_call_no_more_than_the_deadline(
         assert_refused_and_counted(client, made_up, "jwks-unavailable", caplog)
         assert jwks_server.hits == {"/slow.json": 1}
     finally:
+        app.extensions["cds_audit"].flush()  # the writer thread is done with the db
         app.extensions["cds_db"].dispose()
 
 

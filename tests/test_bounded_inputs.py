@@ -27,6 +27,7 @@ UUID = "d8b1c3a2-5e4f-4a6b-9c7d-0e1f2a3b4c5d"
 def app(tmp_path: Path) -> Iterator[Any]:
     app = create_app(testing=True, database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}")
     yield app
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
 
 

@@ -234,4 +234,5 @@ def test_the_service_stores_the_canonical_values(url: str) -> None:
         == 1
     )
     assert count(url, "feedback") == 1
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()

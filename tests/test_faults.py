@@ -105,6 +105,7 @@ def exclusively_locked(tmp: Path) -> Outage:
     path = tmp / "db.sqlite3"
     ready = create_app(testing=True, database_url=f"sqlite:///{path}")  # creates the tables
     ready.extensions["cds_db"].ping()
+    ready.extensions["cds_audit"].flush()  # the writer thread is done with the db
     ready.extensions["cds_db"].dispose()
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")
@@ -159,6 +160,7 @@ def healthy_cards(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     assert response.status_code == 200
     app.extensions["cds_audit"].flush()
     assert app.extensions["cds_audit"].dropped == 0
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
     return response.get_data()
 

@@ -258,6 +258,7 @@ def test_unreachable_database_is_503_and_a_retry_succeeds(tmp_path: Path) -> Non
     response = client.post(FEEDBACK_URL, json=body)
     assert response.status_code == 200
     assert len(rows(url, "feedback")) == 1
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
 
 
@@ -325,6 +326,7 @@ def test_hook_call_still_answers_when_the_audit_database_is_down(
         cards = issue_cards(app.test_client(), "hiv_test_positive")
     assert "hiv-screening" in cards
     assert any("issued-card audit dropped" in r.getMessage() for r in caplog.records)
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
 
 

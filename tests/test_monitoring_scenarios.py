@@ -190,6 +190,7 @@ def test_missing_monitoring_prefetch_is_read_from_the_fhir_server(stubs: Any) ->
             fetched = client.post(URL, json=without_prefetch(full, stub.base_url, "stub-token"))
     finally:
         app.extensions["cds_fetcher"].session.close()
+        app.extensions["cds_audit"].flush()  # the writer thread is done with the db
         app.extensions["cds_db"].dispose()
     assert expected.status_code == fetched.status_code == 200, fetched.get_data(as_text=True)
     assert fetched.get_json() == expected.get_json()

@@ -459,6 +459,7 @@ def test_the_app_audits_cards_and_stores_feedback_in_the_database(url: str) -> N
     )
     assert (response.status_code, response.get_json()) == (200, {})
     assert count(url, "feedback", f"WHERE card_uuid = '{uuid}'") == 1
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
 
 
@@ -494,6 +495,7 @@ def test_a_database_outage_mid_way_gives_503_feedback_and_still_answers_hooks() 
         server.resume()
         assert client.post(f"/cds-services/{SELECT}/feedback", json=body).status_code == 200
         assert count(url, "feedback") == 1
+        app.extensions["cds_audit"].flush()  # the writer thread is done with the db
         app.extensions["cds_db"].dispose()
     finally:
         server.stop()
@@ -515,6 +517,7 @@ def test_a_postgresql_url_with_nothing_listening_gives_503_feedback_and_still_an
     assert response.status_code == 503
     app.extensions["cds_audit"].flush()
     assert app.extensions["cds_audit"].dropped > 0
+    app.extensions["cds_audit"].flush()  # the writer thread is done with the db
     app.extensions["cds_db"].dispose()
 
 
