@@ -175,7 +175,7 @@ class PatientRecord:
     _problems: dict[int, str | None] = field(default_factory=dict)
     _seq: dict[int, int] = field(default_factory=dict)
     _uses: tuple[list[MedicationUse], list[Unreadable]] | None = None
-    _memo: dict[str, Any] = field(default_factory=dict)
+    _memo: dict[Any, Any] = field(default_factory=dict)
     """Readings several rules share, computed once per record (see `once`)."""
 
     @classmethod
@@ -269,13 +269,36 @@ class PatientRecord:
 
     def coded(self, rtype: str, value_set: ValueSet) -> list[dict[str, Any]]:
         """Resources of a type with a code in the value set (see `member`), each once, in record
-        order."""
-        seen: dict[int, dict[str, Any]] = {}
-        for code in self._codes_of_type.get(rtype, ()):
-            if self.member(code, value_set):
+        order. Several rules ask the same question: the answer is kept per record (keyed also by
+        the terminology server's answers, which the engine sets before evaluation)."""
+        key = ("coded", rtype, value_set.id, id(self.extra_members))
+        found: list[dict[str, Any]] | None = self._memo.get(key)
+        if found is None:
+            seen: dict[int, dict[str, Any]] = {}
+            for code in self._member_codes(rtype, value_set):
                 for resource in self.by_code[(rtype, code)]:
                     seen.setdefault(id(resource), resource)
-        return sorted(seen.values(), key=lambda r: self._seq.get(id(r), 0))
+            found = sorted(seen.values(), key=lambda r: self._seq.get(id(r), 0))
+            self._memo[key] = found
+        return list(found)
+
+    def _member_codes(self, rtype: str, value_set: ValueSet) -> list[Code]:
+        """The codes on file for a type that are members of the value set (see `member`):
+        walked from whichever side is smaller, the record's codes or the set's enumeration
+        (plus, then, the record's codes a filter may accept and the server's answers)."""
+        here = self._codes_of_type.get(rtype, set())
+        if len(here) <= len(value_set.codes):
+            return [code for code in here if self.member(code, value_set)]
+        found = [code for code in value_set.codes if code in here]
+        if value_set.filters:
+            systems = value_set.filter_systems
+            found += [
+                c for c in here if c[0] in systems and c not in value_set.codes and c in value_set
+            ]
+        found += [
+            c for c in self.extra_members.get(value_set.id, {}) if c in here and c not in value_set
+        ]
+        return found
 
     def split_readable(
         self, resources: Iterable[dict[str, Any]]

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 from .. import orderables
-from ..fhirdata import DateSpan, Malformed, codings, reference_of
+from ..fhirdata import Code, DateSpan, Malformed, codings, reference_of
 from ..findings import Suggestion
 from ..lab_values import Measurement, measurements
 from ..record import PatientRecord, Unreadable
@@ -151,15 +151,38 @@ class DatedValue:
     test: str
 
 
+def _by_component_code(record: PatientRecord) -> dict[Code, list[dict[str, Any]]]:
+    """Observations carrying components (panels), by each component's code: read once per
+    record, so each test's value set looks only at the panels that may carry it."""
+    out: dict[Code, list[dict[str, Any]]] = {}
+    for observation in record.by_type.get("Observation", ()):
+        components = observation.get("component")
+        if not isinstance(components, list):
+            continue
+        for component in components:
+            if not isinstance(component, dict):
+                continue
+            try:
+                codes = codings(component.get("code"))
+            except Malformed:
+                continue
+            for code in codes:
+                panels = out.setdefault(code, [])
+                if not panels or panels[-1] is not observation:
+                    panels.append(observation)
+    return out
+
+
 def dated_values(record: PatientRecord, vs_id: str) -> tuple[list[DatedValue], list[Unreadable]]:
     """Every final, dated value of the tests in a LOINC value set, oldest first: Observations coded
     in the set and components of any Observation (a panel) coded in it. Observations failing R4
     validation are unreadable."""
     vs = value_set(vs_id)
     candidates: dict[int, dict[str, Any]] = {id(o): o for o in record.coded("Observation", vs)}
-    for observation in record.by_type.get("Observation", ()):
-        if isinstance(observation.get("component"), list):
-            candidates.setdefault(id(observation), observation)
+    for code, panels in record.once("observations-by-component-code", _by_component_code).items():
+        if record.member(code, vs):
+            for observation in panels:
+                candidates.setdefault(id(observation), observation)
     out: list[DatedValue] = []
     unreadable: list[Unreadable] = []
     for observation in candidates.values():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from ..fhirdata import ICD10CM, SNOMED, Code, DateSpan, Malformed, codings, first_date, reference_of
@@ -62,10 +62,21 @@ def assessed_condition_sets() -> tuple[ValueSet, ...]:
     return tuple(value_set(vs_id) for vs_id in ids)
 
 
+@lru_cache(maxsize=65_536)
+def _in_a_condition_set(code: Code) -> bool:
+    """Whether a shipped condition value set holds the code (remembered per code: problem lists
+    repeat the same codes, and a bounded cache keeps a long-lived process's memory bounded)."""
+    return any(code in vs for vs in assessed_condition_sets())
+
+
 def assessed(codes: Sequence[Code], record: PatientRecord) -> bool:
-    """Whether some check's condition value set recognises one of the codes (through the record's
-    membership test, so a code a site's terminology server placed counts as assessed)."""
-    return any(record.first_member(codes, vs) is not None for vs in assessed_condition_sets())
+    """Whether some check's condition value set recognises one of the codes: a shipped set, or
+    the site's terminology server for this record (so a code it placed counts as assessed)."""
+    if any(_in_a_condition_set(code) for code in codes):
+        return True
+    ids = {vs.id for vs in assessed_condition_sets()}
+    placed = [members for vs_id, members in record.extra_members.items() if vs_id in ids]
+    return any(code in members for members in placed for code in codes)
 
 
 def _system_name(system: str) -> str:
