@@ -32,7 +32,13 @@ from .bulk_export import (
 )
 from .domain.fhirdata import parse_date
 from .domain.findings import Severity
-from .domain.monitoring import MonitoringContext, deceased, monitoring_context, summarise
+from .domain.monitoring import (
+    MonitoringContext,
+    deceased,
+    monitoring_context,
+    summarise,
+    unreadable_infusions,
+)
 from .domain.policy import Policy, load_policy
 from .domain.record import PatientRecord
 from .domain.rules.monitoring import evaluate_monitoring
@@ -229,6 +235,10 @@ def build_worklist(export: Export, today: date, policy: Policy | None = None) ->
     for patient_id in sorted(treated):
         try:
             row = evaluate_patient(patient_id, kept, today, policy)
+        except UnreadableHistory:
+            log.warning("patient %s: Lemtrada on file, infusion dates unreadable", patient_id)
+            worklist.not_evaluated.append(patient_id)
+            continue
         except Exception as exc:  # one patient's unreadable record must not end the clinic's list
             log.warning("patient %s could not be evaluated (%s)", patient_id, type(exc).__name__)
             worklist.not_evaluated.append(patient_id)
@@ -241,6 +251,10 @@ def build_worklist(export: Export, today: date, policy: Policy | None = None) ->
             worklist.rows.append(row)
     worklist.rows.sort(key=Row.sort_key)
     return worklist
+
+
+class UnreadableHistory(Exception):
+    """A patient with Lemtrada on file whose infusion dates cannot be read."""
 
 
 def evaluate_patient(patient_id: str, kept: Kept, today: date, policy: Policy) -> Row | None:
@@ -259,6 +273,10 @@ def evaluate_patient(patient_id: str, kept: Kept, today: date, policy: Policy) -
         return _row(patient_id, context, deceased=True, deceased_on=_deceased_on(record))
     context = monitoring_context(record, today, policy)
     if context is None:
+        if unreadable_infusions(record, today):
+            # Lemtrada on file but its dates unreadable: as the monitoring service says, the
+            # clinic cannot be told "not in monitoring"; the patient is listed for review.
+            raise UnreadableHistory(patient_id)
         return None
     summary = summarise(evaluate_monitoring(record, context, policy), context, policy)
     return _row(
@@ -313,8 +331,9 @@ def render_text(worklist: Worklist, width: int) -> str:
     lines.append("")
     if worklist.not_evaluated:
         lines += _wrap(
-            f"NOT EVALUATED ({len(worklist.not_evaluated)}): the checks failed on these "
-            "records; review them by hand:",
+            f"NOT EVALUATED ({len(worklist.not_evaluated)}): records the checks could not "
+            "read (infusion dates unreadable, or a record the checks failed on); review them by "
+            "hand:",
             width,
         )
         lines += [line for p in worklist.not_evaluated for line in _wrap(p, width, "  ", "    ")]

@@ -518,3 +518,30 @@ def test_the_readme_example_is_what_the_command_prints(
     monkeypatch.chdir(ROOT)
     code, out, _ = monitor(capsys, "fhir_fixtures/bulk-export", "--today", TODAY)
     assert code == 0 and out == printed
+
+
+def test_a_patient_whose_infusion_dates_cannot_be_read_is_listed_for_review(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The on-time patient's Lemtrada administrations with unreadable dates: the clinic is told
+    to review the record, never that the patient is not in monitoring; the control (the
+    fixture as built) lists the same patient on track."""
+    folder = tmp_path / "export"
+    shutil.copytree(EXPORT, folder)
+    target = folder / "MedicationAdministration.000.ndjson"
+    lines = []
+    for line in target.read_text().splitlines():
+        resource = json.loads(line)
+        if resource["subject"]["reference"] == f"Patient/{FIX.ON_TIME}":
+            resource["effectiveDateTime"] = "early June"
+        lines.append(json.dumps(resource))
+    target.write_text("\n".join(lines) + "\n")
+    before = as_json(capsys)
+    assert FIX.ON_TIME in [r["patientId"] for r in before["patients"]]
+    assert before["notEvaluated"] == []
+    doc = as_json(capsys, folder)
+    assert doc["notEvaluated"] == [FIX.ON_TIME]
+    assert FIX.ON_TIME not in [r["patientId"] for r in doc["patients"]]
+    assert doc["counts"]["notInMonitoring"] == before["counts"]["notInMonitoring"]
+    code, out, err = monitor(capsys, str(folder), "--today", TODAY)
+    assert code == 0 and "infusion dates unreadable" in out and "Traceback" not in out + err
