@@ -548,15 +548,31 @@ def summary_card(
         "- "
         + words["order"].format(reference=order.order.reference, matched_by=order.order.matched_by),
     ]
+    return _checklist_card(
+        SUMMARY_TOPIC, hook_instance, summary, worst, lines, checklist(checked), policy
+    )
+
+
+def _checklist_card(
+    topic: str,
+    hook_instance: str,
+    summary: str,
+    indicator: Severity,
+    lines: list[str],
+    checklist_value: dict[str, Any],
+    policy: Policy,
+) -> dict[str, Any]:
+    """A summary card (order or monitoring): cited to the label, linked to it, carrying the
+    checklist extension. The one place its envelope is written."""
     return {
-        "uuid": card_uuid(hook_instance, SUMMARY_TOPIC),
+        "uuid": card_uuid(hook_instance, topic),
         "summary": fit_summary(summary),
-        "indicator": worst.indicator,
+        "indicator": indicator.indicator,
         "detail": "\n".join(lines),
         "source": {
             "label": SOURCE_LABELS["label"],
             "url": policy.sources["label"].url,
-            "topic": _topic_coding(SUMMARY_TOPIC, words["title"]),
+            "topic": _topic_coding(topic, card_words(topic)["title"]),
         },
         "links": [
             {
@@ -565,7 +581,7 @@ def summary_card(
                 "type": "absolute",
             }
         ],
-        "extension": {CHECKLIST_EXTENSION: checklist(checked)},
+        "extension": {CHECKLIST_EXTENSION: checklist_value},
     }
 
 
@@ -691,25 +707,9 @@ def monitoring_summary_card(
         "",
         card_words("citation")["summary"].format(sources=policy.sources["label"].title),
     ]
-    return {
-        "uuid": card_uuid(hook_instance, topic),
-        "summary": fit_summary(summary),
-        "indicator": worst.indicator,
-        "detail": "\n".join(lines),
-        "source": {
-            "label": SOURCE_LABELS["label"],
-            "url": policy.sources["label"].url,
-            "topic": _topic_coding(topic, words["title"]),
-        },
-        "links": [
-            {
-                "label": card_words("link")["label"],
-                "url": policy.sources["label"].url,
-                "type": "absolute",
-            }
-        ],
-        "extension": {CHECKLIST_EXTENSION: checklist(checked, dates)},
-    }
+    return _checklist_card(
+        topic, hook_instance, summary, worst, lines, checklist(checked, dates), policy
+    )
 
 
 def unreadable_history_card(
@@ -737,25 +737,15 @@ def unreadable_history_card(
         "",
         card_words("citation")["summary"].format(sources=policy.sources["label"].title),
     ]
-    return {
-        "uuid": card_uuid(hook_instance, topic),
-        "summary": fit_summary(words["history_unreadable_summary"]),
-        "indicator": Severity.WARNING.indicator,
-        "detail": "\n".join(lines),
-        "source": {
-            "label": SOURCE_LABELS["label"],
-            "url": policy.sources["label"].url,
-            "topic": _topic_coding(topic, words["title"]),
-        },
-        "links": [
-            {
-                "label": card_words("link")["label"],
-                "url": policy.sources["label"].url,
-                "type": "absolute",
-            }
-        ],
-        "extension": {CHECKLIST_EXTENSION: {"version": CHECKLIST_VERSION, "checks": checks}},
-    }
+    return _checklist_card(
+        topic,
+        hook_instance,
+        words["history_unreadable_summary"],
+        Severity.WARNING,
+        lines,
+        {"version": CHECKLIST_VERSION, "checks": checks},
+        policy,
+    )
 
 
 def build_monitoring_cards(

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from . import lab_values
 from .fhirdata import LOINC, SNOMED, V3_INTERPRETATION, Code, Malformed, codings
 from .policy import load_policy
 from .terminology import ValueSet, value_set
@@ -257,16 +258,16 @@ _UNIT_WORDS = {
 
 
 def readable_unit(quantity: Mapping[str, Any]) -> str:
-    """The unit as a clinician writes it: the lab's own unit text unless it is UCUM syntax,
-    else the UCUM code without braces and brackets ('{index}' -> 'index', '[IU]/L' -> 'IU/L')."""
+    """The unit of a Quantity as a clinician writes it: its `unit` (else its `code`), a few
+    qualitative annotations as words ('{s/co}' -> 'S/CO'), the rest without UCUM braces and
+    brackets as lab_values.readable_unit writes every unit ('[IU]/L' -> 'IU/L')."""
     unit, code = quantity.get("unit"), quantity.get("code")
     for candidate in (unit, code):
         if isinstance(candidate, str) and candidate.strip():
             text = candidate.strip()
             if text.casefold() in _UNIT_WORDS:
                 return _UNIT_WORDS[text.casefold()]
-            text = re.sub(r"\{([^}]*)\}", r"\1", text)
-            return text.replace("[", "").replace("]", "")
+            return lab_values.readable_unit(text)
     return ""
 
 
