@@ -833,7 +833,7 @@ def main() -> int:
         print(f"\nupdated {FIRST_CALL_HEADING!r} in {args.output}")
         return 0
     if args.only == "monitor":
-        section = monitor.section(monitor.monitor_runs(args.smoke), args.smoke)
+        section = monitor.report(args.smoke)
         print("\n".join(section))
         replace_section(args.output, section)
         print(f"\nupdated {monitor.HEADING!r} in {args.output}")
@@ -967,7 +967,7 @@ def main() -> int:
     first_call = first_call_section(first_calls(starts, warm_runs), warm_runs)
     print("\n" + "\n".join(first_call))
     sections += first_call
-    worklist = monitor.section(monitor.monitor_runs(args.smoke), args.smoke)
+    worklist = monitor.report(args.smoke)
     print("\n" + "\n".join(worklist))
     sections += worklist
     sections += hand_written_sections(args.output, sections)

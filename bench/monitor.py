@@ -339,6 +339,14 @@ def run_one(label: str, built: Built) -> Run:
     )
 
 
+def report(smoke: bool) -> list[str]:
+    """The worklist section of the report: the three runs, or, when the Synthea bulk data is not
+    beside the checkout (a clone without ../shared), a line saying why nothing was measured."""
+    if not fx.SYNTHEA_BULK.is_dir():
+        return [HEADING, "", f"Not run: {fx.SYNTHEA_BULK} is not beside this checkout.", ""]
+    return section(monitor_runs(smoke), smoke)
+
+
 def monitor_runs(smoke: bool) -> list[Run]:
     """Three runs (see the module's docstring); every export is deleted afterwards."""
     small, large = (4_000, 16_000) if smoke else (250_000, 1_000_000)
